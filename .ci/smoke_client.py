@@ -1,0 +1,63 @@
+"""Smoke client: wait for readiness, register an ONNX model built without torch, read it back."""
+
+import hashlib
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import onnx
+from onnx import TensorProto, helper
+
+base = sys.argv[1]
+
+
+def call(method, path, body=None, headers=None):
+    request = urllib.request.Request(base + path, data=body, method=method, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, response.read()
+
+
+deadline = time.monotonic() + 60
+while True:
+    try:
+        if call("GET", "/readyz")[0] == 200:
+            break
+    except (urllib.error.URLError, ConnectionError):
+        pass
+    if time.monotonic() > deadline:
+        sys.exit("server did not become ready within 60 s")
+    time.sleep(0.2)
+
+graph = helper.make_graph(
+    [helper.make_node("Relu", ["x"], ["y"])],
+    "smoke",
+    [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+    [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+)
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+data = model.SerializeToString()
+boundary = uuid.uuid4().hex
+body = (
+    f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"m.onnx\"\r\n"
+    "Content-Type: application/octet-stream\r\n\r\n"
+).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+status, raw = call(
+    "POST",
+    "/v1/registry/models/smoke/versions",
+    body,
+    {"Content-Type": f"multipart/form-data; boundary={boundary}"},
+)
+answer = json.loads(raw)
+assert status == 201, (status, answer)
+assert answer["version"] == 1 and answer["sha256"] == hashlib.sha256(data).hexdigest(), answer
+assert answer["signature"]["inputs"][0]["shape"] == [-1, 4], answer
+status, artifact = call("GET", "/v1/registry/models/smoke/versions/1/artifact")
+assert artifact == data
+for path in ("/healthz", "/schema/openapi.json", "/v1/modules", "/metrics"):
+    assert call("GET", path)[0] == 200, path
+assert b"quarry_contract_call_duration_seconds" in call("GET", "/metrics")[1]
+print("registered smoke:1", answer["sha256"])
+assert "torch" not in sys.modules and onnx is not None

@@ -1,0 +1,213 @@
+"""The composition root: the only code that knows every module.
+
+:class:`Platform` builds the modules this process hosts, in dependency order, binds every
+contract they require to a local implementation (through the kernel's call wrapper), wires events
+and tasks, and exposes the bound contracts. :func:`create_app` puts the HTTP API on top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from litestar import Litestar
+
+from app.kernel import calls, telemetry
+from app.kernel.auth import KeyStore
+from app.kernel.db import Database
+from app.kernel.events import EventBus, Outbox, event_type_name
+from app.kernel.http.app import ModuleStatus, create_http_app
+from app.kernel.http.auth import auth_guard, auth_middleware
+from app.kernel.http.idempotency import IdempotencyMiddleware
+from app.kernel.module import BuiltModule, ModuleContext, ModuleSpec
+from app.kernel.settings import ConfigError, Settings
+from app.kernel.tasks import TaskQueue
+from app.modules import registry
+
+__all__ = ["AVAILABLE_MODULES", "Platform", "create_app"]
+
+AVAILABLE_MODULES: tuple[ModuleSpec, ...] = (registry.module,)
+"""Every module of this build, in dependency order."""
+
+_log = logging.getLogger("quarry.bootstrap")
+
+
+class Platform:
+    """The modules of one process, built and started."""
+
+    def __init__(
+        self, settings: Settings, *, extra_modules: Sequence[ModuleSpec] = ()
+    ) -> None:
+        self.settings = settings
+        self.specs = {s.name: s for s in (*AVAILABLE_MODULES, *extra_modules)}
+        self.hosted = _hosted_specs(settings, self.specs)
+        self.bus = EventBus(
+            max_attempts=settings.events_max_attempts,
+            retry_base_s=settings.events_retry_base_s,
+            poll_s=settings.events_poll_s,
+            retention_s=settings.events_retention_s,
+        )
+        self.tasks = TaskQueue(settings.broker_url, worker_threads=settings.task_worker_threads)
+        self.databases: dict[str, Database] = {}
+        self.built: dict[str, BuiltModule] = {}
+        self._started = False
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Migrate, build and start every hosted module; then start events and tasks."""
+        telemetry.configure(log_level=self.settings.log_level, log_format=self.settings.log_format)
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            for spec in self.hosted:
+                await self._build(spec)
+            self._wire_subscriptions()
+            await self.bus.start()
+            if self.tasks.in_process:
+                self.tasks.start_workers()
+            for built in self.built.values():
+                for hook in built.on_startup:
+                    await hook()
+        except BaseException:
+            await self.stop()
+            raise
+        self._started = True
+        _log.info("platform started", extra={"modules": [s.name for s in self.hosted]})
+
+    async def stop(self) -> None:
+        """Stop hooks, events, tasks and database pools, in reverse order of starting."""
+        for built in reversed(list(self.built.values())):
+            for hook in built.on_shutdown:
+                try:
+                    await hook()
+                except Exception:
+                    _log.exception("shutdown hook failed")
+        await self.bus.stop()
+        await asyncio.to_thread(self.tasks.stop)
+        for db in self.databases.values():
+            db.dispose()
+        self._started = False
+
+    async def __aenter__(self) -> Platform:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # --- building ---------------------------------------------------------------------------
+
+    async def _build(self, spec: ModuleSpec) -> None:
+        db = Database(spec.name, self.settings.database_url(spec.name))
+        self.databases[spec.name] = db
+        if spec.migrations:
+            await asyncio.to_thread(db.migrate, spec.migrations)
+        outbox = Outbox(spec.name, spec.publishes)
+        if spec.publishes:
+            self.bus.add_publisher(spec.name, db, outbox)
+        ctx = ModuleContext(
+            name=spec.name,
+            settings=self.settings,
+            db=db,
+            outbox=outbox,
+            tasks=self.tasks,
+            logger=logging.getLogger(f"quarry.{spec.name}"),
+            dependencies=self._dependencies(spec),
+        )
+        self.built[spec.name] = await spec.build(ctx)
+
+    def _dependencies(self, spec: ModuleSpec) -> dict[type, Any]:
+        bound: dict[type, Any] = {}
+        for dep in spec.requires:
+            if dep.module in self.built:
+                bound[dep.protocol] = self.client(dep.module, caller=spec.name)
+            elif not dep.optional:
+                raise ConfigError(
+                    f"module {spec.name} requires {dep.module}, which is neither hosted here"
+                    f" (QUARRY_MODULES) nor remote (set QUARRY_REMOTE_{dep.module.upper()})"
+                )
+            else:
+                _log.warning(
+                    "%s: optional dependency %s is not bound; features that need it answer 503",
+                    spec.name,
+                    dep.module,
+                )
+        return bound
+
+    def _wire_subscriptions(self) -> None:
+        for name, built in self.built.items():
+            declared = {event_type_name(t) for t in self.specs[name].subscribes}
+            for event_type, handler in built.subscriptions.items():
+                if event_type_name(event_type) not in declared:
+                    raise ConfigError(f"module {name} handles an event it does not declare")
+                self.bus.subscribe(name, event_type, handler)
+
+    # --- views ------------------------------------------------------------------------------
+
+    def client(self, module: str, *, caller: str = "client") -> Any:
+        """Module ``module``'s contract as seen by ``caller`` (through the call wrapper)."""
+        spec = self.specs[module]
+        if module not in self.built:
+            raise LookupError(f"module {module} is not hosted in this process")
+        return calls.bind(spec.provides, self.built[module].service, module=module, caller=caller)
+
+    def route_handlers(self) -> list[Any]:
+        """The public routes of every module this process serves."""
+        handlers: list[Any] = []
+        for name, built in self.built.items():
+            handlers.extend(self.specs[name].routes(self.client(name, caller="http"), self.settings))
+        return handlers
+
+    def readiness(self) -> dict[str, bool]:
+        """Each hosted module and whether it is ready."""
+        return {
+            s.name: self._started and s.name in self.built and self.built[s.name].is_ready()
+            for s in self.hosted
+        }
+
+    def module_statuses(self) -> list[ModuleStatus]:
+        """The ``/v1/modules`` table."""
+        ready = self.readiness()
+        return [
+            ModuleStatus(
+                name=spec.name,
+                placement="local",
+                url=None,
+                contract_version="{}.{}".format(*spec.contract_version),
+                breaker=None,
+                ready=ready.get(spec.name),
+            )
+            for spec in self.hosted
+        ]
+
+
+def _hosted_specs(settings: Settings, specs: dict[str, ModuleSpec]) -> list[ModuleSpec]:
+    explicit = set(settings.modules) != set(_all_names())
+    missing = [m for m in settings.modules if m not in specs] if explicit else []
+    if missing:
+        raise ConfigError(
+            f"QUARRY_MODULES names {', '.join(missing)}, not available in this build"
+            f" (available: {', '.join(specs)})"
+        )
+    return [spec for name, spec in specs.items() if settings.hosts(name) or name not in _all_names()]
+
+
+def _all_names() -> Iterable[str]:
+    from app.kernel.settings import MODULE_NAMES
+
+    return MODULE_NAMES
+
+
+def create_app(platform: Platform, *, host: str | None = None) -> Litestar:
+    """The HTTP API of a started :class:`Platform` served on ``host``."""
+    settings = platform.settings
+    keys = KeyStore(settings.keys_file)
+    return create_http_app(
+        settings=settings,
+        platform=platform,
+        route_handlers=platform.route_handlers(),
+        middleware=[auth_middleware(settings, keys, host=host), IdempotencyMiddleware],
+        guards=[auth_guard],
+    )

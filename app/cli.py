@@ -1,0 +1,196 @@
+"""The ``quarry`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from app.bootstrap import AVAILABLE_MODULES, Platform, create_app
+from app.kernel.auth import KeyStore
+from app.kernel.db import Database
+from app.kernel.events import list_failed, retry_failed
+from app.kernel.settings import ConfigError, Settings, load_settings
+from contracts.common import QuarryError
+
+__all__ = ["main"]
+
+
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+# --- serve / migrate / modules ---------------------------------------------------------------
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    async def serve() -> None:
+        async with Platform(settings) as platform:
+            app = create_app(platform, host=settings.host)
+            config = uvicorn.Config(
+                app,
+                host=settings.host,
+                port=settings.port,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+                timeout_graceful_shutdown=args.drain_timeout,
+            )
+            server = uvicorn.Server(config)
+            print(f"quarry serving on http://{settings.host}:{settings.port}", file=sys.stderr)
+            await server.serve()
+
+    _run(serve())
+    return 0
+
+
+def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    for spec in AVAILABLE_MODULES:
+        if settings.hosts(spec.name) and spec.migrations:
+            db = Database(spec.name, settings.database_url(spec.name))
+            try:
+                db.migrate(spec.migrations)
+            finally:
+                db.dispose()
+            print(f"{spec.name}: migrated ({db.url.split('://', 1)[0]})")
+    return 0
+
+
+def _modules(settings: Settings, _args: argparse.Namespace) -> int:
+    for spec in AVAILABLE_MODULES:
+        if spec.name in settings.remotes:
+            where = f"remote {settings.remotes[spec.name]}"
+        elif settings.hosts(spec.name):
+            where = "local"
+        else:
+            where = "not hosted"
+        version = "{}.{}".format(*spec.contract_version)
+        print(f"{spec.name:<12} contract {version:<6} {where}")
+    return 0
+
+
+# --- keys ------------------------------------------------------------------------------------
+
+
+def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    store = KeyStore(settings.keys_file)
+    if args.keys_command == "create":
+        info, secret = store.create(args.name, [s.strip() for s in args.scopes.split(",")])
+        print(f"created key {info.id} ({info.name}) with scopes {', '.join(sorted(info.scopes))}")
+        print("store it now; it is not shown again:")
+        print(secret)
+    elif args.keys_command == "list":
+        for info in store.list():
+            state = "revoked" if info.revoked else "active"
+            print(f"{info.id}  {info.name:<20} {','.join(sorted(info.scopes)):<30} {state}")
+    else:
+        info = store.revoke(args.key_id)
+        print(f"revoked key {info.id} ({info.name})")
+    return 0
+
+
+# --- events ----------------------------------------------------------------------------------
+
+
+def _events(settings: Settings, args: argparse.Namespace) -> int:
+    modules = [s for s in AVAILABLE_MODULES if s.publishes and settings.hosts(s.name)]
+    if args.module:
+        modules = [s for s in modules if s.name == args.module]
+    for spec in modules:
+        db = Database(spec.name, settings.database_url(spec.name))
+        try:
+            if args.events_command == "failed":
+                for row in list_failed(db, spec.name):
+                    print(json.dumps({"module": spec.name, **_plain(row)}))
+            else:
+                count = retry_failed(db, spec.name, event_id=args.event, subscriber=args.subscriber)
+                print(f"{spec.name}: {count} failed deliveries queued again")
+        finally:
+            db.dispose()
+    return 0
+
+
+def _plain(row: Any) -> dict[str, Any]:
+    import msgspec
+
+    return dict(msgspec.to_builtins(row))
+
+
+# --- parser ----------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="quarry", description="Quarry ML platform")
+    parser.add_argument("--config", help="a quarry.toml file (default ./quarry.toml)")
+    parser.add_argument("--data-dir", help="where embedded data lives (QUARRY_DATA_DIR)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the HTTP API")
+    serve.add_argument("--modules", help="modules to host (QUARRY_MODULES), e.g. registry,features")
+    serve.add_argument("--host", help="address to bind (QUARRY_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (QUARRY_PORT, default 8000)")
+    serve.add_argument("--drain-timeout", type=int, default=15, help="seconds to finish requests")
+    serve.set_defaults(handler=_serve)
+
+    migrate = sub.add_parser("migrate", help="upgrade every hosted module's database")
+    migrate.add_argument("--modules", help="modules to migrate (default: every hosted one)")
+    migrate.set_defaults(handler=_migrate)
+
+    sub.add_parser("modules", help="list modules and where they run").set_defaults(handler=_modules)
+
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key (shown once)")
+    create.add_argument("--scopes", required=True, help="comma-separated: admin,read,predict,...")
+    create.add_argument("--name", default="key", help="a label for the key")
+    keys_sub.add_parser("list", help="list keys (never the secrets)")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("key_id")
+    keys.set_defaults(handler=_keys)
+
+    events = sub.add_parser("events", help="inspect and resubmit failed event deliveries")
+    events_sub = events.add_subparsers(dest="events_command", required=True)
+    for name, text in (("failed", "list failed deliveries"), ("retry", "deliver failed again")):
+        cmd = events_sub.add_parser(name, help=text)
+        cmd.add_argument("--module", help="the publishing module (default: all)")
+        if name == "retry":
+            cmd.add_argument("--event", help="only this event id")
+            cmd.add_argument("--subscriber", help="only this subscriber")
+    events.set_defaults(handler=_events)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``quarry`` command."""
+    args = _parser().parse_args(argv)
+    overrides = {
+        "data_dir": args.data_dir,
+        "modules": getattr(args, "modules", None),
+        "host": getattr(args, "host", None),
+        "port": getattr(args, "port", None),
+    }
+    handler: Callable[[Settings, argparse.Namespace], int] = args.handler
+    try:
+        settings = load_settings(config_file=args.config, **overrides)
+        return handler(settings, args)
+    except ConfigError as exc:
+        print(f"quarry: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except QuarryError as exc:
+        print(f"quarry: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""The call wrapper: every contract call goes through it, whatever the transport.
+
+:func:`bind` turns an implementation of a contract Protocol into an object with the same methods,
+each wrapped once (not per call) to enforce the call's deadline, open a tracing span and record
+the ``quarry_contract_call_duration_seconds`` histogram labelled by caller, module, method and
+placement. Unexpected exceptions become :class:`~contracts.common.InternalError`, as they would
+over a remote transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from app.kernel import context, telemetry
+from app.kernel.protocols import ContractMethod, describe
+from contracts.common import DeadlineExceeded, InternalError, QuarryError
+
+__all__ = ["ContractClient", "bind"]
+
+_log = logging.getLogger("quarry.calls")
+
+
+class ContractClient:
+    """A bound contract: one attribute per Protocol method, plus where it is bound."""
+
+    def __init__(self, protocol: type, module: str, placement: str) -> None:
+        self.protocol = protocol
+        self.module = module
+        self.placement = placement
+
+    def __repr__(self) -> str:
+        return f"<{self.protocol.__name__} {self.module} ({self.placement})>"
+
+
+class _Instruments:
+    """Created on first use so that importing the kernel touches no global state."""
+
+    _duration: Any = None
+
+    @classmethod
+    def duration(cls) -> Any:
+        if cls._duration is None:
+            cls._duration = telemetry.meter("quarry.calls").create_histogram(
+                "quarry.contract.call.duration",
+                unit="s",
+                description="Duration of contract calls, by caller, module, method and placement.",
+            )
+        return cls._duration
+
+
+def bind(
+    protocol: type,
+    implementation: Any,
+    *,
+    module: str,
+    caller: str,
+    placement: str = "local",
+) -> Any:
+    """Wrap ``implementation`` of ``protocol`` as seen by ``caller``.
+
+    ``implementation`` may itself be a remote proxy; ``placement`` labels the metrics and spans.
+    """
+    client = ContractClient(protocol, module, placement)
+    for method in describe(protocol):
+        target = getattr(implementation, method.name)
+        labels = {"caller": caller, "module": module, "method": method.name, "placement": placement}
+        wrapper = _stream_wrapper if method.info.streaming else _call_wrapper
+        setattr(client, method.name, wrapper(method, target, labels))
+    return client
+
+
+def _span_name(labels: dict[str, str]) -> str:
+    return f"{labels['module']}.{labels['method']}"
+
+
+def _internal(exc: Exception, labels: dict[str, str]) -> InternalError:
+    _log.exception("unexpected error in %s", _span_name(labels))
+    return InternalError(f"unexpected error in {_span_name(labels)}: {type(exc).__name__}")
+
+
+def _call_wrapper(
+    method: ContractMethod, target: Callable[..., Any], labels: dict[str, str]
+) -> Callable[..., Any]:
+    tracer = telemetry.tracer("quarry.calls")
+    name = _span_name(labels)
+    attributes = {f"quarry.{k}": v for k, v in labels.items()}
+
+    async def call(*args: Any) -> Any:
+        deadline = context.current().deadline
+        outcome = "ok"
+        start = time.perf_counter()
+        with tracer.start_as_current_span(name, kind=SpanKind.INTERNAL, attributes=attributes) as span:
+            try:
+                if deadline is None:
+                    return await target(*args)
+                if deadline <= time.monotonic():
+                    raise DeadlineExceeded(f"deadline passed before {name} started")
+                try:
+                    async with asyncio.timeout_at(_loop_time(deadline)):
+                        return await target(*args)
+                except TimeoutError:
+                    raise DeadlineExceeded(f"{name} did not finish before its deadline") from None
+            except QuarryError as exc:
+                outcome = exc.code
+                span.set_status(Status(StatusCode.ERROR, exc.code))
+                raise
+            except Exception as exc:
+                outcome = "internal"
+                span.set_status(Status(StatusCode.ERROR, "internal"))
+                raise _internal(exc, labels) from exc
+            finally:
+                _Instruments.duration().record(
+                    time.perf_counter() - start, {**labels, "outcome": outcome}
+                )
+
+    call.__name__ = method.name
+    call.__doc__ = target.__doc__
+    return call
+
+
+def _stream_wrapper(
+    method: ContractMethod, target: Callable[..., Any], labels: dict[str, str]
+) -> Callable[..., Any]:
+    tracer = telemetry.tracer("quarry.calls")
+    name = _span_name(labels)
+    attributes = {f"quarry.{k}": v for k, v in labels.items()}
+
+    async def stream(*args: Any) -> AsyncIterator[Any]:
+        deadline = context.current().deadline
+        outcome = "ok"
+        start = time.perf_counter()
+        with tracer.start_as_current_span(name, kind=SpanKind.INTERNAL, attributes=attributes) as span:
+            try:
+                iterator = target(*args).__aiter__()
+                while True:
+                    try:
+                        if deadline is None:
+                            item = await iterator.__anext__()
+                        else:
+                            async with asyncio.timeout_at(_loop_time(deadline)):
+                                item = await iterator.__anext__()
+                    except StopAsyncIteration:
+                        return
+                    except TimeoutError:
+                        raise DeadlineExceeded(f"{name} did not finish before its deadline") from None
+                    yield item
+            except QuarryError as exc:
+                outcome = exc.code
+                span.set_status(Status(StatusCode.ERROR, exc.code))
+                raise
+            except GeneratorExit:
+                outcome = "cancelled"
+                raise
+            except Exception as exc:
+                outcome = "internal"
+                span.set_status(Status(StatusCode.ERROR, "internal"))
+                raise _internal(exc, labels) from exc
+            finally:
+                _Instruments.duration().record(
+                    time.perf_counter() - start, {**labels, "outcome": outcome}
+                )
+
+    stream.__name__ = method.name
+    stream.__doc__ = target.__doc__
+    return stream
+
+
+def _loop_time(deadline: float) -> float:
+    """Convert a ``time.monotonic`` deadline to the running loop's clock."""
+    loop = asyncio.get_running_loop()
+    return loop.time() + (deadline - time.monotonic())

@@ -1,0 +1,1 @@
+"""HTTP mechanics shared by every module: app factory, error shape, context, auth."""

@@ -1,0 +1,116 @@
+"""The litestar app factory: kernel routes, error shape, request context, auth and telemetry.
+
+Modules contribute their routers; the composition root supplies a :class:`PlatformView` that
+answers readiness and the module table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol
+
+import msgspec
+from litestar import Litestar, MediaType, Response, get
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
+
+from app.kernel import telemetry
+from app.kernel.http.context import RequestContextMiddleware
+from app.kernel.http.errors import exception_handlers
+from app.kernel.settings import Settings
+
+__all__ = ["ModuleStatus", "ModulesAnswer", "PlatformView", "create_http_app"]
+
+PROBE_PATHS = ("/healthz", "/readyz")
+
+
+class ModuleStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """One row of ``GET /v1/modules``."""
+
+    name: str
+    placement: Literal["local", "remote"]
+    url: str | None
+    contract_version: str
+    breaker: Literal["closed", "open", "half_open"] | None = None
+    ready: bool | None = None
+
+
+class ModulesAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    """``GET /v1/modules``."""
+
+    modules: list[ModuleStatus]
+
+
+class PlatformView(Protocol):
+    """What the kernel routes need to know about the running platform."""
+
+    def readiness(self) -> dict[str, bool]:
+        """Each locally hosted module and whether it is ready."""
+        ...
+
+    def module_statuses(self) -> list[ModuleStatus]:
+        """Every module this process knows: where it runs and how it is doing."""
+        ...
+
+
+@get("/healthz", opt={"open": "probe"}, include_in_schema=False, sync_to_thread=False)
+def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@get("/readyz", opt={"open": "probe"}, include_in_schema=False, sync_to_thread=False)
+def readyz(platform: PlatformView) -> Response[dict[str, Any]]:
+    """Readiness of this process's own modules (remote ones are reported by ``/v1/modules``)."""
+    modules = platform.readiness()
+    ready = all(modules.values())
+    return Response(
+        {"status": "ready" if ready else "starting", "modules": modules},
+        status_code=200 if ready else 503,
+        headers={} if ready else {"Retry-After": "1"},
+    )
+
+
+@get("/metrics", opt={"open": "metrics"}, include_in_schema=False, sync_to_thread=False)
+def metrics() -> Response[bytes]:
+    """Prometheus text exposition of every metric of this process."""
+    return Response(
+        telemetry.metrics_text(), media_type="text/plain; version=0.0.4; charset=utf-8"
+    )
+
+
+@get("/v1/modules", opt={"scope": "read"}, sync_to_thread=False, media_type=MediaType.JSON)
+def modules(platform: PlatformView) -> ModulesAnswer:
+    """Where each module runs, its contract version and its circuit breaker."""
+    return ModulesAnswer(modules=platform.module_statuses())
+
+
+def create_http_app(
+    *,
+    settings: Settings,
+    platform: PlatformView,
+    route_handlers: Sequence[Any],
+    middleware: Sequence[Any] = (),
+    guards: Sequence[Any] = (),
+    debug: bool = False,
+) -> Litestar:
+    """Build the HTTP app. ``middleware`` (auth, idempotency...) runs inside the request context."""
+    otel = OpenTelemetryPlugin(OpenTelemetryConfig(exclude=["/metrics", *PROBE_PATHS]))
+    return Litestar(
+        route_handlers=[healthz, readyz, metrics, modules, *route_handlers],
+        dependencies={"platform": Provide(lambda: platform, use_cache=True, sync_to_thread=False)},
+        middleware=[RequestContextMiddleware, *middleware],
+        guards=list(guards),
+        plugins=[otel],
+        exception_handlers=exception_handlers,
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Quarry",
+            version="1.0.0",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin(path="/swagger")],
+        ),
+        debug=debug,
+    )

@@ -1,0 +1,101 @@
+"""What a module declares (:class:`ModuleSpec`) and what it is handed when built (:class:`ModuleContext`)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from contracts.common import Unavailable
+
+if TYPE_CHECKING:
+    import logging
+
+    from app.kernel.db import Database
+    from app.kernel.events import EventHandler, Outbox
+    from app.kernel.settings import Settings
+    from app.kernel.tasks import TaskQueue
+
+__all__ = ["BuiltModule", "Dependency", "ModuleContext", "ModuleSpec", "RouteFactory"]
+
+P = TypeVar("P")
+
+RouteFactory = Callable[[Any, "Settings"], Sequence[Any]]
+"""Given the module's service (local or a remote proxy) and the settings, answer its route handlers."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dependency:
+    """A contract a module needs: provided by ``module``, typed by ``protocol``.
+
+    An optional dependency left unbound disables what needs it (a start-up warning, and a clear
+    503 when that feature is asked for); a required one is a start-up error.
+    """
+
+    module: str
+    protocol: type
+    optional: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModuleSpec:
+    """Everything the composition root needs to know about a module.
+
+    ``build`` runs once per process that hosts the module; ``routes`` runs in every process that
+    serves the public API, with a local service or a remote proxy.
+    """
+
+    name: str
+    provides: type
+    contract_version: tuple[int, int]
+    build: Callable[[ModuleContext], Awaitable[BuiltModule]]
+    routes: RouteFactory
+    requires: tuple[Dependency, ...] = ()
+    publishes: tuple[type, ...] = ()
+    subscribes: tuple[type, ...] = ()
+    migrations: str | None = None
+    """Folder name under the ``migrations`` package holding this module's alembic environment."""
+
+
+@dataclass(kw_only=True)
+class BuiltModule:
+    """A module built for this process: its service, event handlers and lifecycle hooks."""
+
+    service: Any
+    subscriptions: Mapping[type, EventHandler] = field(default_factory=dict)
+    on_startup: Sequence[Callable[[], Awaitable[None]]] = ()
+    on_shutdown: Sequence[Callable[[], Awaitable[None]]] = ()
+    is_ready: Callable[[], bool] = lambda: True
+
+
+@dataclass(kw_only=True)
+class ModuleContext:
+    """What ``ModuleSpec.build`` receives: this module's share of the process."""
+
+    name: str
+    settings: Settings
+    db: Database
+    outbox: Outbox
+    tasks: TaskQueue
+    logger: logging.Logger
+    dependencies: Mapping[type, Any]
+
+    def require(self, protocol: type[P]) -> P:
+        """The bound implementation (local or remote) of a required contract."""
+        try:
+            return cast(P, self.dependencies[protocol])
+        except KeyError:
+            raise LookupError(f"{self.name} did not declare {protocol.__name__}") from None
+
+    def optional(self, protocol: type[P]) -> P | None:
+        """The bound implementation of an optional contract, or ``None`` when it is not bound."""
+        return cast("P | None", self.dependencies.get(protocol))
+
+
+def unbound(feature: str, variable: str) -> Unavailable:
+    """The error a feature answers when the optional contract it needs is not bound."""
+    return Unavailable(
+        f"{feature} is not available: its module is neither hosted here nor configured"
+        f" (set {variable})",
+        retry_after=60,
+    )

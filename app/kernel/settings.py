@@ -1,0 +1,305 @@
+"""Settings: environment (``QUARRY_*``), then ``quarry.toml``, then defaults; CLI flags beat all.
+
+Every value is validated when loaded; a bad one raises :class:`ConfigError` naming the variable and
+the values it accepts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+__all__ = ["MODULE_NAMES", "ConfigError", "Settings", "load_settings"]
+
+MODULE_NAMES = ("registry", "features", "monitoring", "inference", "training")
+"""Every module Quarry knows, in dependency order."""
+
+_MiB = 1 << 20
+
+
+class ConfigError(ValueError):
+    """Bad configuration; the message names the variable and what it accepts."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """A process's validated configuration."""
+
+    data_dir: Path = Path(".quarry")
+    """QUARRY_DATA_DIR: where embedded databases, artifacts and the keys file live."""
+    modules: tuple[str, ...] = MODULE_NAMES
+    """QUARRY_MODULES: the modules this process hosts (``all`` or a comma-separated list)."""
+    remotes: Mapping[str, str] = field(default_factory=dict)
+    """QUARRY_REMOTE_<M>: base URL of the process hosting module M."""
+    database_urls: Mapping[str, str] = field(default_factory=dict)
+    """QUARRY_<M>_DATABASE_URL: module M's database (default ``sqlite:///<data_dir>/<m>.db``)."""
+    broker_url: str = "memory://"
+    """QUARRY_BROKER_URL: ``memory://`` (in-process workers) or ``redis://...``."""
+    events_url: str = "memory://"
+    """QUARRY_EVENTS_URL: ``memory://`` (in-process delivery) or ``redis://...``."""
+    online_store_url: str | None = None
+    """QUARRY_ONLINE_STORE_URL: the features online store (default: the features database)."""
+    artifacts_url: str | None = None
+    """QUARRY_ARTIFACTS_URL: a folder (default ``<data_dir>/artifacts``) or ``s3://bucket/prefix``."""
+    auth: Literal["auto", "on", "off"] = "auto"
+    """QUARRY_AUTH: ``auto`` requires API keys unless the server binds to a loopback address."""
+    api_keys_file: Path | None = None
+    """QUARRY_API_KEYS_FILE: hashed API keys (default ``<data_dir>/api_keys.toml``)."""
+    service_token: str | None = None
+    """QUARRY_SERVICE_TOKEN: the shared secret modules present to each other over RPC."""
+    inference_providers: str = "auto"
+    """QUARRY_INFERENCE_PROVIDERS: ``auto`` (CUDA when it really loads, else CPU) or a list."""
+    prediction_log_sample: float = 0.1
+    """QUARRY_PREDICTION_LOG_SAMPLE: share of predictions whose inputs are logged (0..1)."""
+    host: str = "127.0.0.1"
+    """QUARRY_HOST: the address ``quarry serve`` binds."""
+    port: int = 8000
+    """QUARRY_PORT: the port ``quarry serve`` binds."""
+    max_body_bytes: int = 32 * _MiB
+    """QUARRY_MAX_BODY_BYTES: largest public request body (413 above it)."""
+    max_upload_bytes: int = 1024 * _MiB
+    """QUARRY_MAX_UPLOAD_BYTES: largest model upload (413 above it)."""
+    max_rpc_body_bytes: int = 256 * _MiB
+    """QUARRY_MAX_RPC_BODY_BYTES: largest RPC request body."""
+    rate_limit_per_s: float = 1000.0
+    """QUARRY_RATE_LIMIT_PER_S: sustained requests per second per API key (0 = no limit)."""
+    rate_limit_burst: int = 2000
+    """QUARRY_RATE_LIMIT_BURST: requests a key may send at once above the sustained rate."""
+    open_probes: bool = True
+    """QUARRY_OPEN_PROBES: ``/healthz``, ``/readyz`` and ``/v2/health/*`` need no key."""
+    open_metrics: bool = True
+    """QUARRY_OPEN_METRICS: ``/metrics`` needs no key."""
+    events_max_attempts: int = 5
+    """QUARRY_EVENTS_MAX_ATTEMPTS: deliveries tried per subscriber before an event is failed."""
+    events_retry_base_s: float = 1.0
+    """QUARRY_EVENTS_RETRY_BASE_S: first retry delay; doubles per attempt (with jitter)."""
+    events_poll_s: float = 1.0
+    """QUARRY_EVENTS_POLL_S: how often the relay looks for due work it was not told about."""
+    events_retention_s: float = 7 * 86400.0
+    """QUARRY_EVENTS_RETENTION_S: completed events are pruned after this long."""
+    task_worker_threads: int = 2
+    """QUARRY_TASK_WORKER_THREADS: in-process task workers (``memory://`` broker)."""
+    log_level: str = "INFO"
+    """QUARRY_LOG_LEVEL: DEBUG, INFO, WARNING or ERROR."""
+    log_format: Literal["json", "console"] = "json"
+    """QUARRY_LOG_FORMAT: ``json`` (structured) or ``console``."""
+
+    def database_url(self, module: str) -> str:
+        """Module ``module``'s database URL."""
+        return self.database_urls.get(module) or f"sqlite:///{self.data_dir / module}.db"
+
+    @property
+    def keys_file(self) -> Path:
+        """The API keys file in effect."""
+        return self.api_keys_file or self.data_dir / "api_keys.toml"
+
+    @property
+    def artifacts_location(self) -> str:
+        """The artifact store in effect."""
+        return self.artifacts_url or str(self.data_dir / "artifacts")
+
+    def hosts(self, module: str) -> bool:
+        """Whether this process builds ``module`` (a module with a remote URL never is)."""
+        return module in self.modules and module not in self.remotes
+
+    def auth_required(self, host: str | None = None) -> bool:
+        """Whether requests need keys when serving on ``host`` (``QUARRY_AUTH=auto`` decides by it)."""
+        if self.auth != "auto":
+            return self.auth == "on"
+        return not _is_loopback(host or self.host)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied and validated like any other source."""
+        return _build({f.name: getattr(self, f.name) for f in dataclasses.fields(self)} | changes)
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+# --- parsing --------------------------------------------------------------------------------
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _modules(value: str) -> tuple[str, ...]:
+    names = [m.strip() for m in value.split(",") if m.strip()]
+    if names == ["all"]:
+        return MODULE_NAMES
+    unknown = [m for m in names if m not in MODULE_NAMES]
+    if unknown or not names:
+        raise ValueError(f"expected 'all' or a comma-separated subset of {', '.join(MODULE_NAMES)}")
+    return tuple(m for m in MODULE_NAMES if m in names)
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}")
+        return value
+
+    return parse
+
+
+def _positive(kind: Callable[[str], Any], *, allow_zero: bool = False) -> Callable[[str], Any]:
+    def parse(value: str) -> Any:
+        number = kind(value)
+        if number < 0 or (number == 0 and not allow_zero):
+            raise ValueError("expected a positive number" + (" or 0" if allow_zero else ""))
+        return number
+
+    return parse
+
+
+def _fraction(value: str) -> float:
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise ValueError("expected a number between 0 and 1")
+    return number
+
+
+def _url(*schemes: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if urlparse(value).scheme not in schemes:
+            raise ValueError(f"expected a URL with scheme {' or '.join(schemes)}")
+        return value
+
+    return parse
+
+
+def _http_url(value: str) -> str:
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError("expected an http(s):// URL such as http://host:8001")
+    return value.rstrip("/")
+
+
+def _db_url(value: str) -> str:
+    if urlparse(value).scheme.split("+")[0] not in ("sqlite", "postgresql", "postgres"):
+        raise ValueError("expected a sqlite:/// or postgresql:// URL")
+    return value
+
+
+def _log_level(value: str) -> str:
+    level = value.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "data_dir": Path,
+    "modules": _modules,
+    "broker_url": _url("memory", "redis", "rediss"),
+    "events_url": _url("memory", "redis", "rediss"),
+    "online_store_url": _url("redis", "rediss", "sqlite", "postgresql"),
+    "artifacts_url": str,
+    "auth": _choice("auto", "on", "off"),
+    "api_keys_file": Path,
+    "service_token": str,
+    "inference_providers": str,
+    "prediction_log_sample": _fraction,
+    "host": str,
+    "port": _positive(int),
+    "max_body_bytes": _positive(int),
+    "max_upload_bytes": _positive(int),
+    "max_rpc_body_bytes": _positive(int),
+    "rate_limit_per_s": _positive(float, allow_zero=True),
+    "rate_limit_burst": _positive(int),
+    "open_probes": _bool,
+    "open_metrics": _bool,
+    "events_max_attempts": _positive(int),
+    "events_retry_base_s": _positive(float, allow_zero=True),
+    "events_poll_s": _positive(float),
+    "events_retention_s": _positive(float),
+    "task_worker_threads": _positive(int),
+    "log_level": _log_level,
+    "log_format": _choice("json", "console"),
+}
+
+
+def _variable(name: str) -> str:
+    return f"QUARRY_{name.upper()}"
+
+
+def _parse(name: str, raw: Any, source: str) -> Any:
+    if raw is None or not isinstance(raw, (str, int, float, bool, Path, tuple, list)):
+        return raw
+    text = ",".join(map(str, raw)) if isinstance(raw, (tuple, list)) else str(raw)
+    try:
+        return _PARSERS[name](text)
+    except ValueError as exc:
+        raise ConfigError(f"{source}={text!r} is not valid: {exc}") from None
+
+
+def _build(values: Mapping[str, Any]) -> Settings:
+    parsed = {k: _parse(k, v, _variable(k)) if k in _PARSERS else v for k, v in values.items()}
+    for mapping, check in (("remotes", _http_url), ("database_urls", _db_url)):
+        for module, url in dict(parsed.get(mapping, {})).items():
+            var = f"QUARRY_REMOTE_{module.upper()}" if mapping == "remotes" else (
+                f"QUARRY_{module.upper()}_DATABASE_URL"
+            )
+            if module not in MODULE_NAMES:
+                raise ConfigError(f"{var}: unknown module {module!r}")
+            try:
+                parsed[mapping] = {**parsed[mapping], module: check(url)}
+            except ValueError as exc:
+                raise ConfigError(f"{var}={url!r} is not valid: {exc}") from None
+    return Settings(**parsed)
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    *,
+    config_file: str | Path | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Load settings from ``environ`` (default ``os.environ``), a TOML file and ``overrides``.
+
+    The TOML file is ``config_file``, else ``QUARRY_CONFIG``, else ``./quarry.toml`` if present;
+    its keys are the setting names (``data_dir``, ``modules``, ...) plus tables ``[remote]`` and
+    ``[database]`` keyed by module. ``overrides`` (CLI flags) win over everything.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = _from_toml(env, config_file)
+    for name in _PARSERS:
+        if _variable(name) in env:
+            values[name] = env[_variable(name)]
+    remotes = dict(values.pop("remote", {}))
+    databases = dict(values.pop("database", {}))
+    for module in MODULE_NAMES:
+        if url := env.get(f"QUARRY_REMOTE_{module.upper()}"):
+            remotes[module] = url
+        if url := env.get(f"QUARRY_{module.upper()}_DATABASE_URL"):
+            databases[module] = url
+    values |= {"remotes": remotes, "database_urls": databases}
+    values |= {k: v for k, v in overrides.items() if v is not None}
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(Settings)})
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in quarry.toml: {', '.join(unknown)}")
+    return _build(values)
+
+
+def _from_toml(env: Mapping[str, str], config_file: str | Path | None) -> dict[str, Any]:
+    path = Path(config_file or env.get("QUARRY_CONFIG") or "quarry.toml")
+    if not path.exists():
+        if config_file or env.get("QUARRY_CONFIG"):
+            raise ConfigError(f"QUARRY_CONFIG: file {str(path)!r} does not exist")
+        return {}
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, OSError) as exc:
+        raise ConfigError(f"QUARRY_CONFIG: cannot read {str(path)!r}: {exc}") from None

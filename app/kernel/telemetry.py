@@ -1,0 +1,154 @@
+"""Telemetry: OpenTelemetry traces and metrics, Prometheus text, structured JSON logs.
+
+Set up once per process by :func:`configure` (idempotent). Tracing follows the standard
+``OTEL_*`` variables (``OTEL_TRACES_EXPORTER`` = ``none`` | ``console`` | ``otlp``,
+``OTEL_TRACES_SAMPLER``, ``OTEL_SERVICE_NAME``). Metrics go through an OpenTelemetry meter to a
+Prometheus reader; every duration is in seconds with buckets starting below one millisecond.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from typing import Any
+
+import structlog
+from opentelemetry import metrics, trace
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import Histogram, MeterProvider
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from prometheus_client import REGISTRY, generate_latest
+
+__all__ = [
+    "DURATION_BUCKETS",
+    "configure",
+    "meter",
+    "metrics_text",
+    "tracer",
+]
+
+DURATION_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+"""Histogram bucket bounds in seconds: from 100 µs up to a minute."""
+
+_lock = threading.Lock()
+_configured = False
+
+
+def configure(*, service_name: str = "quarry", log_level: str = "INFO", log_format: str = "json") -> None:
+    """Set up tracing, metrics and logging for this process (later calls only adjust logging)."""
+    global _configured  # noqa: PLW0603 - process-wide providers can be installed once only
+    _configure_logging(log_level, log_format)
+    with _lock:
+        if _configured:
+            return
+        os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+        resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)})
+        trace.set_tracer_provider(_tracer_provider(resource))
+        view = View(
+            instrument_type=Histogram,
+            aggregation=ExplicitBucketHistogramAggregation(boundaries=DURATION_BUCKETS),
+        )
+        provider = MeterProvider(
+            resource=resource, metric_readers=[PrometheusMetricReader(scope_info_enabled=False)], views=[view]
+        )
+        metrics.set_meter_provider(provider)
+        _configured = True
+
+
+def _tracer_provider(resource: Resource) -> TracerProvider:
+    provider = TracerProvider(resource=resource)
+    exporter = _span_exporter(os.environ.get("OTEL_TRACES_EXPORTER", "none").strip().lower())
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+def _span_exporter(name: str) -> SpanExporter | None:
+    if name in ("", "none"):
+        return None
+    if name == "console":
+        return ConsoleSpanExporter(out=sys.stderr)
+    if name == "otlp":
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found]
+                OTLPSpanExporter,
+            )
+        except ImportError:
+            logging.getLogger("quarry").warning(
+                "OTEL_TRACES_EXPORTER=otlp needs opentelemetry-exporter-otlp-proto-http; spans are"
+                " not exported"
+            )
+            return None
+        exporter: SpanExporter = OTLPSpanExporter()
+        return exporter
+    raise ValueError(f"OTEL_TRACES_EXPORTER={name!r} is not valid: expected none, console or otlp")
+
+
+def tracer(name: str = "quarry") -> trace.Tracer:
+    """The tracer for ``name``."""
+    return trace.get_tracer(name)
+
+
+def meter(name: str = "quarry") -> metrics.Meter:
+    """The meter for ``name``."""
+    return metrics.get_meter(name)
+
+
+def metrics_text() -> bytes:
+    """Every metric of this process in the Prometheus text format."""
+    return generate_latest(REGISTRY)
+
+
+def _add_trace_ids(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    span = trace.get_current_span().get_span_context()
+    if span.is_valid:
+        event["trace_id"] = f"{span.trace_id:032x}"
+        event["span_id"] = f"{span.span_id:016x}"
+    return event
+
+
+def _configure_logging(level: str, fmt: str) -> None:
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _add_trace_ids,
+        structlog.stdlib.ExtraAdder(),
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_quarry", False)]:
+        root.removeHandler(old)
+    handler._quarry = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )

@@ -1,0 +1,1 @@
+"""Quarry's bounded modules. Each exposes only ``module: ModuleSpec`` from its package."""

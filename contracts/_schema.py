@@ -1,0 +1,113 @@
+"""Schema snapshots of the contracts and the compatibility rules between two snapshots.
+
+``python -m contracts._schema`` rewrites ``contracts/schemas/<module>.json``. A test compares the
+live contracts with the snapshots: a change that breaks msgspec's evolution rules (a removed
+struct, method or field, a changed type, a new required field) fails unless the major version
+was raised; a compatible addition needs a fresh snapshot.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from contracts.common import method_info
+
+CONTRACT_MODULES = ("registry",)
+"""Every contract module with a snapshot."""
+
+SCHEMA_DIR = Path(__file__).with_name("schemas")
+
+
+def _structs(module: Any) -> list[type]:
+    return [
+        value
+        for name in getattr(module, "__all__", ())
+        if isinstance(value := getattr(module, name), type) and issubclass(value, msgspec.Struct)
+    ]
+
+
+def _service(module: Any) -> type | None:
+    for name in getattr(module, "__all__", ()):
+        value = getattr(module, name)
+        if isinstance(value, type) and name.endswith("Service"):
+            return value
+    return None
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__qualname__", None) or repr(tp)
+
+
+def snapshot(name: str) -> dict[str, Any]:
+    """The snapshot of ``contracts.<name>``: version, methods and the JSON schema of every Struct."""
+    module = importlib.import_module(f"contracts.{name}")
+    _, components = msgspec.json.schema_components(_structs(module))
+    methods: dict[str, Any] = {}
+    service = _service(module)
+    for method_name, fn in vars(service).items() if service else ():
+        info = method_info(fn) if callable(fn) else None
+        if info is None:
+            continue
+        hints = typing.get_type_hints(fn, globalns=vars(module))
+        params = [p for p in inspect.signature(fn).parameters if p != "self"]
+        methods[method_name] = {
+            "request": _type_name(hints[params[0]]) if params else None,
+            "answer": repr(hints.get("return")).replace("contracts.", ""),
+            **msgspec.to_builtins(info),
+        }
+    return {"version": list(module.VERSION), "methods": methods, "components": components}
+
+
+def problems(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Incompatibilities between two snapshots (empty when ``new`` can read ``old``'s traffic)."""
+    if new["version"][0] != old["version"][0]:
+        return []
+    found: list[str] = []
+    for method, spec in old["methods"].items():
+        if method not in new["methods"]:
+            found.append(f"method {method} was removed")
+        elif new["methods"][method] != spec:
+            found.append(f"method {method} changed: {spec} -> {new['methods'][method]}")
+    for struct, schema in old["components"].items():
+        current = new["components"].get(struct)
+        if current is None:
+            found.append(f"struct {struct} was removed")
+            continue
+        found.extend(_field_problems(struct, schema, current))
+    return found
+
+
+def _field_problems(struct: str, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    found = []
+    old_props, new_props = old.get("properties", {}), new.get("properties", {})
+    for field, schema in old_props.items():
+        if field not in new_props:
+            found.append(f"{struct}.{field} was removed")
+        elif new_props[field] != schema:
+            found.append(f"{struct}.{field} changed type")
+    added_required = set(new.get("required", ())) - set(old.get("required", ()))
+    found.extend(f"{struct}.{field} is new and required (give it a default)" for field in sorted(added_required))
+    if old.get("tag") != new.get("tag"):
+        found.append(f"{struct} changed its tag")
+    return found
+
+
+def write_snapshots() -> None:
+    """Rewrite every snapshot file from the live contracts."""
+    SCHEMA_DIR.mkdir(exist_ok=True)
+    for name in CONTRACT_MODULES:
+        path = SCHEMA_DIR / f"{name}.json"
+        path.write_text(json.dumps(snapshot(name), indent=2, sort_keys=True) + "\n")
+        print(f"wrote {path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    write_snapshots()

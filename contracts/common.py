@@ -1,0 +1,396 @@
+"""Shared contract language: value types, errors and method markers.
+
+Everything here is plain data: msgspec Structs, exception classes and decorators that attach
+metadata. Transports and the kernel read that metadata; nothing here knows about them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any, ClassVar, Generic, Literal, TypeVar
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    # errors
+    "Conflict",
+    "ContractVersionMismatch",
+    "DeadlineExceeded",
+    "IntegrityError",
+    "InternalError",
+    "InvalidInput",
+    "MethodInfo",
+    "ModelRef",
+    "NotFound",
+    "Page",
+    "PayloadTooLarge",
+    "PermissionDenied",
+    "QuarryError",
+    "RateLimited",
+    "Scope",
+    "Tensor",
+    "Unauthenticated",
+    "Unavailable",
+    "UnprocessableInput",
+    "error_class",
+    "method_info",
+    "method",
+    "validate_name",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+# --------------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------------
+
+_ERRORS: dict[str, type[QuarryError]] = {}
+
+
+class QuarryError(Exception):
+    """Base of every error a contract method may raise.
+
+    Each subclass has a stable machine ``code``. A remote caller re-raises the same class from
+    ``{"error": message, "code": code, "details": {...}}``; the kernel maps classes to HTTP statuses.
+    """
+
+    code: ClassVar[str] = "internal"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = details or {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _ERRORS[cls.code] = cls
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form shared by HTTP answers and RPC error bodies."""
+        return {"error": self.message, "code": self.code, "details": self.details}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_error, (self.code, self.message, self.details))
+
+
+def _rebuild_error(code: str, message: str, details: dict[str, Any]) -> QuarryError:
+    return error_class(code)(message, details=details)
+
+
+def error_class(code: str) -> type[QuarryError]:
+    """The error class for a machine code; unknown codes map to :class:`QuarryError`."""
+    return _ERRORS.get(code, QuarryError)
+
+
+class InvalidInput(QuarryError):
+    """The request is malformed or breaks a documented rule (HTTP 400)."""
+
+    code = "invalid_input"
+
+
+class UnprocessableInput(QuarryError):
+    """Well-formed input whose shape or type does not fit (HTTP 422)."""
+
+    code = "unprocessable"
+
+
+class Unauthenticated(QuarryError):
+    """No credentials, or credentials that are not valid (HTTP 401)."""
+
+    code = "unauthenticated"
+
+
+class PermissionDenied(QuarryError):
+    """Valid credentials without the scope the operation needs (HTTP 403)."""
+
+    code = "permission_denied"
+
+
+class NotFound(QuarryError):
+    """The named thing does not exist (HTTP 404)."""
+
+    code = "not_found"
+
+
+class Conflict(QuarryError):
+    """The operation conflicts with the current state (HTTP 409)."""
+
+    code = "conflict"
+
+
+class PayloadTooLarge(QuarryError):
+    """A body or upload over its configured limit (HTTP 413)."""
+
+    code = "payload_too_large"
+
+
+class IntegrityError(QuarryError):
+    """Bytes whose hash does not match the one recorded for them."""
+
+    code = "integrity_error"
+
+
+class ContractVersionMismatch(QuarryError):
+    """Caller and callee speak different major versions of a contract."""
+
+    code = "contract_version_mismatch"
+
+
+class RateLimited(QuarryError):
+    """Too many requests for this key (HTTP 429 with ``Retry-After``)."""
+
+    code = "rate_limited"
+
+    def __init__(
+        self, message: str, *, retry_after: float = 1.0, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, details={"retry_after": retry_after, **(details or {})})
+        self.retry_after = float(self.details["retry_after"])
+
+
+class Unavailable(QuarryError):
+    """A dependency cannot be reached or is overloaded (HTTP 503 with ``Retry-After``)."""
+
+    code = "unavailable"
+
+    def __init__(
+        self, message: str, *, retry_after: float = 1.0, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, details={"retry_after": retry_after, **(details or {})})
+        self.retry_after = float(self.details["retry_after"])
+
+
+class DeadlineExceeded(QuarryError):
+    """The call's deadline passed before it finished (HTTP 504)."""
+
+    code = "deadline_exceeded"
+
+
+class InternalError(QuarryError):
+    """An unexpected failure; the message never carries a stack trace."""
+
+    code = "internal"
+
+
+_ERRORS["internal"] = InternalError
+
+# --------------------------------------------------------------------------------------------
+# Method markers
+# --------------------------------------------------------------------------------------------
+
+
+class Scope(StrEnum):
+    """API scopes. ``admin`` covers every other scope."""
+
+    ADMIN = "admin"
+    READ = "read"
+    PREDICT = "predict"
+    INGEST = "ingest"
+    TRAIN = "train"
+
+
+class MethodInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """What a transport needs to know about a contract method beyond its types."""
+
+    scope: Scope
+    idempotent: bool
+    streaming: bool
+
+
+_METHOD_ATTR = "__quarry_method__"
+
+
+def method(*, scope: Scope, idempotent: bool = False, streaming: bool = False) -> Callable[[F], F]:
+    """Mark a Protocol method with its API scope and whether it is idempotent or streaming.
+
+    Idempotent methods may be retried by transports. Streaming methods are plain ``def`` methods
+    that return an ``AsyncIterator`` of Structs; every other method is ``async def``.
+    """
+
+    def mark(fn: F) -> F:
+        setattr(fn, _METHOD_ATTR, MethodInfo(scope=scope, idempotent=idempotent, streaming=streaming))
+        return fn
+
+    return mark
+
+
+def method_info(fn: Callable[..., Any]) -> MethodInfo | None:
+    """The marker :func:`method` attached, or ``None`` for unmarked callables."""
+    info = getattr(fn, _METHOD_ATTR, None)
+    return info if isinstance(info, MethodInfo) else None
+
+
+# --------------------------------------------------------------------------------------------
+# Value types
+# --------------------------------------------------------------------------------------------
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+_NAME_RE = re.compile(NAME_PATTERN)
+
+
+def validate_name(value: str, *, what: str = "name") -> str:
+    """Return ``value`` if it is a valid Quarry name, else raise :class:`InvalidInput`.
+
+    Names start with a letter or digit and hold at most 128 letters, digits, ``_``, ``.``, ``-``;
+    that keeps every name safe as a path segment (no ``/``, no leading ``.``).
+    """
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
+        raise InvalidInput(
+            f"invalid {what} {value!r}: expected 1-128 characters of letters, digits, '_', '.', '-',"
+            " starting with a letter or digit",
+            details={"field": what, "value": str(value)[:200], "pattern": NAME_PATTERN},
+        )
+    return value
+
+
+class ModelRef(msgspec.Struct, frozen=True, kw_only=True):
+    """A reference to a model: ``name:N`` (a version), ``name@alias`` or a bare ``name``.
+
+    A bare name resolves to the deployment of that name if there is one, else the ``champion``
+    alias, else the highest live version.
+    """
+
+    name: str
+    version: int | None = None
+    alias: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ModelRef:
+        """Parse the textual form; raises :class:`InvalidInput` on anything else."""
+        if not isinstance(text, str) or not text:
+            raise InvalidInput("empty model reference", details={"field": "model_ref"})
+        if "@" in text:
+            name, _, alias = text.partition("@")
+            return cls(name=validate_name(name), alias=validate_name(alias, what="alias"))
+        if ":" in text:
+            name, _, version = text.partition(":")
+            if not version.isdigit() or int(version) < 1:
+                raise InvalidInput(
+                    f"invalid version in model reference {text!r}: expected a positive integer",
+                    details={"field": "model_ref", "value": text[:200]},
+                )
+            return cls(name=validate_name(name), version=int(version))
+        return cls(name=validate_name(text))
+
+    def __str__(self) -> str:
+        if self.version is not None:
+            return f"{self.name}:{self.version}"
+        if self.alias is not None:
+            return f"{self.name}@{self.alias}"
+        return self.name
+
+
+class Page(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
+    """One page of a list: its items and an opaque cursor for the next page (``None`` at the end)."""
+
+    items: list[T]
+    next_cursor: str | None = None
+
+
+TensorDType = Literal[
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BYTES",
+]
+
+_TO_NUMPY: dict[str, str] = {
+    "BOOL": "bool",
+    "UINT8": "uint8",
+    "UINT16": "uint16",
+    "UINT32": "uint32",
+    "UINT64": "uint64",
+    "INT8": "int8",
+    "INT16": "int16",
+    "INT32": "int32",
+    "INT64": "int64",
+    "FP16": "float16",
+    "FP32": "float32",
+    "FP64": "float64",
+}
+_FROM_NUMPY = {v: k for k, v in _TO_NUMPY.items()}
+
+
+class Tensor(msgspec.Struct, frozen=True, kw_only=True):
+    """An n-dimensional array: Open Inference Protocol dtype, shape and raw little-endian bytes.
+
+    ``data`` decodes from msgpack without a copy. ``BYTES`` tensors use the protocol's layout:
+    each element is a 4-byte little-endian length followed by that many bytes.
+    """
+
+    dtype: TensorDType
+    shape: tuple[int, ...]
+    data: memoryview
+
+    @classmethod
+    def from_numpy(cls, array: npt.ArrayLike) -> Tensor:
+        """Build a tensor from anything numpy can turn into an array."""
+        arr = np.asarray(array)
+        if arr.dtype.kind in "USO":
+            return cls(dtype="BYTES", shape=arr.shape, data=memoryview(_pack_bytes(arr)))
+        name = arr.dtype.name
+        if name not in _FROM_NUMPY:
+            raise InvalidInput(f"unsupported tensor dtype {name!r}", details={"dtype": name})
+        little = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+        return cls(
+            dtype=_FROM_NUMPY[name],  # type: ignore[arg-type]
+            shape=arr.shape,
+            data=memoryview(np.ascontiguousarray(little)).cast("B"),
+        )
+
+    def to_numpy(self) -> npt.NDArray[Any]:
+        """A numpy view of the data (object array of ``bytes`` for ``BYTES``)."""
+        count = 1
+        for dim in self.shape:
+            count *= dim
+        if self.dtype == "BYTES":
+            return _unpack_bytes(self.data, count).reshape(self.shape)
+        dtype = np.dtype(_TO_NUMPY[self.dtype]).newbyteorder("<")
+        if len(self.data) != count * dtype.itemsize:
+            raise InvalidInput(
+                f"tensor data holds {len(self.data)} bytes; shape {list(self.shape)} of"
+                f" {self.dtype} needs {count * dtype.itemsize}",
+                details={"shape": list(self.shape), "dtype": self.dtype},
+            )
+        return np.frombuffer(self.data, dtype=dtype).reshape(self.shape)
+
+
+def _pack_bytes(arr: npt.NDArray[Any]) -> bytes:
+    parts: list[bytes] = []
+    for item in arr.reshape(-1):
+        raw = item if isinstance(item, bytes) else str(item).encode()
+        parts.append(len(raw).to_bytes(4, "little"))
+        parts.append(raw)
+    return b"".join(parts)
+
+
+def _unpack_bytes(data: memoryview, count: int) -> npt.NDArray[Any]:
+    out = np.empty(count, dtype=object)
+    pos = 0
+    for i in range(count):
+        if pos + 4 > len(data):
+            raise InvalidInput("BYTES tensor data ends before all elements were read")
+        size = int.from_bytes(data[pos : pos + 4], "little")
+        pos += 4
+        if pos + size > len(data):
+            raise InvalidInput("BYTES tensor element runs past the end of the data")
+        out[i] = bytes(data[pos : pos + size])
+        pos += size
+    if pos != len(data):
+        raise InvalidInput("BYTES tensor data holds more bytes than its shape needs")
+    return out
+

@@ -1,0 +1,371 @@
+"""The registry contract: model versions, their ONNX artifacts, aliases and lineage."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import Literal, Protocol
+
+import msgspec
+
+from contracts.common import IntegrityError, InvalidInput, Page, Scope, method
+
+__all__ = [
+    "VERSION",
+    "AliasInfo",
+    "ArchiveVersion",
+    "ArtifactChunk",
+    "DeleteAlias",
+    "DeleteVersion",
+    "FetchArtifact",
+    "GetAlias",
+    "GetModel",
+    "GetVersion",
+    "Lineage",
+    "ListModels",
+    "ListVersions",
+    "ModelAliasChanged",
+    "ModelInfo",
+    "ModelVersionRegistered",
+    "RESERVED_ALIASES",
+    "RegisterVersion",
+    "RegistryService",
+    "SetAlias",
+    "Signature",
+    "TensorSpec",
+    "UpdateModel",
+    "VersionDeleted",
+    "VersionInfo",
+    "read_artifact",
+]
+
+VERSION = (1, 0)
+"""Contract version ``(major, minor)``; remote calls refuse a different major."""
+
+RESERVED_ALIASES = frozenset({"latest"})
+"""Aliases no one may set: ``latest`` and ``v<n>`` read as something else."""
+
+
+class TensorSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """One input or output of a model: name, Open Inference Protocol dtype, shape (-1 = dynamic)."""
+
+    name: str
+    dtype: str
+    shape: list[int]
+
+
+class Signature(msgspec.Struct, frozen=True, kw_only=True):
+    """The inputs and outputs read from the ONNX graph."""
+
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+
+class Lineage(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a version came from; every field optional."""
+
+    training_job_id: str | None = None
+    dataset_digest: str | None = None
+    feature_service: str | None = None
+    transform_state: str | None = None
+    extra: dict[str, str] = {}
+
+
+# --- requests -------------------------------------------------------------------------------
+
+
+class RegisterVersion(msgspec.Struct, frozen=True, kw_only=True):
+    """Register a new version of ``name`` from ONNX bytes (the model is created on first use)."""
+
+    name: str
+    artifact: bytes
+    description: str = ""
+    tags: dict[str, str] = {}
+    metrics: dict[str, float] = {}
+    params: dict[str, str] = {}
+    lineage: Lineage = Lineage()
+
+    @classmethod
+    def from_path(
+        cls,
+        name: str,
+        path: str | Path,
+        *,
+        description: str = "",
+        tags: dict[str, str] | None = None,
+        metrics: dict[str, float] | None = None,
+        params: dict[str, str] | None = None,
+        lineage: Lineage | None = None,
+    ) -> RegisterVersion:
+        """Read the ONNX file at ``path`` (on the caller's machine) into a request."""
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise InvalidInput(f"cannot read model file {str(path)!r}: {exc.strerror}") from exc
+        return cls(
+            name=name,
+            artifact=data,
+            description=description,
+            tags=tags or {},
+            metrics=metrics or {},
+            params=params or {},
+            lineage=lineage or Lineage(),
+        )
+
+
+class GetModel(msgspec.Struct, frozen=True, kw_only=True):
+    """Look a model up by name."""
+
+    name: str
+
+
+class UpdateModel(msgspec.Struct, frozen=True, kw_only=True):
+    """Change a model's description and/or tags (``None`` leaves a field as it is)."""
+
+    name: str
+    description: str | None = None
+    tags: dict[str, str] | None = None
+
+
+class GetVersion(msgspec.Struct, frozen=True, kw_only=True):
+    """Resolve a model reference (``name:N``, ``name@alias``, ``name``) to a version."""
+
+    ref: str
+
+
+class ListModels(msgspec.Struct, frozen=True, kw_only=True):
+    """One page of models, by name; optionally filtered by name prefix and tags (all must match)."""
+
+    limit: int = 50
+    cursor: str | None = None
+    prefix: str | None = None
+    tags: dict[str, str] = {}
+
+
+class ListVersions(msgspec.Struct, frozen=True, kw_only=True):
+    """One page of a model's versions, newest first."""
+
+    name: str
+    limit: int = 50
+    cursor: str | None = None
+    include_archived: bool = True
+    tags: dict[str, str] = {}
+
+
+class SetAlias(msgspec.Struct, frozen=True, kw_only=True):
+    """Point ``alias`` at ``version``; moves it atomically if it exists."""
+
+    name: str
+    alias: str
+    version: int
+
+
+class GetAlias(msgspec.Struct, frozen=True, kw_only=True):
+    """Read an alias."""
+
+    name: str
+    alias: str
+
+
+class DeleteAlias(msgspec.Struct, frozen=True, kw_only=True):
+    """Remove an alias."""
+
+    name: str
+    alias: str
+
+
+class ArchiveVersion(msgspec.Struct, frozen=True, kw_only=True):
+    """Archive (or with ``archived=False`` restore) a version."""
+
+    name: str
+    version: int
+    archived: bool = True
+
+
+class DeleteVersion(msgspec.Struct, frozen=True, kw_only=True):
+    """Delete a version; its artifact goes when no other version shares the content."""
+
+    name: str
+    version: int
+
+
+class FetchArtifact(msgspec.Struct, frozen=True, kw_only=True):
+    """Stream the ONNX bytes of the version a reference resolves to."""
+
+    ref: str
+    chunk_size: int = 1 << 20
+
+
+# --- answers --------------------------------------------------------------------------------
+
+
+class VersionInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A registered, immutable model version."""
+
+    name: str
+    version: int
+    sha256: str
+    size: int
+    signature: Signature
+    status: Literal["ready", "archived"]
+    description: str = ""
+    tags: dict[str, str] = {}
+    metrics: dict[str, float] = {}
+    params: dict[str, str] = {}
+    lineage: Lineage = Lineage()
+    aliases: list[str] = []
+    created_at: datetime
+
+
+class ModelInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A model: its description, tags, aliases (alias -> version) and version counts."""
+
+    name: str
+    description: str = ""
+    tags: dict[str, str] = {}
+    aliases: dict[str, int] = {}
+    latest_version: int | None = None
+    version_count: int = 0
+    created_at: datetime
+    updated_at: datetime
+
+
+class AliasInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """An alias and the version it points at."""
+
+    name: str
+    alias: str
+    version: int
+
+
+class VersionDeleted(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to a deletion; ``artifact_deleted`` says whether the bytes went too."""
+
+    name: str
+    version: int
+    artifact_deleted: bool
+
+
+class ArtifactChunk(msgspec.Struct, frozen=True, kw_only=True):
+    """One piece of an artifact stream; every chunk carries the whole artifact's hash and size."""
+
+    name: str
+    version: int
+    sha256: str
+    size: int
+    offset: int
+    data: bytes
+
+
+# --- events ---------------------------------------------------------------------------------
+
+
+class ModelVersionRegistered(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """A new version was registered."""
+
+    name: str
+    version: int
+    sha256: str
+    size: int
+
+
+class ModelAliasChanged(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """An alias was set, moved or removed (``version`` is ``None`` when removed)."""
+
+    name: str
+    alias: str
+    version: int | None
+    previous_version: int | None
+
+
+# --- the service ----------------------------------------------------------------------------
+
+
+class RegistryService(Protocol):
+    """Model versions and artifacts. Names follow :func:`contracts.common.validate_name`."""
+
+    @method(scope=Scope.TRAIN)
+    async def register_version(self, request: RegisterVersion) -> VersionInfo:
+        """Parse, hash and store the ONNX bytes; allocate the next version number."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def get_model(self, request: GetModel) -> ModelInfo:
+        """A model by name; ``NotFound`` if there is none."""
+        ...
+
+    @method(scope=Scope.ADMIN, idempotent=True)
+    async def update_model(self, request: UpdateModel) -> ModelInfo:
+        """Change a model's description or tags."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def list_models(self, request: ListModels) -> Page[ModelInfo]:
+        """One page of models ordered by name."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def get_version(self, request: GetVersion) -> VersionInfo:
+        """Resolve a reference: ``name:N``, ``name@alias``, or bare ``name`` (champion, else highest)."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def list_versions(self, request: ListVersions) -> Page[VersionInfo]:
+        """One page of a model's versions, newest first."""
+        ...
+
+    @method(scope=Scope.ADMIN, idempotent=True)
+    async def set_alias(self, request: SetAlias) -> AliasInfo:
+        """Point an alias at a version (``latest`` and ``v<n>`` are reserved)."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def get_alias(self, request: GetAlias) -> AliasInfo:
+        """Read an alias; ``NotFound`` if it is not set."""
+        ...
+
+    @method(scope=Scope.ADMIN)
+    async def delete_alias(self, request: DeleteAlias) -> AliasInfo:
+        """Remove an alias and answer what it pointed at."""
+        ...
+
+    @method(scope=Scope.ADMIN, idempotent=True)
+    async def archive_version(self, request: ArchiveVersion) -> VersionInfo:
+        """Archive or restore a version; archived versions no longer resolve from a bare name."""
+        ...
+
+    @method(scope=Scope.ADMIN)
+    async def delete_version(self, request: DeleteVersion) -> VersionDeleted:
+        """Delete a version no alias points at; ``Conflict`` names the aliases otherwise."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True, streaming=True)
+    def fetch_artifact(self, request: FetchArtifact) -> AsyncIterator[ArtifactChunk]:
+        """Stream the artifact bytes in chunks; use :func:`read_artifact` to verify the hash."""
+        ...
+
+
+async def read_artifact(chunks: AsyncIterator[ArtifactChunk]) -> tuple[ArtifactChunk, bytes]:
+    """Collect an artifact stream and verify its sha256 and size.
+
+    Answers the first chunk (for name, version and hash) and the bytes; raises
+    :class:`IntegrityError` when the content does not match what the registry recorded.
+    """
+    digest = hashlib.sha256()
+    parts: list[bytes] = []
+    first: ArtifactChunk | None = None
+    async for chunk in chunks:
+        first = first or chunk
+        digest.update(chunk.data)
+        parts.append(chunk.data)
+    if first is None:
+        raise IntegrityError("artifact stream ended before any data arrived")
+    data = b"".join(parts)
+    if len(data) != first.size or digest.hexdigest() != first.sha256:
+        raise IntegrityError(
+            f"artifact of {first.name}:{first.version} does not match its recorded sha256",
+            details={"expected": first.sha256, "actual": digest.hexdigest(), "size": len(data)},
+        )
+    return first, data
