@@ -208,6 +208,6 @@ def create_app(platform: Platform, *, host: str | None = None) -> Litestar:
         settings=settings,
         platform=platform,
         route_handlers=platform.route_handlers(),
-        middleware=[auth_middleware(settings, keys, host=host), IdempotencyMiddleware],
+        middleware=[auth_middleware(settings, keys, host=host), IdempotencyMiddleware()],
         guards=[auth_guard],
     )

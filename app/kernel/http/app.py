@@ -7,7 +7,7 @@ answers readiness and the module table.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import msgspec
 from litestar import Litestar, MediaType, Response, get
@@ -43,6 +43,7 @@ class ModulesAnswer(msgspec.Struct, frozen=True, kw_only=True):
     modules: list[ModuleStatus]
 
 
+@runtime_checkable
 class PlatformView(Protocol):
     """What the kernel routes need to know about the running platform."""
 

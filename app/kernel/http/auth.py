@@ -1,0 +1,219 @@
+"""Who is calling, how often, and with which scope: authentication middleware and the scope guard.
+
+:class:`AuthMiddleware` reads ``Authorization: Bearer <key>`` (or ``X-API-Key: <key>``), decides the
+:class:`~app.kernel.auth.Principal`, applies the rate limit and puts the principal into
+``scope["user"]`` (``request.user``) and the call context. Litestar runs middleware after routing,
+so the route is known there; the scope check is still a guard (:func:`auth_guard`) so that it reads
+the handler's merged ``opt`` the way litestar means it to be read, and answers through the app's
+exception handlers.
+
+Rules, in order:
+
+1. ``/rpc/...`` always needs the service token or a valid key, whatever ``required`` says.
+2. Open paths (probes, metrics, the OpenAPI schema and Swagger UI) need nothing; a key sent
+   there is ignored. The schema is open because it describes routes, not data, and Swagger UI
+   has to load before a user can type a key into it.
+3. A presented key that is not valid is a 401, even when keys are not required.
+4. No key: a 401 when keys are required; otherwise the request acts as an anonymous principal
+   holding every scope (rate-limited by client address).
+5. The route's scope: ``opt={"scope": "predict"}``; without one, ``read`` for GET/HEAD/OPTIONS and
+   ``admin`` for everything else; ``opt={"scope": None}`` leaves the check to the handler (RPC,
+   where each contract method declares its own scope; see :func:`app.kernel.auth.check_scope`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+from litestar.connection import ASGIConnection
+from litestar.enums import ScopeType
+from litestar.handlers import BaseRouteHandler
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from app.kernel import context
+from app.kernel.auth import (
+    ALL_SCOPES,
+    ANONYMOUS_PRINCIPAL,
+    SERVICE_PRINCIPAL,
+    KeyStore,
+    Principal,
+    check_scope,
+    verify_service_token,
+)
+from app.kernel.http.context import send_error
+from app.kernel.http.ratelimit import RateLimiter
+from app.kernel.settings import Settings
+from contracts.common import InternalError, QuarryError, Unauthenticated
+
+__all__ = [
+    "AuthMiddleware",
+    "auth_guard",
+    "auth_middleware",
+    "default_open_paths",
+    "required_scope",
+]
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_UNSET: Any = object()
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def default_open_paths(settings: Settings) -> frozenset[str]:
+    """Paths open without a key: probes (``QUARRY_OPEN_PROBES``), ``/metrics``
+    (``QUARRY_OPEN_METRICS``) and the OpenAPI schema with Swagger UI (always).
+
+    An entry ending in ``/*`` opens everything under that prefix; any other entry is exact.
+    """
+    paths = {"/schema", "/schema/*"}
+    if settings.open_probes:
+        paths |= {"/healthz", "/readyz", "/v2/health/*"}
+    if settings.open_metrics:
+        paths.add("/metrics")
+    return frozenset(paths)
+
+
+class AuthMiddleware(ASGIMiddleware):
+    """Authenticates every request and rate-limits it per key (or client address).
+
+    Create one instance per app and list it in ``Litestar(middleware=[...])``; litestar builds each
+    route's stack from that one instance, so the rate limiter is shared by every route.
+    """
+
+    def __init__(
+        self,
+        *,
+        required: bool,
+        keys: KeyStore | None,
+        service_token: str | None = None,
+        open_paths: Iterable[str] = (),
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self.required = required
+        self.keys = keys
+        self.service_token = service_token or None
+        self.limiter = limiter if limiter is not None and limiter.enabled else None
+        paths = set(open_paths)
+        self._open_exact = frozenset(p for p in paths if not p.endswith("/*"))
+        self._open_prefixes = tuple(sorted(p[:-1] for p in paths if p.endswith("/*")))
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        """Answer 401/429 straight away, or run the app as the request's principal."""
+        try:
+            principal = self._authenticate(scope)
+        except QuarryError as exc:
+            await _reject(scope, send, exc)
+            return
+        scope["user"] = principal
+        ctx = msgspec.structs.replace(context.current(), principal=principal.key_id)
+        with context.use(ctx):
+            await next_app(scope, receive, send)
+
+    def is_open(self, path: str) -> bool:
+        """Whether ``path`` needs no key (``/rpc`` never is open)."""
+        return path in self._open_exact or path.startswith(self._open_prefixes)
+
+    def _authenticate(self, scope: Scope) -> Principal:
+        path = scope["path"]
+        rpc = path == "/rpc" or path.startswith("/rpc/")
+        if not rpc and self.is_open(path):
+            return ANONYMOUS_PRINCIPAL
+        token = _presented_key(scope)
+        if token is not None:
+            principal = self._verify(token)
+        elif rpc or self.required:
+            raise Unauthenticated(
+                "this request needs an API key: send 'Authorization: Bearer <key>'",
+                details={"path": path},
+            )
+        else:
+            principal = ANONYMOUS_PRINCIPAL
+        if self.limiter is not None and principal is not SERVICE_PRINCIPAL:
+            self.limiter.check(_limit_key(scope, principal))
+        return principal
+
+    def _verify(self, token: str) -> Principal:
+        if verify_service_token(token, self.service_token):
+            return SERVICE_PRINCIPAL
+        principal = self.keys.verify(token) if self.keys is not None else None
+        if principal is None:
+            raise Unauthenticated("the API key is not valid or has been revoked")
+        return principal
+
+
+def auth_middleware(
+    settings: Settings,
+    keys: KeyStore,
+    *,
+    host: str | None = None,
+    limiter: RateLimiter | None = None,
+) -> AuthMiddleware:
+    """The :class:`AuthMiddleware` that ``settings`` describe for a server bound to ``host``."""
+    return AuthMiddleware(
+        required=settings.auth_required(host),
+        keys=keys,
+        service_token=settings.service_token,
+        open_paths=default_open_paths(settings),
+        limiter=limiter or RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
+    )
+
+
+def required_scope(route_handler: BaseRouteHandler, method: str | None) -> str | None:
+    """The scope a route needs (``None``: the handler checks scopes itself)."""
+    declared = route_handler.opt.get("scope", _UNSET)
+    if declared is _UNSET:
+        return "read" if method in _SAFE_METHODS else "admin"
+    if declared is None:
+        return None
+    if str(declared) not in ALL_SCOPES:
+        raise InternalError(
+            f"route {route_handler.handler_name!r} declares unknown scope {declared!r}",
+            details={"scope": str(declared)},
+        )
+    return str(declared)
+
+
+def auth_guard(
+    connection: ASGIConnection[Any, Any, Any, Any], route_handler: BaseRouteHandler
+) -> None:
+    """Litestar guard: the principal :class:`AuthMiddleware` found must hold the route's scope.
+
+    Raises :class:`~contracts.common.PermissionDenied` (403) naming the scope it needs, or
+    :class:`~contracts.common.Unauthenticated` when no principal was set (middleware missing).
+    """
+    method = connection.scope.get("method")
+    needed = required_scope(route_handler, method if isinstance(method, str) else None)
+    if needed is None:
+        return
+    principal = connection.scope.get("user")
+    if not isinstance(principal, Principal):
+        raise Unauthenticated("no credentials were checked for this request")
+    check_scope(principal, needed)
+
+
+def _presented_key(scope: Scope) -> str | None:
+    api_key = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, credentials = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and credentials.strip():
+                return credentials.strip()
+        elif name == b"x-api-key" and value.strip():
+            api_key = value.decode("latin-1").strip()
+    return api_key
+
+
+def _limit_key(scope: Scope, principal: Principal) -> str:
+    if principal is not ANONYMOUS_PRINCIPAL:
+        return f"key:{principal.key_id}"
+    client = scope.get("client")
+    return f"ip:{client[0] if client else 'unknown'}"
+
+
+async def _reject(scope: Scope, send: Send, error: QuarryError) -> None:
+    if scope["type"] == ScopeType.WEBSOCKET:
+        await send({"type": "websocket.close", "code": 1008, "reason": error.message[:120]})
+        return
+    await send_error(send, error, _CHALLENGE if isinstance(error, Unauthenticated) else None)
