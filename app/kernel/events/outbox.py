@@ -7,6 +7,8 @@ event) and ``<module>_event_deliveries`` (one row per event and subscriber). The
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -14,21 +16,29 @@ from typing import Any
 
 import msgspec
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from sqlalchemy.engine import Connection, Engine
 
 __all__ = ["Outbox", "create_outbox_tables", "event_type_name", "outbox_tables"]
 
 _ENCODER = msgspec.msgpack.Encoder()
+_PROPAGATOR = TraceContextTextMapPropagator()
+_log = logging.getLogger("quarry.events")
 
 
 def event_type_name(event_type: type) -> str:
-    """The wire name of an event Struct: its tag (the class name unless the Struct says otherwise)."""
+    """An event Struct's wire name: its tag (the class name unless the Struct says otherwise)."""
     tag = event_type.__struct_config__.tag  # type: ignore[attr-defined]
     return str(tag) if isinstance(tag, str) else event_type.__name__
 
 
 def outbox_tables(module: str, metadata: sa.MetaData | None = None) -> tuple[sa.Table, sa.Table]:
-    """The outbox and delivery tables of ``module`` (``metadata`` defaults to a fresh one)."""
+    """The outbox and delivery tables of ``module`` (``metadata`` defaults to a fresh one).
+
+    A delivery is ``pending`` (due at ``next_attempt_at``), ``completed`` or ``failed``. A relay
+    delivering it holds a lease: ``claimed_by`` names the claim and ``claimed_until`` is when it
+    lapses, so several replicas sharing the database never deliver it at the same time.
+    """
     metadata = metadata if metadata is not None else sa.MetaData()
     outbox = sa.Table(
         f"{module}_outbox",
@@ -51,6 +61,8 @@ def outbox_tables(module: str, metadata: sa.MetaData | None = None) -> tuple[sa.
         sa.Column("next_attempt_at", sa.Float, nullable=False),
         sa.Column("last_error", sa.Text, nullable=True),
         sa.Column("updated_at", sa.Float, nullable=False),
+        sa.Column("claimed_by", sa.String(36), nullable=True),
+        sa.Column("claimed_until", sa.Float, nullable=True),
     )
     return outbox, deliveries
 
@@ -69,10 +81,20 @@ class Outbox:
         self.publishes = {event_type_name(t): t for t in publishes}
         self.table, self.deliveries = outbox_tables(module)
         self.on_commit: Callable[[], None] = lambda: None
-        """Called after a transaction that added events commits (the relay sets it)."""
+        """Called once a transaction that added events has committed (the relay sets it).
 
-    def add(self, conn: Connection, event: msgspec.Struct, *, traceparent: str | None = None) -> str:
-        """Insert ``event`` in ``conn``'s transaction and answer its id."""
+        It runs on the committing thread, after the commit, when the connection goes back to
+        the pool (``Database.write`` returns only after that); a rolled-back transaction never
+        calls it.
+        """
+
+    def add(
+        self, conn: Connection, event: msgspec.Struct, *, traceparent: str | None = None
+    ) -> str:
+        """Insert ``event`` in ``conn``'s transaction and answer its id.
+
+        ``traceparent`` defaults to the current span's, so a delivery joins the publisher's trace.
+        """
         name = event_type_name(type(event))
         if name not in self.publishes:
             raise TypeError(f"{self.module} does not declare that it publishes {name}")
@@ -82,16 +104,72 @@ class Outbox:
                 id=event_id,
                 type=name,
                 payload=_ENCODER.encode(event),
-                traceparent=traceparent,
+                traceparent=traceparent if traceparent is not None else _current_traceparent(),
                 created_at=time.time(),
                 dispatched=False,
             )
         )
-        if not conn.info.get("quarry_outbox_hooked"):
-            conn.info["quarry_outbox_hooked"] = True
-            sa.event.listen(conn, "commit", self._committed, once=True)
+        _watch(conn.engine)
+        conn.info.setdefault(_PENDING, set()).add(self)
         return event_id
 
-    def _committed(self, conn: Connection) -> None:
-        conn.info.pop("quarry_outbox_hooked", None)
-        self.on_commit()
+    def _notify(self) -> None:
+        try:
+            self.on_commit()
+        except Exception:  # a failing hook must never break the caller's connection handling
+            _log.exception("outbox on_commit hook failed", extra={"module": self.module})
+
+
+def _current_traceparent() -> str | None:
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return carrier.get("traceparent")
+
+
+# Which outboxes a connection's open transaction added to, then which ones committed. The keys
+# live in the DBAPI connection's info (it survives pool check-in), so both are always cleared:
+# on commit, on rollback and on check-in.
+_PENDING = "quarry_outbox_pending"
+_COMMITTED = "quarry_outbox_committed"
+_watch_lock = threading.Lock()
+
+
+def _watch(engine: Engine) -> None:
+    """Install the engine-wide listeners that turn commits into ``on_commit`` calls (once)."""
+    if sa.event.contains(engine, "commit", _on_commit):
+        return
+    with _watch_lock:
+        if not sa.event.contains(engine, "commit", _on_commit):
+            sa.event.listen(engine, "rollback", _on_rollback)
+            sa.event.listen(engine, "checkin", _on_checkin)
+            sa.event.listen(engine, "commit", _on_commit)
+
+
+def _on_commit(conn: Connection) -> None:
+    # ConnectionEvents.commit fires just *before* the DBAPI commit: remember, notify at check-in.
+    info = _info(conn)
+    pending: set[Outbox] | None = info.pop(_PENDING, None) if info is not None else None
+    if info is not None and pending:
+        info.setdefault(_COMMITTED, set()).update(pending)
+
+
+def _on_rollback(conn: Connection) -> None:
+    info = _info(conn)
+    if info is not None:
+        info.pop(_PENDING, None)
+
+
+def _info(conn: Connection) -> dict[Any, Any] | None:
+    """The DBAPI connection's info, or ``None`` once the connection is invalidated or closed."""
+    if conn.invalidated or conn.closed:
+        return None
+    return conn.info
+
+
+def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+    if record is None:
+        return
+    record.info.pop(_PENDING, None)
+    committed: set[Outbox] | None = record.info.pop(_COMMITTED, None)
+    for outbox in committed or ():
+        outbox._notify()

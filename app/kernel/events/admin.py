@@ -1,0 +1,180 @@
+"""Inspect and repair a publisher's deliveries without a running relay (``quarry events ...``).
+
+Each function takes the publishing module's :class:`~app.kernel.db.Database` and name, and runs
+its transaction on the calling thread (from async code, wrap a call in ``asyncio.to_thread``).
+A relay running elsewhere picks resubmitted deliveries up within its poll interval.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import TYPE_CHECKING
+
+import msgspec
+import sqlalchemy as sa
+
+from app.kernel.events import _sql
+from app.kernel.events.outbox import outbox_tables
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from app.kernel.db import Database
+
+__all__ = [
+    "DeliveryState",
+    "EventRecord",
+    "FailedDelivery",
+    "list_events",
+    "list_failed",
+    "prune",
+    "retry_failed",
+]
+
+
+class FailedDelivery(msgspec.Struct, frozen=True, kw_only=True):
+    """A delivery that used up its attempts."""
+
+    event_id: str
+    type: str
+    subscriber: str
+    attempts: int
+    last_error: str | None
+    updated_at: float
+    """When the last attempt failed, in seconds since the epoch."""
+
+
+class DeliveryState(msgspec.Struct, frozen=True, kw_only=True):
+    """Where one subscriber's delivery of an event stands."""
+
+    subscriber: str
+    status: str
+    """``pending``, ``completed`` or ``failed``."""
+    attempts: int
+    last_error: str | None
+
+
+class EventRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """An event in the outbox and its deliveries (none until it is dispatched)."""
+
+    id: str
+    type: str
+    created_at: float
+    dispatched: bool
+    traceparent: str | None
+    deliveries: list[DeliveryState]
+
+
+@functools.cache
+def _tables(module: str) -> _sql.Tables:
+    outbox, deliveries = outbox_tables(module)
+    return _sql.Tables(outbox, deliveries)
+
+
+def list_failed(db: Database, module: str) -> list[FailedDelivery]:
+    """``module``'s failed deliveries, oldest failure first."""
+    t = _tables(module)
+    d, o = t.deliveries, t.outbox
+
+    def query(conn: Connection) -> list[FailedDelivery]:
+        rows = conn.execute(
+            sa.select(
+                d.c.event_id, o.c.type, d.c.subscriber, d.c.attempts, d.c.last_error, d.c.updated_at
+            )
+            .join(o, o.c.id == d.c.event_id)
+            .where(d.c.status == _sql.FAILED)
+            .order_by(d.c.updated_at, d.c.event_id, d.c.subscriber)
+        ).all()
+        return [
+            FailedDelivery(
+                event_id=r.event_id,
+                type=r.type,
+                subscriber=r.subscriber,
+                attempts=r.attempts,
+                last_error=r.last_error,
+                updated_at=r.updated_at,
+            )
+            for r in rows
+        ]
+
+    return db.read_sync(query)
+
+
+def retry_failed(
+    db: Database, module: str, event_id: str | None = None, subscriber: str | None = None
+) -> int:
+    """Resubmit ``module``'s failed deliveries (all, or those of ``event_id`` and/or
+    ``subscriber``) with a fresh set of attempts, due now; answer how many."""
+    d = _tables(module).deliveries
+    conditions = [d.c.status == _sql.FAILED]
+    if event_id is not None:
+        conditions.append(d.c.event_id == event_id)
+    if subscriber is not None:
+        conditions.append(d.c.subscriber == subscriber)
+
+    def update(conn: Connection) -> int:
+        now = time.time()
+        result = conn.execute(
+            d.update()
+            .where(*conditions)
+            .values(
+                status=_sql.PENDING,
+                attempts=0,
+                next_attempt_at=now,
+                updated_at=now,
+                claimed_by=None,
+                claimed_until=None,
+            )
+        )
+        return int(result.rowcount)
+
+    return db.write_sync(update)
+
+
+def list_events(db: Database, module: str, limit: int = 50) -> list[EventRecord]:
+    """``module``'s newest ``limit`` events, newest first, with their deliveries."""
+    t = _tables(module)
+    d, o = t.deliveries, t.outbox
+
+    def query(conn: Connection) -> list[EventRecord]:
+        events = conn.execute(
+            sa.select(o.c.id, o.c.type, o.c.created_at, o.c.dispatched, o.c.traceparent)
+            .order_by(o.c.seq.desc())
+            .limit(limit)
+        ).all()
+        states: dict[str, list[DeliveryState]] = {e.id: [] for e in events}
+        if states:
+            for r in conn.execute(
+                sa.select(d.c.event_id, d.c.subscriber, d.c.status, d.c.attempts, d.c.last_error)
+                .where(d.c.event_id.in_(list(states)))
+                .order_by(d.c.subscriber)
+            ):
+                states[r.event_id].append(
+                    DeliveryState(
+                        subscriber=r.subscriber,
+                        status=r.status,
+                        attempts=r.attempts,
+                        last_error=r.last_error,
+                    )
+                )
+        return [
+            EventRecord(
+                id=e.id,
+                type=e.type,
+                created_at=e.created_at,
+                dispatched=bool(e.dispatched),
+                traceparent=e.traceparent,
+                deliveries=states[e.id],
+            )
+            for e in events
+        ]
+
+    return db.read_sync(query)
+
+
+def prune(db: Database, module: str, *, retention_s: float, now: float | None = None) -> int:
+    """Delete ``module``'s deliveries completed more than ``retention_s`` ago and the events
+    left with no delivery; answer how many events went. Failed and pending ones stay."""
+    cutoff = (now if now is not None else time.time()) - retention_s
+    return db.write_sync(lambda conn: _sql.prune(conn, _tables(module), cutoff))
