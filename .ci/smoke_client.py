@@ -41,9 +41,13 @@ model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 data = model.SerializeToString()
 boundary = uuid.uuid4().hex
 body = (
-    f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"m.onnx\"\r\n"
-    "Content-Type: application/octet-stream\r\n\r\n"
-).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="m.onnx"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    + data
+    + f"\r\n--{boundary}--\r\n".encode()
+)
 status, raw = call(
     "POST",
     "/v1/registry/models/smoke/versions",

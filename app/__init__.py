@@ -77,7 +77,9 @@ class _SyncClient:
         return self._repr.replace("<", "<sync ", 1)
 
 
-def _blocking_call(target: Callable[..., Any], loop: asyncio.AbstractEventLoop) -> Callable[..., Any]:
+def _blocking_call(
+    target: Callable[..., Any], loop: asyncio.AbstractEventLoop
+) -> Callable[..., Any]:
     def call(*args: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(target(*args), loop).result()
 

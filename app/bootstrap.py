@@ -37,9 +37,7 @@ _log = logging.getLogger("quarry.bootstrap")
 class Platform:
     """The modules of one process, built and started."""
 
-    def __init__(
-        self, settings: Settings, *, extra_modules: Sequence[ModuleSpec] = ()
-    ) -> None:
+    def __init__(self, settings: Settings, *, extra_modules: Sequence[ModuleSpec] = ()) -> None:
         self.settings = settings
         self.specs = {s.name: s for s in (*AVAILABLE_MODULES, *extra_modules)}
         self.hosted = _hosted_specs(settings, self.specs)
@@ -156,8 +154,10 @@ class Platform:
     def route_handlers(self) -> list[Any]:
         """The public routes of every module this process serves."""
         handlers: list[Any] = []
-        for name, built in self.built.items():
-            handlers.extend(self.specs[name].routes(self.client(name, caller="http"), self.settings))
+        for name in self.built:
+            handlers.extend(
+                self.specs[name].routes(self.client(name, caller="http"), self.settings)
+            )
         return handlers
 
     def readiness(self) -> dict[str, bool]:
@@ -191,7 +191,9 @@ def _hosted_specs(settings: Settings, specs: dict[str, ModuleSpec]) -> list[Modu
             f"QUARRY_MODULES names {', '.join(missing)}, not available in this build"
             f" (available: {', '.join(specs)})"
         )
-    return [spec for name, spec in specs.items() if settings.hosts(name) or name not in _all_names()]
+    return [
+        spec for name, spec in specs.items() if settings.hosts(name) or name not in _all_names()
+    ]
 
 
 def _all_names() -> Iterable[str]:

@@ -47,7 +47,7 @@ def _type_name(tp: Any) -> str:
 
 
 def snapshot(name: str) -> dict[str, Any]:
-    """The snapshot of ``contracts.<name>``: version, methods and the JSON schema of every Struct."""
+    """The snapshot of ``contracts.<name>``: version, methods and every Struct's JSON schema."""
     module = importlib.import_module(f"contracts.{name}")
     _, components = msgspec.json.schema_components(_structs(module))
     methods: dict[str, Any] = {}
@@ -94,7 +94,10 @@ def _field_problems(struct: str, old: dict[str, Any], new: dict[str, Any]) -> li
         elif new_props[field] != schema:
             found.append(f"{struct}.{field} changed type")
     added_required = set(new.get("required", ())) - set(old.get("required", ()))
-    found.extend(f"{struct}.{field} is new and required (give it a default)" for field in sorted(added_required))
+    found.extend(
+        f"{struct}.{field} is new and required (give it a default)"
+        for field in sorted(added_required)
+    )
     if old.get("tag") != new.get("tag"):
         found.append(f"{struct} changed its tag")
     return found

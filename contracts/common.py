@@ -37,8 +37,8 @@ __all__ = [
     "Unavailable",
     "UnprocessableInput",
     "error_class",
-    "method_info",
     "method",
+    "method_info",
     "validate_name",
 ]
 
@@ -56,7 +56,7 @@ class QuarryError(Exception):
     """Base of every error a contract method may raise.
 
     Each subclass has a stable machine ``code``. A remote caller re-raises the same class from
-    ``{"error": message, "code": code, "details": {...}}``; the kernel maps classes to HTTP statuses.
+    ``{"error": message, "code": code, "details": {...}}``; the kernel maps classes to statuses.
     """
 
     code: ClassVar[str] = "internal"
@@ -213,7 +213,9 @@ def method(*, scope: Scope, idempotent: bool = False, streaming: bool = False) -
     """
 
     def mark(fn: F) -> F:
-        setattr(fn, _METHOD_ATTR, MethodInfo(scope=scope, idempotent=idempotent, streaming=streaming))
+        setattr(
+            fn, _METHOD_ATTR, MethodInfo(scope=scope, idempotent=idempotent, streaming=streaming)
+        )
         return fn
 
     return mark
@@ -241,7 +243,7 @@ def validate_name(value: str, *, what: str = "name") -> str:
     """
     if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
         raise InvalidInput(
-            f"invalid {what} {value!r}: expected 1-128 characters of letters, digits, '_', '.', '-',"
+            f"invalid {what} {value!r}: expected 1-128 letters, digits, '_', '.', '-',"
             " starting with a letter or digit",
             details={"field": what, "value": str(value)[:200], "pattern": NAME_PATTERN},
         )
@@ -286,7 +288,7 @@ class ModelRef(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Page(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
-    """One page of a list: its items and an opaque cursor for the next page (``None`` at the end)."""
+    """One page of a list: its items and an opaque cursor for the next (``None`` at the end)."""
 
     items: list[T]
     next_cursor: str | None = None
@@ -349,7 +351,7 @@ class Tensor(msgspec.Struct, frozen=True, kw_only=True):
         return cls(
             dtype=_FROM_NUMPY[name],  # type: ignore[arg-type]
             shape=arr.shape,
-            data=memoryview(np.ascontiguousarray(little)).cast("B"),
+            data=memoryview(np.ascontiguousarray(little).data).cast("B"),
         )
 
     def to_numpy(self) -> npt.NDArray[Any]:
@@ -393,4 +395,3 @@ def _unpack_bytes(data: memoryview, count: int) -> npt.NDArray[Any]:
     if pos != len(data):
         raise InvalidInput("BYTES tensor data holds more bytes than its shape needs")
     return out
-

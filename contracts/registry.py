@@ -13,6 +13,7 @@ import msgspec
 from contracts.common import IntegrityError, InvalidInput, Page, Scope, method
 
 __all__ = [
+    "RESERVED_ALIASES",
     "VERSION",
     "AliasInfo",
     "ArchiveVersion",
@@ -29,7 +30,6 @@ __all__ = [
     "ModelAliasChanged",
     "ModelInfo",
     "ModelVersionRegistered",
-    "RESERVED_ALIASES",
     "RegisterVersion",
     "RegistryService",
     "SetAlias",
@@ -308,7 +308,7 @@ class RegistryService(Protocol):
 
     @method(scope=Scope.READ, idempotent=True)
     async def get_version(self, request: GetVersion) -> VersionInfo:
-        """Resolve a reference: ``name:N``, ``name@alias``, or bare ``name`` (champion, else highest)."""
+        """Resolve ``name:N``, ``name@alias`` or a bare ``name`` (champion, else highest)."""
         ...
 
     @method(scope=Scope.READ, idempotent=True)

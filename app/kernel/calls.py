@@ -95,7 +95,9 @@ def _call_wrapper(
         deadline = context.current().deadline
         outcome = "ok"
         start = time.perf_counter()
-        with tracer.start_as_current_span(name, kind=SpanKind.INTERNAL, attributes=attributes) as span:
+        with tracer.start_as_current_span(
+            name, kind=SpanKind.INTERNAL, attributes=attributes
+        ) as span:
             try:
                 if deadline is None:
                     return await target(*args)
@@ -135,7 +137,9 @@ def _stream_wrapper(
         deadline = context.current().deadline
         outcome = "ok"
         start = time.perf_counter()
-        with tracer.start_as_current_span(name, kind=SpanKind.INTERNAL, attributes=attributes) as span:
+        with tracer.start_as_current_span(
+            name, kind=SpanKind.INTERNAL, attributes=attributes
+        ) as span:
             try:
                 iterator = target(*args).__aiter__()
                 while True:
@@ -148,7 +152,9 @@ def _stream_wrapper(
                     except StopAsyncIteration:
                         return
                     except TimeoutError:
-                        raise DeadlineExceeded(f"{name} did not finish before its deadline") from None
+                        raise DeadlineExceeded(
+                            f"{name} did not finish before its deadline"
+                        ) from None
                     yield item
             except QuarryError as exc:
                 outcome = exc.code

@@ -91,8 +91,8 @@ class Database:
 
     def read_sync(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn`` in a read-only transaction on this thread."""
-        with self.engine.connect() as conn:
-            conn = conn.execution_options(**{_READ_ONLY: True})
+        with self.engine.connect() as plain:
+            conn = plain.execution_options(**{_READ_ONLY: True})
             with conn.begin():
                 return fn(conn)
 

@@ -71,7 +71,9 @@ def error_headers(error: QuarryError) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(float(retry_after))))}
 
 
-def error_for_status(status: int, message: str, details: dict[str, Any] | None = None) -> QuarryError:
+def error_for_status(
+    status: int, message: str, details: dict[str, Any] | None = None
+) -> QuarryError:
     """The contract error for an HTTP status that carried no Quarry error body."""
     cls = _BY_STATUS.get(status, InternalError)
     return cls(message, details=details)

@@ -1,4 +1,4 @@
-"""What a module declares (:class:`ModuleSpec`) and what it is handed when built (:class:`ModuleContext`)."""
+"""What a module declares (:class:`ModuleSpec`) and gets when built (:class:`ModuleContext`)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ __all__ = ["BuiltModule", "Dependency", "ModuleContext", "ModuleSpec", "RouteFac
 P = TypeVar("P")
 
 RouteFactory = Callable[[Any, "Settings"], Sequence[Any]]
-"""Given the module's service (local or a remote proxy) and the settings, answer its route handlers."""
+"""Given the module's service (local or remote) and the settings, answer its route handlers."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,7 +15,7 @@ import msgspec
 
 from contracts.common import MethodInfo, method_info
 
-__all__ = ["ContractMethod", "ContractError", "describe"]
+__all__ = ["ContractError", "ContractMethod", "describe"]
 
 
 class ContractError(TypeError):
@@ -37,7 +37,7 @@ class ContractMethod(msgspec.Struct, frozen=True, kw_only=True):
 
 @functools.cache
 def describe(protocol: type) -> tuple[ContractMethod, ...]:
-    """The methods of ``protocol`` in definition order; raises :class:`ContractError` on a breach."""
+    """The methods of ``protocol`` in order; raises :class:`ContractError` on a breach."""
     methods = []
     for name, fn in vars(protocol).items():
         if name.startswith("_") or not callable(fn):
@@ -67,7 +67,9 @@ def _describe_method(protocol: type, name: str, fn: Any) -> ContractMethod:
             collections.abc.AsyncIterator,
             collections.abc.AsyncIterable,
         ):
-            raise ContractError(f"{where} is streaming: a plain def returning AsyncIterator[Struct]")
+            raise ContractError(
+                f"{where} is streaming: a plain def returning AsyncIterator[Struct]"
+            )
         (answer,) = typing.get_args(answer)
     elif not inspect.iscoroutinefunction(fn):
         raise ContractError(f"{where} must be async")

@@ -109,7 +109,7 @@ class Settings:
         return module in self.modules and module not in self.remotes
 
     def auth_required(self, host: str | None = None) -> bool:
-        """Whether requests need keys when serving on ``host`` (``QUARRY_AUTH=auto`` decides by it)."""
+        """Whether requests need keys when serving on ``host`` (``auto`` decides by it)."""
         if self.auth != "auto":
             return self.auth == "on"
         return not _is_loopback(host or self.host)
@@ -249,8 +249,10 @@ def _build(values: Mapping[str, Any]) -> Settings:
     parsed = {k: _parse(k, v, _variable(k)) if k in _PARSERS else v for k, v in values.items()}
     for mapping, check in (("remotes", _http_url), ("database_urls", _db_url)):
         for module, url in dict(parsed.get(mapping, {})).items():
-            var = f"QUARRY_REMOTE_{module.upper()}" if mapping == "remotes" else (
-                f"QUARRY_{module.upper()}_DATABASE_URL"
+            var = (
+                f"QUARRY_REMOTE_{module.upper()}"
+                if mapping == "remotes"
+                else (f"QUARRY_{module.upper()}_DATABASE_URL")
             )
             if module not in MODULE_NAMES:
                 raise ConfigError(f"{var}: unknown module {module!r}")

@@ -38,7 +38,8 @@ class TaskQueue:
             return StubBroker()
         from dramatiq.brokers.redis import RedisBroker
 
-        return RedisBroker(url=url)
+        broker: dramatiq.Broker = RedisBroker(url=url)  # type: ignore[no-untyped-call]
+        return broker
 
     @property
     def in_process(self) -> bool:
@@ -54,10 +55,9 @@ class TaskQueue:
         max_retries: int = DEFAULT_MAX_RETRIES,
         time_limit_ms: int = DEFAULT_TIME_LIMIT_MS,
         **options: Any,
-    ) -> dramatiq.Actor:
+    ) -> dramatiq.Actor[Any, Any]:
         """Declare ``fn`` as an actor on this queue's broker, with explicit limits."""
-        return dramatiq.actor(
-            fn,
+        declare = dramatiq.actor(
             actor_name=name,
             queue_name=queue_name,
             broker=self.broker,
@@ -65,6 +65,7 @@ class TaskQueue:
             time_limit=time_limit_ms,
             **options,
         )
+        return declare(fn)
 
     def start_workers(self, queues: set[str] | None = None) -> None:
         """Start worker threads consuming ``queues`` (all declared queues by default)."""

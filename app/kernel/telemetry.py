@@ -42,7 +42,9 @@ _lock = threading.Lock()
 _configured = False
 
 
-def configure(*, service_name: str = "quarry", log_level: str = "INFO", log_format: str = "json") -> None:
+def configure(
+    *, service_name: str = "quarry", log_level: str = "INFO", log_format: str = "json"
+) -> None:
     """Set up tracing, metrics and logging for this process (later calls only adjust logging)."""
     global _configured  # noqa: PLW0603 - process-wide providers can be installed once only
     _configure_logging(log_level, log_format)
@@ -50,14 +52,18 @@ def configure(*, service_name: str = "quarry", log_level: str = "INFO", log_form
         if _configured:
             return
         os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
-        resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)})
+        resource = Resource.create(
+            {"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)}
+        )
         trace.set_tracer_provider(_tracer_provider(resource))
         view = View(
             instrument_type=Histogram,
             aggregation=ExplicitBucketHistogramAggregation(boundaries=DURATION_BUCKETS),
         )
         provider = MeterProvider(
-            resource=resource, metric_readers=[PrometheusMetricReader(scope_info_enabled=False)], views=[view]
+            resource=resource,
+            metric_readers=[PrometheusMetricReader(scope_info_enabled=False)],
+            views=[view],
         )
         metrics.set_meter_provider(provider)
         _configured = True

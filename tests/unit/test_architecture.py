@@ -19,7 +19,12 @@ CONTRACTS_MAY_IMPORT = {"msgspec", "numpy"}
 def run_linter(cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(cwd)}
     return subprocess.run(
-        [str(LINT_IMPORTS), "--no-cache"], cwd=cwd, env=env, capture_output=True, text=True, check=False
+        [str(LINT_IMPORTS), "--no-cache"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
 
 
@@ -57,7 +62,11 @@ def project_copy(tmp_path: Path) -> Path:
         ("contracts/registry.py", "import app.kernel.db", "Contracts depend on nothing"),
         ("app/kernel/db.py", "import onnxruntime", "The kernel never imports torch"),
         ("app/kernel/module.py", "import app.bootstrap", "Layers"),
-        ("app/kernel/calls.py", "import app.modules.registry.signature", "Module internals are private"),
+        (
+            "app/kernel/calls.py",
+            "import app.modules.registry.signature",
+            "Module internals are private",
+        ),
     ],
 )
 def test_linter_fails_on_an_injected_forbidden_import(

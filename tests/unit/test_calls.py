@@ -64,7 +64,7 @@ async def test_calls_pass_through_and_keep_typed_errors(echo: EchoService) -> No
 
 
 async def test_unexpected_exceptions_become_internal_errors(echo: EchoService) -> None:
-    with pytest.raises(InternalError, match="echo.echo"):
+    with pytest.raises(InternalError, match=r"echo\.echo"):
         await echo.echo(Echo(text="bug"))
 
 

@@ -43,7 +43,9 @@ def _uses_any(info: msgspec.inspect.Type, seen: set[type]) -> bool:
             return False
         seen.add(info.cls)
         return any(_uses_any(f.type, seen) for f in info.fields)
-    children = [getattr(info, a) for a in ("item_type", "key_type", "value_type") if hasattr(info, a)]
+    children = [
+        getattr(info, a) for a in ("item_type", "key_type", "value_type") if hasattr(info, a)
+    ]
     children += list(getattr(info, "types", ()) or ())
     if isinstance(info, msgspec.inspect.TupleType):
         children += list(info.item_types)
@@ -120,7 +122,9 @@ def test_compatibility_rules_catch_breaking_changes() -> None:
     major["version"][0] += 1
 
     assert _schema.problems(old, removed) == ["VersionInfo.sha256 was removed"]
-    assert _schema.problems(old, required) == ["GetModel.owner is new and required (give it a default)"]
+    assert _schema.problems(old, required) == [
+        "GetModel.owner is new and required (give it a default)"
+    ]
     assert _schema.problems(old, retyped) == ["SetAlias.version changed type"]
     assert _schema.problems(old, major) == []
 
@@ -139,7 +143,9 @@ def test_model_refs_parse_and_print_back(text: str, expected: ModelRef) -> None:
     assert str(ModelRef.parse(text)) == text
 
 
-@pytest.mark.parametrize("text", ["", "../etc", "a/b", ".hidden", "m:0", "m:x", "m@", "@a", "m:-1", "x" * 129])
+@pytest.mark.parametrize(
+    "text", ["", "../etc", "a/b", ".hidden", "m:0", "m:x", "m@", "@a", "m:-1", "x" * 129]
+)
 def test_bad_model_refs_are_invalid_input(text: str) -> None:
     with pytest.raises(InvalidInput):
         ModelRef.parse(text)
@@ -152,7 +158,9 @@ def test_names_reject_path_tricks() -> None:
             validate_name(bad)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64", "int64", "int8", "uint8", "bool", "float16"])
+@pytest.mark.parametrize(
+    "dtype", ["float32", "float64", "int64", "int8", "uint8", "bool", "float16"]
+)
 def test_tensors_round_trip_numpy_through_msgpack(dtype: str) -> None:
     array = (np.arange(12).reshape(3, 4) % 2).astype(dtype)
     wire = msgspec.msgpack.encode(Tensor.from_numpy(array))
@@ -179,5 +187,9 @@ def test_errors_rebuild_as_the_same_class_from_their_code() -> None:
     error = NotFound("no model 'x'", details={"name": "x"})
     rebuilt = error_class(error.to_dict()["code"])(error.message, details=error.details)
     assert type(rebuilt) is NotFound
-    assert rebuilt.to_dict() == {"error": "no model 'x'", "code": "not_found", "details": {"name": "x"}}
+    assert rebuilt.to_dict() == {
+        "error": "no model 'x'",
+        "code": "not_found",
+        "details": {"name": "x"},
+    }
     assert error_class("something_new") is QuarryError

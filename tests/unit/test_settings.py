@@ -48,7 +48,10 @@ def test_module_lists_and_per_module_urls() -> None:
 @pytest.mark.parametrize(
     ("env", "named"),
     [
-        ({"QUARRY_AUTH": "maybe"}, "QUARRY_AUTH='maybe' is not valid: expected one of auto, on, off"),
+        (
+            {"QUARRY_AUTH": "maybe"},
+            "QUARRY_AUTH='maybe' is not valid: expected one of auto, on, off",
+        ),
         ({"QUARRY_PORT": "http"}, "QUARRY_PORT"),
         ({"QUARRY_PORT": "-1"}, "QUARRY_PORT"),
         ({"QUARRY_MODULES": "registry,billing"}, "QUARRY_MODULES"),

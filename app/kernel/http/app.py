@@ -77,9 +77,7 @@ def readyz(platform: PlatformView) -> Response[dict[str, Any]]:
 @get("/metrics", opt={"open": "metrics"}, include_in_schema=False, sync_to_thread=False)
 def metrics() -> Response[bytes]:
     """Prometheus text exposition of every metric of this process."""
-    return Response(
-        telemetry.metrics_text(), media_type="text/plain; version=0.0.4; charset=utf-8"
-    )
+    return Response(telemetry.metrics_text(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 @get("/v1/modules", opt={"scope": "read"}, sync_to_thread=False, media_type=MediaType.JSON)

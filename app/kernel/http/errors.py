@@ -7,6 +7,7 @@ from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import ExceptionHandlersMap
 
 from app.kernel.errors import error_for_status, error_headers, status_for
 from contracts.common import InternalError, InvalidInput, QuarryError
@@ -77,7 +78,7 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-exception_handlers: dict[type[Exception], Any] = {
+exception_handlers: ExceptionHandlersMap = {
     QuarryError: _quarry_error,
     HTTPException: _http_exception,
     Exception: _unexpected,

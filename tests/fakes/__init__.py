@@ -1,0 +1,1 @@
+"""Test doubles that implement the real interfaces, and small real models."""
