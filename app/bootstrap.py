@@ -25,6 +25,7 @@ from app.kernel.module import BuiltModule, ModuleContext, ModuleSpec
 from app.kernel.settings import ConfigError, Settings
 from app.kernel.tasks import TaskQueue
 from app.modules import registry
+from contracts.common import Unavailable
 
 __all__ = ["AVAILABLE_MODULES", "Platform", "create_app"]
 
@@ -145,16 +146,20 @@ class Platform:
     # --- views ------------------------------------------------------------------------------
 
     def client(self, module: str, *, caller: str = "client") -> Any:
-        """Module ``module``'s contract as seen by ``caller`` (through the call wrapper)."""
-        spec = self.specs[module]
-        if module not in self.built:
+        """Module ``module``'s contract as seen by ``caller`` (through the call wrapper).
+
+        The client may be made before the platform starts; calls made before then are refused.
+        """
+        if module not in {s.name for s in self.hosted}:
             raise LookupError(f"module {module} is not hosted in this process")
-        return calls.bind(spec.provides, self.built[module].service, module=module, caller=caller)
+        target = _Started(self.built, module)
+        return calls.bind(self.specs[module].provides, target, module=module, caller=caller)
 
     def route_handlers(self) -> list[Any]:
         """The public routes of every module this process serves."""
         handlers: list[Any] = []
-        for name in self.built:
+        for spec in self.hosted:
+            name = spec.name
             handlers.extend(
                 self.specs[name].routes(self.client(name, caller="http"), self.settings)
             )
@@ -183,6 +188,24 @@ class Platform:
         ]
 
 
+class _Started:
+    """Resolves a module's service when called, so clients can exist before the modules do."""
+
+    def __init__(self, built: dict[str, BuiltModule], module: str) -> None:
+        self._built = built
+        self._module = module
+
+    def __getattr__(self, method: str) -> Any:
+        built, module = self._built, self._module
+
+        def call(*args: Any) -> Any:
+            if module not in built:
+                raise Unavailable(f"module {module} has not started yet", retry_after=1)
+            return getattr(built[module].service, method)(*args)
+
+        return call
+
+
 def _hosted_specs(settings: Settings, specs: dict[str, ModuleSpec]) -> list[ModuleSpec]:
     explicit = set(settings.modules) != set(_all_names())
     missing = [m for m in settings.modules if m not in specs] if explicit else []
@@ -203,7 +226,7 @@ def _all_names() -> Iterable[str]:
 
 
 def create_app(platform: Platform, *, host: str | None = None) -> Litestar:
-    """The HTTP API of a started :class:`Platform` served on ``host``."""
+    """The HTTP API of ``platform`` served on ``host``; the app starts and stops the platform."""
     settings = platform.settings
     keys = KeyStore(settings.keys_file)
     return create_http_app(
@@ -212,4 +235,6 @@ def create_app(platform: Platform, *, host: str | None = None) -> Litestar:
         route_handlers=platform.route_handlers(),
         middleware=[auth_middleware(settings, keys, host=host), IdempotencyMiddleware()],
         guards=[auth_guard],
+        on_startup=[platform.start],
+        on_shutdown=[platform.stop],
     )

@@ -34,20 +34,21 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     async def serve() -> None:
-        async with Platform(settings) as platform:
-            app = create_app(platform, host=settings.host)
-            config = uvicorn.Config(
-                app,
-                host=settings.host,
-                port=settings.port,
-                log_config=None,
-                access_log=False,
-                lifespan="off",
-                timeout_graceful_shutdown=args.drain_timeout,
-            )
-            server = uvicorn.Server(config)
-            print(f"quarry serving on http://{settings.host}:{settings.port}", file=sys.stderr)
-            await server.serve()
+        app = create_app(Platform(settings), host=settings.host)
+        config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=args.drain_timeout,
+        )
+        server = uvicorn.Server(config)
+        print(f"quarry serving on http://{settings.host}:{settings.port}", file=sys.stderr)
+        await server.serve()
+        if not server.started:
+            raise SystemExit(1)
 
     _run(serve())
     return 0

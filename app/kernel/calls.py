@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from app.kernel import context, telemetry
@@ -134,47 +135,52 @@ def _stream_wrapper(
     attributes = {f"quarry.{k}": v for k, v in labels.items()}
 
     async def stream(*args: Any) -> AsyncIterator[Any]:
+        # The span is made current only while the implementation runs, never across a yield:
+        # the consumer may resume the stream from another task or context.
         deadline = context.current().deadline
         outcome = "ok"
         start = time.perf_counter()
-        with tracer.start_as_current_span(
-            name, kind=SpanKind.INTERNAL, attributes=attributes
-        ) as span:
-            try:
+        span = tracer.start_span(name, kind=SpanKind.INTERNAL, attributes=attributes)
+        try:
+            with trace.use_span(span, end_on_exit=False):
                 iterator = target(*args).__aiter__()
-                while True:
-                    try:
-                        if deadline is None:
-                            item = await iterator.__anext__()
-                        else:
-                            async with asyncio.timeout_at(_loop_time(deadline)):
-                                item = await iterator.__anext__()
-                    except StopAsyncIteration:
-                        return
-                    except TimeoutError:
-                        raise DeadlineExceeded(
-                            f"{name} did not finish before its deadline"
-                        ) from None
-                    yield item
-            except QuarryError as exc:
-                outcome = exc.code
-                span.set_status(Status(StatusCode.ERROR, exc.code))
-                raise
-            except GeneratorExit:
-                outcome = "cancelled"
-                raise
-            except Exception as exc:
-                outcome = "internal"
-                span.set_status(Status(StatusCode.ERROR, "internal"))
-                raise _internal(exc, labels) from exc
-            finally:
-                _Instruments.duration().record(
-                    time.perf_counter() - start, {**labels, "outcome": outcome}
-                )
+            while True:
+                try:
+                    with trace.use_span(span, end_on_exit=False):
+                        item = await _next(iterator, deadline)
+                except StopAsyncIteration:
+                    return
+                yield item
+        except QuarryError as exc:
+            outcome = exc.code
+            span.set_status(Status(StatusCode.ERROR, exc.code))
+            raise
+        except GeneratorExit:
+            outcome = "cancelled"
+            raise
+        except Exception as exc:
+            outcome = "internal"
+            span.set_status(Status(StatusCode.ERROR, "internal"))
+            raise _internal(exc, labels) from exc
+        finally:
+            span.end()
+            _Instruments.duration().record(
+                time.perf_counter() - start, {**labels, "outcome": outcome}
+            )
 
     stream.__name__ = method.name
     stream.__doc__ = target.__doc__
     return stream
+
+
+async def _next(iterator: AsyncIterator[Any], deadline: float | None) -> Any:
+    if deadline is None:
+        return await iterator.__anext__()
+    try:
+        async with asyncio.timeout_at(_loop_time(deadline)):
+            return await iterator.__anext__()
+    except TimeoutError:
+        raise DeadlineExceeded("stream did not finish before its deadline") from None
 
 
 def _loop_time(deadline: float) -> float:

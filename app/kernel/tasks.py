@@ -69,8 +69,8 @@ class TaskQueue:
 
     def start_workers(self, queues: set[str] | None = None) -> None:
         """Start worker threads consuming ``queues`` (all declared queues by default)."""
-        if self._worker is not None:
-            return
+        if self._worker is not None or not self.broker.get_declared_actors():
+            return  # nothing to run: no idle threads polling an empty broker
         self._worker = dramatiq.Worker(
             self.broker, queues=queues, worker_threads=self.worker_threads
         )

@@ -127,6 +127,31 @@ def test_a_repeat_replays_the_first_answer(
     assert again.headers["content-type"] == first.headers["content-type"]
 
 
+def test_a_retried_upload_with_a_new_multipart_boundary_replays(
+    client: TestClient[Litestar], counters: Counters, key: str
+) -> None:
+    def upload(boundary: str, payload: bytes) -> httpx.Response:
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="m"\r\n\r\n'
+            ).encode()
+            + payload
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        content_type = f"multipart/form-data; boundary={boundary}"
+        return client.post(
+            "/cancel", content=body, headers={**headers(key), "Content-Type": content_type}
+        )
+
+    first = upload("a" * 30, b"model bytes" * 1000)
+    retry = upload("b" * 24, b"model bytes" * 1000)
+    other = upload("c" * 30, b"other bytes" * 1000)
+
+    assert first.json() == retry.json() == {"run": 1}
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert_error(other, 409, "conflict")
+
+
 def test_the_key_is_in_the_call_context(
     client: TestClient[Litestar], counters: Counters, key: str
 ) -> None:

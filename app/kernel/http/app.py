@@ -6,12 +6,11 @@ answers readiness and the module table.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Literal, Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal, Protocol
 
 import msgspec
 from litestar import Litestar, MediaType, Response, get
-from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
@@ -19,6 +18,7 @@ from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlu
 from app.kernel import telemetry
 from app.kernel.http.context import RequestContextMiddleware
 from app.kernel.http.errors import exception_handlers
+from app.kernel.http.openapi import StructDefaultsSchemaPlugin
 from app.kernel.settings import Settings
 
 __all__ = ["ModuleStatus", "ModulesAnswer", "PlatformView", "create_http_app"]
@@ -43,7 +43,6 @@ class ModulesAnswer(msgspec.Struct, frozen=True, kw_only=True):
     modules: list[ModuleStatus]
 
 
-@runtime_checkable
 class PlatformView(Protocol):
     """What the kernel routes need to know about the running platform."""
 
@@ -62,28 +61,30 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz", opt={"open": "probe"}, include_in_schema=False, sync_to_thread=False)
-def readyz(platform: PlatformView) -> Response[dict[str, Any]]:
-    """Readiness of this process's own modules (remote ones are reported by ``/v1/modules``)."""
-    modules = platform.readiness()
-    ready = all(modules.values())
-    return Response(
-        {"status": "ready" if ready else "starting", "modules": modules},
-        status_code=200 if ready else 503,
-        headers={} if ready else {"Retry-After": "1"},
-    )
-
-
 @get("/metrics", opt={"open": "metrics"}, include_in_schema=False, sync_to_thread=False)
 def metrics() -> Response[bytes]:
     """Prometheus text exposition of every metric of this process."""
     return Response(telemetry.metrics_text(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-@get("/v1/modules", opt={"scope": "read"}, sync_to_thread=False, media_type=MediaType.JSON)
-def modules(platform: PlatformView) -> ModulesAnswer:
-    """Where each module runs, its contract version and its circuit breaker."""
-    return ModulesAnswer(modules=platform.module_statuses())
+def _platform_routes(platform: PlatformView) -> list[Any]:
+    @get("/readyz", opt={"open": "probe"}, include_in_schema=False, sync_to_thread=False)
+    def readyz() -> Response[dict[str, Any]]:
+        """Readiness of this process's own modules (remote ones are reported by /v1/modules)."""
+        modules = platform.readiness()
+        ready = all(modules.values())
+        return Response(
+            {"status": "ready" if ready else "starting", "modules": modules},
+            status_code=200 if ready else 503,
+            headers={} if ready else {"Retry-After": "1"},
+        )
+
+    @get("/v1/modules", opt={"scope": "read"}, sync_to_thread=False, media_type=MediaType.JSON)
+    def modules() -> ModulesAnswer:
+        """Where each module runs, its contract version and its circuit breaker."""
+        return ModulesAnswer(modules=platform.module_statuses())
+
+    return [readyz, modules]
 
 
 def create_http_app(
@@ -93,16 +94,19 @@ def create_http_app(
     route_handlers: Sequence[Any],
     middleware: Sequence[Any] = (),
     guards: Sequence[Any] = (),
+    on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
+    on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
     debug: bool = False,
 ) -> Litestar:
     """Build the HTTP app. ``middleware`` (auth, idempotency...) runs inside the request context."""
     otel = OpenTelemetryPlugin(OpenTelemetryConfig(exclude=["/metrics", *PROBE_PATHS]))
     return Litestar(
-        route_handlers=[healthz, readyz, metrics, modules, *route_handlers],
-        dependencies={"platform": Provide(lambda: platform, use_cache=True, sync_to_thread=False)},
+        route_handlers=[healthz, metrics, *_platform_routes(platform), *route_handlers],
         middleware=[RequestContextMiddleware, *middleware],
         guards=list(guards),
-        plugins=[otel],
+        on_startup=list(on_startup),
+        on_shutdown=list(on_shutdown),
+        plugins=[otel, StructDefaultsSchemaPlugin()],
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(

@@ -222,11 +222,17 @@ async def _replay(entry: _Entry, key: str, scope: Scope, receive: Receive, send:
 
 
 class _Hasher:
-    """sha256 over the query string and the request body, fed ASGI messages as they pass."""
+    """sha256 over the query string and the request body, fed ASGI messages as they pass.
+
+    Multipart bodies are hashed without their boundary marker: a client retrying an upload picks
+    a fresh boundary, and that alone must not make the retry a different request.
+    """
 
     def __init__(self, scope: Scope) -> None:
         self._sha = hashlib.sha256(scope.get("query_string", b""))
         self._sha.update(b"\0")
+        self._marker = _multipart_marker(scope)
+        self._carry = b""
         self.complete = False
         self.size = 0
 
@@ -235,14 +241,38 @@ class _Hasher:
         if message["type"] == "http.request":
             if not self.complete:
                 body = message.get("body", b"")
-                self._sha.update(body)
                 self.size += len(body)
                 self.complete = not message.get("more_body", False)
+                self._update(body)
             return True
         return message["type"] != "http.disconnect"
 
+    def _update(self, body: bytes) -> None:
+        if not self._marker:
+            self._sha.update(body)
+            return
+        clean = (self._carry + body).replace(self._marker, b"")
+        keep = len(self._marker) - 1  # a marker may straddle two chunks
+        if self.complete or len(clean) <= keep:
+            self._carry = b"" if self.complete else clean
+            if self.complete:
+                self._sha.update(clean)
+            return
+        self._sha.update(clean[: len(clean) - keep])
+        self._carry = clean[len(clean) - keep :]
+
     def digest(self) -> bytes:
         return self._sha.digest()
+
+
+def _multipart_marker(scope: Scope) -> bytes:
+    for key, value in scope.get("headers", ()):
+        if key == b"content-type" and value.lower().startswith(b"multipart/"):
+            for part in value.split(b";"):
+                name, _, boundary = part.strip().partition(b"=")
+                if name.lower() == b"boundary" and boundary:
+                    return b"--" + boundary.strip(b'"')
+    return b""
 
 
 class _Recording:

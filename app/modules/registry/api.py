@@ -1,0 +1,380 @@
+"""The registry's public HTTP routes, under ``/v1/registry``.
+
+Handlers only parse and check input, call the :class:`~contracts.registry.RegistryService` they
+are given (local or a remote proxy) and answer its Structs. Each one carries the scope of the
+contract method it calls in ``opt["scope"]``, which the auth middleware reads.
+
+Archiving is an action, not a field edit (a version is otherwise immutable):
+``POST .../versions/{version}/archive`` archives and ``POST .../versions/{version}/restore``
+restores; both answer the version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Response, Router, delete, get, patch, post, put
+from litestar.datastructures import UploadFile
+from litestar.enums import RequestEncodingType
+from litestar.openapi.spec import (
+    OpenAPIFormat,
+    OpenAPIMediaType,
+    OpenAPIType,
+    Operation,
+    RequestBody,
+    Schema,
+)
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
+from litestar.response import Stream
+
+from app.kernel import context
+from app.kernel.settings import Settings
+from contracts.common import InvalidInput, Page, method_info, validate_name
+from contracts.registry import (
+    AliasInfo,
+    ArchiveVersion,
+    DeleteAlias,
+    DeleteVersion,
+    FetchArtifact,
+    GetAlias,
+    GetModel,
+    GetVersion,
+    Lineage,
+    ListModels,
+    ListVersions,
+    ModelInfo,
+    RegisterVersion,
+    RegistryService,
+    SetAlias,
+    UpdateModel,
+    VersionDeleted,
+    VersionInfo,
+)
+
+__all__ = ["AliasTarget", "ModelPatch", "UploadOperation", "VersionMetadata", "routes"]
+
+
+class ModelPatch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The body of ``PATCH /v1/registry/models/{name}``: fields left out stay as they are."""
+
+    description: str | None = None
+    tags: dict[str, str] | None = None
+
+
+class AliasTarget(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The body of ``PUT /v1/registry/models/{name}/aliases/{alias}``."""
+
+    version: int
+
+
+class VersionMetadata(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The optional ``metadata`` field of an upload: a JSON object with these keys."""
+
+    description: str = ""
+    tags: dict[str, str] = {}
+    metrics: dict[str, float] = {}
+    params: dict[str, str] = {}
+    lineage: Lineage = Lineage()
+
+
+_METADATA = msgspec.json.Decoder(VersionMetadata)
+
+
+@dataclass
+class UploadOperation(Operation):
+    """OpenAPI for the upload route, whose multipart body the handler reads itself."""
+
+    def __post_init__(self) -> None:
+        form = Schema(
+            type=OpenAPIType.OBJECT,
+            required=["file"],
+            properties={
+                "file": Schema(
+                    type=OpenAPIType.STRING,
+                    format=OpenAPIFormat.BINARY,
+                    description="The ONNX model.",
+                ),
+                "metadata": Schema(
+                    type=OpenAPIType.STRING,
+                    description="Optional JSON object: description, tags, metrics, params,"
+                    " lineage.",
+                ),
+            },
+        )
+        self.request_body = RequestBody(
+            required=True, content={"multipart/form-data": OpenAPIMediaType(schema=form)}
+        )
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    HeaderParameter(name="Idempotency-Key", required=False, description="Replay-safe uploads."),
+]
+
+
+def _opt(contract_method: Callable[..., Any]) -> dict[str, Any]:
+    """The route options of a handler calling ``contract_method``: its scope."""
+    info = method_info(contract_method)
+    if info is None:  # pragma: no cover - every contract method carries a marker
+        raise TypeError(f"{contract_method.__qualname__} has no @method marker")
+    return {"scope": info.scope.value}
+
+
+def routes(service: RegistryService, settings: Settings) -> list[Router]:
+    """The registry's route handlers, bound to ``service``, in one router at ``/v1/registry``."""
+    handlers = [
+        *_model_handlers(service),
+        *_version_handlers(service, settings),
+        *_alias_handlers(service),
+    ]
+    return [Router(path="/v1/registry", route_handlers=handlers, tags=["registry"])]
+
+
+def _model_handlers(service: RegistryService) -> list[Any]:
+    @get("/models", opt=_opt(RegistryService.list_models))
+    async def list_models(
+        limit: FromQuery[int] = 50,
+        cursor: FromQuery[str | None] = None,
+        prefix: FromQuery[str | None] = None,
+        tag: Annotated[
+            list[str] | None, QueryParameter(description="key=value; repeat to match several")
+        ] = None,
+    ) -> Page[ModelInfo]:
+        """One page of models ordered by name."""
+        request = ListModels(limit=limit, cursor=cursor, prefix=prefix, tags=_tag_filter(tag))
+        return await service.list_models(request)
+
+    @get("/models/{name:str}", opt=_opt(RegistryService.get_model))
+    async def get_model(name: FromPath[str]) -> ModelInfo:
+        """A model, its aliases and version counts."""
+        return await service.get_model(GetModel(name=name))
+
+    @patch("/models/{name:str}", opt=_opt(RegistryService.update_model))
+    async def update_model(name: FromPath[str], data: JSONBody[ModelPatch]) -> ModelInfo:
+        """Change a model's description and/or tags."""
+        request = UpdateModel(name=name, description=data.description, tags=data.tags)
+        return await service.update_model(request)
+
+    return [list_models, get_model, update_model]
+
+
+def _version_handlers(service: RegistryService, settings: Settings) -> list[Any]:
+    @get("/models/{name:str}/versions", opt=_opt(RegistryService.list_versions))
+    async def list_versions(
+        name: FromPath[str],
+        limit: FromQuery[int] = 50,
+        cursor: FromQuery[str | None] = None,
+        include_archived: FromQuery[bool] = True,
+    ) -> Page[VersionInfo]:
+        """One page of a model's versions, newest first."""
+        request = ListVersions(
+            name=name, limit=limit, cursor=cursor, include_archived=include_archived
+        )
+        return await service.list_versions(request)
+
+    @post(
+        "/models/{name:str}/versions",
+        opt=_opt(RegistryService.register_version),
+        request_max_body_size=settings.max_upload_bytes,
+        status_code=201,
+        operation_class=UploadOperation,
+    )
+    async def register_version(
+        name: FromPath[str], request: Request[Any, Any, Any], idempotency_key: IdempotencyKey = None
+    ) -> VersionInfo:
+        """Register a new version from an ONNX file (multipart field ``file``)."""
+        registration = await _registration(name, request)
+        call = context.current()
+        if idempotency_key and call.idempotency_key is None:
+            with context.use(msgspec.structs.replace(call, idempotency_key=idempotency_key)):
+                return await service.register_version(registration)
+        return await service.register_version(registration)
+
+    @get("/models/{name:str}/versions/{version:int}", opt=_opt(RegistryService.get_version))
+    async def get_version(name: FromPath[str], version: FromPath[int]) -> VersionInfo:
+        """One version (archived ones included)."""
+        return await service.get_version(GetVersion(ref=_ref(name, version)))
+
+    @post(
+        "/models/{name:str}/versions/{version:int}/archive",
+        opt=_opt(RegistryService.archive_version),
+        status_code=200,
+    )
+    async def archive_version(name: FromPath[str], version: FromPath[int]) -> VersionInfo:
+        """Archive a version: bare names stop resolving to it; ``name:N`` still does."""
+        return await service.archive_version(ArchiveVersion(name=name, version=version))
+
+    @post(
+        "/models/{name:str}/versions/{version:int}/restore",
+        opt=_opt(RegistryService.archive_version),
+        status_code=200,
+    )
+    async def restore_version(name: FromPath[str], version: FromPath[int]) -> VersionInfo:
+        """Restore an archived version."""
+        request = ArchiveVersion(name=name, version=version, archived=False)
+        return await service.archive_version(request)
+
+    @delete(
+        "/models/{name:str}/versions/{version:int}",
+        opt=_opt(RegistryService.delete_version),
+        status_code=200,
+    )
+    async def delete_version(name: FromPath[str], version: FromPath[int]) -> VersionDeleted:
+        """Delete a version no alias points at."""
+        return await service.delete_version(DeleteVersion(name=name, version=version))
+
+    @get(
+        "/models/{name:str}/versions/{version:int}/artifact",
+        opt=_opt(RegistryService.fetch_artifact),
+        media_type="application/octet-stream",
+    )
+    async def download_artifact(
+        name: FromPath[str], version: FromPath[int], request: Request[Any, Any, Any]
+    ) -> Response[Any]:
+        """The ONNX bytes, streamed, with their sha256 as ETag and ``X-Checksum-Sha256``.
+
+        The version is read first, so a missing one answers 404 before any byte is sent; the
+        stream itself is created and drained inside the response's task (an async generator
+        must not be started in one context and finished in another).
+        """
+        ref = _ref(name, version)
+        info = await service.get_version(GetVersion(ref=ref))
+        etag = f'"{info.sha256}"'
+        headers = {"ETag": etag, "X-Checksum-Sha256": info.sha256}
+        if etag in (t.strip() for t in request.headers.get("if-none-match", "").split(",")):
+            return Response(content=b"", status_code=304, headers=headers)
+        headers |= {
+            "Content-Length": str(info.size),
+            "Content-Disposition": f'attachment; filename="{name}-{version}.onnx"',
+        }
+        body = _bytes(service, FetchArtifact(ref=ref))
+        return Stream(body, media_type="application/octet-stream", headers=headers)
+
+    return [
+        list_versions,
+        register_version,
+        get_version,
+        archive_version,
+        restore_version,
+        delete_version,
+        download_artifact,
+    ]
+
+
+def _alias_handlers(service: RegistryService) -> list[Any]:
+    path = "/models/{name:str}/aliases/{alias:str}"
+
+    @get(path, opt=_opt(RegistryService.get_alias))
+    async def get_alias(name: FromPath[str], alias: FromPath[str]) -> AliasInfo:
+        """The version an alias points at."""
+        return await service.get_alias(GetAlias(name=name, alias=alias))
+
+    @put(path, opt=_opt(RegistryService.set_alias))
+    async def set_alias(
+        name: FromPath[str], alias: FromPath[str], data: JSONBody[AliasTarget]
+    ) -> AliasInfo:
+        """Point an alias at a version, moving it if it exists."""
+        return await service.set_alias(SetAlias(name=name, alias=alias, version=data.version))
+
+    @delete(path, opt=_opt(RegistryService.delete_alias), status_code=200)
+    async def delete_alias(name: FromPath[str], alias: FromPath[str]) -> AliasInfo:
+        """Remove an alias; answers the version it pointed at."""
+        return await service.delete_alias(DeleteAlias(name=name, alias=alias))
+
+    return [get_alias, set_alias, delete_alias]
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+async def _registration(name: str, request: Request[Any, Any, Any]) -> RegisterVersion:
+    if request.content_type[0] != RequestEncodingType.MULTI_PART:
+        raise _no_file()
+    try:
+        form = await request.form()
+    except UnicodeDecodeError:
+        raise InvalidInput(
+            "a multipart field holds bytes that are not text: send the model as a file part"
+            " (with a filename) in field 'file'",
+            details={"field": "file"},
+        ) from None
+    uploads = [v for v in form.values() if isinstance(v, UploadFile)]
+    try:
+        files = form.getall("file", [])
+        if len(files) != 1 or not isinstance(files[0], UploadFile):
+            raise (
+                _no_file()
+                if not files
+                else InvalidInput(
+                    "send exactly one file part named 'file'", details={"field": "file"}
+                )
+            )
+        artifact = await files[0].read()
+        meta = _metadata(form.getall("metadata", []))
+    finally:
+        for upload in uploads:
+            await upload.close()
+    return RegisterVersion(
+        name=name,
+        artifact=artifact,
+        description=meta.description,
+        tags=meta.tags,
+        metrics=meta.metrics,
+        params=meta.params,
+        lineage=meta.lineage,
+    )
+
+
+def _no_file() -> InvalidInput:
+    return InvalidInput(
+        "expected multipart/form-data with the ONNX model as a file in field 'file'",
+        details={"field": "file"},
+    )
+
+
+def _metadata(values: list[Any]) -> VersionMetadata:
+    if len(values) > 1:
+        raise InvalidInput("send at most one field 'metadata'", details={"field": "metadata"})
+    raw = values[0] if values else ""
+    if isinstance(raw, UploadFile):
+        raw = raw.file.read()
+    if raw in ("", b""):
+        return VersionMetadata()
+    try:
+        return _METADATA.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise InvalidInput(
+            f"field 'metadata' is not valid: {exc}; expected a JSON object with description,"
+            " tags, metrics, params and lineage",
+            details={"field": "metadata"},
+        ) from None
+
+
+def _tag_filter(pairs: list[str] | None) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidInput(
+                f"invalid tag filter {pair!r}: expected key=value", details={"field": "tag"}
+            )
+        tags[key] = value
+    return tags
+
+
+def _ref(name: FromPath[str], version: FromPath[int]) -> str:
+    return f"{validate_name(name, what='model name')}:{version}"
+
+
+async def _bytes(service: RegistryService, request: FetchArtifact) -> AsyncIterator[bytes]:
+    chunks = service.fetch_artifact(request)
+    try:
+        async for chunk in chunks:
+            yield chunk.data
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -1,0 +1,1 @@
+"""Behaviour tests written against contract Protocols, run against every implementation."""
