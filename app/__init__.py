@@ -33,20 +33,23 @@ class Quarry:
 async def connect(
     url: str | None = None, *, api_key: str | None = None, **settings: Any
 ) -> AsyncIterator[Quarry]:
-    """Run the platform in this process (or, with ``url``, reach a running server).
+    """Run the platform in this process, or with ``url`` reach a running server over RPC.
 
-    Keyword arguments override settings, e.g. ``connect(data_dir="/tmp/q")``; the rest comes from
-    the environment and ``quarry.toml`` as for ``quarry serve``.
+    In-process, keyword arguments override settings, e.g. ``connect(data_dir="/tmp/q")``; the rest
+    comes from the environment and ``quarry.toml`` as for ``quarry serve``. Remotely, ``api_key``
+    is an API key (its scopes limit what may be called) or the service token.
     """
     if url is not None:
-        raise NotImplementedError(
-            "connect(url=...) needs the remote transport, which this build does not include yet"
-        )
+        from app.bootstrap import remote_clients
+
+        async with remote_clients(url, api_key) as clients:
+            yield Quarry(clients)
+        return
     from app.bootstrap import Platform
     from app.kernel.settings import load_settings
 
     async with Platform(load_settings(**settings)) as platform:
-        yield Quarry({name: platform.client(name) for name in platform.built})
+        yield Quarry({spec.name: platform.client(spec.name) for spec in platform.reachable})
 
 
 class SyncQuarry:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 from litestar import Litestar
 
 from app.kernel import calls, telemetry
@@ -22,10 +24,11 @@ from app.kernel.http.app import ModuleStatus, create_http_app
 from app.kernel.http.auth import auth_guard, auth_middleware
 from app.kernel.http.idempotency import IdempotencyMiddleware
 from app.kernel.module import BuiltModule, ModuleContext, ModuleSpec
+from app.kernel.rpc import RemoteModule, rpc_router
 from app.kernel.settings import ConfigError, Settings
 from app.kernel.tasks import TaskQueue
 from app.modules import registry
-from contracts.common import Unavailable
+from contracts.common import Unauthenticated, Unavailable
 
 __all__ = ["AVAILABLE_MODULES", "Platform", "create_app"]
 
@@ -51,6 +54,8 @@ class Platform:
         self.tasks = TaskQueue(settings.broker_url, worker_threads=settings.task_worker_threads)
         self.databases: dict[str, Database] = {}
         self.built: dict[str, BuiltModule] = {}
+        self.remotes = _remote_modules(settings, self.specs)
+        _check_event_placement(settings, self.specs, self.hosted)
         self._started = False
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -85,6 +90,8 @@ class Platform:
                     _log.exception("shutdown hook failed")
         await self.bus.stop()
         await asyncio.to_thread(self.tasks.stop)
+        for remote in self.remotes.values():
+            await remote.aclose()
         for db in self.databases.values():
             db.dispose()
         self._started = False
@@ -120,7 +127,7 @@ class Platform:
     def _dependencies(self, spec: ModuleSpec) -> dict[type, Any]:
         bound: dict[type, Any] = {}
         for dep in spec.requires:
-            if dep.module in self.built:
+            if dep.module in self.built or dep.module in self.remotes:
                 bound[dep.protocol] = self.client(dep.module, caller=spec.name)
             elif not dep.optional:
                 raise ConfigError(
@@ -150,18 +157,27 @@ class Platform:
 
         The client may be made before the platform starts; calls made before then are refused.
         """
+        provides = self.specs[module].provides
+        if module in self.remotes:
+            proxy = self.remotes[module].proxy()
+            return calls.bind(provides, proxy, module=module, caller=caller, placement="remote")
         if module not in {s.name for s in self.hosted}:
-            raise LookupError(f"module {module} is not hosted in this process")
-        target = _Started(self.built, module)
-        return calls.bind(self.specs[module].provides, target, module=module, caller=caller)
+            raise LookupError(f"module {module} is neither hosted here nor remote")
+        return calls.bind(provides, _Started(self.built, module), module=module, caller=caller)
+
+    @property
+    def reachable(self) -> list[ModuleSpec]:
+        """Every module this process can call: hosted here or remote, in dependency order."""
+        return [s for s in self.specs.values() if s in self.hosted or s.name in self.remotes]
 
     def route_handlers(self) -> list[Any]:
-        """The public routes of every module this process serves."""
+        """Public and RPC routes of every module this process reaches, local or remote."""
         handlers: list[Any] = []
-        for spec in self.hosted:
-            name = spec.name
-            handlers.extend(
-                self.specs[name].routes(self.client(name, caller="http"), self.settings)
+        for spec in self.reachable:
+            client = self.client(spec.name, caller="http")
+            handlers.extend(spec.routes(client, self.settings))
+            handlers.append(
+                rpc_router(spec.name, spec.provides, spec.contract_version, client, self.settings)
             )
         return handlers
 
@@ -175,17 +191,20 @@ class Platform:
     def module_statuses(self) -> list[ModuleStatus]:
         """The ``/v1/modules`` table."""
         ready = self.readiness()
-        return [
-            ModuleStatus(
-                name=spec.name,
-                placement="local",
-                url=None,
-                contract_version="{}.{}".format(*spec.contract_version),
-                breaker=None,
-                ready=ready.get(spec.name),
+        rows = []
+        for spec in self.reachable:
+            remote = self.remotes.get(spec.name)
+            rows.append(
+                ModuleStatus(
+                    name=spec.name,
+                    placement="remote" if remote else "local",
+                    url=remote.url if remote else None,
+                    contract_version="{}.{}".format(*spec.contract_version),
+                    breaker=remote.breaker.state if remote else None,
+                    ready=ready.get(spec.name),
+                )
             )
-            for spec in self.hosted
-        ]
+        return rows
 
 
 class _Started:
@@ -219,10 +238,85 @@ def _hosted_specs(settings: Settings, specs: dict[str, ModuleSpec]) -> list[Modu
     ]
 
 
+def _remote_modules(settings: Settings, specs: dict[str, ModuleSpec]) -> dict[str, RemoteModule]:
+    remotes = {name: url for name, url in settings.remotes.items() if name in specs}
+    if remotes and not settings.service_token:
+        raise ConfigError(
+            "QUARRY_SERVICE_TOKEN must be set when modules are remote"
+            f" (QUARRY_REMOTE_{next(iter(remotes)).upper()} is set)"
+        )
+    return {
+        name: RemoteModule(
+            name,
+            url,
+            specs[name].provides,
+            specs[name].contract_version,
+            token=settings.service_token,
+            max_frame_bytes=settings.max_rpc_body_bytes,
+        )
+        for name, url in remotes.items()
+    }
+
+
+def _check_event_placement(
+    settings: Settings, specs: dict[str, ModuleSpec], hosted: list[ModuleSpec]
+) -> None:
+    """In-process events cannot reach another process: refuse to start rather than lose them."""
+    if not settings.events_url.startswith("memory://"):
+        return
+    for publisher in hosted:
+        published = {event_type_name(t) for t in publisher.publishes}
+        for name in settings.remotes:
+            subscriber = specs.get(name)
+            if subscriber and published & {event_type_name(t) for t in subscriber.subscribes}:
+                raise ConfigError(
+                    f"module {publisher.name} publishes events that remote module {name}"
+                    " subscribes to, but QUARRY_EVENTS_URL is memory://: set it to redis://..."
+                )
+
+
 def _all_names() -> Iterable[str]:
     from app.kernel.settings import MODULE_NAMES
 
     return MODULE_NAMES
+
+
+@asynccontextmanager
+async def remote_clients(url: str, token: str | None) -> AsyncIterator[dict[str, Any]]:
+    """Typed clients for every module the server at ``url`` reaches, over its RPC endpoint."""
+    specs = {s.name: s for s in AVAILABLE_MODULES}
+    names = await _served_modules(url.rstrip("/"), token) or list(specs)
+    remotes = {
+        name: RemoteModule(
+            name, url, specs[name].provides, specs[name].contract_version, token=token
+        )
+        for name in names
+        if name in specs
+    }
+    try:
+        yield {
+            name: calls.bind(
+                specs[name].provides, r.proxy(), module=name, caller="client", placement="remote"
+            )
+            for name, r in remotes.items()
+        }
+    finally:
+        for remote in remotes.values():
+            await remote.aclose()
+
+
+async def _served_modules(url: str, token: str | None) -> list[str]:
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            answer = await http.get(f"{url}/v1/modules", headers=headers)
+    except httpx.TransportError as exc:
+        raise Unavailable(f"cannot reach Quarry at {url}: {type(exc).__name__}") from None
+    if answer.status_code == 401:
+        raise Unauthenticated(f"{url} refused the key: {answer.json().get('error', '')}")
+    if answer.status_code != 200:
+        return []  # e.g. a key without the read scope: assume every module
+    return [m["name"] for m in answer.json()["modules"]]
 
 
 def create_app(platform: Platform, *, host: str | None = None) -> Litestar:

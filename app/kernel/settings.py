@@ -43,6 +43,8 @@ class Settings:
     """QUARRY_BROKER_URL: ``memory://`` (in-process workers) or ``redis://...``."""
     events_url: str = "memory://"
     """QUARRY_EVENTS_URL: ``memory://`` (in-process delivery) or ``redis://...``."""
+    redis_prefix: str = "quarry:"
+    """QUARRY_REDIS_PREFIX: prefix of every Redis key, stream and queue Quarry creates."""
     online_store_url: str | None = None
     """QUARRY_ONLINE_STORE_URL: the features online store (default: the features database)."""
     artifacts_url: str | None = None
@@ -205,6 +207,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "modules": _modules,
     "broker_url": _url("memory", "redis", "rediss"),
     "events_url": _url("memory", "redis", "rediss"),
+    "redis_prefix": str,
     "online_store_url": _url("redis", "rediss", "sqlite", "postgresql"),
     "artifacts_url": str,
     "auth": _choice("auto", "on", "off"),

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.conftest import Server, free_port
 from tests.fakes.models import relu_model_bytes
+from tests.fakes.server import Server
 
 
 def test_kernel_routes_answer(server: Server) -> None:
@@ -53,7 +53,7 @@ def _artifact_files(data_dir: Path) -> list[Path]:
 
 def test_killing_the_server_mid_upload_leaves_nothing_behind(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    first = Server(data_dir, free_port()).start()
+    first = Server(data_dir).start()
     model = relu_model_bytes() + b"\x00" * 4_000_000  # large enough to still be in flight
     boundary = uuid.uuid4().hex
     head = (
@@ -76,7 +76,7 @@ def test_killing_the_server_mid_upload_leaves_nothing_behind(tmp_path: Path) -> 
         first.stop()
 
     assert _artifact_files(data_dir) == []
-    second = Server(data_dir, free_port()).start()
+    second = Server(data_dir).start()
     try:
         answer = httpx.get(f"{second.url}/v1/registry/models/halfway")
         assert answer.status_code == 404

@@ -42,13 +42,15 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = None
+        request_id = idempotency_key = None
         deadline_ms = None
         for key, value in scope["headers"]:
             if key == b"x-request-id":
                 request_id = value.decode("latin-1")[:128]
             elif key == b"quarry-deadline-ms":
                 deadline_ms = value
+            elif key == b"quarry-idempotency-key":
+                idempotency_key = value.decode("latin-1")[:255]
         request_id = request_id or uuid.uuid4().hex
         try:
             deadline = _deadline(deadline_ms)
@@ -62,7 +64,7 @@ class RequestContextMiddleware:
                 message["headers"] = [*message.get("headers", []), echo]
             await send(message)
 
-        ctx = CallContext(deadline=deadline, request_id=request_id)
+        ctx = CallContext(deadline=deadline, request_id=request_id, idempotency_key=idempotency_key)
         with context.use(ctx), structlog.contextvars.bound_contextvars(request_id=request_id):
             await self.app(scope, receive, send_with_id)
 

@@ -1,0 +1,121 @@
+"""A background loop with wake-ups, a graceful stop and ``drain`` bookkeeping.
+
+The Redis Streams publisher and consumer are both one task running passes: a pass answers how
+long to sleep (0 to go again at once); a failing pass is logged and retried after ``poll_s``. A
+:meth:`Loop.settled` future is answered by the first pass that began after it was asked for and
+found nothing outstanding (the pass calls :meth:`Loop.answer` with the generation it began in).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+__all__ = ["Loop", "wait_for_event"]
+
+
+class Loop:
+    """One background task running :meth:`run_pass` until stopped."""
+
+    def __init__(self, *, name: str, poll_s: float, logger: logging.Logger, extra: dict[str, Any]):
+        self.name = name
+        self.poll_s = poll_s
+        self.log = logger
+        self.extra = extra
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wakeup = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self._requested = 0
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    async def run_pass(self, generation: int) -> float:
+        """One round of work; answers how long to sleep (0 when there may be more to do)."""
+        raise NotImplementedError
+
+    # --- lifecycle (event-loop thread) ------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the task on the running loop."""
+        self._loop = asyncio.get_running_loop()
+        self._wakeup, self.stopping = asyncio.Event(), asyncio.Event()
+        self._task = self._loop.create_task(self._run(), name=self.name)
+
+    def request_stop(self) -> None:
+        """Ask the task to stop after the work in flight, if any."""
+        self.stopping.set()
+        self._wakeup.set()
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The running task (``None`` before :meth:`start`)."""
+        return self._task
+
+    def wake(self) -> None:
+        """Make the task look for work now. Safe from any thread, and before :meth:`start`."""
+        loop = self._loop
+        if loop is None:
+            return
+        # A closed loop raises RuntimeError: the work then waits for the next start.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._wakeup.set)
+
+    def settled(self) -> asyncio.Future[None]:
+        """A future resolved once a pass that began after this call found nothing to do."""
+        if self._task is None or self._task.done() or self._loop is None:
+            raise RuntimeError(f"{self.name} is not running")
+        self._requested += 1
+        future = self._loop.create_future()
+        self._waiters.append((self._requested, future))
+        self._wakeup.set()
+        return future
+
+    @property
+    def awaited(self) -> bool:
+        """Whether a :meth:`settled` future is waiting for an answer."""
+        return any(not future.done() for _, future in self._waiters)
+
+    def answer(self, generation: int) -> None:
+        """Resolve the waiters asked for before the pass of ``generation`` began."""
+        waiting: list[tuple[int, asyncio.Future[None]]] = []
+        for target, future in self._waiters:
+            if future.done():
+                continue
+            if target <= generation:
+                future.set_result(None)
+            else:
+                waiting.append((target, future))
+        self._waiters = waiting
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                self._wakeup.clear()
+                generation = self._requested
+                try:
+                    delay = await self.run_pass(generation)
+                except Exception:
+                    self.log.exception("%s pass failed; retrying", self.name, extra=self.extra)
+                    await wait_for_event(self.stopping, self.poll_s)
+                    continue
+                if delay > 0:
+                    await wait_for_event(self._wakeup, delay)
+        finally:
+            error = RuntimeError(f"{self.name} stopped")
+            for _target, future in self._waiters:
+                if not future.done():
+                    future.set_exception(error)
+            self._waiters = []
+
+
+async def wait_for_event(event: asyncio.Event, seconds: float) -> None:
+    """Wait until ``event`` is set or ``seconds`` pass."""
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        pass

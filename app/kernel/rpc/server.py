@@ -1,0 +1,105 @@
+"""The generic RPC endpoint: ``POST /rpc/<module>/<method>`` for any contract Protocol.
+
+One route per module serves every method: the body is the msgpack request, the answer the msgpack
+answer (or, for streaming methods, framed items). Errors answer their HTTP status with a msgpack
+``{"error", "code", "details"}`` body. The auth middleware has already required the service token
+or an API key for ``/rpc``; the method's scope is checked here, before the body is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Request, Response, Router, post
+from litestar.params import FromPath
+from litestar.response import Stream
+
+from app.kernel.auth import ANONYMOUS_PRINCIPAL, Principal, check_scope
+from app.kernel.codec import MethodCodec, encode_error, method_codecs
+from app.kernel.errors import error_headers, status_for
+from app.kernel.rpc.frames import END, ERROR, ITEM, STREAM_MEDIA_TYPE, frame
+from app.kernel.settings import Settings
+from contracts.common import ContractVersionMismatch, NotFound, QuarryError
+
+__all__ = ["CONTRACT_HEADER", "MSGPACK", "rpc_router"]
+
+MSGPACK = "application/x-msgpack"
+CONTRACT_HEADER = "quarry-contract"
+
+
+def rpc_router(
+    module: str,
+    protocol: type,
+    version: tuple[int, int],
+    client: Any,
+    settings: Settings,
+) -> Router:
+    """The RPC route of ``module``, calling ``client`` (a bound contract, local or remote)."""
+    codecs = method_codecs(protocol)
+    targets = {name: getattr(client, name) for name in codecs}
+
+    @post(
+        "/{method:str}",
+        opt={"scope": None},  # checked per method below
+        request_max_body_size=settings.max_rpc_body_bytes,
+        include_in_schema=False,
+        status_code=200,
+    )
+    async def call(method: FromPath[str], request: Request[Any, Any, Any]) -> Response[Any]:
+        try:
+            codec = codecs.get(method)
+            if codec is None:
+                raise NotFound(
+                    f"module {module} has no method {method!r}",
+                    details={"module": module, "method": method},
+                )
+            principal = request.scope.get("user")
+            check_scope(
+                principal if isinstance(principal, Principal) else ANONYMOUS_PRINCIPAL,
+                codec.method.info.scope,
+            )
+            _check_version(module, version, request.headers.get(CONTRACT_HEADER))
+            argument = codec.decode_request(await request.body())
+            target = targets[method]
+            args = () if codec.method.request is None else (argument,)
+            if codec.method.info.streaming:
+                return Stream(_frames(codec, target(*args)), media_type=STREAM_MEDIA_TYPE)
+            answer = await target(*args)
+        except QuarryError as exc:
+            return error_answer(exc)
+        return Response(codec.encode(answer), media_type=MSGPACK)
+
+    return Router(path=f"/rpc/{module}", route_handlers=[call], include_in_schema=False)
+
+
+def error_answer(error: QuarryError) -> Response[bytes]:
+    """A contract error as an RPC answer."""
+    return Response(
+        encode_error(error),
+        status_code=status_for(error),
+        media_type=MSGPACK,
+        headers=error_headers(error),
+    )
+
+
+async def _frames(codec: MethodCodec, items: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+    try:
+        async for item in items:
+            yield frame(ITEM, codec.encode(item))
+    except QuarryError as exc:
+        yield frame(ERROR, encode_error(exc))
+        return
+    yield frame(END)
+
+
+def _check_version(module: str, ours: tuple[int, int], header: str | None) -> None:
+    if header is None:
+        return  # callers that do not say are assumed current (curl, scripts)
+    name, _, version = header.partition("/")
+    major = version.split(".", 1)[0]
+    if name != module or not major.isdigit() or int(major) != ours[0]:
+        raise ContractVersionMismatch(
+            f"caller speaks {header!r}; this server speaks {module}/{ours[0]}.{ours[1]}",
+            details={"module": module, "server": f"{ours[0]}.{ours[1]}", "caller": header},
+        )
