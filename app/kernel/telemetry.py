@@ -152,6 +152,7 @@ def _configure_logging(level: str, fmt: str) -> None:
     handler._quarry = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))  # one line per call
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

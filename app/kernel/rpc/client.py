@@ -208,7 +208,7 @@ class RemoteModule:
         self, codec: MethodCodec, response: httpx.Response, deadline: float
     ) -> AsyncIterator[Any]:
         reader = FrameReader(self._max_frame)
-        async for chunk in response.aiter_raw():
+        async for chunk in response.aiter_bytes():
             try:
                 frames = list(reader.feed(chunk))
             except ValueError:

@@ -1,0 +1,81 @@
+"""The registry in its own process: the public API and app.connect(url=...) reach it through RPC."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+import app
+from contracts.common import Unavailable
+from contracts.registry import FetchArtifact, GetVersion, read_artifact
+from tests.fakes.models import relu_model_bytes
+from tests.fakes.server import Server
+
+TOKEN = "two-process-token"
+pytestmark = pytest.mark.slow
+
+
+def modules(public: Server) -> dict[str, dict[str, object]]:
+    rows = httpx.get(f"{public.url}/v1/modules").json()["modules"]
+    return {row["name"]: row for row in rows}
+
+
+async def test_a_remote_registry_serves_fails_fast_and_recovers(tmp_path: Path) -> None:
+    registry = Server(
+        tmp_path / "registry", env={"QUARRY_SERVICE_TOKEN": TOKEN, "QUARRY_MODULES": "registry"}
+    ).start()
+    public = Server(
+        tmp_path / "public",
+        env={"QUARRY_SERVICE_TOKEN": TOKEN, "QUARRY_REMOTE_REGISTRY": registry.url},
+    ).start()
+    data = relu_model_bytes()
+    try:
+        created = httpx.post(
+            f"{public.url}/v1/registry/models/churn/versions",
+            files={"file": ("m.onnx", data, "application/octet-stream")},
+        )
+        assert created.status_code == 201, created.text
+        assert (
+            httpx.get(f"{public.url}/v1/registry/models/churn/versions/1/artifact").content == data
+        )
+        row = modules(public)["registry"]
+        assert (row["placement"], row["url"], row["breaker"]) == ("remote", registry.url, "closed")
+        assert not (tmp_path / "public" / "artifacts").exists()  # the bytes live with the registry
+
+        async with app.connect(url=public.url, api_key=TOKEN) as q:
+            version = await q.registry.get_version(GetVersion(ref="churn"))
+            _, fetched = await read_artifact(q.registry.fetch_artifact(FetchArtifact(ref="churn")))
+        assert version.sha256 == hashlib.sha256(data).hexdigest()
+        assert fetched == data
+
+        registry.kill()
+        statuses = set()
+        for _ in range(6):
+            answer = httpx.get(
+                f"{public.url}/v1/registry/models/churn", headers={"quarry-deadline-ms": "3000"}
+            )
+            statuses.add((answer.status_code, answer.json()["code"]))
+            assert "retry-after" in answer.headers
+        assert statuses == {(503, "unavailable")}
+        assert modules(public)["registry"]["breaker"] == "open"
+        async with app.connect(url=public.url, api_key=TOKEN) as q:
+            with pytest.raises(Unavailable):
+                await q.registry.get_version(GetVersion(ref="churn"))
+
+        registry.start()
+        deadline = time.monotonic() + 30
+        while True:  # the breaker lets a probe through after its reset time
+            answer = httpx.get(f"{public.url}/v1/registry/models/churn/versions/1")
+            if answer.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["sha256"] == hashlib.sha256(data).hexdigest()
+        assert modules(public)["registry"]["breaker"] == "closed"
+    finally:
+        public.stop()
+        registry.stop()

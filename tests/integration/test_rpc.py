@@ -1,0 +1,230 @@
+"""The RPC transport's edges: auth, versions, limits, a remote that is down, slow or garbled."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+
+from app.bootstrap import Platform, create_app
+from app.kernel import context
+from app.kernel.auth import KeyStore
+from app.kernel.context import CallContext
+from app.kernel.rpc import CircuitBreaker, RemoteModule
+from app.kernel.rpc.frames import ITEM, frame
+from app.kernel.settings import Settings
+from contracts.common import (
+    ContractVersionMismatch,
+    DeadlineExceeded,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
+from contracts.registry import (
+    VERSION,
+    FetchArtifact,
+    GetModel,
+    ListModels,
+    RegisterVersion,
+    RegistryService,
+    VersionInfo,
+)
+from tests.fakes.models import linear_onnx
+
+TOKEN = "rpc-test-token"
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[tuple[Any, KeyStore]]:
+    """The real app, reached in-process through httpx's ASGI transport."""
+    settings = Settings(data_dir=tmp_path, service_token=TOKEN, max_rpc_body_bytes=64 * 1024)
+    async with Platform(settings) as platform:
+        yield create_app(platform, host="127.0.0.1"), KeyStore(settings.keys_file)
+
+
+def remote(app: Any, token: str | None, version: tuple[int, int] = VERSION) -> Any:
+    module = RemoteModule(
+        "registry",
+        "http://quarry",
+        RegistryService,
+        version,
+        token=token,
+        transport=httpx.ASGITransport(app=app),
+    )
+    return module.proxy()
+
+
+async def test_the_service_token_reaches_every_method(served: tuple[Any, KeyStore]) -> None:
+    registry = remote(served[0], TOKEN)
+    info = await registry.register_version(RegisterVersion(name="m", artifact=linear_onnx()))
+    assert isinstance(info, VersionInfo)
+    chunks = [c async for c in registry.fetch_artifact(FetchArtifact(ref="m:1", chunk_size=64))]
+    assert b"".join(c.data for c in chunks) == linear_onnx()
+
+
+async def test_missing_and_wrong_tokens_are_refused(served: tuple[Any, KeyStore]) -> None:
+    for token in (None, "wrong"):
+        with pytest.raises(Unauthenticated):
+            await remote(served[0], token).list_models(ListModels())
+
+
+async def test_api_keys_reach_only_what_their_scopes_cover(served: tuple[Any, KeyStore]) -> None:
+    app, keys = served
+    _, reader = keys.create("reader", ["read"])
+    registry = remote(app, reader)
+
+    page = await registry.list_models(ListModels())
+    with pytest.raises(PermissionDenied, match="train"):
+        await registry.register_version(RegisterVersion(name="m", artifact=linear_onnx()))
+    assert page.items == []
+
+
+async def test_a_major_version_mismatch_is_refused(served: tuple[Any, KeyStore]) -> None:
+    with pytest.raises(ContractVersionMismatch):
+        await remote(served[0], TOKEN, (VERSION[0] + 1, 0)).list_models(ListModels())
+    assert (await remote(served[0], TOKEN, (VERSION[0], 99)).list_models(ListModels())).items == []
+
+
+async def test_oversize_bodies_and_unknown_methods_are_typed_errors(
+    served: tuple[Any, KeyStore],
+) -> None:
+    registry = remote(served[0], TOKEN)
+    with pytest.raises(PayloadTooLarge):
+        await registry.register_version(RegisterVersion(name="m", artifact=b"x" * 100_000))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=served[0])) as http:
+        answer = await http.post(
+            "http://quarry/rpc/registry/drop_everything",
+            headers={"authorization": f"Bearer {TOKEN}"},
+        )
+        garbage = await http.post(
+            "http://quarry/rpc/registry/get_model",
+            content=b"\xc1\xc1not msgpack",
+            headers={"authorization": f"Bearer {TOKEN}"},
+        )
+    assert answer.status_code == 404
+    assert msgspec.msgpack.decode(answer.content)["code"] == NotFound.code
+    assert garbage.status_code == 400
+    assert msgspec.msgpack.decode(garbage.content)["code"] == "invalid_input"
+
+
+def _mock(handler: Any, *, breaker: CircuitBreaker | None = None) -> tuple[Any, RemoteModule]:
+    module = RemoteModule(
+        "registry",
+        "http://remote",
+        RegistryService,
+        VERSION,
+        token=TOKEN,
+        transport=httpx.MockTransport(handler),
+        breaker=breaker,
+        backoff_s=0.001,
+    )
+    return module.proxy(), module
+
+
+async def test_a_down_remote_is_unavailable_and_opens_the_breaker() -> None:
+    attempts = 0
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        nonlocal attempts
+        attempts += 1
+        raise httpx.ConnectError("connection refused", request=request)
+
+    registry, module = _mock(refuse)
+    with pytest.raises(Unavailable, match="unreachable"):
+        await registry.get_model(GetModel(name="m"))  # idempotent: tried three times
+    assert (attempts, module.breaker.state) == (3, "closed")
+    with pytest.raises(Unavailable):
+        await registry.get_model(GetModel(name="m"))  # the fifth failure opens the breaker
+    assert (attempts, module.breaker.state) == (5, "open")
+    with pytest.raises(Unavailable, match="circuit breaker open"):
+        await registry.get_model(GetModel(name="m"))
+    assert attempts == 5  # refused without leaving the process
+
+
+async def test_non_idempotent_methods_are_not_retried() -> None:
+    attempts = 0
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        nonlocal attempts
+        attempts += 1
+        raise httpx.ConnectError("refused", request=request)
+
+    registry, _ = _mock(refuse)
+    with pytest.raises(Unavailable):
+        await registry.register_version(RegisterVersion(name="m", artifact=b""))
+    assert attempts == 1
+
+
+async def test_a_transient_failure_is_retried_for_idempotent_methods() -> None:
+    answers = iter([None, None])
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        if next(answers, "ok") is None:
+            raise httpx.ReadError("reset", request=request)
+        body = msgspec.msgpack.encode({"items": [], "next_cursor": None})
+        return httpx.Response(200, content=body)
+
+    registry, module = _mock(flaky)
+    assert (await registry.list_models(ListModels())).items == []
+    assert module.breaker.state == "closed"
+
+
+async def test_garbage_answers_and_cut_streams_are_unavailable() -> None:
+    def garbage(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("fetch_artifact"):
+            item = msgspec.msgpack.encode(
+                {"name": "m", "version": 1, "sha256": "x", "size": 1, "offset": 0, "data": b"x"}
+            )
+            return httpx.Response(200, content=frame(ITEM, item))  # no end frame
+        if request.url.path.endswith("get_model"):
+            return httpx.Response(502, text="<html>bad gateway</html>")
+        return httpx.Response(200, content=b"\x00\x01 not an answer")
+
+    registry, _ = _mock(garbage, breaker=CircuitBreaker("registry", threshold=100))
+    with pytest.raises(Unavailable, match="not a list_models answer"):
+        await registry.list_models(ListModels())
+    with pytest.raises(Unavailable, match="HTTP 502"):
+        await registry.get_model(GetModel(name="m"))
+    with pytest.raises(Unavailable, match="before it ended"):
+        _ = [c async for c in registry.fetch_artifact(FetchArtifact(ref="m"))]
+
+
+async def test_a_slow_remote_fails_within_the_deadline() -> None:
+    async def hang(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(30)
+        return httpx.Response(200)
+
+    registry, _ = _mock(hang)
+    with context.use(CallContext().with_timeout(0.2)), pytest.raises(DeadlineExceeded):
+        await registry.get_model(GetModel(name="m"))
+
+
+def test_the_breaker_probes_once_after_its_reset_time() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker("x", threshold=2, reset_s=5, clock=lambda: now[0])
+    breaker.record_failure()
+    assert breaker.state == "closed"
+    breaker.record_failure()
+    assert breaker.state == "open"
+    with pytest.raises(Unavailable):
+        breaker.before_call()
+
+    now[0] = 5.0
+    breaker.before_call()  # the probe goes through
+    assert breaker.state == "half_open"
+    with pytest.raises(Unavailable):
+        breaker.before_call()  # while it is out, nobody else does
+    breaker.record_failure()
+    assert breaker.state == "open"
+
+    now[0] = 10.0
+    breaker.before_call()
+    breaker.record_success()
+    assert breaker.state == "closed"
