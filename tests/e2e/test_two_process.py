@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from pathlib import Path
@@ -19,8 +20,8 @@ TOKEN = "two-process-token"
 pytestmark = pytest.mark.slow
 
 
-def modules(public: Server) -> dict[str, dict[str, object]]:
-    rows = httpx.get(f"{public.url}/v1/modules").json()["modules"]
+async def modules(http: httpx.AsyncClient) -> dict[str, dict[str, object]]:
+    rows = (await http.get("/v1/modules")).json()["modules"]
     return {row["name"]: row for row in rows}
 
 
@@ -33,9 +34,10 @@ async def test_a_remote_registry_serves_fails_fast_and_recovers(tmp_path: Path) 
         env={"QUARRY_SERVICE_TOKEN": TOKEN, "QUARRY_REMOTE_REGISTRY": registry.url},
     ).start()
     data = relu_model_bytes()
+    http = httpx.AsyncClient(base_url=public.url)
     try:
-        created = httpx.post(
-            f"{public.url}/v1/registry/models/churn/versions",
+        created = await http.post(
+            "/v1/registry/models/churn/versions",
             files={"file": ("m.onnx", data, "application/octet-stream")},
         )
         assert created.status_code == 201, created.text
@@ -55,13 +57,13 @@ async def test_a_remote_registry_serves_fails_fast_and_recovers(tmp_path: Path) 
         registry.kill()
         statuses = set()
         for _ in range(6):
-            answer = httpx.get(
-                f"{public.url}/v1/registry/models/churn", headers={"quarry-deadline-ms": "3000"}
+            answer = await http.get(
+                "/v1/registry/models/churn", headers={"quarry-deadline-ms": "3000"}
             )
             statuses.add((answer.status_code, answer.json()["code"]))
             assert "retry-after" in answer.headers
         assert statuses == {(503, "unavailable")}
-        assert modules(public)["registry"]["breaker"] == "open"
+        assert (await modules(http))["registry"]["breaker"] == "open"
         async with app.connect(url=public.url, api_key=TOKEN) as q:
             with pytest.raises(Unavailable):
                 await q.registry.get_version(GetVersion(ref="churn"))
@@ -69,13 +71,14 @@ async def test_a_remote_registry_serves_fails_fast_and_recovers(tmp_path: Path) 
         registry.start()
         deadline = time.monotonic() + 30
         while True:  # the breaker lets a probe through after its reset time
-            answer = httpx.get(f"{public.url}/v1/registry/models/churn/versions/1")
+            answer = await http.get("/v1/registry/models/churn/versions/1")
             if answer.status_code == 200 or time.monotonic() > deadline:
                 break
-            time.sleep(0.2)
+            await asyncio.sleep(0.2)
         assert answer.status_code == 200, answer.text
         assert answer.json()["sha256"] == hashlib.sha256(data).hexdigest()
-        assert modules(public)["registry"]["breaker"] == "closed"
+        assert (await modules(http))["registry"]["breaker"] == "closed"
     finally:
+        await http.aclose()
         public.stop()
         registry.stop()
