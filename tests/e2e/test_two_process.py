@@ -41,10 +41,8 @@ async def test_a_remote_registry_serves_fails_fast_and_recovers(tmp_path: Path) 
             files={"file": ("m.onnx", data, "application/octet-stream")},
         )
         assert created.status_code == 201, created.text
-        assert (
-            httpx.get(f"{public.url}/v1/registry/models/churn/versions/1/artifact").content == data
-        )
-        row = modules(public)["registry"]
+        assert (await http.get("/v1/registry/models/churn/versions/1/artifact")).content == data
+        row = (await modules(http))["registry"]
         assert (row["placement"], row["url"], row["breaker"]) == ("remote", registry.url, "closed")
         assert not (tmp_path / "public" / "artifacts").exists()  # the bytes live with the registry
 
