@@ -23,6 +23,7 @@ __all__ = [
     "IntegrityError",
     "InternalError",
     "InvalidInput",
+    "MethodNotAllowed",
     "MethodInfo",
     "ModelRef",
     "NotFound",
@@ -115,6 +116,12 @@ class NotFound(QuarryError):
     """The named thing does not exist (HTTP 404)."""
 
     code = "not_found"
+
+
+class MethodNotAllowed(QuarryError):
+    """The path exists but not for this HTTP method (HTTP 405)."""
+
+    code = "method_not_allowed"
 
 
 class Conflict(QuarryError):

@@ -23,7 +23,7 @@ from app.kernel.settings import Settings
 from app.modules.registry import module
 from contracts.common import method_info
 from contracts.registry import RegistryService
-from tests.fakes.models import linear_onnx
+from tests.fakes.models import linear_onnx, torch_mlp_bytes
 
 MAX_UPLOAD = 64 * 1024
 
@@ -298,3 +298,32 @@ def test_the_openapi_schema_builds(tmp_path: Path) -> None:
     assert form["properties"]["file"]["format"] == "binary"
     listed = paths["/v1/registry/models"]["get"]["responses"]["200"]["content"]
     assert listed["application/json"]["schema"]["$ref"].startswith("#/components/schemas/Page")
+
+
+def test_a_torch_export_registers_aliases_and_downloads(client: TestClient[Litestar]) -> None:
+    data = torch_mlp_bytes()
+
+    created = upload(client, name="mlp", data=data)
+    aliased = client.put("/v1/registry/models/mlp/aliases/champion", json={"version": 1})
+    by_alias = client.get("/v1/registry/models/mlp")
+    downloaded = client.get("/v1/registry/models/mlp/versions/1/artifact")
+
+    assert created.status_code == 201, created.text
+    assert created.json()["signature"]["inputs"] == [
+        {"name": "features", "dtype": "FP32", "shape": [-1, 8]}
+    ]
+    assert aliased.status_code == 200
+    assert by_alias.json()["aliases"] == {"champion": 1}
+    assert downloaded.content == data
+    assert downloaded.headers["x-checksum-sha256"] == hashlib.sha256(data).hexdigest()
+    malformed = client.put(
+        "/v1/registry/models/mlp/aliases/champion",
+        content=b"{not json",
+        headers={"content-type": "application/json"},
+    )
+    assert malformed.status_code == 400
+    assert set(malformed.json()) == {"error", "code", "details"}
+    not_allowed = client.delete("/v1/registry/models/mlp/versions/1/artifact")
+    assert not_allowed.status_code == 405
+    assert not_allowed.json()["code"] == "method_not_allowed"
+    assert "GET" in not_allowed.headers["allow"]
