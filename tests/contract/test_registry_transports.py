@@ -51,9 +51,7 @@ def registry_server(tmp_path: Path) -> Iterator[Server]:
 
 @pytest.fixture
 async def http_registry(registry_server: Server) -> AsyncIterator[RegistryService]:
-    remote = RemoteModule(
-        "registry", registry_server.url, RegistryService, VERSION, token=TOKEN
-    )
+    remote = RemoteModule("registry", registry_server.url, RegistryService, VERSION, token=TOKEN)
     yield calls.bind(
         RegistryService, remote.proxy(), module="registry", caller="tests", placement="remote"
     )
