@@ -115,5 +115,6 @@ def create_http_app(
             path="/schema",
             render_plugins=[SwaggerRenderPlugin(path="/swagger")],
         ),
+        logging_config=None,  # logs go through app.kernel.telemetry's structured handler
         debug=debug,
     )
