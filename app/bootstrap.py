@@ -19,14 +19,14 @@ from litestar import Litestar
 from app.kernel import calls, telemetry
 from app.kernel.auth import KeyStore
 from app.kernel.db import Database
-from app.kernel.events import EventBus, Outbox, event_type_name
+from app.kernel.events import Outbox, StreamEventBus, event_type_name, make_event_bus
 from app.kernel.http.app import ModuleStatus, create_http_app
 from app.kernel.http.auth import auth_guard, auth_middleware
 from app.kernel.http.idempotency import IdempotencyMiddleware
 from app.kernel.module import BuiltModule, ModuleContext, ModuleSpec
 from app.kernel.rpc import RemoteModule, rpc_router
 from app.kernel.settings import ConfigError, Settings
-from app.kernel.tasks import TaskQueue
+from app.kernel.tasks import make_task_queue
 from app.modules import registry
 from contracts.common import Unauthenticated, Unavailable
 
@@ -45,13 +45,8 @@ class Platform:
         self.settings = settings
         self.specs = {s.name: s for s in (*AVAILABLE_MODULES, *extra_modules)}
         self.hosted = _hosted_specs(settings, self.specs)
-        self.bus = EventBus(
-            max_attempts=settings.events_max_attempts,
-            retry_base_s=settings.events_retry_base_s,
-            poll_s=settings.events_poll_s,
-            retention_s=settings.events_retention_s,
-        )
-        self.tasks = TaskQueue(settings.broker_url, worker_threads=settings.task_worker_threads)
+        self.bus = make_event_bus(settings)
+        self.tasks = make_task_queue(settings)
         self.databases: dict[str, Database] = {}
         self.built: dict[str, BuiltModule] = {}
         self.remotes = _remote_modules(settings, self.specs)
@@ -113,6 +108,8 @@ class Platform:
         outbox = Outbox(spec.name, spec.publishes)
         if spec.publishes:
             self.bus.add_publisher(spec.name, db, outbox)
+        if spec.subscribes and isinstance(self.bus, StreamEventBus):
+            self.bus.add_subscriber(spec.name, db)
         ctx = ModuleContext(
             name=spec.name,
             settings=self.settings,
@@ -143,6 +140,10 @@ class Platform:
         return bound
 
     def _wire_subscriptions(self) -> None:
+        if isinstance(self.bus, StreamEventBus):  # events may come from other processes
+            for spec in self.specs.values():
+                if spec.publishes:
+                    self.bus.declare_publisher(spec.name, spec.publishes)
         for name, built in self.built.items():
             declared = {event_type_name(t) for t in self.specs[name].subscribes}
             for event_type, handler in built.subscriptions.items():

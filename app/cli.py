@@ -12,7 +12,7 @@ from typing import Any
 from app.bootstrap import AVAILABLE_MODULES, Platform, create_app
 from app.kernel.auth import KeyStore
 from app.kernel.db import Database
-from app.kernel.events import list_failed, retry_failed
+from app.kernel.events import list_failed, list_failed_inbox, retry_failed, retry_failed_inbox
 from app.kernel.settings import ConfigError, Settings, load_settings
 from contracts.common import QuarryError
 
@@ -51,6 +51,32 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             raise SystemExit(1)
 
     _run(serve())
+    return 0
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    import threading
+
+    from app.kernel.tasks import run_worker
+
+    if settings.broker_url.startswith("memory://"):
+        raise ConfigError(
+            "QUARRY_BROKER_URL is memory://, so tasks run inside `quarry serve`;"
+            " set it to redis://... to run separate workers"
+        )
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="quarry-loop", daemon=True)
+    thread.start()
+    platform = Platform(settings)
+    asyncio.run_coroutine_threadsafe(platform.start(), loop).result()
+    queues = {q.strip() for q in args.queues.split(",")} if args.queues else None
+    print(f"quarry worker: {', '.join(platform.built) or 'no modules'}", file=sys.stderr)
+    try:
+        run_worker(platform.tasks, queues=queues, threads=args.threads)
+    finally:
+        asyncio.run_coroutine_threadsafe(platform.stop(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
     return 0
 
 
@@ -103,17 +129,23 @@ def _keys(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _events(settings: Settings, args: argparse.Namespace) -> int:
-    modules = [s for s in AVAILABLE_MODULES if s.publishes and settings.hosts(s.name)]
+    # Publishers keep failed deliveries (memory://), subscribers their inbox (redis://).
+    modules = [
+        s for s in AVAILABLE_MODULES if (s.publishes or s.subscribes) and settings.hosts(s.name)
+    ]
     if args.module:
         modules = [s for s in modules if s.name == args.module]
     for spec in modules:
         db = Database(spec.name, settings.database_url(spec.name))
         try:
             if args.events_command == "failed":
-                for row in list_failed(db, spec.name):
+                rows = list_failed(db, spec.name) + list_failed_inbox(db, spec.name)
+                for row in rows:
                     print(json.dumps({"module": spec.name, **_plain(row)}))
             else:
                 count = retry_failed(db, spec.name, event_id=args.event, subscriber=args.subscriber)
+                if args.subscriber in (None, spec.name):
+                    count += retry_failed_inbox(db, spec.name, event_id=args.event)
                 print(f"{spec.name}: {count} failed deliveries queued again")
         finally:
             db.dispose()
@@ -141,6 +173,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to bind (QUARRY_PORT, default 8000)")
     serve.add_argument("--drain-timeout", type=int, default=15, help="seconds to finish requests")
     serve.set_defaults(handler=_serve)
+
+    worker = sub.add_parser("worker", help="run task workers (needs QUARRY_BROKER_URL=redis://)")
+    worker.add_argument("--modules", help="modules whose tasks to run (default: all hosted)")
+    worker.add_argument("--queues", help="comma-separated queues (default: every declared one)")
+    worker.add_argument("--threads", type=int, default=8, help="worker threads")
+    worker.set_defaults(handler=_worker)
 
     migrate = sub.add_parser("migrate", help="upgrade every hosted module's database")
     migrate.add_argument("--modules", help="modules to migrate (default: every hosted one)")

@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 import app
 from contracts.common import Unavailable
 from contracts.registry import FetchArtifact, GetVersion, read_artifact
+from tests.conftest import REDIS_URL, require_service
 from tests.fakes.models import relu_model_bytes
 from tests.fakes.server import Server
 
@@ -25,13 +29,31 @@ async def modules(http: httpx.AsyncClient) -> dict[str, dict[str, object]]:
     return {row["name"]: row for row in rows}
 
 
-async def test_a_remote_registry_serves_fails_fast_and_recovers(tmp_path: Path) -> None:
-    registry = Server(
-        tmp_path / "registry", env={"QUARRY_SERVICE_TOKEN": TOKEN, "QUARRY_MODULES": "registry"}
-    ).start()
+@pytest.fixture
+def redis_env() -> Iterator[dict[str, str]]:
+    """Events and tasks on the real Redis, under a key prefix of this test's own."""
+    require_service("Redis", "127.0.0.1", 6379)
+    prefix = f"quarry-test-{uuid.uuid4().hex[:8]}:"
+    yield {
+        "QUARRY_EVENTS_URL": REDIS_URL,
+        "QUARRY_BROKER_URL": REDIS_URL,
+        "QUARRY_REDIS_PREFIX": prefix,
+        "QUARRY_SERVICE_TOKEN": TOKEN,
+    }
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(f"{prefix}*")) + list(client.scan_iter(f"{prefix.rstrip(':')}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+async def test_a_remote_registry_serves_fails_fast_and_recovers(
+    tmp_path: Path, redis_env: dict[str, str]
+) -> None:
+    registry = Server(tmp_path / "registry", env={**redis_env, "QUARRY_MODULES": "registry"})
+    registry.start()
     public = Server(
-        tmp_path / "public",
-        env={"QUARRY_SERVICE_TOKEN": TOKEN, "QUARRY_REMOTE_REGISTRY": registry.url},
+        tmp_path / "public", env={**redis_env, "QUARRY_REMOTE_REGISTRY": registry.url}
     ).start()
     data = relu_model_bytes()
     http = httpx.AsyncClient(base_url=public.url)
@@ -45,6 +67,9 @@ async def test_a_remote_registry_serves_fails_fast_and_recovers(tmp_path: Path) 
         row = (await modules(http))["registry"]
         assert (row["placement"], row["url"], row["breaker"]) == ("remote", registry.url, "closed")
         assert not (tmp_path / "public" / "artifacts").exists()  # the bytes live with the registry
+        stream = f"{redis_env['QUARRY_REDIS_PREFIX']}events:registry"
+        published = redis.Redis.from_url(REDIS_URL).xrange(stream)
+        assert [entry[b"type"] for _, entry in published] == [b"ModelVersionRegistered"]
 
         async with app.connect(url=public.url, api_key=TOKEN) as q:
             version = await q.registry.get_version(GetVersion(ref="churn"))

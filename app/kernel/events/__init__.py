@@ -1,4 +1,5 @@
-"""Domain events: the transactional outbox, the relay that delivers it, and its admin functions."""
+"""Domain events: the transactional outbox, the buses that deliver it (in-process, or over Redis
+Streams), and their admin functions."""
 
 from app.kernel.events.admin import (
     DeliveryState,
@@ -6,11 +7,14 @@ from app.kernel.events.admin import (
     FailedDelivery,
     list_events,
     list_failed,
+    list_failed_inbox,
     prune,
     retry_failed,
+    retry_failed_inbox,
 )
 from app.kernel.events.bus import EventBus, EventHandler, EventMeta
 from app.kernel.events.outbox import Outbox, create_outbox_tables, event_type_name, outbox_tables
+from app.kernel.events.streams import StreamEventBus, make_event_bus
 
 __all__ = [
     "DeliveryState",
@@ -20,11 +24,15 @@ __all__ = [
     "EventRecord",
     "FailedDelivery",
     "Outbox",
+    "StreamEventBus",
     "create_outbox_tables",
     "event_type_name",
     "list_events",
     "list_failed",
+    "list_failed_inbox",
+    "make_event_bus",
     "outbox_tables",
     "prune",
     "retry_failed",
+    "retry_failed_inbox",
 ]

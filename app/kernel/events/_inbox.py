@@ -14,12 +14,16 @@ from __future__ import annotations
 import functools
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from app.kernel.events._sql import COMPLETED, FAILED, PENDING
+
+if TYPE_CHECKING:
+    from redis.typing import EncodableT, FieldT
 
 __all__ = [
     "Envelope",
@@ -88,7 +92,7 @@ class Envelope:
     attempts: int = 0
     """Attempts made so far (0 for an event just taken from a stream)."""
 
-    def to_fields(self) -> dict[str, bytes | str]:
+    def to_fields(self) -> dict[FieldT, EncodableT]:
         """The stream entry's fields (the publisher is the stream's name, not a field)."""
         return {
             "id": self.event_id,
@@ -270,9 +274,7 @@ def survey(conn: Connection, table: sa.Table, types: Collection[str]) -> InboxSu
             t.c.status == PENDING, t.c.type.in_(list(types))
         )
     ).one()
-    return InboxSurvey(
-        pending=int(row[0]), next_due=float(row[1]) if row[1] is not None else None
-    )
+    return InboxSurvey(pending=int(row[0]), next_due=float(row[1]) if row[1] is not None else None)
 
 
 def prune(conn: Connection, table: sa.Table, cutoff: float) -> int:

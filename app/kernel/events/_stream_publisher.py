@@ -90,8 +90,9 @@ class StreamPublisher(Loop):
             await self._prune()
         o = self._tables.outbox
         undispatched = await self.db.read(
-            lambda c: c.execute(sa.select(sa.exists().where(o.c.dispatched == sa.false())))
-            .scalar_one()
+            lambda c: c.execute(
+                sa.select(sa.exists().where(o.c.dispatched == sa.false()))
+            ).scalar_one()
         )
         if undispatched:
             await self.db.write(self._publish_batch)

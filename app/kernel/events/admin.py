@@ -1,8 +1,18 @@
-"""Inspect and repair a publisher's deliveries without a running relay (``quarry events ...``).
+"""Inspect and repair event deliveries without a running bus (``quarry events ...``).
 
-Each function takes the publishing module's :class:`~app.kernel.db.Database` and name, and runs
-its transaction on the calling thread (from async code, wrap a call in ``asyncio.to_thread``).
-A relay running elsewhere picks resubmitted deliveries up within its poll interval.
+There are two kinds of table, one per transport:
+
+- in-process (``QUARRY_EVENTS_URL=memory://``): a *publisher's* deliveries, one row per event and
+  subscriber, in the publishing module's database: :func:`list_failed`, :func:`retry_failed`,
+  :func:`list_events`, :func:`prune`;
+- Redis Streams: a *subscriber's* inbox, one row per event it took, in the subscribing module's
+  database: :func:`list_failed_inbox`, :func:`retry_failed_inbox`.
+
+A tool that does not know the transport calls both for every module: each answers nothing for
+a module that has no table of its kind. Each function takes the module's
+:class:`~app.kernel.db.Database` and name, and runs its transaction on the calling thread (from
+async code, wrap a call in ``asyncio.to_thread``). A bus running elsewhere picks resubmitted
+deliveries up within its poll interval.
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ from typing import TYPE_CHECKING
 import msgspec
 import sqlalchemy as sa
 
-from app.kernel.events import _sql
+from app.kernel.events import _inbox, _sql
 from app.kernel.events.outbox import outbox_tables
 
 if TYPE_CHECKING:
@@ -28,13 +38,16 @@ __all__ = [
     "FailedDelivery",
     "list_events",
     "list_failed",
+    "list_failed_inbox",
     "prune",
     "retry_failed",
+    "retry_failed_inbox",
 ]
 
 
 class FailedDelivery(msgspec.Struct, frozen=True, kw_only=True):
-    """A delivery that used up its attempts."""
+    """A delivery that used up its attempts (from a publisher's deliveries or a subscriber's
+    inbox: the same shape either way)."""
 
     event_id: str
     type: str
@@ -178,3 +191,64 @@ def prune(db: Database, module: str, *, retention_s: float, now: float | None = 
     left with no delivery; answer how many events went. Failed and pending ones stay."""
     cutoff = (now if now is not None else time.time()) - retention_s
     return db.write_sync(lambda conn: _sql.prune(conn, _tables(module), cutoff))
+
+
+def list_failed_inbox(db: Database, subscriber: str) -> list[FailedDelivery]:
+    """``subscriber``'s failed deliveries over Redis Streams (its inbox, in its own ``db``),
+    oldest failure first; none when it has no inbox table (it never subscribed over streams).
+    """
+    t = _inbox.cached_table(subscriber)
+
+    def query(conn: Connection) -> list[FailedDelivery]:
+        if not _inbox.exists(conn, t):
+            return []
+        rows = conn.execute(
+            sa.select(t.c.event_id, t.c.type, t.c.attempts, t.c.last_error, t.c.updated_at)
+            .where(t.c.status == _sql.FAILED)
+            .order_by(t.c.updated_at, t.c.event_id)
+        ).all()
+        return [
+            FailedDelivery(
+                event_id=r.event_id,
+                type=r.type,
+                subscriber=subscriber,
+                attempts=r.attempts,
+                last_error=r.last_error,
+                updated_at=r.updated_at,
+            )
+            for r in rows
+        ]
+
+    return db.read_sync(query)
+
+
+def retry_failed_inbox(db: Database, subscriber: str, event_id: str | None = None) -> int:
+    """Resubmit ``subscriber``'s failed deliveries over Redis Streams (all, or that of
+    ``event_id``) with a fresh set of attempts, due now; answer how many (0 without an inbox).
+
+    The subscriber's running consumers deliver them within their poll interval.
+    """
+    t = _inbox.cached_table(subscriber)
+    conditions = [t.c.status == _sql.FAILED]
+    if event_id is not None:
+        conditions.append(t.c.event_id == event_id)
+
+    def update(conn: Connection) -> int:
+        if not _inbox.exists(conn, t):
+            return 0
+        now = time.time()
+        result = conn.execute(
+            t.update()
+            .where(*conditions)
+            .values(
+                status=_sql.PENDING,
+                attempts=0,
+                next_attempt_at=now,
+                updated_at=now,
+                claimed_by=None,
+                claimed_until=None,
+            )
+        )
+        return int(result.rowcount)
+
+    return db.write_sync(update)
