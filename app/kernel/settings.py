@@ -85,6 +85,10 @@ class Settings:
     """QUARRY_EVENTS_POLL_S: how often the relay looks for due work it was not told about."""
     events_retention_s: float = 7 * 86400.0
     """QUARRY_EVENTS_RETENTION_S: completed events are pruned after this long."""
+    events_stream_maxlen: int = 100_000
+    """QUARRY_EVENTS_STREAM_MAXLEN: entries kept per Redis event stream (approximately)."""
+    events_claim_idle_s: float = 60.0
+    """QUARRY_EVENTS_CLAIM_IDLE_S: an unacknowledged event is reclaimed after this long."""
     task_worker_threads: int = 2
     """QUARRY_TASK_WORKER_THREADS: in-process task workers (``memory://`` broker)."""
     log_level: str = "INFO"
@@ -228,6 +232,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "events_retry_base_s": _positive(float, allow_zero=True),
     "events_poll_s": _positive(float),
     "events_retention_s": _positive(float),
+    "events_stream_maxlen": _positive(int),
+    "events_claim_idle_s": _positive(float),
     "task_worker_threads": _positive(int),
     "log_level": _log_level,
     "log_format": _choice("json", "console"),

@@ -287,4 +287,6 @@ def make_event_bus(settings: Settings, *, consumer: str | None = None) -> EventB
         retry_base_s=settings.events_retry_base_s,
         poll_s=settings.events_poll_s,
         retention_s=settings.events_retention_s,
+        stream_maxlen=settings.events_stream_maxlen,
+        claim_idle_s=settings.events_claim_idle_s,
     )
