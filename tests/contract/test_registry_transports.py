@@ -2,7 +2,8 @@
 
 ``loopback``: in-process, but every request, answer, streamed item and error makes a msgpack round
 trip. ``http``: a real `quarry serve --modules registry` process reached through the RPC client,
-as another module (or `app.connect(url=...)`) would reach it.
+as another module (or `app.connect(url=...)`) would reach it; one process serves every test of
+the module, which is why the behaviour tests each keep to their own namespace of model names.
 """
 
 from __future__ import annotations
@@ -39,10 +40,11 @@ class TestRegistryOverLoopback(RegistryBehaviour):
         return loopback_registry
 
 
-@pytest.fixture
-def registry_server(tmp_path: Path) -> Iterator[Server]:
+@pytest.fixture(scope="module")
+def registry_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for the whole module: the behaviour tests keep to their own model names."""
     server = Server(
-        tmp_path / "data",
+        tmp_path_factory.mktemp("registry-server") / "data",
         env={"QUARRY_SERVICE_TOKEN": TOKEN, "QUARRY_MODULES": "registry"},
     ).start()
     yield server
@@ -51,6 +53,7 @@ def registry_server(tmp_path: Path) -> Iterator[Server]:
 
 @pytest.fixture
 async def http_registry(registry_server: Server) -> AsyncIterator[RegistryService]:
+    """A client per test, made inside that test's event loop."""
     remote = RemoteModule("registry", registry_server.url, RegistryService, VERSION, token=TOKEN)
     yield calls.bind(
         RegistryService, remote.proxy(), module="registry", caller="tests", placement="remote"
