@@ -57,6 +57,20 @@ class Settings:
     """QUARRY_SERVICE_TOKEN: the shared secret modules present to each other over RPC."""
     inference_providers: str = "auto"
     """QUARRY_INFERENCE_PROVIDERS: ``auto`` (CUDA when it really loads, else CPU) or a list."""
+    inference_threads: int = 0
+    """QUARRY_INFERENCE_THREADS: ONNX Runtime intra-op threads per session (0 = one per core)."""
+    inference_runners: int = 1
+    """QUARRY_INFERENCE_RUNNERS: batches of one model version run at the same time."""
+    max_batch_size: int = 64
+    """QUARRY_MAX_BATCH_SIZE: most rows one ``session.run`` takes."""
+    max_queue_delay_ms: float = 0.0
+    """QUARRY_MAX_QUEUE_DELAY_MS: how long a batch may wait to fill (0 = never wait)."""
+    max_queue_rows: int = 4096
+    """QUARRY_MAX_QUEUE_ROWS: rows waiting per model version before requests get 503."""
+    max_loaded_models: int = 16
+    """QUARRY_MAX_LOADED_MODELS: model versions kept loaded (least recently used go first)."""
+    max_loaded_bytes: int = 4 << 30
+    """QUARRY_MAX_LOADED_BYTES: artifact bytes kept loaded."""
     prediction_log_sample: float = 0.1
     """QUARRY_PREDICTION_LOG_SAMPLE: share of predictions whose inputs are logged (0..1)."""
     host: str = "127.0.0.1"
@@ -219,6 +233,13 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "service_token": str,
     "inference_providers": str,
     "prediction_log_sample": _fraction,
+    "inference_threads": _positive(int, allow_zero=True),
+    "inference_runners": _positive(int),
+    "max_batch_size": _positive(int),
+    "max_queue_delay_ms": _positive(float, allow_zero=True),
+    "max_queue_rows": _positive(int),
+    "max_loaded_models": _positive(int),
+    "max_loaded_bytes": _positive(int),
     "host": str,
     "port": _positive(int),
     "max_body_bytes": _positive(int),

@@ -17,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 __all__ = [
     "linear_onnx",
+    "linear_weights",
     "multi_dtype_onnx",
     "relu_model_bytes",
     "torch_mlp_bytes",
@@ -35,14 +36,22 @@ def _model(graph: onnx.GraphProto) -> bytes:
     return model.SerializeToString()
 
 
+def linear_weights(
+    in_features: int = 3, out_features: int = 2, *, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``W`` and ``b`` that :func:`linear_onnx` bakes in for the same arguments."""
+    rng = np.random.default_rng(seed)
+    weight = rng.standard_normal((in_features, out_features)).astype(np.float32)
+    bias = rng.standard_normal(out_features).astype(np.float32)
+    return weight, bias
+
+
 def linear_onnx(in_features: int = 3, out_features: int = 2, *, seed: int = 0) -> bytes:
     """``y = x @ W + b`` with FP32 ``x`` of shape ``[batch, in_features]`` (batch dynamic).
 
     Different seeds give different weights, hence different bytes and sha256.
     """
-    rng = np.random.default_rng(seed)
-    weight = rng.standard_normal((in_features, out_features)).astype(np.float32)
-    bias = rng.standard_normal(out_features).astype(np.float32)
+    weight, bias = linear_weights(in_features, out_features, seed=seed)
     graph = helper.make_graph(
         [
             helper.make_node("MatMul", ["x", "W"], ["xw"]),

@@ -1,0 +1,42 @@
+"""The inference module: model serving on ONNX Runtime. Exports only ``module``."""
+
+from __future__ import annotations
+
+from app.kernel.module import BuiltModule, Dependency, ModuleContext, ModuleSpec
+from contracts.inference import VERSION, InferenceService
+from contracts.registry import ModelAliasChanged, ModelVersionRegistered, RegistryService
+
+__all__ = ["module"]
+
+
+async def _build(ctx: ModuleContext) -> BuiltModule:
+    from app.modules.inference.service import LocalInferenceService
+
+    service = LocalInferenceService(
+        registry=ctx.require(RegistryService), settings=ctx.settings, logger=ctx.logger
+    )
+    return BuiltModule(
+        service=service,
+        subscriptions={
+            ModelAliasChanged: service.on_alias_changed,
+            ModelVersionRegistered: service.on_version_registered,
+        },
+        on_shutdown=[service.close],
+    )
+
+
+def _routes(service: InferenceService, settings: object) -> list[object]:
+    from app.modules.inference.api import routes
+
+    return routes(service, settings)  # type: ignore[arg-type]
+
+
+module = ModuleSpec(
+    name="inference",
+    provides=InferenceService,
+    contract_version=VERSION,
+    build=_build,
+    routes=_routes,
+    requires=(Dependency(module="registry", protocol=RegistryService),),
+    subscribes=(ModelAliasChanged, ModelVersionRegistered),
+)

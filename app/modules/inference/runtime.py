@@ -1,0 +1,292 @@
+"""ONNX Runtime sessions: choosing execution providers, loading verified bytes, an LRU of models.
+
+``onnxruntime`` is imported only inside functions, so this module imports without it; using it
+then fails with a message saying which extra to install.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from app.kernel.settings import ConfigError
+from app.modules.inference.inputs import numpy_dtype
+from contracts.common import (
+    IntegrityError,
+    InternalError,
+    InvalidInput,
+    QuarryError,
+    Unavailable,
+    UnprocessableInput,
+)
+from contracts.registry import Signature, TensorSpec
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+__all__ = ["LoadedModel", "ModelCache", "load_model", "ort_error", "select_providers"]
+
+Array = npt.NDArray[Any]
+Key = tuple[str, int]
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+_SHORT_NAMES = {"cpu": CPU, "cuda": CUDA, "tensorrt": "TensorrtExecutionProvider"}
+_MAX_MESSAGE = 400
+_log = logging.getLogger("quarry.inference")
+
+
+def _ort() -> ModuleType:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise ConfigError(
+            f"ONNX Runtime cannot be imported ({exc}); model serving needs exactly one of"
+            " `pip install quarryml[cpu]` (onnxruntime) or `pip install quarryml[gpu]`"
+            " (onnxruntime-gpu)"
+        ) from None
+    return onnxruntime
+
+
+def select_providers(setting: str) -> list[str]:
+    """The execution providers to ask ONNX Runtime for, from ``QUARRY_INFERENCE_PROVIDERS``.
+
+    ``auto`` asks for CUDA then CPU when this ONNX Runtime build has CUDA, else CPU alone;
+    whether CUDA really loads shows in :attr:`LoadedModel.providers`. Otherwise the setting is a
+    comma-separated list of provider names (``cpu``, ``cuda``, ``tensorrt`` are short for
+    theirs); a name this build lacks raises :class:`ConfigError`.
+    """
+    available = list(_ort().get_available_providers())
+    if setting.strip().lower() == "auto":
+        return [CUDA, CPU] if CUDA in available else [CPU]
+    names = [_SHORT_NAMES.get(part.strip().lower(), part.strip()) for part in setting.split(",")]
+    unknown = [name for name in names if name not in available]
+    if not names or "" in names or unknown:
+        raise ConfigError(
+            f"QUARRY_INFERENCE_PROVIDERS={setting!r} is not valid: expected 'auto' or a"
+            f" comma-separated list of {', '.join(available)}"
+        )
+    return list(dict.fromkeys(names))
+
+
+@dataclass(eq=False, kw_only=True)
+class LoadedModel:
+    """A model version with its ONNX Runtime session, ready to run.
+
+    ``providers`` are the ones the session really uses (``session.get_providers()``), not the
+    ones asked for. ``size`` is the artifact's byte count, which :class:`ModelCache` bounds.
+    """
+
+    name: str
+    version: int
+    sha256: str
+    size: int
+    signature: Signature
+    session: onnxruntime.InferenceSession
+    providers: tuple[str, ...]
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    output_names: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.output_names = [output.name for output in self.session.get_outputs()]
+
+    def run(self, feeds: dict[str, Array]) -> dict[str, Array]:
+        """Run the session on ``feeds`` (blocking; call it off the event loop).
+
+        ONNX Runtime failures become :class:`UnprocessableInput` (bad input values or shapes)
+        or :class:`InternalError`, with ONNX Runtime's message and no stack trace.
+        """
+        try:
+            outputs = self.session.run(self.output_names, feeds)
+        except Exception as exc:
+            raise ort_error(exc, f"model {self.name}:{self.version} failed to run") from None
+        return dict(zip(self.output_names, outputs, strict=True))
+
+    def warm_up(self, max_rows: int = 1) -> bool:
+        """Run synthetic batches (zeros, empty strings) of 1 and ``max_rows`` rows.
+
+        The first real request is then not the one paying for ONNX Runtime's lazy set-up.
+        Answers whether it ran: a model that cannot take zeros is logged, not refused.
+        """
+        for rows in sorted({1, max(1, max_rows)}):
+            feeds = {spec.name: _synthetic(spec, rows) for spec in self.signature.inputs}
+            try:
+                self.run(feeds)
+            except QuarryError as exc:
+                _log.warning("warm-up of %s:%s skipped: %s", self.name, self.version, exc.message)
+                return False
+        return True
+
+
+def _synthetic(spec: TensorSpec, rows: int) -> Array:
+    shape = [rows if i == 0 else 1 for i in range(len(spec.shape))]
+    shape = [want if want >= 0 else got for want, got in zip(spec.shape, shape, strict=True)]
+    if spec.dtype == "BYTES":
+        return np.full(shape, "", dtype=object)
+    return np.zeros(shape, dtype=numpy_dtype(spec.dtype))
+
+
+def load_model(
+    name: str,
+    version: int,
+    data: bytes,
+    signature: Signature,
+    *,
+    providers: list[str],
+    intra_op_threads: int,
+    sha256: str,
+) -> LoadedModel:
+    """Verify ``data`` against ``sha256`` and open an ONNX Runtime session on it (blocking).
+
+    Raises :class:`IntegrityError` on a hash mismatch, :class:`InvalidInput` when ONNX Runtime
+    refuses the model, and :class:`Unavailable` when it fails for other reasons (memory, device)
+    or none of the asked-for providers loaded. ``intra_op_threads`` 0 means one per core.
+    """
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != sha256:
+        raise IntegrityError(
+            f"model {name}:{version} bytes hash to {digest}, not the recorded {sha256}",
+            details={"model": name, "version": version},
+        )
+    ort = _ort()
+    try:
+        session = ort.InferenceSession(
+            data, sess_options=_session_options(ort, intra_op_threads), providers=providers
+        )
+    except Exception as exc:
+        raise ort_error(
+            exc, f"ONNX Runtime cannot load model {name}:{version}", load=True
+        ) from None
+    granted = tuple(session.get_providers())
+    _check_providers(name, version, providers, granted)
+    return LoadedModel(
+        name=name,
+        version=version,
+        sha256=sha256,
+        size=len(data),
+        signature=signature,
+        session=session,
+        providers=granted,
+    )
+
+
+def _session_options(ort: ModuleType, intra_op_threads: int) -> onnxruntime.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return options
+
+
+def _check_providers(name: str, version: int, asked: list[str], granted: tuple[str, ...]) -> None:
+    if granted and granted[0] == asked[0]:
+        return
+    if not set(asked) & set(granted):
+        raise Unavailable(
+            f"model {name}:{version}: none of the execution providers {', '.join(asked)} loaded"
+            f" (ONNX Runtime offers {', '.join(granted)}); see its log for why, or change"
+            " QUARRY_INFERENCE_PROVIDERS",
+            retry_after=30,
+            details={"model": name, "version": version, "providers": list(granted)},
+        )
+    _log.warning(
+        "model %s:%s runs on %s: %s did not load (see ONNX Runtime's log for why)",
+        name,
+        version,
+        ", ".join(granted),
+        asked[0],
+    )
+
+
+_LOAD_REFUSALS = frozenset(
+    {"InvalidProtobuf", "InvalidGraph", "InvalidArgument", "NotImplemented", "Fail", "NoModel"}
+)
+
+
+def ort_error(exc: Exception, what: str, *, load: bool = False) -> QuarryError:
+    """The Quarry error for an ONNX Runtime exception, with its message cut short.
+
+    At load time a model ONNX Runtime refuses is :class:`InvalidInput` and anything else
+    :class:`Unavailable`; at run time ``INVALID_ARGUMENT`` is :class:`UnprocessableInput` and
+    anything else :class:`InternalError`.
+    """
+    if isinstance(exc, QuarryError):
+        return exc
+    kind = type(exc).__name__
+    text = " ".join(str(exc).split()) or kind
+    message = f"{what}: {text[:_MAX_MESSAGE]}"
+    details = {"reason": kind}
+    if load:
+        if kind in _LOAD_REFUSALS:
+            return InvalidInput(message, details=details)
+        return Unavailable(message, retry_after=30, details=details)
+    if kind == "InvalidArgument":
+        return UnprocessableInput(message, details=details)
+    return InternalError(message, details=details)
+
+
+class ModelCache:
+    """Loaded models by ``(name, version)``, least recently used first out.
+
+    Bounded by count and by total artifact bytes; the model just put is never evicted, so one
+    model larger than ``max_bytes`` still serves alone. Eviction only drops the cache's
+    reference: requests holding the model finish on it. Use from one thread (the event loop).
+    """
+
+    def __init__(self, *, max_models: int, max_bytes: int) -> None:
+        self.max_models = max_models
+        self.max_bytes = max_bytes
+        self._models: OrderedDict[Key, LoadedModel] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: Key) -> LoadedModel | None:
+        """The model under ``key`` (marked most recently used), or ``None``."""
+        model = self._models.get(key)
+        if model is not None:
+            self._models.move_to_end(key)
+        return model
+
+    def put(self, key: Key, model: LoadedModel) -> list[Key]:
+        """Add or replace ``key``; answers the keys evicted to stay within bounds, oldest first."""
+        self.remove(key)
+        self._models[key] = model
+        self._bytes += model.size
+        evicted: list[Key] = []
+        while len(self._models) > 1 and (
+            len(self._models) > self.max_models or self._bytes > self.max_bytes
+        ):
+            oldest = next(iter(self._models))
+            self.remove(oldest)
+            evicted.append(oldest)
+        return evicted
+
+    def remove(self, key: Key) -> LoadedModel | None:
+        """Drop ``key``; answers the model it held, if any."""
+        model = self._models.pop(key, None)
+        if model is not None:
+            self._bytes -= model.size
+        return model
+
+    @property
+    def total_bytes(self) -> int:
+        """Artifact bytes of every cached model."""
+        return self._bytes
+
+    def items(self) -> list[tuple[Key, LoadedModel]]:
+        """Every entry, least recently used first."""
+        return list(self._models.items())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._models
+
+    def __len__(self) -> int:
+        return len(self._models)
