@@ -60,6 +60,17 @@ assert answer["version"] == 1 and answer["sha256"] == hashlib.sha256(data).hexdi
 assert answer["signature"]["inputs"][0]["shape"] == [-1, 4], answer
 status, artifact = call("GET", "/v1/registry/models/smoke/versions/1/artifact")
 assert artifact == data
+status, raw = call(
+    "POST",
+    "/v1/predict/smoke",
+    json.dumps({"inputs": {"x": [[-1.0, 2.0, -3.0, 4.0]]}}).encode(),
+    {"Content-Type": "application/json"},
+)
+prediction = json.loads(raw)
+assert status == 200, prediction
+assert prediction["outputs"]["y"] == [[0.0, 2.0, 0.0, 4.0]], prediction
+status, raw = call("GET", "/v2/models/smoke")
+assert json.loads(raw)["platform"] == "onnxruntime_onnx"
 for path in ("/healthz", "/schema/openapi.json", "/v1/modules", "/metrics"):
     assert call("GET", path)[0] == 200, path
 assert b"quarry_contract_call_duration_seconds" in call("GET", "/metrics")[1]
