@@ -139,12 +139,17 @@ def _events(settings: Settings, args: argparse.Namespace) -> int:
         db = Database(spec.name, settings.database_url(spec.name))
         try:
             if args.events_command == "failed":
-                rows = list_failed(db, spec.name) + list_failed_inbox(db, spec.name)
+                rows = list_failed(db, spec.name) if spec.publishes else []
+                rows += list_failed_inbox(db, spec.name) if spec.subscribes else []
                 for row in rows:
                     print(json.dumps({"module": spec.name, **_plain(row)}))
             else:
-                count = retry_failed(db, spec.name, event_id=args.event, subscriber=args.subscriber)
-                if args.subscriber in (None, spec.name):
+                count = 0
+                if spec.publishes:
+                    count += retry_failed(
+                        db, spec.name, event_id=args.event, subscriber=args.subscriber
+                    )
+                if spec.subscribes and args.subscriber in (None, spec.name):
                     count += retry_failed_inbox(db, spec.name, event_id=args.event)
                 print(f"{spec.name}: {count} failed deliveries queued again")
         finally:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,35 +14,17 @@ import redis
 import app
 from contracts.common import Unavailable
 from contracts.registry import FetchArtifact, GetVersion, read_artifact
-from tests.conftest import REDIS_URL, require_service
+from tests.conftest import REDIS_URL
+from tests.e2e.conftest import TOKEN
 from tests.fakes.models import relu_model_bytes
 from tests.fakes.server import Server
 
-TOKEN = "two-process-token"
 pytestmark = pytest.mark.slow
 
 
 async def modules(http: httpx.AsyncClient) -> dict[str, dict[str, object]]:
     rows = (await http.get("/v1/modules")).json()["modules"]
     return {row["name"]: row for row in rows}
-
-
-@pytest.fixture
-def redis_env() -> Iterator[dict[str, str]]:
-    """Events and tasks on the real Redis, under a key prefix of this test's own."""
-    require_service("Redis", "127.0.0.1", 6379)
-    prefix = f"quarry-test-{uuid.uuid4().hex[:8]}:"
-    yield {
-        "QUARRY_EVENTS_URL": REDIS_URL,
-        "QUARRY_BROKER_URL": REDIS_URL,
-        "QUARRY_REDIS_PREFIX": prefix,
-        "QUARRY_SERVICE_TOKEN": TOKEN,
-    }
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(f"{prefix}*")) + list(client.scan_iter(f"{prefix.rstrip(':')}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 async def test_a_remote_registry_serves_fails_fast_and_recovers(
