@@ -175,10 +175,12 @@ def required_scope(route_handler: BaseRouteHandler, method: str | None) -> str |
     return str(declared)
 
 
-def auth_guard(
+async def auth_guard(
     connection: ASGIConnection[Any, Any, Any, Any], route_handler: BaseRouteHandler
 ) -> None:
     """Litestar guard: the principal :class:`AuthMiddleware` found must hold the route's scope.
+
+    It is ``async`` on purpose: litestar runs sync guards on a worker thread, a hop per request.
 
     Raises :class:`~contracts.common.PermissionDenied` (403) naming the scope it needs, or
     :class:`~contracts.common.Unauthenticated` when no principal was set (middleware missing).
