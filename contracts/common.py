@@ -241,6 +241,10 @@ def method_info(fn: Callable[..., Any]) -> MethodInfo | None:
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 _NAME_RE = re.compile(NAME_PATTERN)
 
+MAX_REF_VERSION = 2**63 - 1
+"""The largest version number a :class:`ModelRef` carries (a signed 64-bit integer)."""
+_VERSION_RE = re.compile(r"[0-9]{1,19}")
+
 
 def validate_name(value: str, *, what: str = "name") -> str:
     """Return ``value`` if it is a valid Quarry name, else raise :class:`InvalidInput`.
@@ -278,9 +282,12 @@ class ModelRef(msgspec.Struct, frozen=True, kw_only=True):
             return cls(name=validate_name(name), alias=validate_name(alias, what="alias"))
         if ":" in text:
             name, _, version = text.partition(":")
-            if not version.isdigit() or int(version) < 1:
+            # ASCII digits only (str.isdigit also takes '²' and other scripts' digits), and at
+            # most 64 bits so that the reference crosses the wire (msgpack) like any other
+            if not _VERSION_RE.fullmatch(version) or not 1 <= int(version) <= MAX_REF_VERSION:
                 raise InvalidInput(
-                    f"invalid version in model reference {text!r}: expected a positive integer",
+                    f"invalid version in model reference {text[:200]!r}: expected a positive"
+                    f" integer up to {MAX_REF_VERSION}",
                     details={"field": "model_ref", "value": text[:200]},
                 )
             return cls(name=validate_name(name), version=int(version))

@@ -6,6 +6,7 @@ match what the served app gives.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Iterator
@@ -327,3 +328,130 @@ def test_a_torch_export_registers_aliases_and_downloads(client: TestClient[Lites
     assert not_allowed.status_code == 405
     assert not_allowed.json()["code"] == "method_not_allowed"
     assert "GET" in not_allowed.headers["allow"]
+
+
+# --- hostile input: every answer is a 4xx in the error shape, on both databases --------------
+
+HUGE = "99999999999999999999"  # past SQLite's 64-bit integers
+PAST_INT4 = str(2**31)  # past PostgreSQL's INTEGER columns
+
+
+def _is_error(answer: httpx.Response, status: int, code: str = "invalid_input") -> bool:
+    body = answer.json()
+    return (answer.status_code, body["code"]) == (status, code) and set(body) == {
+        "error",
+        "code",
+        "details",
+    }
+
+
+@pytest.mark.parametrize("number", [HUGE, PAST_INT4])
+def test_version_numbers_past_the_database_range_are_400(
+    client: TestClient[Litestar], number: str
+) -> None:
+    upload(client)
+    base = "/v1/registry/models/iris"
+    cursor = base64.urlsafe_b64encode(f'["v","iris",{number}]'.encode()).decode().rstrip("=")
+
+    answers = [
+        client.get(f"{base}/versions/{number}"),
+        client.get(f"{base}/versions/{number}/artifact"),
+        client.post(f"{base}/versions/{number}/archive"),
+        client.post(f"{base}/versions/{number}/restore"),
+        client.delete(f"{base}/versions/{number}"),
+        client.put(f"{base}/aliases/prod", json={"version": int(number)}),
+        client.get(f"{base}/versions", params={"cursor": cursor}),
+    ]
+
+    assert [a.status_code for a in answers] == [400] * len(answers), [a.text for a in answers]
+    assert all(_is_error(a, 400) for a in answers)
+    assert "version" in answers[0].json()["error"]
+    assert client.get(f"{base}/versions/1").status_code == 200
+
+
+def test_nul_characters_in_text_are_400_not_a_database_error(
+    client: TestClient[Litestar],
+) -> None:
+    upload(client)
+    nul_cursor = base64.urlsafe_b64encode(b'["m","a\\u0000"]').decode().rstrip("=")
+
+    answers = [
+        client.patch("/v1/registry/models/iris", json={"description": "a\x00b"}),
+        client.patch("/v1/registry/models/iris", json={"tags": {"team": "a\x00"}}),
+        upload(client, metadata=json.dumps({"description": "\x00"})),
+        upload(client, metadata=json.dumps({"params": {"\x00": "x"}})),
+        client.get("/v1/registry/models", params={"cursor": nul_cursor}),
+    ]
+
+    assert [a.status_code for a in answers] == [400] * len(answers), [a.text for a in answers]
+    assert all(_is_error(a, 400) for a in answers)
+    assert client.get("/v1/registry/models/iris").json()["version_count"] == 1
+
+
+def test_a_prefix_no_model_name_can_start_with_matches_nothing(
+    client: TestClient[Litestar],
+) -> None:
+    upload(client)
+
+    for prefix in ("\x00", "ir\x00", "é", "a/b", "x" * 200):
+        answer = client.get("/v1/registry/models", params={"prefix": prefix})
+        assert answer.status_code == 200, (prefix, answer.text)
+        assert answer.json() == {"items": [], "next_cursor": None}
+    assert [m["name"] for m in client.get("/v1/registry/models?prefix=ir").json()["items"]] == [
+        "iris"
+    ]
+
+
+def test_head_answers_like_get_without_a_body(client: TestClient[Litestar]) -> None:
+    data = linear_onnx(seed=5)
+    upload(client, data=data)
+    url = "/v1/registry/models/iris/versions/1/artifact"
+
+    head = client.head(url)
+    missing = client.head("/v1/registry/models/nope")
+
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-length"] == str(len(data))
+    assert head.headers["x-checksum-sha256"] == hashlib.sha256(data).hexdigest()
+    assert missing.status_code == 404
+    assert missing.content == b""
+    assert client.head("/v1/registry/models/iris").status_code == 200
+
+
+def test_options_lists_every_method_of_the_path(client: TestClient[Litestar]) -> None:
+    expected = {
+        "/v1/registry/models/iris": {"GET", "HEAD", "PATCH", "OPTIONS"},
+        "/v1/registry/models/iris/versions": {"GET", "HEAD", "POST", "OPTIONS"},
+        "/v1/registry/models/iris/versions/1": {"GET", "HEAD", "DELETE", "OPTIONS"},
+        "/v1/registry/models/iris/aliases/a": {"GET", "HEAD", "PUT", "DELETE", "OPTIONS"},
+        "/v1/registry/models": {"GET", "HEAD", "OPTIONS"},
+    }
+
+    for path, methods in expected.items():
+        answer = client.options(path)
+        assert answer.status_code == 204, path
+        assert {m.strip() for m in answer.headers["allow"].split(",")} == methods, path
+        refused = client.request("TRACE", path)
+        assert refused.status_code == 405
+        assert {m.strip() for m in refused.headers["allow"].split(",")} == methods, path
+
+
+def test_the_schema_documents_the_rules_and_errors(client: TestClient[Litestar]) -> None:
+    paths = client.get("/schema/openapi.json").json()["paths"]
+
+    version = paths["/v1/registry/models/{name}/versions/{version}"]
+    params = {p["name"]: p["schema"] for p in version["delete"]["parameters"]}
+    alias = paths["/v1/registry/models/{name}/aliases/{alias}"]["put"]
+    alias_param = next(p["schema"] for p in alias["parameters"] if p["name"] == "alias")
+    listed = paths["/v1/registry/models"]["get"]
+
+    assert params["name"]["pattern"] == "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+    assert (params["version"]["minimum"], params["version"]["maximum"]) == (1, 2**31 - 1)
+    assert "409" in version["delete"]["responses"]
+    assert "409" in alias["responses"]
+    assert alias_param["pattern"].startswith("^(?![Ll][Aa][Tt][Ee][Ss][Tt]$)")
+    limit = next(p["schema"] for p in listed["parameters"] if p["name"] == "limit")
+    assert (limit["minimum"], limit["maximum"]) == (1, 500)
+    error = {"$ref": "#/components/schemas/Error"}
+    assert listed["responses"]["400"]["content"]["application/json"]["schema"] == error

@@ -228,3 +228,44 @@ def test_the_breaker_probes_once_after_its_reset_time() -> None:
     breaker.before_call()
     breaker.record_success()
     assert breaker.state == "closed"
+
+
+async def test_odd_contract_headers_are_a_version_mismatch(served: tuple[Any, KeyStore]) -> None:
+    body = msgspec.msgpack.encode({"limit": 5})
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=served[0])) as http:
+        answers = [
+            await http.post(
+                "http://quarry/rpc/registry/list_models",
+                content=body,
+                headers=[(b"authorization", f"Bearer {TOKEN}".encode()), (b"quarry-contract", h)],
+            )
+            for h in (b"registry/\xb2", b"registry/" + b"1" * 5000, b"registry/-1", b"\xff")
+        ]
+    for answer in answers:
+        assert answer.status_code == 400
+        assert answer.headers["content-type"] == "application/x-msgpack"
+        assert msgspec.msgpack.decode(answer.content)["code"] == ContractVersionMismatch.code
+
+
+@pytest.mark.parametrize(
+    "ref", ["m:\u00b2", "m:\u0663", "m:" + "1" * 5000, "m:99999999999999999999", "m@v" + "9" * 30]
+)
+async def test_odd_version_references_are_invalid_input(
+    served: tuple[Any, KeyStore], ref: str
+) -> None:
+    registry = remote(served[0], TOKEN)
+    await registry.register_version(RegisterVersion(name="m", artifact=linear_onnx()))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=served[0])) as http:
+        for method in ("get_version", "fetch_artifact"):
+            answer = await http.post(
+                f"http://quarry/rpc/registry/{method}",
+                content=msgspec.msgpack.encode({"ref": ref}),
+                headers={"authorization": f"Bearer {TOKEN}"},
+            )
+            if method == "fetch_artifact":  # a stream: the error is its only frame
+                assert answer.content[:1] == b"E", answer.content
+                error = msgspec.msgpack.decode(answer.content[5:])
+            else:
+                assert answer.status_code == 400, answer.content
+                error = msgspec.msgpack.decode(answer.content)
+            assert error["code"] == "invalid_input", (method, error)

@@ -144,7 +144,11 @@ def test_model_refs_parse_and_print_back(text: str, expected: ModelRef) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "../etc", "a/b", ".hidden", "m:0", "m:x", "m@", "@a", "m:-1", "x" * 129]
+    "text",
+    [
+        *("", "../etc", "a/b", ".hidden", "m:0", "m:x", "m@", "@a", "m:-1", "x" * 129),
+        *("m:\u00b2", "m:\u0663", "m:+1", "m: 1", "m:1_0", "m:" + "1" * 5000, f"m:{2**63}"),
+    ],
 )
 def test_bad_model_refs_are_invalid_input(text: str) -> None:
     with pytest.raises(InvalidInput):

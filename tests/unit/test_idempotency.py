@@ -16,6 +16,7 @@ from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Sen
 
 from app.kernel import context
 from app.kernel.auth import KeyStore
+from app.kernel.context import CallContext
 from app.kernel.http.auth import AuthMiddleware, auth_guard
 from app.kernel.http.errors import exception_handlers
 from app.kernel.http.idempotency import IdempotencyMiddleware, IdempotencyStore, StoredResponse
@@ -395,6 +396,27 @@ async def test_a_waiting_repeat_runs_itself_when_the_first_fails() -> None:
     assert app.runs == 2
     assert first.status == second.status == 500
     assert b"idempotent-replayed" not in second.headers
+
+
+async def test_a_repeat_stops_waiting_for_a_first_request_that_never_ends() -> None:
+    app = EchoApp()
+    app.gate = asyncio.Event()  # the first request is stuck (a client stalled mid-upload)
+    middleware = IdempotencyMiddleware(IdempotencyStore(), max_wait_s=0.05)(app)
+    first_task = asyncio.create_task(middleware(http_scope(), body_receive(b"p"), Answer()))
+    await app.entered.wait()
+    busy, late = Answer(), Answer()
+
+    await asyncio.wait_for(middleware(http_scope(), body_receive(b"p"), busy), timeout=5)
+    with context.use(CallContext().with_timeout(0.01)):
+        await asyncio.wait_for(middleware(http_scope(), body_receive(b"p"), late), timeout=5)
+
+    assert (busy.status, late.status) == (409, 504)
+    assert busy.headers[b"retry-after"] == b"1"
+    assert b"in progress" in busy.body
+    assert b"deadline_exceeded" in late.body
+    assert app.runs == 1
+    app.gate.set()
+    await first_task
 
 
 async def test_a_client_that_disconnects_mid_body_leaves_nothing_stored() -> None:

@@ -17,8 +17,10 @@ from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlu
 
 from app.kernel import telemetry
 from app.kernel.http.context import RequestContextMiddleware
-from app.kernel.http.errors import exception_handlers
-from app.kernel.http.openapi import StructDefaultsSchemaPlugin
+from app.kernel.http.errors import exception_handlers, json_not_found
+from app.kernel.http.methods import QuarryLitestar, truthful_options_allow
+from app.kernel.http.openapi import ErrorResponsesPlugin, StructDefaultsSchemaPlugin
+from app.kernel.http.request import QuarryRequest
 from app.kernel.settings import Settings
 
 __all__ = ["ModuleStatus", "ModulesAnswer", "PlatformView", "create_http_app"]
@@ -98,16 +100,23 @@ def create_http_app(
     on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
     debug: bool = False,
 ) -> Litestar:
-    """Build the HTTP app. ``middleware`` (auth, idempotency...) runs inside the request context."""
+    """Build the HTTP app. ``middleware`` (auth, idempotency...) runs inside the request context.
+
+    Every route also answers ``HEAD`` (as ``GET``, without the body) and ``OPTIONS``; every error,
+    whatever raised it, is ``{"error", "code", "details"}`` (documented so in the schema).
+    """
     otel = OpenTelemetryPlugin(OpenTelemetryConfig(exclude=["/metrics", *PROBE_PATHS]))
-    return Litestar(
+    return QuarryLitestar(
         route_handlers=[healthz, metrics, *_platform_routes(platform), *route_handlers],
         middleware=[RequestContextMiddleware, *middleware],
         guards=list(guards),
         on_startup=list(on_startup),
         on_shutdown=list(on_shutdown),
-        plugins=[otel, StructDefaultsSchemaPlugin()],
+        plugins=[otel, StructDefaultsSchemaPlugin(), ErrorResponsesPlugin()],
         exception_handlers=exception_handlers,
+        request_class=QuarryRequest,
+        after_request=json_not_found,
+        before_send=[truthful_options_allow],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Quarry",

@@ -72,10 +72,9 @@ class RequestContextMiddleware:
 def _deadline(raw: bytes | None) -> float | None:
     if raw is None:
         return None
-    try:
-        millis = int(raw)
-    except ValueError:
-        millis = -1
+    digits = raw.strip()
+    # plain ASCII digits only: int() would also take '+5', '1_000' and other scripts' digits
+    millis = int(digits) if digits.isdigit() and len(digits) <= 12 else -1
     if not 0 < millis <= _MAX_DEADLINE_MS:
         raise InvalidInput(
             "header quarry-deadline-ms must be a positive whole number of milliseconds",

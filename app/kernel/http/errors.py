@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from litestar import Request, Response
+from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
 from app.kernel.errors import error_for_status, error_headers, status_for
-from contracts.common import InternalError, InvalidInput, QuarryError
+from app.kernel.http.methods import allow_header
+from contracts.common import InternalError, InvalidInput, NotFound, PayloadTooLarge, QuarryError
 
-__all__ = ["error_response", "exception_handlers"]
+__all__ = ["error_response", "exception_handlers", "json_not_found"]
 
 _log = logging.getLogger("quarry.http")
 
@@ -21,6 +22,10 @@ _MESSAGES = {
     405: "method not allowed on this path",
     413: "request body is larger than the configured limit",
 }
+
+# litestar 2's multipart parser answers a 400 with this detail when a form has too many parts or
+# a part's headers are too long (its own FIXME says 413; litestar 3 will send one)
+_MULTIPART_LIMIT = "Request Entity Too Large"
 
 
 def error_response(error: QuarryError, headers: dict[str, str] | None = None) -> Response[Any]:
@@ -38,9 +43,15 @@ def _quarry_error(_request: Request[Any, Any, Any], exc: QuarryError) -> Respons
 
 
 def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    status = exc.status_code
     if isinstance(exc, ValidationException):
-        error: QuarryError = InvalidInput(
-            _validation_message(exc), details={"problems": _jsonable(exc.extra)}
+        problems = {} if exc.extra is None else {"problems": _jsonable(exc.extra)}
+        error: QuarryError = InvalidInput(_validation_message(exc), details=problems)
+    elif status == 400 and exc.detail == _MULTIPART_LIMIT:
+        status = 413
+        error = PayloadTooLarge(
+            "the multipart form has too many parts or a part header that is too long",
+            details={"path": request.url.path},
         )
     else:
         message = _MESSAGES.get(exc.status_code) or exc.detail or "request failed"
@@ -48,9 +59,13 @@ def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Resp
         if exc.status_code == 405:
             details["method"] = request.method
         error = error_for_status(exc.status_code, message, details)
-    headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"}
+    headers = {
+        k: allow_header(v.split(","))
+        for k, v in (exc.headers or {}).items()
+        if k.lower() == "allow"
+    }
     response = error_response(error, headers)
-    response.status_code = exc.status_code
+    response.status_code = status
     return response
 
 
@@ -64,6 +79,8 @@ def _validation_message(exc: ValidationException) -> str:
     for problem in extra:
         if isinstance(problem, dict) and problem.get("message"):
             where = problem.get("key")
+            if problem.get("source") == "body" and problem["message"] == repr(where):
+                return "the request needs a body"  # litestar's KeyError for a missing body
             return f"{where}: {problem['message']}" if where else str(problem["message"])
     return exc.detail or "invalid request"
 
@@ -76,6 +93,17 @@ def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     return str(value)
+
+
+def json_not_found(response: Response[Any]) -> Response[Any]:
+    """``after_request`` hook: litestar's HTML 404 page for unknown ``/schema/...`` paths, as JSON.
+
+    Quarry itself never answers HTML errors; litestar's OpenAPI router does for any schema path
+    no render plugin serves.
+    """
+    if response.status_code != 404 or response.media_type != MediaType.HTML:
+        return response
+    return error_response(NotFound(_MESSAGES[404]))
 
 
 exception_handlers: ExceptionHandlersMap = {

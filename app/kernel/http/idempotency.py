@@ -4,9 +4,11 @@ The first request with a given (principal, key, method, path) runs normally; its
 remembered for ``ttl_s`` when it is a 2xx or a 4xx (5xx, 408, 425 and 429 are not kept, so a retry
 can succeed). A repeat with the same request (query string and body, compared by sha256) gets the
 stored answer with ``Idempotent-Replayed: true``; a different request under the same key is a 409;
-a repeat that arrives while the first is still running waits for it. The key is also put into the
-call context (``CallContext.idempotency_key``) so that services can deduplicate durably; this
-in-memory store only covers retries within one process.
+a repeat that arrives while the first is still running waits for it, up to ``max_wait_s`` (then a
+409 saying it is in progress, with ``Retry-After``) or its own deadline (then a 504): a first
+request whose client stalled mid-upload must not hang every retry with it. The key is also put
+into the call context (``CallContext.idempotency_key``) so that services can deduplicate durably;
+this in-memory store only covers retries within one process.
 
 The request body is hashed as it streams to the app, not buffered: uploads of any size can carry a
 key. Before a storable answer starts, whatever body the app did not read is read and hashed (up to
@@ -31,7 +33,7 @@ from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Sen
 from app.kernel import context
 from app.kernel.auth import Principal
 from app.kernel.http.context import send_error
-from contracts.common import Conflict, InvalidInput
+from contracts.common import Conflict, DeadlineExceeded, InvalidInput
 
 __all__ = ["IdempotencyMiddleware", "IdempotencyStore", "StoredResponse"]
 
@@ -158,10 +160,12 @@ class IdempotencyMiddleware(ASGIMiddleware):
         *,
         methods: Iterable[str] = ("POST",),
         max_drain_bytes: int = 1 << 20,
+        max_wait_s: float = 30.0,
     ) -> None:
         self.store = store if store is not None else IdempotencyStore()
         self.methods = frozenset(m.upper() for m in methods)
         self.max_drain_bytes = max_drain_bytes
+        self.max_wait_s = max_wait_s
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         """Run, wait for, or replay the request, depending on what its key has seen."""
@@ -180,12 +184,15 @@ class IdempotencyMiddleware(ASGIMiddleware):
             )
             return
         store_key: StoreKey = (_caller(scope), key, method, scope["path"])
+        give_up_at = time.monotonic() + self.max_wait_s
         with context.use(msgspec.structs.replace(context.current(), idempotency_key=key)):
             while (entry := self.store.lookup(store_key)) is not None:
                 if entry.done.is_set():
                     await _replay(entry, key, scope, receive, send)
                     return
-                await entry.done.wait()
+                if not await _wait_for(entry, give_up_at):
+                    await _still_running(key, give_up_at, send)
+                    return
             entry = self.store.begin(store_key)
             recording = _Recording(
                 scope, receive, send, self.max_drain_bytes, max_keep_bytes=self.store.max_bytes
@@ -194,6 +201,36 @@ class IdempotencyMiddleware(ASGIMiddleware):
                 await next_app(scope, recording.receive, recording.send)
             finally:
                 self.store.finish(store_key, entry, recording.fingerprint(), recording.response())
+
+
+async def _wait_for(entry: _Entry, give_up_at: float) -> bool:
+    """Wait until ``entry`` is done, the call's deadline or ``give_up_at``; whether it is done."""
+    deadline = context.current().deadline
+    until = give_up_at if deadline is None else min(deadline, give_up_at)
+    try:
+        await asyncio.wait_for(entry.done.wait(), max(0.0, until - time.monotonic()))
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _still_running(key: str, give_up_at: float, send: Send) -> None:
+    deadline = context.current().deadline
+    if deadline is not None and deadline < give_up_at:
+        error = DeadlineExceeded(
+            "the deadline passed while the first request with this Idempotency-Key was running",
+            details={"idempotency_key": key},
+        )
+        await send_error(send, error)
+        return
+    await send_error(
+        send,
+        Conflict(
+            "a request with this Idempotency-Key is still in progress; retry later",
+            details={"idempotency_key": key},
+        ),
+        {"Retry-After": "1"},
+    )
 
 
 async def _replay(entry: _Entry, key: str, scope: Scope, receive: Receive, send: Send) -> None:

@@ -98,7 +98,8 @@ def _check_version(module: str, ours: tuple[int, int], header: str | None) -> No
         return  # callers that do not say are assumed current (curl, scripts)
     name, _, version = header.partition("/")
     major = version.split(".", 1)[0]
-    if name != module or not major.isdigit() or int(major) != ours[0]:
+    # compared as text: int() would take '²' or other scripts' digits, and refuse 5000 of them
+    if name != module or (major.lstrip("0") or "0") != str(ours[0]):
         raise ContractVersionMismatch(
             f"caller speaks {header!r}; this server speaks {module}/{ours[0]}.{ours[1]}",
             details={"module": module, "server": f"{ours[0]}.{ours[1]}", "caller": header},

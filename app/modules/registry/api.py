@@ -27,12 +27,20 @@ from litestar.openapi.spec import (
     RequestBody,
     Schema,
 )
-from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
+from litestar.params import (
+    FromQuery,
+    HeaderParameter,
+    JSONBody,
+    PathParameter,
+    QueryParameter,
+)
 from litestar.response import Stream
 
 from app.kernel import context
+from app.kernel.http.openapi import error_responses
 from app.kernel.settings import Settings
-from contracts.common import InvalidInput, Page, method_info, validate_name
+from app.modules.registry.validation import MAX_LIMIT, MAX_VERSION
+from contracts.common import NAME_PATTERN, InvalidInput, Page, method_info, validate_name
 from contracts.registry import (
     AliasInfo,
     ArchiveVersion,
@@ -67,7 +75,7 @@ class ModelPatch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 class AliasTarget(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The body of ``PUT /v1/registry/models/{name}/aliases/{alias}``."""
 
-    version: int
+    version: Annotated[int, msgspec.Meta(ge=1, le=MAX_VERSION)]
 
 
 class VersionMetadata(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -109,9 +117,36 @@ class UploadOperation(Operation):
         )
 
 
+# Path and query parameters, documented with the rules the service checks (which stays the one
+# that enforces them, with its own messages, for remote callers too).
+_NAME = {"pattern": NAME_PATTERN, "max_length": 128}
+_ALIAS = {"pattern": "^(?![Ll][Aa][Tt][Ee][Ss][Tt]$)(?![vV][0-9]+$)" + NAME_PATTERN[1:]}
+ModelName = Annotated[str, PathParameter(description="The model's name.", schema_extra=_NAME)]
+AliasName = Annotated[
+    str,
+    PathParameter(
+        description="The alias ('latest' and 'v<number>' are reserved).",
+        schema_extra={**_NAME, **_ALIAS},
+    ),
+]
+VersionNumber = Annotated[
+    int,
+    PathParameter(
+        description="A version number.", schema_extra={"minimum": 1, "maximum": MAX_VERSION}
+    ),
+]
+Limit = Annotated[
+    int,
+    QueryParameter(description="Page size.", schema_extra={"minimum": 1, "maximum": MAX_LIMIT}),
+]
 IdempotencyKey = Annotated[
     str | None,
-    HeaderParameter(name="Idempotency-Key", required=False, description="Replay-safe uploads."),
+    HeaderParameter(
+        name="Idempotency-Key",
+        required=False,
+        description="Replay-safe uploads.",
+        schema_extra={"min_length": 1, "max_length": 200},
+    ),
 ]
 
 
@@ -136,11 +171,15 @@ def routes(service: RegistryService, settings: Settings) -> list[Router]:
 def _model_handlers(service: RegistryService) -> list[Any]:
     @get("/models", opt=_opt(RegistryService.list_models))
     async def list_models(
-        limit: FromQuery[int] = 50,
+        limit: Limit = 50,
         cursor: FromQuery[str | None] = None,
         prefix: FromQuery[str | None] = None,
         tag: Annotated[
-            list[str] | None, QueryParameter(description="key=value; repeat to match several")
+            list[str] | None,
+            QueryParameter(
+                description="key=value; repeat to match several",
+                schema_extra={"items": Schema(type=OpenAPIType.STRING, pattern="^[^=]+=")},
+            ),
         ] = None,
     ) -> Page[ModelInfo]:
         """One page of models ordered by name."""
@@ -148,12 +187,12 @@ def _model_handlers(service: RegistryService) -> list[Any]:
         return await service.list_models(request)
 
     @get("/models/{name:str}", opt=_opt(RegistryService.get_model))
-    async def get_model(name: FromPath[str]) -> ModelInfo:
+    async def get_model(name: ModelName) -> ModelInfo:
         """A model, its aliases and version counts."""
         return await service.get_model(GetModel(name=name))
 
     @patch("/models/{name:str}", opt=_opt(RegistryService.update_model))
-    async def update_model(name: FromPath[str], data: JSONBody[ModelPatch]) -> ModelInfo:
+    async def update_model(name: ModelName, data: JSONBody[ModelPatch]) -> ModelInfo:
         """Change a model's description and/or tags."""
         request = UpdateModel(name=name, description=data.description, tags=data.tags)
         return await service.update_model(request)
@@ -164,8 +203,8 @@ def _model_handlers(service: RegistryService) -> list[Any]:
 def _version_handlers(service: RegistryService, settings: Settings) -> list[Any]:
     @get("/models/{name:str}/versions", opt=_opt(RegistryService.list_versions))
     async def list_versions(
-        name: FromPath[str],
-        limit: FromQuery[int] = 50,
+        name: ModelName,
+        limit: Limit = 50,
         cursor: FromQuery[str | None] = None,
         include_archived: FromQuery[bool] = True,
     ) -> Page[VersionInfo]:
@@ -183,7 +222,7 @@ def _version_handlers(service: RegistryService, settings: Settings) -> list[Any]
         operation_class=UploadOperation,
     )
     async def register_version(
-        name: FromPath[str], request: Request[Any, Any, Any], idempotency_key: IdempotencyKey = None
+        name: ModelName, request: Request[Any, Any, Any], idempotency_key: IdempotencyKey = None
     ) -> VersionInfo:
         """Register a new version from an ONNX file (multipart field ``file``)."""
         registration = await _registration(name, request)
@@ -194,7 +233,7 @@ def _version_handlers(service: RegistryService, settings: Settings) -> list[Any]
         return await service.register_version(registration)
 
     @get("/models/{name:str}/versions/{version:int}", opt=_opt(RegistryService.get_version))
-    async def get_version(name: FromPath[str], version: FromPath[int]) -> VersionInfo:
+    async def get_version(name: ModelName, version: VersionNumber) -> VersionInfo:
         """One version (archived ones included)."""
         return await service.get_version(GetVersion(ref=_ref(name, version)))
 
@@ -202,8 +241,9 @@ def _version_handlers(service: RegistryService, settings: Settings) -> list[Any]
         "/models/{name:str}/versions/{version:int}/archive",
         opt=_opt(RegistryService.archive_version),
         status_code=200,
+        responses=error_responses(409),
     )
-    async def archive_version(name: FromPath[str], version: FromPath[int]) -> VersionInfo:
+    async def archive_version(name: ModelName, version: VersionNumber) -> VersionInfo:
         """Archive a version: bare names stop resolving to it; ``name:N`` still does."""
         return await service.archive_version(ArchiveVersion(name=name, version=version))
 
@@ -212,7 +252,7 @@ def _version_handlers(service: RegistryService, settings: Settings) -> list[Any]
         opt=_opt(RegistryService.archive_version),
         status_code=200,
     )
-    async def restore_version(name: FromPath[str], version: FromPath[int]) -> VersionInfo:
+    async def restore_version(name: ModelName, version: VersionNumber) -> VersionInfo:
         """Restore an archived version."""
         request = ArchiveVersion(name=name, version=version, archived=False)
         return await service.archive_version(request)
@@ -221,8 +261,9 @@ def _version_handlers(service: RegistryService, settings: Settings) -> list[Any]
         "/models/{name:str}/versions/{version:int}",
         opt=_opt(RegistryService.delete_version),
         status_code=200,
+        responses=error_responses(409),
     )
-    async def delete_version(name: FromPath[str], version: FromPath[int]) -> VersionDeleted:
+    async def delete_version(name: ModelName, version: VersionNumber) -> VersionDeleted:
         """Delete a version no alias points at."""
         return await service.delete_version(DeleteVersion(name=name, version=version))
 
@@ -232,7 +273,7 @@ def _version_handlers(service: RegistryService, settings: Settings) -> list[Any]
         media_type="application/octet-stream",
     )
     async def download_artifact(
-        name: FromPath[str], version: FromPath[int], request: Request[Any, Any, Any]
+        name: ModelName, version: VersionNumber, request: Request[Any, Any, Any]
     ) -> Response[Any]:
         """The ONNX bytes, streamed, with their sha256 as ETag and ``X-Checksum-Sha256``.
 
@@ -268,19 +309,19 @@ def _alias_handlers(service: RegistryService) -> list[Any]:
     path = "/models/{name:str}/aliases/{alias:str}"
 
     @get(path, opt=_opt(RegistryService.get_alias))
-    async def get_alias(name: FromPath[str], alias: FromPath[str]) -> AliasInfo:
+    async def get_alias(name: ModelName, alias: AliasName) -> AliasInfo:
         """The version an alias points at."""
         return await service.get_alias(GetAlias(name=name, alias=alias))
 
-    @put(path, opt=_opt(RegistryService.set_alias))
+    @put(path, opt=_opt(RegistryService.set_alias), responses=error_responses(409))
     async def set_alias(
-        name: FromPath[str], alias: FromPath[str], data: JSONBody[AliasTarget]
+        name: ModelName, alias: AliasName, data: JSONBody[AliasTarget]
     ) -> AliasInfo:
         """Point an alias at a version, moving it if it exists."""
         return await service.set_alias(SetAlias(name=name, alias=alias, version=data.version))
 
     @delete(path, opt=_opt(RegistryService.delete_alias), status_code=200)
-    async def delete_alias(name: FromPath[str], alias: FromPath[str]) -> AliasInfo:
+    async def delete_alias(name: ModelName, alias: AliasName) -> AliasInfo:
         """Remove an alias; answers the version it pointed at."""
         return await service.delete_alias(DeleteAlias(name=name, alias=alias))
 
@@ -365,7 +406,7 @@ def _tag_filter(pairs: list[str] | None) -> dict[str, str]:
     return tags
 
 
-def _ref(name: FromPath[str], version: FromPath[int]) -> str:
+def _ref(name: str, version: int) -> str:
     return f"{validate_name(name, what='model name')}:{version}"
 
 

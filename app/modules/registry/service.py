@@ -31,9 +31,11 @@ from app.modules.registry.validation import (
     check_chunk_size,
     check_limit,
     check_metrics,
+    check_ref,
     check_str_map,
     check_text,
     check_version_number,
+    could_prefix_a_name,
     decode_cursor,
     encode_cursor,
 )
@@ -147,7 +149,7 @@ class LocalRegistryService:
 
     async def get_version(self, request: GetVersion) -> VersionInfo:
         """Resolve ``name:N``, ``name@alias`` or a bare ``name`` (champion, else highest live)."""
-        ref = ModelRef.parse(request.ref)
+        ref = check_ref(ModelRef.parse(request.ref))
         return await self._db.read(lambda conn: resolve(conn, ref))
 
     async def list_versions(self, request: ListVersions) -> Page[VersionInfo]:
@@ -249,8 +251,10 @@ class LocalRegistryService:
         """One page of models ordered by name."""
         limit = check_limit(request.limit)
         tags = check_str_map(request.tags, "tags")
-        prefix = check_text(request.prefix, "prefix") if request.prefix else None
         after = decode_cursor(request.cursor, "m", str)[0] if request.cursor else None
+        prefix = request.prefix or None
+        if prefix is not None and not could_prefix_a_name(prefix):
+            return Page(items=[])  # no name starts with it (and the database need not see it)
         items = await self._db.read(
             lambda conn: store.page_models(conn, after=after, prefix=prefix, tags=tags, limit=limit)
         )

@@ -10,19 +10,22 @@ from typing import Any
 
 import msgspec
 
-from contracts.common import InvalidInput, validate_name
+from contracts.common import NAME_PATTERN, InvalidInput, ModelRef, validate_name
 from contracts.registry import RESERVED_ALIASES
 
 __all__ = [
     "MAX_CHUNK",
     "MAX_LIMIT",
+    "MAX_VERSION",
     "check_alias",
     "check_chunk_size",
     "check_limit",
     "check_metrics",
+    "check_ref",
     "check_str_map",
     "check_text",
     "check_version_number",
+    "could_prefix_a_name",
     "decode_cursor",
     "encode_cursor",
     "is_reserved_alias",
@@ -34,11 +37,16 @@ MAX_LIMIT = 500
 MAX_CHUNK = 64 << 20
 """The largest chunk an artifact stream sends."""
 
+MAX_VERSION = 2**31 - 1
+"""The largest version number: the version columns are 32-bit integers (PostgreSQL INTEGER)."""
+
 MAX_TAG_KEY = 250
 MAX_TAG_VALUE = 5000
 MAX_TEXT = 20_000
 
 _VERSION_ALIAS = re.compile(r"[vV][0-9]+")
+_NAME_CHARS = re.compile(r"[A-Za-z0-9_.-]*")
+_NAME = re.compile(NAME_PATTERN)
 
 
 def is_reserved_alias(alias: str) -> bool:
@@ -59,13 +67,25 @@ def check_alias(alias: str) -> str:
 
 
 def check_version_number(version: Any) -> int:
-    """A version number: a positive integer."""
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+    """A version number: an integer from 1 to :data:`MAX_VERSION`."""
+    valid = isinstance(version, int) and not isinstance(version, bool)
+    if not valid or not 1 <= version <= MAX_VERSION:
+        shown = f" {version}" if valid and abs(version) < 10**30 else ""
         raise InvalidInput(
-            f"invalid version {version!r}: expected a positive integer",
-            details={"field": "version"},
+            f"invalid version{shown}: expected a positive integer up to {MAX_VERSION}",
+            details={"field": "version", "max": MAX_VERSION},
         )
-    return version
+    return int(version)
+
+
+def check_ref(ref: ModelRef) -> ModelRef:
+    """A parsed reference whose version (``name:N`` or ``name@vN``) is a valid version number."""
+    if ref.version is not None:
+        check_version_number(ref.version)
+    elif ref.alias is not None and _VERSION_ALIAS.fullmatch(ref.alias):
+        digits = ref.alias[1:]
+        check_version_number(int(digits) if len(digits) <= 10 else MAX_VERSION + 1)
+    return ref
 
 
 def check_limit(limit: Any) -> int:
@@ -89,7 +109,7 @@ def check_chunk_size(size: Any) -> int:
 
 
 def check_str_map(value: Any, field: str) -> dict[str, str]:
-    """A string-to-string map such as tags or params, with bounded keys and values."""
+    """A string-to-string map such as tags or params, with bounded keys and values, no NULs."""
     if not isinstance(value, dict):
         raise InvalidInput(f"{field} must be a map of strings to strings", details={"field": field})
     for key, item in value.items():
@@ -103,6 +123,8 @@ def check_str_map(value: Any, field: str) -> dict[str, str]:
                 f"{field} keys hold 1-{MAX_TAG_KEY} characters and values at most {MAX_TAG_VALUE}",
                 details={"field": field, "key": key[:MAX_TAG_KEY]},
             )
+        if "\x00" in key or "\x00" in item:
+            raise _nul(field)
     return dict(value)
 
 
@@ -125,12 +147,27 @@ def check_metrics(value: Any) -> dict[str, float]:
 
 
 def check_text(value: Any, field: str) -> str:
-    """A free-text field such as a description."""
+    """A free-text field such as a description (no NUL: PostgreSQL text cannot hold one)."""
     if not isinstance(value, str) or len(value) > MAX_TEXT:
         raise InvalidInput(
             f"{field} must be a string of at most {MAX_TEXT} characters", details={"field": field}
         )
+    if "\x00" in value:
+        raise _nul(field)
     return value
+
+
+def could_prefix_a_name(prefix: Any) -> bool:
+    """Whether some valid name starts with ``prefix`` (if not, a prefix filter matches nothing)."""
+    return (
+        isinstance(prefix, str) and len(prefix) <= 128 and _NAME_CHARS.fullmatch(prefix) is not None
+    )
+
+
+def _nul(field: str) -> InvalidInput:
+    return InvalidInput(
+        f"{field} must not contain NUL characters (\\u0000)", details={"field": field}
+    )
 
 
 def encode_cursor(*key: str | int) -> str:
@@ -150,7 +187,7 @@ def decode_cursor(cursor: str, kind: str, *types: type) -> tuple[Any, ...]:
         isinstance(key, list)
         and len(key) == len(types) + 1
         and key[0] == kind
-        and all(type(v) is t for v, t in zip(key[1:], types, strict=True))
+        and all(_cursor_part(v, t) for v, t in zip(key[1:], types, strict=True))
     )
     if not valid:
         raise InvalidInput(
@@ -158,3 +195,12 @@ def decode_cursor(cursor: str, kind: str, *types: type) -> tuple[Any, ...]:
             details={"field": "cursor"},
         )
     return tuple(key[1:])
+
+
+def _cursor_part(value: Any, kind: type) -> bool:
+    # cursors hold names and version numbers: anything else was not made by encode_cursor
+    if type(value) is not kind:
+        return False
+    if isinstance(value, str):
+        return _NAME.fullmatch(value) is not None
+    return isinstance(value, int) and 1 <= value <= MAX_VERSION
