@@ -269,3 +269,29 @@ async def test_odd_version_references_are_invalid_input(
                 assert answer.status_code == 400, answer.content
                 error = msgspec.msgpack.decode(answer.content)
             assert error["code"] == "invalid_input", (method, error)
+
+
+async def test_one_trace_spans_the_caller_and_the_remote(served: tuple[Any, KeyStore]) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    registry = remote(served[0], TOKEN)
+
+    with trace.get_tracer("tests").start_as_current_span("caller") as parent:
+        await registry.list_models(ListModels())
+    exporter.shutdown()
+
+    trace_id = parent.get_span_context().trace_id
+    served_spans = [
+        s
+        for s in exporter.get_finished_spans()
+        if s.name == "registry.list_models" and s.attributes.get("quarry.caller") == "http"
+    ]
+    assert len(served_spans) == 1
+    assert served_spans[0].context.trace_id == trace_id

@@ -14,6 +14,8 @@ from typing import Any
 from litestar import Request, Response, Router, post
 from litestar.params import FromPath
 from litestar.response import Stream
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 
 from app.kernel.auth import ANONYMOUS_PRINCIPAL, Principal, check_scope
 from app.kernel.codec import MethodCodec, encode_error, method_codecs
@@ -63,9 +65,15 @@ def rpc_router(
             argument = codec.decode_request(await request.body())
             target = targets[method]
             args = () if codec.method.request is None else (argument,)
+            parent = propagate.extract(request.headers)  # the caller's trace continues here
             if codec.method.info.streaming:
-                return Stream(_frames(codec, target(*args)), media_type=STREAM_MEDIA_TYPE)
-            answer = await target(*args)
+                items = _in_context(parent, target(*args))
+                return Stream(_frames(codec, items), media_type=STREAM_MEDIA_TYPE)
+            token = otel_context.attach(parent)
+            try:
+                answer = await target(*args)
+            finally:
+                otel_context.detach(token)
         except QuarryError as exc:
             return error_answer(exc)
         return Response(codec.encode(answer), media_type=MSGPACK)
@@ -81,6 +89,20 @@ def error_answer(error: QuarryError) -> Response[bytes]:
         media_type=MSGPACK,
         headers=error_headers(error),
     )
+
+
+async def _in_context(parent: otel_context.Context, items: Any) -> AsyncIterator[Any]:
+    """Iterate ``items`` with the caller's trace context current only while each item is made."""
+    iterator = items.__aiter__()
+    while True:
+        token = otel_context.attach(parent)
+        try:
+            item = await iterator.__anext__()
+        except StopAsyncIteration:
+            return
+        finally:
+            otel_context.detach(token)
+        yield item
 
 
 async def _frames(codec: MethodCodec, items: AsyncIterator[Any]) -> AsyncIterator[bytes]:
