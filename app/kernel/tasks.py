@@ -64,22 +64,40 @@ class TaskQueue:
     """A dramatiq broker plus, for ``memory://``, the worker threads that drain it."""
 
     def __init__(
-        self, url: str = "memory://", *, worker_threads: int = 2, namespace: str = DEFAULT_NAMESPACE
+        self,
+        url: str = "memory://",
+        *,
+        worker_threads: int = 2,
+        namespace: str = DEFAULT_NAMESPACE,
+        heartbeat_timeout_ms: int = 60_000,
+        maintenance_per_million: int = 100_000,
     ) -> None:
         self.url = url
         self.worker_threads = worker_threads
         self.namespace = namespace
         """Prefix of every Redis key of this queue (``<namespace>:<queue>``); unused in memory."""
-        self.broker: dramatiq.Broker = self._make_broker(url, namespace)
+        self.broker: dramatiq.Broker = self._make_broker(
+            url, namespace, heartbeat_timeout_ms, maintenance_per_million
+        )
         self._worker: dramatiq.Worker | None = None
 
     @staticmethod
-    def _make_broker(url: str, namespace: str) -> dramatiq.Broker:
+    def _make_broker(
+        url: str, namespace: str, heartbeat_timeout_ms: int, maintenance_per_million: int
+    ) -> dramatiq.Broker:
         if url.startswith("memory://"):
             return StubBroker()
         from dramatiq.brokers.redis import RedisBroker
 
-        broker: dramatiq.Broker = RedisBroker(url=url, namespace=namespace)  # type: ignore[no-untyped-call]
+        # A worker that stops heartbeating for heartbeat_timeout_ms is dead: the messages it held
+        # unacknowledged go back to the queue when maintenance runs, which it does on
+        # maintenance_per_million of a million commands (dramatiq's default is 1,000).
+        broker: dramatiq.Broker = RedisBroker(  # type: ignore[no-untyped-call]
+            url=url,
+            namespace=namespace,
+            heartbeat_timeout=heartbeat_timeout_ms,
+            maintenance_chance=maintenance_per_million,
+        )
         return broker
 
     @property
