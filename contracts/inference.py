@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal, Protocol
 
 import msgspec
 
-from contracts.common import Scope, Tensor, method
+from contracts.common import Page, Scope, Tensor, method
 from contracts.registry import TensorSpec
 
 __all__ = [
     "VERSION",
+    "DeleteDeployment",
+    "Deployment",
+    "Fallback",
+    "GetDeployment",
     "GetModelStatus",
     "InferenceService",
+    "ListDeployments",
     "LoadModel",
     "ModelStatus",
     "Predict",
     "Prediction",
+    "PutDeployment",
+    "Route",
     "UnloadModel",
 ]
 
@@ -39,15 +47,25 @@ class Predict(msgspec.Struct, frozen=True, kw_only=True):
     inputs: dict[str, Tensor]
     outputs: list[str] = []
     coerce: bool = False
+    sticky_key: str | None = None
+    """For a deployment with stickiness: the key (e.g. a request header) that picks the route."""
 
 
 class Prediction(msgspec.Struct, frozen=True, kw_only=True):
-    """The outputs of one prediction and which model version produced them."""
+    """The outputs of one prediction and which model version produced them.
+
+    ``deployment`` names the deployment that routed the request; ``fallback`` describes the
+    fallback that answered when the primary failed (``model:<ref>`` or ``default``, whose answer
+    has version 0); ``cached`` marks an answer from the deployment's response cache.
+    """
 
     model: str
     version: int
     outputs: dict[str, Tensor]
     prediction_id: str
+    fallback: str | None = None
+    cached: bool = False
+    deployment: str | None = None
 
 
 class LoadModel(msgspec.Struct, frozen=True, kw_only=True):
@@ -81,6 +99,69 @@ class ModelStatus(msgspec.Struct, frozen=True, kw_only=True):
     error: str | None = None
 
 
+class Route(msgspec.Struct, frozen=True, kw_only=True):
+    """One weighted route of a deployment: a model version (``name:N``) and its share."""
+
+    model: str
+    weight: float
+
+
+class Fallback(msgspec.Struct, frozen=True, kw_only=True):
+    """What answers when the primary route fails or misses its deadline.
+
+    ``kind="model"`` runs ``model`` (any reference); ``kind="default"`` answers ``outputs``.
+    """
+
+    kind: Literal["model", "default"]
+    model: str | None = None
+    outputs: dict[str, Tensor] = {}
+
+
+class Deployment(msgspec.Struct, frozen=True, kw_only=True):
+    """Weighted routes over model versions, addressed by a bare name like a model.
+
+    A sticky key (the request header ``sticky_header`` or the first row of input
+    ``sticky_input``) always picks the same route; ``shadows`` get a copy of the traffic whose
+    results are recorded, never returned; ``fallbacks`` are tried in order when the primary
+    fails; ``cache_ttl_s > 0`` enables a bounded response cache keyed by version and input.
+    """
+
+    name: str
+    routes: list[Route]
+    sticky_header: str | None = None
+    sticky_input: str | None = None
+    shadows: list[str] = []
+    fallbacks: list[Fallback] = []
+    cache_ttl_s: float = 0
+    cache_max_entries: int = 1000
+    updated_at: datetime | None = None
+
+
+class PutDeployment(msgspec.Struct, frozen=True, kw_only=True):
+    """Create or replace a deployment."""
+
+    deployment: Deployment
+
+
+class GetDeployment(msgspec.Struct, frozen=True, kw_only=True):
+    """A deployment by name."""
+
+    name: str
+
+
+class ListDeployments(msgspec.Struct, frozen=True, kw_only=True):
+    """One page of deployments, by name."""
+
+    limit: int = 50
+    cursor: str | None = None
+
+
+class DeleteDeployment(msgspec.Struct, frozen=True, kw_only=True):
+    """Delete a deployment (its name then resolves as a model name again)."""
+
+    name: str
+
+
 class InferenceService(Protocol):
     """Model serving on ONNX Runtime with adaptive batching."""
 
@@ -102,4 +183,24 @@ class InferenceService(Protocol):
     @method(scope=Scope.ADMIN, idempotent=True)
     async def unload_model(self, request: UnloadModel) -> ModelStatus:
         """Unload a version; answers its status afterwards."""
+        ...
+
+    @method(scope=Scope.ADMIN, idempotent=True)
+    async def put_deployment(self, request: PutDeployment) -> Deployment:
+        """Create or replace a deployment; its routes must resolve in the registry."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def get_deployment(self, request: GetDeployment) -> Deployment:
+        """A deployment; ``NotFound`` if there is none."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def list_deployments(self, request: ListDeployments) -> Page[Deployment]:
+        """One page of deployments ordered by name."""
+        ...
+
+    @method(scope=Scope.ADMIN, idempotent=True)
+    async def delete_deployment(self, request: DeleteDeployment) -> Deployment:
+        """Delete a deployment; answers what was deleted (``NotFound`` if there was none)."""
         ...

@@ -12,14 +12,22 @@ import uuid
 
 import numpy as np
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
-from contracts.common import InvalidInput, NotFound, Tensor, UnprocessableInput
+from contracts.common import Conflict, InvalidInput, NotFound, Tensor, UnprocessableInput
 from contracts.inference import (
+    DeleteDeployment,
+    Deployment,
+    Fallback,
+    GetDeployment,
     GetModelStatus,
     InferenceService,
+    ListDeployments,
     LoadModel,
     Predict,
     Prediction,
+    PutDeployment,
+    Route,
     UnloadModel,
 )
 from contracts.registry import RegisterVersion, RegistryService, SetAlias
@@ -144,6 +152,261 @@ class InferenceBehaviour:
         )
         for row, answer in zip(rows, answers, strict=True):
             np.testing.assert_allclose(answer.outputs["y"].to_numpy(), expected(row), rtol=1e-5)
+
+    # --- deployments ------------------------------------------------------------------------
+
+    @pytest.fixture
+    async def broken(self, registry: RegistryService) -> str:
+        """A model whose signature matches ``model`` but that fails whenever it runs."""
+        name = f"b{uuid.uuid4().hex[:10]}"
+        await registry.register_version(RegisterVersion(name=name, artifact=_broken_onnx()))
+        return name
+
+    async def test_deployments_are_stored_listed_and_deleted(
+        self, inference: InferenceService, model: str
+    ) -> None:
+        name = _deployment_name()
+        spec = Deployment(name=name, routes=[Route(model=f"{model}:1", weight=1)], cache_ttl_s=5)
+
+        put = await inference.put_deployment(PutDeployment(deployment=spec))
+        got = await inference.get_deployment(GetDeployment(name=name))
+        listed = await _all_deployments(inference)
+        deleted = await inference.delete_deployment(DeleteDeployment(name=name))
+
+        assert put.updated_at is not None
+        assert got.routes == spec.routes
+        assert got.cache_ttl_s == 5
+        assert name in listed
+        assert deleted.name == name
+        with pytest.raises(NotFound):
+            await inference.get_deployment(GetDeployment(name=name))
+        with pytest.raises(NotFound):
+            await inference.delete_deployment(DeleteDeployment(name=name))
+
+    async def test_deployments_are_validated(self, inference: InferenceService, model: str) -> None:
+        route = Route(model=f"{model}:1", weight=1)
+        with pytest.raises(Conflict):  # models and deployments share one namespace
+            await inference.put_deployment(
+                PutDeployment(deployment=Deployment(name=model, routes=[route]))
+            )
+        with pytest.raises(NotFound):
+            await inference.put_deployment(
+                PutDeployment(
+                    deployment=Deployment(
+                        name=_deployment_name(), routes=[Route(model=f"{model}:9", weight=1)]
+                    )
+                )
+            )
+        invalid = [
+            Deployment(name="../x", routes=[route]),
+            Deployment(name=_deployment_name(), routes=[]),
+            Deployment(name=_deployment_name(), routes=[Route(model=f"{model}:1", weight=0)]),
+            Deployment(
+                name=_deployment_name(), routes=[route], fallbacks=[Fallback(kind="default")]
+            ),
+        ]
+        for deployment in invalid:
+            with pytest.raises(InvalidInput):
+                await inference.put_deployment(PutDeployment(deployment=deployment))
+
+    async def test_a_deployment_splits_traffic_by_weight(
+        self, inference: InferenceService, model: str
+    ) -> None:
+        name = await _deploy(inference, model, routes=[(1, 3.0), (2, 1.0)])
+        request = Predict(model=name, inputs={"x": Tensor.from_numpy(ROWS)})
+
+        answers = await asyncio.gather(*(inference.predict(request) for _ in range(200)))
+
+        ones = sum(a.version == 1 for a in answers)
+        assert 120 <= ones <= 180, ones  # 150 expected; about 5 standard deviations either way
+        assert {a.deployment for a in answers} == {name}
+        assert not any(a.cached or a.fallback for a in answers)
+        for answer in answers:
+            seed = answer.version - 1
+            np.testing.assert_allclose(answer.outputs["y"].to_numpy(), expected(ROWS, seed), 1e-5)
+
+    async def test_a_sticky_key_always_gets_the_same_version(
+        self, inference: InferenceService, model: str
+    ) -> None:
+        name = await _deploy(inference, model, routes=[(1, 1.0), (2, 1.0)], sticky_header="x-user")
+        x = {"x": Tensor.from_numpy(ROWS)}
+
+        same = {
+            (await inference.predict(Predict(model=name, inputs=x, sticky_key="alice"))).version
+            for _ in range(50)
+        }
+        spread = {
+            (await inference.predict(Predict(model=name, inputs=x, sticky_key=f"u{i}"))).version
+            for i in range(40)
+        }
+
+        assert len(same) == 1
+        assert spread == {1, 2}
+
+    async def test_a_sticky_input_picks_the_version_from_the_first_row(
+        self, inference: InferenceService, model: str
+    ) -> None:
+        name = await _deploy(inference, model, routes=[(1, 1.0), (2, 1.0)], sticky_input="x")
+
+        def rows(i: int) -> dict[str, Tensor]:
+            return {"x": Tensor.from_numpy(np.full((2, 3), i, dtype=np.float32))}
+
+        same = {
+            (await inference.predict(Predict(model=name, inputs=rows(7)))).version
+            for _ in range(50)
+        }
+        spread = {
+            (await inference.predict(Predict(model=name, inputs=rows(i)))).version
+            for i in range(40)
+        }
+
+        assert len(same) == 1
+        assert spread == {1, 2}
+
+    async def test_a_failing_primary_falls_back_to_another_model(
+        self, inference: InferenceService, model: str, broken: str
+    ) -> None:
+        name = _deployment_name()
+        await inference.put_deployment(
+            PutDeployment(
+                deployment=Deployment(
+                    name=name,
+                    routes=[Route(model=f"{broken}:1", weight=1)],
+                    fallbacks=[Fallback(kind="model", model=f"{model}:1")],
+                )
+            )
+        )
+
+        answer = await inference.predict(Predict(model=name, inputs={"x": Tensor.from_numpy(ROWS)}))
+
+        assert (answer.model, answer.version) == (model, 1)
+        assert answer.fallback == f"model:{model}:1"
+        assert answer.deployment == name
+        np.testing.assert_allclose(answer.outputs["y"].to_numpy(), expected(ROWS), rtol=1e-5)
+
+    async def test_a_default_answer_is_the_last_fallback(
+        self, inference: InferenceService, broken: str
+    ) -> None:
+        name = _deployment_name()
+        default = np.zeros((1, 2), dtype=np.float32)
+        await inference.put_deployment(
+            PutDeployment(
+                deployment=Deployment(
+                    name=name,
+                    routes=[Route(model=f"{broken}:1", weight=1)],
+                    fallbacks=[
+                        Fallback(kind="model", model=f"{broken}:1"),
+                        Fallback(kind="default", outputs={"y": Tensor.from_numpy(default)}),
+                    ],
+                )
+            )
+        )
+
+        answer = await inference.predict(Predict(model=name, inputs={"x": Tensor.from_numpy(ROWS)}))
+
+        assert answer.fallback == "default"
+        assert answer.deployment == name
+        np.testing.assert_array_equal(answer.outputs["y"].to_numpy(), default)
+
+    async def test_input_errors_are_not_hidden_by_fallbacks(
+        self, inference: InferenceService, model: str
+    ) -> None:
+        default = {"y": Tensor.from_numpy(np.zeros((1, 2), dtype=np.float32))}
+        name = await _deploy(
+            inference,
+            model,
+            routes=[(1, 1.0)],
+            fallbacks=[Fallback(kind="default", outputs=default)],
+        )
+        with pytest.raises(UnprocessableInput):
+            await inference.predict(Predict(model=name, inputs={"z": Tensor.from_numpy(ROWS)}))
+
+    async def test_shadows_never_change_the_answer(
+        self, inference: InferenceService, model: str, broken: str
+    ) -> None:
+        name = await _deploy(
+            inference, model, routes=[(1, 1.0)], shadows=[f"{model}:2", f"{broken}:1"]
+        )
+
+        answers = [
+            await inference.predict(Predict(model=name, inputs={"x": Tensor.from_numpy(ROWS)}))
+            for _ in range(5)
+        ]
+
+        for answer in answers:
+            assert (answer.model, answer.version, answer.fallback) == (model, 1, None)
+            np.testing.assert_allclose(answer.outputs["y"].to_numpy(), expected(ROWS), rtol=1e-5)
+
+    async def test_the_response_cache_answers_repeats_and_marks_them(
+        self, inference: InferenceService, model: str
+    ) -> None:
+        name = await _deploy(inference, model, routes=[(2, 1.0)], cache_ttl_s=60)
+        x = {"x": Tensor.from_numpy(ROWS)}
+
+        first = await inference.predict(Predict(model=name, inputs=x))
+        second = await inference.predict(Predict(model=name, inputs=x))
+        other = await inference.predict(
+            Predict(model=name, inputs={"x": Tensor.from_numpy(ROWS + 1)})
+        )
+
+        assert (first.cached, second.cached, other.cached) == (False, True, False)
+        assert second.version == first.version == 2
+        assert second.deployment == name
+        assert second.prediction_id != first.prediction_id
+        np.testing.assert_array_equal(second.outputs["y"].to_numpy(), first.outputs["y"].to_numpy())
+
+    async def test_a_deployment_name_wins_over_nothing_and_model_refs_still_work(
+        self, inference: InferenceService, model: str
+    ) -> None:
+        name = await _deploy(inference, model, routes=[(1, 1.0)])
+        x = {"x": Tensor.from_numpy(ROWS)}
+        by_deployment = await inference.predict(Predict(model=name, inputs=x))
+        by_model = await inference.predict(Predict(model=model, inputs=x))
+
+        assert (by_deployment.version, by_deployment.deployment) == (1, name)
+        assert (by_model.version, by_model.deployment) == (2, None)
+
+
+def _deployment_name() -> str:
+    return f"d{uuid.uuid4().hex[:10]}"
+
+
+async def _deploy(
+    inference: InferenceService, model: str, *, routes: list[tuple[int, float]], **options: object
+) -> str:
+    name = _deployment_name()
+    deployment = Deployment(
+        name=name,
+        routes=[Route(model=f"{model}:{v}", weight=w) for v, w in routes],
+        **options,  # type: ignore[arg-type]
+    )
+    await inference.put_deployment(PutDeployment(deployment=deployment))
+    return name
+
+
+async def _all_deployments(inference: InferenceService) -> list[str]:
+    names: list[str] = []
+    cursor = None
+    while True:
+        page = await inference.list_deployments(ListDeployments(limit=2, cursor=cursor))
+        names += [d.name for d in page.items]
+        if page.next_cursor is None:
+            return names
+        cursor = page.next_cursor
+
+
+def _broken_onnx() -> bytes:
+    """``x`` FP32 ``[batch, 3]`` -> ``y`` FP32 ``[batch, 2]`` that fails at run time (a reshape)."""
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+        "broken",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
+        initializer=[numpy_helper.from_array(np.array([7, 5], dtype=np.int64), "shape")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
 
 
 async def _eventually_version(

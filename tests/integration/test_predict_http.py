@@ -135,3 +135,74 @@ async def test_continuous_traffic_through_an_alias_move_never_fails(
     assert set(versions) == {1, 2}
     first_new = versions.index(2)
     assert all(v == 2 for v in versions[first_new + 8 :])  # once switched, it stays switched
+
+
+async def test_deployments_over_http(served: tuple[httpx.AsyncClient, Any]) -> None:
+    client, _ = served
+    spec = {
+        "routes": [{"model": "lin:1", "weight": 1}, {"model": "lin:2", "weight": 1}],
+        "sticky_header": "x-user",
+        "cache_ttl_s": 60,
+    }
+    put = await client.put("/v1/inference/deployments/web", json=spec)
+    got = await client.get("/v1/inference/deployments/web")
+    listed = await client.get("/v1/inference/deployments", params={"limit": 10})
+
+    assert put.status_code == 200, put.text
+    assert got.json()["routes"] == spec["routes"]
+    assert [d["name"] for d in listed.json()["items"]] == ["web"]
+    assert listed.json()["next_cursor"] is None
+
+    answers = [
+        (
+            await client.post(
+                "/v1/predict/web", json={"inputs": {"x": ROWS}}, headers={"x-user": "alice"}
+            )
+        ).json()
+        for _ in range(10)
+    ]
+    assert len({a["version"] for a in answers}) == 1
+    assert {a["deployment"] for a in answers} == {"web"}
+    assert answers[0].get("cached") is None
+    assert all(a["cached"] is True for a in answers[1:])
+    spread = set()
+    for i in range(40):
+        answer = await client.post(
+            "/v1/predict/web", json={"inputs": {"x": ROWS}}, headers={"x-user": f"u{i}"}
+        )
+        spread.add(answer.json()["version"])
+    assert spread == {1, 2}
+
+    deleted = await client.delete("/v1/inference/deployments/web")
+    missing = await client.get("/v1/inference/deployments/web")
+    assert deleted.status_code == 200
+    assert missing.status_code == 404
+
+
+async def test_deployment_errors_and_default_answers_over_http(
+    served: tuple[httpx.AsyncClient, Any],
+) -> None:
+    client, _ = served
+    clash = await client.put(
+        "/v1/inference/deployments/lin", json={"routes": [{"model": "lin:1", "weight": 1}]}
+    )
+    missing = await client.put(
+        "/v1/inference/deployments/d1", json={"routes": [{"model": "lin:9", "weight": 1}]}
+    )
+    bad = await client.put("/v1/inference/deployments/d1", json={"routes": [], "extra": 1})
+    default = await client.put(
+        "/v1/inference/deployments/d2",
+        json={
+            "routes": [{"model": "lin:1", "weight": 1}],
+            "fallbacks": [{"kind": "default", "outputs": {"y": [[0.0, 0.0]]}}],
+        },
+    )
+
+    assert (clash.status_code, clash.json()["code"]) == (409, "conflict")
+    assert (missing.status_code, missing.json()["code"]) == (404, "not_found")
+    assert (bad.status_code, bad.json()["code"]) == (400, "invalid_input")
+    assert default.status_code == 200, default.text
+    assert default.json()["fallbacks"][0]["outputs"] == {"y": [[0.0, 0.0]]}
+    answer = await client.post("/v1/predict/d2", json={"inputs": {"x": ROWS}})
+    assert answer.json()["deployment"] == "d2"
+    assert "fallback" not in answer.json()

@@ -13,7 +13,10 @@ async def _build(ctx: ModuleContext) -> BuiltModule:
     from app.modules.inference.service import LocalInferenceService
 
     service = LocalInferenceService(
-        registry=ctx.require(RegistryService), settings=ctx.settings, logger=ctx.logger
+        registry=ctx.require(RegistryService),
+        settings=ctx.settings,
+        logger=ctx.logger,
+        db=ctx.db,
     )
     return BuiltModule(
         service=service,
@@ -39,4 +42,5 @@ module = ModuleSpec(
     routes=_routes,
     requires=(Dependency(module="registry", protocol=RegistryService),),
     subscribes=(ModelAliasChanged, ModelVersionRegistered),
+    migrations="inference",
 )

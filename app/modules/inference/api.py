@@ -1,22 +1,39 @@
-"""The inference module's public routes: ``POST /v1/predict/{model_ref}`` and model status.
+"""The inference module's public routes: ``POST /v1/predict/{model_ref}``, model status, and
+deployments (``/v1/inference/deployments``).
 
 Bodies are JSON (``{"inputs": {"x": [[...]]}, "outputs": [...]}``) or msgpack with the same shape
-(``Content-Type: application/x-msgpack``); answers use the request's format.
+(``Content-Type: application/x-msgpack``); answers use the request's format. A deployment's
+default fallback answer is given, and shown, as rows per output like prediction outputs.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, Literal
 
 import msgspec
 import numpy as np
-from litestar import Request, Response, Router, get, post
-from litestar.params import FromPath
+from litestar import Request, Response, Router, delete, get, post, put
+from litestar.params import FromPath, FromQuery
 
 from app.kernel.settings import Settings
 from app.modules.inference.oip import oip_routes
-from contracts.common import InvalidInput, Scope, Tensor
-from contracts.inference import GetModelStatus, InferenceService, LoadModel, ModelStatus, Predict
+from contracts.common import InvalidInput, NotFound, Scope, Tensor, method_info
+from contracts.inference import (
+    DeleteDeployment,
+    Deployment,
+    Fallback,
+    GetDeployment,
+    GetModelStatus,
+    InferenceService,
+    ListDeployments,
+    LoadModel,
+    ModelStatus,
+    Predict,
+    Prediction,
+    PutDeployment,
+    Route,
+)
 
 __all__ = ["routes"]
 
@@ -30,6 +47,30 @@ class PredictBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     outputs: list[str] = []
 
 
+class FallbackBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A fallback: another model (``kind="model"``) or a fixed answer, rows per output."""
+
+    kind: Literal["model", "default"]
+    model: str | None = None
+    outputs: dict[str, list[Any]] = {}
+
+
+class DeploymentBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``PUT /v1/inference/deployments/{name}``: the deployment (its name is in the path)."""
+
+    routes: list[Route]
+    sticky_header: str | None = None
+    sticky_input: str | None = None
+    shadows: list[str] = []
+    fallbacks: list[FallbackBody] = []
+    cache_ttl_s: float = 0
+    cache_max_entries: int = 1000
+
+
+STICKY_TTL_S = 5.0
+"""How long the predict route trusts what it learnt of a deployment's sticky header."""
+
+_DEPLOYMENT = msgspec.json.Decoder(DeploymentBody)
 _JSON = msgspec.json.Decoder(PredictBody)
 _MSGPACK = msgspec.msgpack.Decoder(PredictBody)
 _JSON_OUT = msgspec.json.Encoder()
@@ -39,20 +80,41 @@ _MSGPACK_OUT = msgspec.msgpack.Encoder()
 def routes(service: InferenceService, settings: Settings) -> list[Any]:
     """Public routes of the inference module, calling ``service`` (local or remote)."""
 
+    sticky_headers: dict[str, tuple[str | None, float]] = {}
+
+    async def sticky_header(model_ref: str) -> str | None:
+        if ":" in model_ref or "@" in model_ref:
+            return None
+        known = sticky_headers.get(model_ref)
+        if known is not None and time.monotonic() - known[1] < STICKY_TTL_S:
+            return known[0]
+        try:
+            deployment = await service.get_deployment(GetDeployment(name=model_ref))
+            header = deployment.sticky_header
+        except (NotFound, InvalidInput):
+            header = None
+        if len(sticky_headers) > 10_000:
+            sticky_headers.clear()
+        sticky_headers[model_ref] = (header, time.monotonic())
+        return header
+
     @post("/v1/predict/{model_ref:str}", opt={"scope": Scope.PREDICT.value}, status_code=200)
     async def predict(model_ref: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
-        """Predict with the model a reference resolves to."""
+        """Predict with the model (or deployment) a reference resolves to."""
         packed = request.headers.get("content-type", "").startswith(MSGPACK)
         body = _decode(await request.body(), packed)
+        header = await sticky_header(model_ref)
+        sticky = request.headers.get(header) if header else None
         prediction = await service.predict(
-            Predict(model=model_ref, inputs=_tensors(body), outputs=body.outputs, coerce=True)
+            Predict(
+                model=model_ref,
+                inputs=_tensors(body),
+                outputs=body.outputs,
+                coerce=True,
+                sticky_key=sticky,
+            )
         )
-        answer = {
-            "outputs": {k: t.to_numpy().tolist() for k, t in prediction.outputs.items()},
-            "model": prediction.model,
-            "version": prediction.version,
-            "prediction_id": prediction.prediction_id,
-        }
+        answer = _answer(prediction)
         if packed:
             return Response(_MSGPACK_OUT.encode(answer), media_type=MSGPACK)
         return Response(_JSON_OUT.encode(answer), media_type="application/json")
@@ -69,8 +131,110 @@ def routes(service: InferenceService, settings: Settings) -> list[Any]:
 
     return [
         Router(path="/", route_handlers=[predict, status, load]),
+        Router(path="/v1/inference/deployments", route_handlers=_deployment_handlers(service)),
         *oip_routes(service, settings),
     ]
+
+
+def _answer(prediction: Prediction) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "outputs": {k: t.to_numpy().tolist() for k, t in prediction.outputs.items()},
+        "model": prediction.model,
+        "version": prediction.version,
+        "prediction_id": prediction.prediction_id,
+    }
+    if prediction.deployment is not None:
+        answer["deployment"] = prediction.deployment
+    if prediction.fallback is not None:
+        answer["fallback"] = prediction.fallback
+    if prediction.cached:
+        answer["cached"] = True
+    return answer
+
+
+def _scope(fn: Any) -> dict[str, Any]:
+    info = method_info(fn)
+    assert info is not None
+    return {"scope": info.scope.value}
+
+
+def _deployment_handlers(service: InferenceService) -> list[Any]:
+    @get("/", opt=_scope(InferenceService.list_deployments))
+    async def list_deployments(
+        limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
+    ) -> Response[bytes]:
+        """One page of deployments ordered by name: ``{"items": [...], "next_cursor": ...}``."""
+        page = await service.list_deployments(ListDeployments(limit=limit, cursor=cursor))
+        items = [_deployment_json(d) for d in page.items]
+        return _json({"items": items, "next_cursor": page.next_cursor})
+
+    @get("/{name:str}", opt=_scope(InferenceService.get_deployment))
+    async def get_deployment(name: FromPath[str]) -> Response[bytes]:
+        """A deployment by name."""
+        return _json(_deployment_json(await service.get_deployment(GetDeployment(name=name))))
+
+    @put("/{name:str}", opt=_scope(InferenceService.put_deployment), status_code=200)
+    async def put_deployment(
+        name: FromPath[str], request: Request[Any, Any, Any]
+    ) -> Response[bytes]:
+        """Create or replace a deployment; answers it as stored."""
+        deployment = _deployment_body(name, await request.body())
+        stored = await service.put_deployment(PutDeployment(deployment=deployment))
+        return _json(_deployment_json(stored))
+
+    @delete("/{name:str}", opt=_scope(InferenceService.delete_deployment), status_code=200)
+    async def delete_deployment(name: FromPath[str]) -> Response[bytes]:
+        """Delete a deployment; answers what was deleted."""
+        gone = await service.delete_deployment(DeleteDeployment(name=name))
+        return _json(_deployment_json(gone))
+
+    return [list_deployments, get_deployment, put_deployment, delete_deployment]
+
+
+def _json(value: Any) -> Response[bytes]:
+    return Response(_JSON_OUT.encode(value), media_type="application/json")
+
+
+def _deployment_body(name: str, raw: bytes) -> Deployment:
+    if not raw:
+        raise InvalidInput('empty body: expected {"routes": [{"model": "<name:N>", "weight": 1}]}')
+    try:
+        body = _DEPLOYMENT.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(f"invalid deployment: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise InvalidInput(f"malformed JSON body: {exc}") from None
+    fallbacks = [
+        Fallback(
+            kind=f.kind,
+            model=f.model,
+            outputs=_tensors(PredictBody(inputs=f.outputs)) if f.outputs else {},
+        )
+        for f in body.fallbacks
+    ]
+    return Deployment(
+        name=name,
+        routes=body.routes,
+        sticky_header=body.sticky_header,
+        sticky_input=body.sticky_input,
+        shadows=body.shadows,
+        fallbacks=fallbacks,
+        cache_ttl_s=body.cache_ttl_s,
+        cache_max_entries=body.cache_max_entries,
+    )
+
+
+def _deployment_json(deployment: Deployment) -> dict[str, Any]:
+    value: dict[str, Any] = msgspec.to_builtins(deployment)
+    value["fallbacks"] = [
+        {
+            "kind": f.kind,
+            "model": f.model,
+            "outputs": {k: t.to_numpy().tolist() for k, t in f.outputs.items()},
+        }
+        for f in deployment.fallbacks
+    ]
+    return value
 
 
 def _decode(raw: bytes, packed: bool) -> PredictBody:
