@@ -3,19 +3,62 @@
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
-from app.kernel.events._subscriptions import EventMeta, Subscription
+from app.kernel.events._subscriptions import EventMeta, Subscription, Subscriptions
 
-__all__ = ["MAX_ERROR_CHARS", "call_handler"]
+__all__ = ["MAX_ERROR_CHARS", "Delivery", "call_handler", "handle"]
 
 MAX_ERROR_CHARS = 2000
 _PROPAGATOR = TraceContextTextMapPropagator()
 _tracer = trace.get_tracer("quarry.events")
+
+
+class Delivery(Protocol):
+    """An event leased for delivery: a relay's claimed delivery or an inbox row."""
+
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def payload(self) -> bytes: ...
+    @property
+    def created_at(self) -> float: ...
+    @property
+    def traceparent(self) -> str | None: ...
+    @property
+    def attempts(self) -> int: ...
+
+
+async def handle(
+    subs: Subscriptions,
+    d: Delivery,
+    *,
+    subscriber: str,
+    publisher: str,
+    logger: logging.Logger,
+    max_attempts: int,
+) -> str | None:
+    """Make attempt ``d.attempts + 1`` at delivering ``d`` to ``subscriber``; answer the error
+    text, or ``None`` on success."""
+    sub = subs.get(d.type, subscriber)
+    if sub is None:  # cannot happen: only what is handled here is leased, and none go away
+        return f"{subscriber} does not handle {d.type} here"
+    meta = EventMeta(
+        id=d.event_id,
+        type=d.type,
+        publisher=publisher,
+        created_at=d.created_at,
+        attempt=d.attempts + 1,
+        traceparent=d.traceparent,
+    )
+    return await call_handler(sub, d.payload, meta, logger=logger, max_attempts=max_attempts)
 
 
 async def call_handler(

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from app.kernel.events._sql import COMPLETED, FAILED, PENDING
+from app.kernel.events._sql import COMPLETED, PENDING, attempt_values, due_at, lease_free
 
 if TYPE_CHECKING:
     from redis.typing import EncodableT, FieldT
@@ -185,7 +185,7 @@ def claim(
             t.c.status == PENDING,
             t.c.type.in_(list(types)),
             t.c.next_attempt_at <= now,
-            sa.or_(t.c.claimed_until.is_(None), t.c.claimed_until <= now),
+            lease_free(t, now),
         )
         .order_by(t.c.created_at, t.c.event_id)
         .limit(limit)
@@ -223,18 +223,7 @@ def finish(
     retry_at: float | None,
 ) -> None:
     """Record one attempt: completed (no ``error``), pending until ``retry_at``, or failed."""
-    status = COMPLETED if error is None else (PENDING if retry_at is not None else FAILED)
-    values: dict[str, object] = {
-        "status": status,
-        "attempts": e.attempts + 1,
-        "updated_at": now,
-        "claimed_by": None,
-        "claimed_until": None,
-    }
-    if error is not None:
-        values["last_error"] = error
-    if retry_at is not None:
-        values["next_attempt_at"] = retry_at
+    values = attempt_values(e.attempts + 1, now=now, error=error, retry_at=retry_at)
     conn.execute(
         table.update()
         .where(table.c.event_id == e.event_id, table.c.claimed_by == token)
@@ -266,11 +255,8 @@ def survey(conn: Connection, table: sa.Table, types: Collection[str]) -> InboxSu
     if not types:
         return InboxSurvey(pending=0, next_due=None)
     t = table
-    due = sa.case(
-        (t.c.claimed_until > t.c.next_attempt_at, t.c.claimed_until), else_=t.c.next_attempt_at
-    )
     row = conn.execute(
-        sa.select(sa.func.count(), sa.func.min(due)).where(
+        sa.select(sa.func.count(), sa.func.min(due_at(t))).where(
             t.c.status == PENDING, t.c.type.in_(list(types))
         )
     ).one()

@@ -1,9 +1,10 @@
 """A background loop with wake-ups, a graceful stop and ``drain`` bookkeeping.
 
-The Redis Streams publisher and consumer are both one task running passes: a pass answers how
-long to sleep (0 to go again at once); a failing pass is logged and retried after ``poll_s``. A
-:meth:`Loop.settled` future is answered by the first pass that began after it was asked for and
-found nothing outstanding (the pass calls :meth:`Loop.answer` with the generation it began in).
+The in-process relay and the Redis Streams publisher and consumer are each one task running
+passes: a pass answers how long to sleep (0 to go again at once); a failing pass is logged and
+retried after ``poll_s``. A :meth:`Loop.settled` future is answered by the first pass that began
+after it was asked for and found nothing outstanding (the pass calls :meth:`Loop.answer` with the
+generation it began in). :func:`stop_loops` and :func:`settle` stop and drain several at once.
 """
 
 from __future__ import annotations
@@ -11,16 +12,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["Loop", "wait_for_event"]
+__all__ = ["Loop", "settle", "stop_loops", "wait_for_event"]
 
 
 class Loop:
     """One background task running :meth:`run_pass` until stopped."""
 
-    def __init__(self, *, name: str, poll_s: float, logger: logging.Logger, extra: dict[str, Any]):
+    def __init__(
+        self,
+        *,
+        name: str,
+        poll_s: float,
+        logger: logging.Logger,
+        extra: dict[str, Any],
+        label: str | None = None,
+    ) -> None:
         self.name = name
+        self.label = label if label is not None else name
+        """How the log names this loop (defaults to ``name``, which also names the task)."""
         self.poll_s = poll_s
         self.log = logger
         self.extra = extra
@@ -99,7 +111,7 @@ class Loop:
                 try:
                     delay = await self.run_pass(generation)
                 except Exception:
-                    self.log.exception("%s pass failed; retrying", self.name, extra=self.extra)
+                    self.log.exception("%s pass failed; retrying", self.label, extra=self.extra)
                     await wait_for_event(self.stopping, self.poll_s)
                     continue
                 if delay > 0:
@@ -119,3 +131,30 @@ async def wait_for_event(event: asyncio.Event, seconds: float) -> None:
             await event.wait()
     except TimeoutError:
         pass
+
+
+async def stop_loops(
+    loops: Sequence[Loop], grace_s: float, logger: logging.Logger, what: str
+) -> None:
+    """Stop ``loops``, letting work in flight finish for up to ``grace_s`` seconds, then cancel
+    the tasks still busy (logged as ``what``)."""
+    for loop in loops:
+        loop.request_stop()
+    tasks = [loop.task for loop in loops if loop.task is not None]
+    if not tasks:
+        return
+    _done, late = await asyncio.wait(tasks, timeout=grace_s)
+    for task in late:
+        logger.warning("%s did not stop in time; cancelling", what, extra={"task": task.get_name()})
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def settle(loops: Sequence[Loop]) -> None:
+    """Wait until every one of ``loops`` has settled (see :meth:`Loop.settled`)."""
+    waits = [loop.settled() for loop in loops]
+    try:
+        await asyncio.gather(*waits)
+    finally:
+        for wait in waits:
+            wait.cancel()

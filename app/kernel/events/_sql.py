@@ -1,11 +1,16 @@
 """The relay's statements, as sync functions run inside ``Database.write``/``read`` transactions.
 
+The lease, attempt and resubmission pieces (:func:`lease_free`, :func:`due_at`,
+:func:`attempt_values`, :func:`resubmit`) also serve a subscriber's inbox (``_inbox``), whose
+rows have the same delivery columns.
+
 On PostgreSQL the rows a relay takes are locked with ``FOR UPDATE SKIP LOCKED``, so replicas
 sharing a database split the work; SQLite ignores the clause (its writers are serialised).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -19,15 +24,69 @@ __all__ = [
     "Claimed",
     "Survey",
     "Tables",
+    "attempt_values",
     "claim",
     "dispatch",
+    "due_at",
     "finish",
+    "lease_free",
     "prune",
     "release",
+    "resubmit",
     "survey",
 ]
 
 PENDING, COMPLETED, FAILED = "pending", "completed", "failed"
+
+
+def lease_free(table: sa.Table, now: float) -> sa.ColumnElement[bool]:
+    """The row is leased to nobody, or its lease has lapsed by ``now``."""
+    return sa.or_(table.c.claimed_until.is_(None), table.c.claimed_until <= now)
+
+
+def due_at(table: sa.Table) -> sa.ColumnElement[float]:
+    """When a pending row is due: its next attempt, or when a lease held elsewhere lapses."""
+    c = table.c
+    return sa.case((c.claimed_until > c.next_attempt_at, c.claimed_until), else_=c.next_attempt_at)
+
+
+def attempt_values(
+    attempts: int, *, now: float, error: str | None, retry_at: float | None
+) -> dict[str, object]:
+    """The columns recording attempt number ``attempts``: completed (no ``error``), pending
+    until ``retry_at``, or failed; the lease is given up."""
+    status = COMPLETED if error is None else (PENDING if retry_at is not None else FAILED)
+    values: dict[str, object] = {
+        "status": status,
+        "attempts": attempts,
+        "updated_at": now,
+        "claimed_by": None,
+        "claimed_until": None,
+    }
+    if error is not None:
+        values["last_error"] = error
+    if retry_at is not None:
+        values["next_attempt_at"] = retry_at
+    return values
+
+
+def resubmit(conn: Connection, table: sa.Table, *conditions: sa.ColumnElement[bool]) -> int:
+    """Make the failed rows matching ``conditions`` pending again, with a fresh set of
+    attempts, due now; answer how many."""
+    now = time.time()
+    result = conn.execute(
+        table.update()
+        .where(table.c.status == FAILED, *conditions)
+        .values(
+            status=PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            updated_at=now,
+            claimed_by=None,
+            claimed_until=None,
+        )
+    )
+    return int(result.rowcount)
 
 
 @dataclass(frozen=True)
@@ -119,7 +178,7 @@ def claim(
         .where(
             _deliverable(t, pairs),
             d.c.next_attempt_at <= now,
-            sa.or_(d.c.claimed_until.is_(None), d.c.claimed_until <= now),
+            lease_free(d, now),
         )
         .order_by(o.c.seq, d.c.subscriber)
         .limit(limit)
@@ -159,18 +218,7 @@ def finish(
 ) -> None:
     """Record one attempt: completed (no ``error``), pending until ``retry_at``, or failed."""
     d = t.deliveries
-    status = COMPLETED if error is None else (PENDING if retry_at is not None else FAILED)
-    values: dict[str, object] = {
-        "status": status,
-        "attempts": c.attempts + 1,
-        "updated_at": now,
-        "claimed_by": None,
-        "claimed_until": None,
-    }
-    if error is not None:
-        values["last_error"] = error
-    if retry_at is not None:
-        values["next_attempt_at"] = retry_at
+    values = attempt_values(c.attempts + 1, now=now, error=error, retry_at=retry_at)
     conn.execute(
         d.update()
         .where(d.c.event_id == c.event_id, d.c.subscriber == c.subscriber, d.c.claimed_by == token)
@@ -206,11 +254,8 @@ def survey(conn: Connection, t: Tables, pairs: Sequence[tuple[str, str]]) -> Sur
     ).scalar_one()
     if not pairs:
         return Survey(undispatched=bool(undispatched), pending=0, next_due=None)
-    due = sa.case(
-        (d.c.claimed_until > d.c.next_attempt_at, d.c.claimed_until), else_=d.c.next_attempt_at
-    )
     row = conn.execute(
-        sa.select(sa.func.count(), sa.func.min(due))
+        sa.select(sa.func.count(), sa.func.min(due_at(d)))
         .select_from(d.join(o, o.c.id == d.c.event_id))
         .where(_deliverable(t, pairs))
     ).one()

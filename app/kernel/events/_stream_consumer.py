@@ -25,10 +25,10 @@ import redis.asyncio
 from redis.exceptions import ResponseError
 
 from app.kernel.events import _inbox
-from app.kernel.events._handling import call_handler
+from app.kernel.events._handling import handle
 from app.kernel.events._inbox import Envelope
 from app.kernel.events._looping import Loop
-from app.kernel.events._subscriptions import EventMeta, Subscriptions
+from app.kernel.events._subscriptions import Subscriptions
 
 if TYPE_CHECKING:
     from app.kernel.db import Database
@@ -322,25 +322,15 @@ class StreamConsumer(Loop):
             await client.xack(stream, self.module, *rest)
 
     async def _deliver(self, e: Envelope, token: str) -> None:
-        attempt = e.attempts + 1
-        sub = self._subs.get(e.type, self.module)
-        if sub is None:  # cannot happen: only the types subscribed here are taken or claimed
-            error: str | None = f"{self.module} does not handle {e.type} here"
-        else:
-            meta = EventMeta(
-                id=e.event_id,
-                type=e.type,
-                publisher=e.publisher,
-                created_at=e.created_at,
-                attempt=attempt,
-                traceparent=e.traceparent,
-            )
-            error = await call_handler(
-                sub, e.payload, meta, logger=self.log, max_attempts=self._retry.max_attempts
-            )
-        retry_at = None
-        if error is not None and attempt < self._retry.max_attempts:
-            retry_at = time.time() + self._retry.delay(attempt)
+        error = await handle(
+            self._subs,
+            e,
+            subscriber=self.module,
+            publisher=e.publisher,
+            logger=self.log,
+            max_attempts=self._retry.max_attempts,
+        )
+        retry_at = self._retry.retry_at(e.attempts + 1, error)
         await self.db.write(
             lambda c: _inbox.finish(
                 c, self._table, e, token=token, now=time.time(), error=error, retry_at=retry_at

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import sqlalchemy as sa
@@ -85,6 +85,18 @@ def _tables(module: str) -> _sql.Tables:
     return _sql.Tables(outbox, deliveries)
 
 
+def _failed(r: Any, subscriber: str) -> FailedDelivery:
+    """A failed row (of deliveries or an inbox) as a :class:`FailedDelivery`."""
+    return FailedDelivery(
+        event_id=r.event_id,
+        type=r.type,
+        subscriber=subscriber,
+        attempts=r.attempts,
+        last_error=r.last_error,
+        updated_at=r.updated_at,
+    )
+
+
 def list_failed(db: Database, module: str) -> list[FailedDelivery]:
     """``module``'s failed deliveries, oldest failure first."""
     t = _tables(module)
@@ -99,17 +111,7 @@ def list_failed(db: Database, module: str) -> list[FailedDelivery]:
             .where(d.c.status == _sql.FAILED)
             .order_by(d.c.updated_at, d.c.event_id, d.c.subscriber)
         ).all()
-        return [
-            FailedDelivery(
-                event_id=r.event_id,
-                type=r.type,
-                subscriber=r.subscriber,
-                attempts=r.attempts,
-                last_error=r.last_error,
-                updated_at=r.updated_at,
-            )
-            for r in rows
-        ]
+        return [_failed(r, r.subscriber) for r in rows]
 
     return db.read_sync(query)
 
@@ -120,29 +122,12 @@ def retry_failed(
     """Resubmit ``module``'s failed deliveries (all, or those of ``event_id`` and/or
     ``subscriber``) with a fresh set of attempts, due now; answer how many."""
     d = _tables(module).deliveries
-    conditions = [d.c.status == _sql.FAILED]
+    conditions: list[sa.ColumnElement[bool]] = []
     if event_id is not None:
         conditions.append(d.c.event_id == event_id)
     if subscriber is not None:
         conditions.append(d.c.subscriber == subscriber)
-
-    def update(conn: Connection) -> int:
-        now = time.time()
-        result = conn.execute(
-            d.update()
-            .where(*conditions)
-            .values(
-                status=_sql.PENDING,
-                attempts=0,
-                next_attempt_at=now,
-                updated_at=now,
-                claimed_by=None,
-                claimed_until=None,
-            )
-        )
-        return int(result.rowcount)
-
-    return db.write_sync(update)
+    return db.write_sync(lambda conn: _sql.resubmit(conn, d, *conditions))
 
 
 def list_events(db: Database, module: str, limit: int = 50) -> list[EventRecord]:
@@ -207,17 +192,7 @@ def list_failed_inbox(db: Database, subscriber: str) -> list[FailedDelivery]:
             .where(t.c.status == _sql.FAILED)
             .order_by(t.c.updated_at, t.c.event_id)
         ).all()
-        return [
-            FailedDelivery(
-                event_id=r.event_id,
-                type=r.type,
-                subscriber=subscriber,
-                attempts=r.attempts,
-                last_error=r.last_error,
-                updated_at=r.updated_at,
-            )
-            for r in rows
-        ]
+        return [_failed(r, subscriber) for r in rows]
 
     return db.read_sync(query)
 
@@ -229,26 +204,9 @@ def retry_failed_inbox(db: Database, subscriber: str, event_id: str | None = Non
     The subscriber's running consumers deliver them within their poll interval.
     """
     t = _inbox.cached_table(subscriber)
-    conditions = [t.c.status == _sql.FAILED]
-    if event_id is not None:
-        conditions.append(t.c.event_id == event_id)
+    conditions = [] if event_id is None else [t.c.event_id == event_id]
 
     def update(conn: Connection) -> int:
-        if not _inbox.exists(conn, t):
-            return 0
-        now = time.time()
-        result = conn.execute(
-            t.update()
-            .where(*conditions)
-            .values(
-                status=_sql.PENDING,
-                attempts=0,
-                next_attempt_at=now,
-                updated_at=now,
-                claimed_by=None,
-                claimed_until=None,
-            )
-        )
-        return int(result.rowcount)
+        return _sql.resubmit(conn, t, *conditions) if _inbox.exists(conn, t) else 0
 
     return db.write_sync(update)

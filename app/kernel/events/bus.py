@@ -14,6 +14,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from app.kernel.events._looping import settle, stop_loops
 from app.kernel.events._relay import Relay, RetryPolicy
 from app.kernel.events._subscriptions import EventHandler, EventMeta, Subscriptions
 
@@ -101,18 +102,7 @@ class EventBus:
         if not self._running:
             return
         self._running = False
-        tasks = [r.task for r in self._relays.values() if r.task is not None]
-        for relay in self._relays.values():
-            relay.request_stop()
-        if not tasks:
-            return
-        _done, late = await asyncio.wait(tasks, timeout=grace_s)
-        for task in late:
-            self._log.warning(
-                "event relay did not stop in time; cancelling", extra={"task": task.get_name()}
-            )
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_loops(list(self._relays.values()), grace_s, self._log, "event relay")
 
     async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 - a bound, not a deadline
         """Wait until nothing this process can deliver is outstanding.
@@ -124,14 +114,9 @@ class EventBus:
         """
         if not self._running:
             raise RuntimeError("the event bus is not running")
-        waits = [relay.settled() for relay in self._relays.values()]
-        if not waits:
-            return
+        relays = list(self._relays.values())
         try:
             async with asyncio.timeout(timeout):
-                await asyncio.gather(*waits)
+                await settle(relays)
         except TimeoutError:
             raise TimeoutError(f"event deliveries still outstanding after {timeout} s") from None
-        finally:
-            for wait in waits:
-                wait.cancel()

@@ -26,6 +26,7 @@ import socket
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from app.kernel.events._looping import Loop, settle, stop_loops
 from app.kernel.events._relay import RetryPolicy
 from app.kernel.events._subscriptions import EventHandler, Subscriptions
 from app.kernel.events.bus import EventBus
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     import redis.asyncio
 
     from app.kernel.db import Database
-    from app.kernel.events._looping import Loop
     from app.kernel.events._stream_consumer import StreamConsumer
     from app.kernel.events._stream_publisher import StreamPublisher
     from app.kernel.events.outbox import Outbox
@@ -226,18 +226,7 @@ class StreamEventBus:
         if not self._running:
             return
         self._running = False
-        loops = self._loops()
-        for loop in loops:
-            loop.request_stop()
-        tasks = [loop.task for loop in loops if loop.task is not None]
-        if tasks:
-            _done, late = await asyncio.wait(tasks, timeout=grace_s)
-            for task in late:
-                self._log.warning(
-                    "event task did not stop in time; cancelling", extra={"task": task.get_name()}
-                )
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_loops(self._loops(), grace_s, self._log, "event task")
         for consumer in self._consumers.values():
             await consumer.leave()
         for publisher in self._publishers.values():
@@ -258,13 +247,8 @@ class StreamEventBus:
             raise RuntimeError("the event bus is not running")
         try:
             async with asyncio.timeout(timeout):
-                for group in (self._publishers.values(), self._consumers.values()):
-                    waits = [loop.settled() for loop in group]
-                    try:
-                        await asyncio.gather(*waits)
-                    finally:
-                        for wait in waits:
-                            wait.cancel()
+                await settle(list(self._publishers.values()))
+                await settle(list(self._consumers.values()))
         except TimeoutError:
             raise TimeoutError(f"event deliveries still outstanding after {timeout} s") from None
 
