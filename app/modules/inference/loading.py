@@ -1,0 +1,201 @@
+"""Reference resolution and model loading: which versions are served, loading or failed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from app.kernel.settings import Settings
+from app.modules.inference.batching import Batcher
+from app.modules.inference.runtime import LoadedModel, ModelCache, load_model, select_providers
+from contracts.common import ModelRef, QuarryError, Unavailable
+from contracts.inference import ModelStatus
+from contracts.registry import (
+    FetchArtifact,
+    GetVersion,
+    RegistryService,
+    VersionInfo,
+    read_artifact,
+)
+
+__all__ = ["REF_TTL_S", "Key", "Loader", "Served"]
+
+Key = tuple[str, int]
+REF_TTL_S = 10.0
+"""How long a resolved alias or bare name is trusted without an event saying it moved."""
+
+
+@dataclass
+class Served:
+    """A loaded version and the batcher in front of it."""
+
+    model: LoadedModel
+    batcher: Batcher
+
+
+@dataclass
+class _Resolved:
+    key: Key
+    at: float
+
+
+@dataclass
+class _Loads:
+    tasks: dict[Key, asyncio.Task[Served]] = field(default_factory=dict)
+    failed: dict[Key, str] = field(default_factory=dict)
+
+
+class Loader:
+    """Resolves references to versions, loads and warms them once, and reports their state."""
+
+    def __init__(
+        self, *, registry: RegistryService, settings: Settings, logger: logging.Logger
+    ) -> None:
+        self._registry = registry
+        self._settings = settings
+        self._log = logger
+        self._providers = select_providers(settings.inference_providers)
+        self._cache = ModelCache(
+            max_models=settings.max_loaded_models, max_bytes=settings.max_loaded_bytes
+        )
+        self._served: dict[Key, Served] = {}
+        self._refs: dict[str, _Resolved] = {}
+        self._loads = _Loads()
+
+    def is_served(self, key: Key) -> bool:
+        return key in self._served
+
+    # --- resolution -------------------------------------------------------------------------
+
+    async def resolve(self, text: str) -> Key:
+        ref = ModelRef.parse(text)
+        if ref.version is not None:
+            return (ref.name, ref.version)
+        cached = self._refs.get(text)
+        if cached is not None and time.monotonic() - cached.at < REF_TTL_S:
+            return cached.key
+        key = await self._lookup(text)
+        self._refs[text] = _Resolved(key, time.monotonic())
+        return key
+
+    async def _lookup(self, text: str) -> Key:
+        info = await self._registry.get_version(GetVersion(ref=text))
+        return (info.name, info.version)
+
+    async def refresh(self, name: str) -> None:
+        """Re-resolve the references to ``name``, warming a new version before traffic moves."""
+        for text in [t for t in self._refs if ModelRef.parse(t).name == name]:
+            old = self._refs[text].key
+            try:
+                key = await self._lookup(text)
+                if old in self._served and key not in self._served:
+                    await self.load(key)  # warm before traffic moves
+            except QuarryError as exc:
+                self._log.warning("could not follow %s: %s", text, exc.message)
+                self._refs.pop(text, None)
+                continue
+            self._refs[text] = _Resolved(key, time.monotonic())
+
+    # --- loading ----------------------------------------------------------------------------
+
+    async def serving(self, text: str) -> Served:
+        key = await self.resolve(text)
+        served = self._served.get(key)
+        if served is not None:
+            self._cache.get(key)  # mark recently used
+            return served
+        return await asyncio.shield(self.load(key))
+
+    def load(self, key: Key) -> asyncio.Task[Served]:
+        task = self._loads.tasks.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._load_now(key))
+            self._loads.tasks[key] = task
+            task.add_done_callback(lambda _t: self._loads.tasks.pop(key, None))
+        return task
+
+    async def _load_now(self, key: Key) -> Served:
+        name, version = key
+        info = await self._registry.get_version(GetVersion(ref=f"{name}:{version}"))
+        try:
+            model = await self._build(info)
+        except QuarryError as exc:
+            self._loads.failed[key] = exc.message
+            self._log.error("model %s:%s failed to load: %s", name, version, exc.message)
+            raise Unavailable(
+                f"model {name}:{version} cannot be served: {exc.message}",
+                retry_after=30,
+                details={"model": name, "version": version},
+            ) from None
+        served = Served(model=model, batcher=self._batcher(model))
+        self._served[key] = served
+        self._loads.failed.pop(key, None)
+        for evicted in self._cache.put(key, model):
+            gone = self._served.pop(evicted, None)
+            if gone is not None:
+                await gone.batcher.close()
+        self._log.info("model %s:%s ready on %s", name, version, ",".join(model.providers))
+        return served
+
+    async def _build(self, info: VersionInfo) -> LoadedModel:
+        chunks = self._registry.fetch_artifact(FetchArtifact(ref=f"{info.name}:{info.version}"))
+        _, data = await read_artifact(chunks)
+        model = await asyncio.to_thread(
+            load_model,
+            info.name,
+            info.version,
+            data,
+            info.signature,
+            providers=self._providers,
+            intra_op_threads=self._settings.inference_threads,
+            sha256=info.sha256,
+        )
+        await asyncio.to_thread(model.warm_up, min(2, self._settings.max_batch_size))
+        return model
+
+    def _batcher(self, model: LoadedModel) -> Batcher:
+        return Batcher(
+            model,
+            max_batch_size=self._settings.max_batch_size,
+            max_queue_delay_ms=self._settings.max_queue_delay_ms,
+            max_queue_rows=self._settings.max_queue_rows,
+            runners=self._settings.inference_runners,
+        )
+
+    async def unload(self, key: Key) -> None:
+        served = self._served.pop(key, None)
+        self._cache.remove(key)
+        self._loads.failed.pop(key, None)
+        if served is not None:
+            await served.batcher.close()
+
+    async def close(self) -> None:
+        """Stop every batcher."""
+        for served in self._served.values():
+            await served.batcher.close()
+        self._served.clear()
+
+    # --- state ------------------------------------------------------------------------------
+
+    def status(self, key: Key) -> ModelStatus:
+        name, version = key
+        served = self._served.get(key)
+        if served is not None:
+            signature = served.model.signature
+            return ModelStatus(
+                model=name,
+                version=version,
+                state="ready",
+                inputs=signature.inputs,
+                outputs=signature.outputs,
+                providers=list(served.model.providers),
+            )
+        if key in self._loads.tasks:
+            return ModelStatus(model=name, version=version, state="loading")
+        if key in self._loads.failed:
+            return ModelStatus(
+                model=name, version=version, state="failed", error=self._loads.failed[key]
+            )
+        return ModelStatus(model=name, version=version, state="unloaded")
