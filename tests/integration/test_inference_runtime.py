@@ -14,6 +14,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from app.kernel.settings import ConfigError
+from app.modules.inference import runtime
 from app.modules.inference.batching import Batcher
 from app.modules.inference.inputs import prepare_inputs
 from app.modules.inference.runtime import (
@@ -58,18 +59,31 @@ def unchecked_model(*nodes: onnx.NodeProto, inputs: list[onnx.ValueInfoProto]) -
 
 
 @pytest.mark.parametrize(
-    ("available", "chosen"),
+    ("available", "loads", "chosen"),
     [
-        ([CUDA, CPU], [CUDA, CPU]),
-        ([CPU], [CPU]),
-        (["TensorrtExecutionProvider", CUDA, CPU], [CUDA, CPU]),
+        ([CUDA, CPU], True, [CUDA, CPU]),
+        ([CUDA, CPU], False, [CPU]),
+        ([CPU], True, [CPU]),
+        (["TensorrtExecutionProvider", CUDA, CPU], True, [CUDA, CPU]),
     ],
 )
-def test_auto_asks_for_cuda_only_where_the_build_has_it(
-    monkeypatch: pytest.MonkeyPatch, available: list[str], chosen: list[str]
+def test_auto_asks_for_cuda_only_where_it_really_loads(
+    monkeypatch: pytest.MonkeyPatch, available: list[str], loads: bool, chosen: list[str]
 ) -> None:
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: available)
+    monkeypatch.setattr(runtime, "_cuda_loads", lambda: loads)
     assert select_providers("auto") == chosen
+
+
+def test_the_cuda_probe_tells_the_truth_about_this_machine() -> None:
+    onnxruntime.set_default_logger_severity(4)  # a missing CUDA library is expected here
+    try:
+        probe = onnxruntime.InferenceSession(
+            linear_onnx(), providers=onnxruntime.get_available_providers()
+        )
+    finally:
+        onnxruntime.set_default_logger_severity(2)
+    assert runtime._cuda_loads() == (CUDA in probe.get_providers())
 
 
 def test_a_provider_list_is_checked_against_the_build(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,6 +6,7 @@ then fails with a message saying which extra to install.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections import OrderedDict
@@ -59,14 +60,15 @@ def _ort() -> ModuleType:
 def select_providers(setting: str) -> list[str]:
     """The execution providers to ask ONNX Runtime for, from ``QUARRY_INFERENCE_PROVIDERS``.
 
-    ``auto`` asks for CUDA then CPU when this ONNX Runtime build has CUDA, else CPU alone;
-    whether CUDA really loads shows in :attr:`LoadedModel.providers`. Otherwise the setting is a
+    ``auto`` asks for CUDA then CPU when CUDA really loads here (probed once with a tiny session:
+    ``onnxruntime-gpu`` lists CUDA even on a machine without a GPU), else CPU alone; what each
+    model runs on shows in :attr:`LoadedModel.providers`. Otherwise the setting is a
     comma-separated list of provider names (``cpu``, ``cuda``, ``tensorrt`` are short for
     theirs); a name this build lacks raises :class:`ConfigError`.
     """
     available = list(_ort().get_available_providers())
     if setting.strip().lower() == "auto":
-        return [CUDA, CPU] if CUDA in available else [CPU]
+        return [CUDA, CPU] if CUDA in available and _cuda_loads() else [CPU]
     names = [_SHORT_NAMES.get(part.strip().lower(), part.strip()) for part in setting.split(",")]
     unknown = [name for name in names if name not in available]
     if not names or "" in names or unknown:
@@ -75,6 +77,36 @@ def select_providers(setting: str) -> list[str]:
             f" comma-separated list of {', '.join(available)}"
         )
     return list(dict.fromkeys(names))
+
+
+@functools.cache
+def _cuda_loads() -> bool:
+    """Whether a session really gets the CUDA provider (once per process, ORT's noise muted)."""
+    from onnx import TensorProto, helper
+
+    ort = _ort()
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    ort.set_default_logger_severity(4)
+    try:
+        session = ort.InferenceSession(
+            model.SerializeToString(),
+            sess_options=options,
+            providers=[CUDA, CPU],
+        )
+        return CUDA in session.get_providers()
+    except Exception:
+        return False
+    finally:
+        ort.set_default_logger_severity(2)
 
 
 @dataclass(eq=False, kw_only=True)
