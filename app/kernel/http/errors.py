@@ -95,11 +95,11 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def json_not_found(response: Response[Any]) -> Response[Any]:
+async def json_not_found(response: Response[Any]) -> Response[Any]:
     """``after_request`` hook: litestar's HTML 404 page for unknown ``/schema/...`` paths, as JSON.
 
     Quarry itself never answers HTML errors; litestar's OpenAPI router does for any schema path
-    no render plugin serves.
+    no render plugin serves. ``async`` on purpose: litestar runs sync hooks on a worker thread.
     """
     if response.status_code != 404 or response.media_type != MediaType.HTML:
         return response
