@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Literal, Protocol
 
@@ -12,9 +13,13 @@ from contracts.registry import TensorSpec
 
 __all__ = [
     "VERSION",
+    "BatchJob",
+    "BatchResultChunk",
     "DeleteDeployment",
     "Deployment",
     "Fallback",
+    "FetchBatchResults",
+    "GetBatchJob",
     "GetDeployment",
     "GetModelStatus",
     "InferenceService",
@@ -23,8 +28,10 @@ __all__ = [
     "ModelStatus",
     "Predict",
     "Prediction",
+    "PredictionRecord",
     "PutDeployment",
     "Route",
+    "SubmitBatchJob",
     "UnloadModel",
 ]
 
@@ -65,6 +72,25 @@ class Prediction(msgspec.Struct, frozen=True, kw_only=True):
     prediction_id: str
     fallback: str | None = None
     cached: bool = False
+    deployment: str | None = None
+
+
+class PredictionRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """What monitoring receives for every prediction, success or error (never sampled).
+
+    ``status`` is ``ok`` or the error's code; ``version`` is ``None`` when the failure came
+    before a version was resolved; ``latency_s`` is the wall time in seconds; ``outputs`` is
+    empty for an error; ``inputs`` is attached for a sample of predictions only.
+    """
+
+    prediction_id: str
+    model: str
+    version: int | None
+    status: str
+    latency_s: float
+    at: datetime
+    outputs: dict[str, Tensor] = {}
+    inputs: dict[str, Tensor] | None = None
     deployment: str | None = None
 
 
@@ -162,6 +188,56 @@ class DeleteDeployment(msgspec.Struct, frozen=True, kw_only=True):
     name: str
 
 
+class SubmitBatchJob(msgspec.Struct, frozen=True, kw_only=True):
+    """Run a model on many rows in the background, ``chunk_rows`` rows at a time.
+
+    ``model`` is resolved at submission (an unknown model is ``NotFound`` then) and pinned to
+    that version unless it names a deployment; ``coerce`` is as in :class:`Predict`.
+    """
+
+    model: str
+    inputs: dict[str, Tensor]
+    chunk_rows: int = 1024
+    coerce: bool = False
+
+
+class GetBatchJob(msgspec.Struct, frozen=True, kw_only=True):
+    """A batch job by id."""
+
+    id: str
+
+
+class BatchJob(msgspec.Struct, frozen=True, kw_only=True):
+    """A batch prediction job: ``rows_done`` of ``rows`` have results so far.
+
+    ``failed`` jobs carry the reason in ``error`` (for example inputs the model refuses);
+    ``version`` is the model version that produced the results.
+    """
+
+    id: str
+    model: str
+    status: Literal["queued", "running", "succeeded", "failed"]
+    rows: int
+    rows_done: int
+    error: str | None = None
+    version: int | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class FetchBatchResults(msgspec.Struct, frozen=True, kw_only=True):
+    """The results of a succeeded batch job, one chunk at a time."""
+
+    id: str
+
+
+class BatchResultChunk(msgspec.Struct, frozen=True, kw_only=True):
+    """Outputs for rows ``offset`` to ``offset + len`` of a batch job's inputs."""
+
+    offset: int
+    outputs: dict[str, Tensor]
+
+
 class InferenceService(Protocol):
     """Model serving on ONNX Runtime with adaptive batching."""
 
@@ -203,4 +279,20 @@ class InferenceService(Protocol):
     @method(scope=Scope.ADMIN, idempotent=True)
     async def delete_deployment(self, request: DeleteDeployment) -> Deployment:
         """Delete a deployment; answers what was deleted (``NotFound`` if there was none)."""
+        ...
+
+    @method(scope=Scope.PREDICT)
+    async def submit_batch_job(self, request: SubmitBatchJob) -> BatchJob:
+        """Queue a batch job; ``NotFound`` for an unknown model, ``InvalidInput`` for ragged
+        inputs or a bad ``chunk_rows``. Poll :meth:`get_batch_job` for its progress."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def get_batch_job(self, request: GetBatchJob) -> BatchJob:
+        """A batch job's status and progress; ``NotFound`` if there is none."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True, streaming=True)
+    def fetch_batch_results(self, request: FetchBatchResults) -> AsyncIterator[BatchResultChunk]:
+        """Stream a succeeded job's outputs in row order; ``Conflict`` while it is not."""
         ...

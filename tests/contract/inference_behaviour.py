@@ -16,9 +16,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 from contracts.common import Conflict, InvalidInput, NotFound, Tensor, UnprocessableInput
 from contracts.inference import (
+    BatchJob,
     DeleteDeployment,
     Deployment,
     Fallback,
+    FetchBatchResults,
+    GetBatchJob,
     GetDeployment,
     GetModelStatus,
     InferenceService,
@@ -28,6 +31,7 @@ from contracts.inference import (
     Prediction,
     PutDeployment,
     Route,
+    SubmitBatchJob,
     UnloadModel,
 )
 from contracts.registry import RegisterVersion, RegistryService, SetAlias
@@ -365,6 +369,72 @@ class InferenceBehaviour:
 
         assert (by_deployment.version, by_deployment.deployment) == (1, name)
         assert (by_model.version, by_model.deployment) == (2, None)
+
+    # --- batch jobs -------------------------------------------------------------------------
+
+    async def test_a_batch_job_runs_every_row_in_chunks(
+        self, inference: InferenceService, model: str
+    ) -> None:
+        rows = np.random.default_rng(7).normal(size=(23, 3)).astype(np.float32)
+        submitted = await inference.submit_batch_job(
+            SubmitBatchJob(model=f"{model}:1", inputs={"x": Tensor.from_numpy(rows)}, chunk_rows=5)
+        )
+        assert (submitted.status, submitted.rows, submitted.rows_done) == ("queued", 23, 0)
+
+        job = await _finished(inference, submitted.id)
+
+        assert (job.status, job.rows_done, job.version, job.error) == ("succeeded", 23, 1, None)
+        chunks = [c async for c in inference.fetch_batch_results(FetchBatchResults(id=job.id))]
+        assert [c.offset for c in chunks] == [0, 5, 10, 15, 20]
+        outputs = np.concatenate([c.outputs["y"].to_numpy() for c in chunks])
+        direct = await inference.predict(
+            Predict(model=f"{model}:1", inputs={"x": Tensor.from_numpy(rows)})
+        )
+        np.testing.assert_allclose(outputs, direct.outputs["y"].to_numpy(), rtol=1e-5)
+
+    async def test_unknown_batch_jobs_and_models_are_not_found(
+        self, inference: InferenceService, model: str
+    ) -> None:
+        with pytest.raises(NotFound):
+            await inference.get_batch_job(GetBatchJob(id=uuid.uuid4().hex))
+        with pytest.raises(NotFound):
+            [c async for c in inference.fetch_batch_results(FetchBatchResults(id="nope"))]
+        x = {"x": Tensor.from_numpy(ROWS)}
+        with pytest.raises(NotFound):  # documented: an unknown model is refused at submission
+            await inference.submit_batch_job(SubmitBatchJob(model=f"{model}:9", inputs=x))
+        with pytest.raises(InvalidInput):
+            await inference.submit_batch_job(
+                SubmitBatchJob(model=f"{model}:1", inputs=x, chunk_rows=0)
+            )
+
+    async def test_a_batch_job_the_model_refuses_fails_with_the_reason(
+        self, inference: InferenceService, model: str
+    ) -> None:
+        wrong = {"x": Tensor.from_numpy(np.zeros((4, 5), dtype=np.float32))}
+        submitted = await inference.submit_batch_job(
+            SubmitBatchJob(model=f"{model}:1", inputs=wrong)
+        )
+
+        job = await _finished(inference, submitted.id)
+
+        assert job.status == "failed"
+        assert job.error is not None
+        assert "x" in job.error
+        with pytest.raises(Conflict):
+            [c async for c in inference.fetch_batch_results(FetchBatchResults(id=job.id))]
+
+
+async def _finished(inference: InferenceService, job_id: str) -> BatchJob:
+    """Poll a batch job (bounded) until it has its outcome."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while True:
+        job = await inference.get_batch_job(GetBatchJob(id=job_id))
+        assert 0 <= job.rows_done <= job.rows
+        if job.status in {"succeeded", "failed"} or loop.time() > deadline:
+            assert job.status in {"succeeded", "failed"}
+            return job
+        await asyncio.sleep(0.05)
 
 
 def _deployment_name() -> str:

@@ -27,7 +27,12 @@ def test_migrations_match_the_declared_tables(database_url: str) -> None:
         db.dispose()
 
     assert differences == []
-    assert tables == {"alembic_version_inference", "inference_deployments"}
+    assert tables == {
+        "alembic_version_inference",
+        "inference_batch_chunks",
+        "inference_batch_jobs",
+        "inference_deployments",
+    }
 
 
 def test_every_table_is_prefixed_with_the_module_name() -> None:

@@ -17,6 +17,7 @@ async def _build(ctx: ModuleContext) -> BuiltModule:
         settings=ctx.settings,
         logger=ctx.logger,
         db=ctx.db,
+        tasks=ctx.tasks,
     )
     return BuiltModule(
         service=service,
@@ -24,6 +25,7 @@ async def _build(ctx: ModuleContext) -> BuiltModule:
             ModelAliasChanged: service.on_alias_changed,
             ModelVersionRegistered: service.on_version_registered,
         },
+        on_startup=[service.start],
         on_shutdown=[service.close],
     )
 

@@ -1,5 +1,5 @@
-"""The inference module's public routes: ``POST /v1/predict/{model_ref}``, model status, and
-deployments (``/v1/inference/deployments``).
+"""The inference module's public routes: ``POST /v1/predict/{model_ref}``, model status,
+deployments (``/v1/inference/deployments``) and batch jobs (``/v1/inference/batch-jobs``).
 
 Bodies are JSON (``{"inputs": {"x": [[...]]}, "outputs": [...]}``) or msgpack with the same shape
 (``Content-Type: application/x-msgpack``); answers use the request's format. A deployment's
@@ -18,11 +18,14 @@ from litestar.params import FromPath, FromQuery
 
 from app.kernel.settings import Settings
 from app.modules.inference.oip import oip_routes
-from contracts.common import InvalidInput, NotFound, Scope, Tensor, method_info
+from contracts.common import Conflict, InvalidInput, NotFound, Scope, Tensor, method_info
 from contracts.inference import (
+    BatchJob,
     DeleteDeployment,
     Deployment,
     Fallback,
+    FetchBatchResults,
+    GetBatchJob,
     GetDeployment,
     GetModelStatus,
     InferenceService,
@@ -33,6 +36,7 @@ from contracts.inference import (
     Prediction,
     PutDeployment,
     Route,
+    SubmitBatchJob,
 )
 
 __all__ = ["routes"]
@@ -67,10 +71,19 @@ class DeploymentBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     cache_max_entries: int = 1000
 
 
+class BatchJobBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/inference/batch-jobs``: the model reference and rows per input."""
+
+    model: str
+    inputs: dict[str, list[Any]]
+    chunk_rows: int = 1024
+
+
 STICKY_TTL_S = 5.0
 """How long the predict route trusts what it learnt of a deployment's sticky header."""
 
 _DEPLOYMENT = msgspec.json.Decoder(DeploymentBody)
+_BATCH_JOB = msgspec.json.Decoder(BatchJobBody)
 _JSON = msgspec.json.Decoder(PredictBody)
 _MSGPACK = msgspec.msgpack.Decoder(PredictBody)
 _JSON_OUT = msgspec.json.Encoder()
@@ -132,6 +145,7 @@ def routes(service: InferenceService, settings: Settings) -> list[Any]:
     return [
         Router(path="/", route_handlers=[predict, status, load]),
         Router(path="/v1/inference/deployments", route_handlers=_deployment_handlers(service)),
+        Router(path="/v1/inference/batch-jobs", route_handlers=_batch_job_handlers(service)),
         *oip_routes(service, settings),
     ]
 
@@ -189,6 +203,53 @@ def _deployment_handlers(service: InferenceService) -> list[Any]:
         return _json(_deployment_json(gone))
 
     return [list_deployments, get_deployment, put_deployment, delete_deployment]
+
+
+def _batch_job_handlers(service: InferenceService) -> list[Any]:
+    @post("/", opt=_scope(InferenceService.submit_batch_job), status_code=202)
+    async def submit_batch_job(request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Queue a batch job (JSON ``{"model", "inputs": {name: rows}}``); answers the job."""
+        raw = await request.body()
+        if not raw:
+            raise InvalidInput('empty body: expected {"model": "<ref>", "inputs": {...}}')
+        try:
+            body = _BATCH_JOB.decode(raw)
+        except msgspec.ValidationError as exc:
+            raise InvalidInput(f"invalid batch job: {exc}") from None
+        except msgspec.DecodeError as exc:
+            raise InvalidInput(f"malformed JSON body: {exc}") from None
+        job = await service.submit_batch_job(
+            SubmitBatchJob(
+                model=body.model,
+                inputs=_tensors(PredictBody(inputs=body.inputs)),
+                chunk_rows=body.chunk_rows,
+                coerce=True,
+            )
+        )
+        return Response(_JSON_OUT.encode(job), media_type="application/json", status_code=202)
+
+    @get("/{job_id:str}", opt=_scope(InferenceService.get_batch_job))
+    async def get_batch_job(job_id: FromPath[str]) -> BatchJob:
+        """A batch job's status and progress (``rows_done`` of ``rows``)."""
+        return await service.get_batch_job(GetBatchJob(id=job_id))
+
+    @get("/{job_id:str}/results", opt=_scope(InferenceService.fetch_batch_results))
+    async def batch_results(job_id: FromPath[str]) -> Response[bytes]:
+        """A succeeded job's outputs, rows per output in input order (409 until it succeeds)."""
+        job = await service.get_batch_job(GetBatchJob(id=job_id))
+        if job.status != "succeeded":
+            raise Conflict(
+                f"batch job {job_id!r} is {job.status}: results are available once it succeeds",
+                details={"id": job_id, "status": job.status},
+            )
+        parts: dict[str, list[np.ndarray[Any, Any]]] = {}
+        async for chunk in service.fetch_batch_results(FetchBatchResults(id=job_id)):
+            for name, tensor in chunk.outputs.items():
+                parts.setdefault(name, []).append(tensor.to_numpy())
+        outputs = {name: np.concatenate(arrays).tolist() for name, arrays in parts.items()}
+        return _json({"id": job.id, "model": job.model, "version": job.version, "outputs": outputs})
+
+    return [submit_batch_job, get_batch_job, batch_results]
 
 
 def _json(value: Any) -> Response[bytes]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -13,20 +15,27 @@ import numpy as np
 from app.kernel import context
 from app.kernel.events import EventMeta
 from app.kernel.settings import Settings
+from app.modules.inference.batch_jobs import BatchJobs
 from app.modules.inference.deployments import Deployments
 from app.modules.inference.inputs import prepare_inputs
 from app.modules.inference.loading import Loader
+from app.modules.inference.records import Recorder
 from contracts.common import (
     ModelRef,
     NotFound,
     Page,
     QuarryError,
     Tensor,
+    Unavailable,
     UnprocessableInput,
 )
 from contracts.inference import (
+    BatchJob,
+    BatchResultChunk,
     DeleteDeployment,
     Deployment,
+    FetchBatchResults,
+    GetBatchJob,
     GetDeployment,
     GetModelStatus,
     ListDeployments,
@@ -35,12 +44,19 @@ from contracts.inference import (
     Predict,
     Prediction,
     PutDeployment,
+    SubmitBatchJob,
     UnloadModel,
 )
-from contracts.registry import ModelAliasChanged, ModelVersionRegistered, RegistryService
+from contracts.registry import (
+    GetVersion,
+    ModelAliasChanged,
+    ModelVersionRegistered,
+    RegistryService,
+)
 
 if TYPE_CHECKING:
     from app.kernel.db import Database
+    from app.kernel.tasks import TaskQueue
 
 __all__ = ["LocalInferenceService"]
 
@@ -55,8 +71,11 @@ class LocalInferenceService:
         settings: Settings,
         logger: logging.Logger | None = None,
         db: Database | None = None,
+        recorder: Recorder | None = None,
+        tasks: TaskQueue | None = None,
     ) -> None:
         self._settings = settings
+        self._registry = registry
         self._log = logger or logging.getLogger("quarry.inference")
         self._loader = Loader(registry=registry, settings=settings, logger=self._log)
         self._deployments = Deployments(
@@ -66,10 +85,49 @@ class LocalInferenceService:
             predict_model=self._predict_model,
             resolve=self._loader.resolve,
         )
+        self.records = recorder or Recorder(sample=settings.prediction_log_sample, logger=self._log)
+        """Prediction records of this process, handed to monitoring in the background."""
+        self._batch_jobs = (
+            BatchJobs(db=db, tasks=tasks, predict=self.predict, pin=self._pin, logger=self._log)
+            if db is not None and tasks is not None
+            else None
+        )
 
     # --- the contract -----------------------------------------------------------------------
 
     async def predict(self, request: Predict) -> Prediction:
+        started = time.perf_counter()
+        try:
+            prediction = await self._predict(request)
+        except QuarryError as exc:
+            self._record_error(request, exc.code, started)
+            raise
+        except Exception:
+            self._record_error(request, "internal", started)
+            raise
+        self.records.record(
+            prediction_id=prediction.prediction_id,
+            model=prediction.model,
+            version=prediction.version,
+            status="ok",
+            latency_s=time.perf_counter() - started,
+            outputs=prediction.outputs,
+            inputs=request.inputs,
+            deployment=prediction.deployment,
+        )
+        return prediction
+
+    def _record_error(self, request: Predict, code: str, started: float) -> None:
+        self.records.record(
+            prediction_id=uuid.uuid4().hex,
+            model=request.model,
+            version=None,
+            status=code,
+            latency_s=time.perf_counter() - started,
+            inputs=request.inputs,
+        )
+
+    async def _predict(self, request: Predict) -> Prediction:
         ref = ModelRef.parse(request.model)
         if ref.version is None and ref.alias is None:
             deployment = await self._deployments.find(ref.name)
@@ -122,6 +180,34 @@ class LocalInferenceService:
     async def delete_deployment(self, request: DeleteDeployment) -> Deployment:
         return await self._deployments.delete(request.name)
 
+    # --- batch jobs -------------------------------------------------------------------------
+
+    async def submit_batch_job(self, request: SubmitBatchJob) -> BatchJob:
+        return await self._jobs().submit(request)
+
+    async def get_batch_job(self, request: GetBatchJob) -> BatchJob:
+        return await self._jobs().get(request.id)
+
+    def fetch_batch_results(self, request: FetchBatchResults) -> AsyncIterator[BatchResultChunk]:
+        return self._jobs().results(request.id)
+
+    def _jobs(self) -> BatchJobs:
+        if self._batch_jobs is None:
+            raise Unavailable("batch jobs need the module's database and task queue")
+        return self._batch_jobs
+
+    async def _pin(self, text: str) -> str:
+        """What a batch job runs: a deployment's name, or the version ``text`` resolves to."""
+        ref = ModelRef.parse(text)
+        if (
+            ref.version is None
+            and ref.alias is None
+            and await self._deployments.find(ref.name) is not None
+        ):
+            return ref.name
+        info = await self._registry.get_version(GetVersion(ref=text))
+        return f"{info.name}:{info.version}"
+
     def shadow_counts(self, name: str) -> tuple[int, int]:
         """Shadow runs and shadow failures recorded for a deployment in this process."""
         return self._deployments.shadow_counts(name)
@@ -136,8 +222,17 @@ class LocalInferenceService:
         """A new version may change what a bare name resolves to."""
         await self._loader.refresh(event.name)
 
+    async def start(self) -> None:
+        """Start handing prediction records to monitoring in the background."""
+        await self.records.start()
+        if self._batch_jobs is not None:
+            await self._batch_jobs.start()
+
     async def close(self) -> None:
-        """Stop every batcher (and shadow traffic still in flight)."""
+        """Stop every batcher (and shadow traffic still in flight), then the record flusher."""
+        if self._batch_jobs is not None:
+            self._batch_jobs.close()
+        await self.records.stop()
         self._deployments.close()
         await self._loader.close()
 

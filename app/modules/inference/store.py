@@ -13,14 +13,25 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from contracts.inference import Deployment
+from contracts.common import Tensor
+from contracts.inference import BatchJob, Deployment
 
 __all__ = [
+    "batch_chunks",
+    "batch_jobs",
+    "claim_chunk",
     "delete_deployment",
     "deployments",
+    "finish_job",
     "get_deployment",
+    "get_job",
+    "insert_job",
     "page_deployments",
     "put_deployment",
+    "read_chunk",
+    "result_offsets",
+    "start_job",
+    "unfinished_jobs",
 ]
 
 metadata = sa.MetaData()
@@ -69,3 +80,192 @@ def page_deployments(conn: Connection, *, after: str | None, limit: int) -> list
     if after is not None:
         query = query.where(deployments.c.name > after)
     return [_row(r.spec, r.updated_at) for r in conn.execute(query)]
+
+
+# --- batch jobs -------------------------------------------------------------------------------
+
+batch_jobs = sa.Table(
+    "inference_batch_jobs",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("model", sa.String(300), nullable=False),
+    sa.Column("target", sa.String(300), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("rows_done", sa.Integer, nullable=False),
+    sa.Column("chunk_rows", sa.Integer, nullable=False),
+    sa.Column("coerce", sa.Boolean, nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("version", sa.Integer, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+batch_chunks = sa.Table(
+    "inference_batch_chunks",
+    metadata,
+    sa.Column("job_id", sa.String(32), primary_key=True),
+    sa.Column("kind", sa.String(8), primary_key=True),
+    sa.Column("offset", sa.Integer, primary_key=True),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)
+"""Msgpack-encoded ``dict[str, Tensor]`` blobs: ``kind`` is ``input`` or ``output``."""
+
+_TENSORS = msgspec.msgpack.Decoder(dict[str, Tensor])
+_ENCODER = msgspec.msgpack.Encoder()
+UNFINISHED = ("queued", "running")
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _job(row: Any) -> BatchJob:
+    return BatchJob(
+        id=row.id,
+        model=row.model,
+        status=row.status,
+        rows=row.rows,
+        rows_done=row.rows_done,
+        error=row.error,
+        version=row.version,
+        created_at=_utc(row.created_at),
+        updated_at=_utc(row.updated_at),
+    )
+
+
+def insert_job(
+    conn: Connection,
+    job: BatchJob,
+    *,
+    target: str,
+    chunk_rows: int,
+    coerce: bool,
+    chunks: list[tuple[int, dict[str, Tensor]]],
+) -> None:
+    """Store a queued job and its input chunks (``(offset, inputs)`` pairs)."""
+    conn.execute(
+        sa.insert(batch_jobs).values(
+            id=job.id,
+            model=job.model,
+            target=target,
+            status=job.status,
+            rows=job.rows,
+            rows_done=0,
+            chunk_rows=chunk_rows,
+            coerce=coerce,
+            version=job.version,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+        )
+    )
+    for offset, inputs in chunks:
+        conn.execute(
+            sa.insert(batch_chunks).values(
+                job_id=job.id, kind="input", offset=offset, data=_ENCODER.encode(inputs)
+            )
+        )
+
+
+def get_job(conn: Connection, job_id: str) -> tuple[BatchJob, Any] | None:
+    """The job and its raw row (for ``target``, ``chunk_rows``, ``coerce``), or ``None``."""
+    row = conn.execute(sa.select(batch_jobs).where(batch_jobs.c.id == job_id)).first()
+    return None if row is None else (_job(row), row)
+
+
+def unfinished_jobs(conn: Connection) -> list[str]:
+    """Ids of the jobs still queued or running, oldest first."""
+    query = (
+        sa.select(batch_jobs.c.id)
+        .where(batch_jobs.c.status.in_(UNFINISHED))
+        .order_by(batch_jobs.c.created_at)
+    )
+    return [r.id for r in conn.execute(query)]
+
+
+def start_job(conn: Connection, job_id: str, now: datetime) -> bool:
+    """Mark an unfinished job running; ``False`` when it already has its outcome."""
+    done = conn.execute(
+        sa.update(batch_jobs)
+        .where(batch_jobs.c.id == job_id, batch_jobs.c.status.in_(UNFINISHED))
+        .values(status="running", updated_at=now)
+    )
+    return done.rowcount == 1
+
+
+def read_chunk(conn: Connection, job_id: str, kind: str, offset: int) -> dict[str, Tensor] | None:
+    """One stored chunk, or ``None``."""
+    row = conn.execute(
+        sa.select(batch_chunks.c.data).where(
+            batch_chunks.c.job_id == job_id,
+            batch_chunks.c.kind == kind,
+            batch_chunks.c.offset == offset,
+        )
+    ).first()
+    return None if row is None else _TENSORS.decode(row.data)
+
+
+def result_offsets(conn: Connection, job_id: str) -> list[int]:
+    """Offsets of a job's stored result chunks, in order."""
+    query = (
+        sa.select(batch_chunks.c.offset)
+        .where(batch_chunks.c.job_id == job_id, batch_chunks.c.kind == "output")
+        .order_by(batch_chunks.c.offset)
+    )
+    return [r.offset for r in conn.execute(query)]
+
+
+def claim_chunk(
+    conn: Connection,
+    job_id: str,
+    *,
+    offset: int,
+    rows: int,
+    outputs: dict[str, Tensor],
+    version: int,
+    now: datetime,
+) -> bool:
+    """Record the outputs of the chunk at ``offset`` and advance ``rows_done`` past it.
+
+    Only when ``rows_done`` is still ``offset`` and the job is running: a redelivered message
+    never stores a chunk twice. Answers whether it did.
+    """
+    done = conn.execute(
+        sa.update(batch_jobs)
+        .where(
+            batch_jobs.c.id == job_id,
+            batch_jobs.c.status == "running",
+            batch_jobs.c.rows_done == offset,
+        )
+        .values(rows_done=offset + rows, version=version, updated_at=now)
+    )
+    if done.rowcount != 1:
+        return False
+    conn.execute(
+        sa.insert(batch_chunks).values(
+            job_id=job_id, kind="output", offset=offset, data=_ENCODER.encode(outputs)
+        )
+    )
+    return True
+
+
+def finish_job(
+    conn: Connection, job_id: str, status: str, error: str | None, now: datetime
+) -> bool:
+    """Give an unfinished job its one outcome; ``False`` when it already had one.
+
+    A failed job's input chunks are deleted; a succeeded one's too (its results stay).
+    """
+    done = conn.execute(
+        sa.update(batch_jobs)
+        .where(batch_jobs.c.id == job_id, batch_jobs.c.status.in_(UNFINISHED))
+        .values(status=status, error=error, updated_at=now)
+    )
+    if done.rowcount != 1:
+        return False
+    conn.execute(
+        sa.delete(batch_chunks).where(
+            batch_chunks.c.job_id == job_id, batch_chunks.c.kind == "input"
+        )
+    )
+    return True

@@ -1,0 +1,194 @@
+"""Prediction records: one compact record per prediction, batched in memory for monitoring.
+
+:meth:`Recorder.record` never awaits: it appends to a bounded buffer (a full buffer drops the
+record and counts it). A background task started with the module hands batches to the sink; a
+slow sink fills the buffer and costs drops, never prediction latency. Records never go through
+the transactional outbox. Without a monitoring module the default sink drops every batch
+(counted), with one start-up warning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from app.kernel import telemetry
+from contracts.common import Tensor
+from contracts.inference import PredictionRecord
+
+__all__ = ["BATCH_SIZE", "CAPACITY", "DroppingSink", "PredictionSink", "Recorder"]
+
+CAPACITY = 10_000
+"""Records held in memory at most; more are dropped (counted) until the sink catches up."""
+BATCH_SIZE = 500
+"""Records handed to the sink in one ``write``."""
+INTERVAL_S = 0.5
+"""How long a partial batch waits before it is handed over."""
+STOP_FLUSH_S = 2.0
+"""How long shutdown waits for the last batches to be written."""
+
+_metrics: dict[str, Any] = {}
+
+
+def _counter(name: str, description: str) -> Any:
+    if name not in _metrics:
+        _metrics[name] = telemetry.meter("quarry.inference").create_counter(
+            name, description=description
+        )
+    return _metrics[name]
+
+
+class PredictionSink(Protocol):
+    """Where prediction records go (monitoring's contract once that module is bound)."""
+
+    async def write(self, records: list[PredictionRecord]) -> None:
+        """Take a batch of records; may be slow, must not be awaited on the request path."""
+        ...
+
+
+class DroppingSink:
+    """The sink without a monitoring module: drops every batch (the recorder counts them)."""
+
+    bound = False
+
+    async def write(self, records: list[PredictionRecord]) -> None:
+        raise _Unbound
+
+
+class _Unbound(Exception):
+    """Raised by :class:`DroppingSink` so the recorder counts the batch as dropped."""
+
+
+class Recorder:
+    """Buffers prediction records and hands them to ``sink`` in the background."""
+
+    def __init__(
+        self,
+        sink: PredictionSink | None = None,
+        *,
+        sample: float = 0.1,
+        capacity: int = CAPACITY,
+        batch_size: int = BATCH_SIZE,
+        interval_s: float = INTERVAL_S,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.sink: PredictionSink = sink if sink is not None else DroppingSink()
+        self.sample = sample
+        self._capacity = capacity
+        self._batch_size = batch_size
+        self._interval_s = interval_s
+        self._log = logger or logging.getLogger("quarry.inference")
+        self._buffer: deque[PredictionRecord] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.recorded = 0
+        """Records produced in this process."""
+        self.written = 0
+        """Records the sink accepted."""
+        self.dropped = 0
+        """Records lost: buffer full, sink failed, or no monitoring module bound."""
+        self._records = _counter(
+            "quarry.inference.prediction_records", "Prediction records produced."
+        )
+        self._drops = _counter(
+            "quarry.inference.prediction_records_dropped",
+            "Prediction records dropped (buffer full, sink failed or no monitoring bound).",
+        )
+
+    @property
+    def pending(self) -> int:
+        """Records waiting in the buffer."""
+        return len(self._buffer)
+
+    def record(
+        self,
+        *,
+        prediction_id: str,
+        model: str,
+        version: int | None,
+        status: str,
+        latency_s: float,
+        outputs: dict[str, Tensor] | None = None,
+        inputs: dict[str, Tensor] | None = None,
+        deployment: str | None = None,
+    ) -> None:
+        """Add one record; never blocks. ``inputs`` are kept for a ``sample`` of records."""
+        self.recorded += 1
+        self._records.add(1)
+        if len(self._buffer) >= self._capacity:
+            self._drop(1)
+            return
+        attach = inputs is not None and self.sample > 0 and random.random() < self.sample
+        self._buffer.append(
+            PredictionRecord(
+                prediction_id=prediction_id,
+                model=model,
+                version=version,
+                status=status,
+                latency_s=latency_s,
+                at=datetime.now(UTC),
+                outputs=outputs or {},
+                inputs=inputs if attach else None,
+                deployment=deployment,
+            )
+        )
+        if len(self._buffer) >= self._batch_size:
+            self._wake.set()
+
+    def _drop(self, count: int) -> None:
+        self.dropped += count
+        self._drops.add(count)
+
+    async def start(self) -> None:
+        """Start the background flusher (warning once when no monitoring module is bound)."""
+        if isinstance(self.sink, DroppingSink):
+            self._log.warning(
+                "no monitoring module is bound: prediction records are dropped (counted)"
+            )
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="inference-prediction-records")
+
+    async def stop(self) -> None:
+        """Stop the flusher, writing what is buffered within ``STOP_FLUSH_S``."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drain(), STOP_FLUSH_S)
+        self._drop(len(self._buffer))
+        self._buffer.clear()
+
+    async def flush(self) -> None:
+        """Hand everything buffered to the sink now (for tests and shutdown)."""
+        await self._drain()
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval_s)
+            self._wake.clear()
+            await self._drain()
+
+    async def _drain(self) -> None:
+        while self._buffer:
+            count = min(self._batch_size, len(self._buffer))
+            batch = [self._buffer.popleft() for _ in range(count)]
+            try:
+                await self.sink.write(batch)
+            except asyncio.CancelledError:
+                self._drop(len(batch))
+                raise
+            except _Unbound:
+                self._drop(len(batch))
+            except Exception:
+                self._drop(len(batch))
+                self._log.exception("prediction records could not be written")
+            else:
+                self.written += len(batch)
