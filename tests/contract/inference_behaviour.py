@@ -127,6 +127,10 @@ class InferenceBehaviour:
         for ref in ("nosuchmodel", f"{model}:9", f"{model}@nosuchalias"):
             with pytest.raises(NotFound):
                 await inference.predict(Predict(model=ref, inputs=x))
+        with pytest.raises(NotFound):
+            await inference.load_model(LoadModel(model=f"{model}:9", wait=False))
+        with pytest.raises(NotFound):
+            await inference.model_status(GetModelStatus(model=f"{model}:9"))
         with pytest.raises(NotFound, match="logits"):
             await inference.predict(Predict(model=f"{model}:1", inputs=x, outputs=["logits"]))
         with pytest.raises(InvalidInput):

@@ -64,6 +64,10 @@ class Loader:
         self._refs: dict[str, _Resolved] = {}
         self._loads = _Loads()
 
+    async def check_exists(self, key: Key) -> None:
+        """Raise ``NotFound`` unless the registry has version ``key`` (off the predict path)."""
+        await self._registry.get_version(GetVersion(ref=f"{key[0]}:{key[1]}"))
+
     def is_served(self, key: Key) -> bool:
         return key in self._served
 

@@ -152,6 +152,9 @@ class LocalInferenceService:
         key = await self._loader.resolve(request.model)
         if self._loader.is_served(key):
             return self._loader.status(key)
+        await self._loader.check_exists(
+            key
+        )  # a version that is not there is NotFound, not "loading"
         task = self._loader.load(key)
         if request.wait:
             with contextlib.suppress(QuarryError):  # a failed load is reported by the status
@@ -159,7 +162,10 @@ class LocalInferenceService:
         return self._loader.status(key)
 
     async def model_status(self, request: GetModelStatus) -> ModelStatus:
-        return self._loader.status(await self._loader.resolve(request.model))
+        key = await self._loader.resolve(request.model)
+        if not self._loader.is_served(key):
+            await self._loader.check_exists(key)
+        return self._loader.status(key)
 
     async def unload_model(self, request: UnloadModel) -> ModelStatus:
         key = await self._loader.resolve(request.model)
