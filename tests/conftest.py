@@ -71,6 +71,23 @@ def postgres_schema_url(postgres_database: str) -> Iterator[str]:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
+@pytest.fixture
+def redis_namespace() -> Iterator[str]:
+    """A Redis key namespace private to one test (no trailing colon); its keys go at the end."""
+    require_service("Redis", "127.0.0.1", 6379)
+    import redis
+
+    name = f"quarry-test-{uuid.uuid4().hex[:12]}"
+    yield name
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{name}*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Each test using this runs once on SQLite and once on PostgreSQL."""

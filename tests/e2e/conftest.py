@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
-from tests.conftest import REDIS_URL, require_service
+from tests.conftest import REDIS_URL
 from tests.fakes.server import Server
 
 TOKEN = "e2e-service-token"
@@ -25,18 +23,11 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
 
 @pytest.fixture
-def redis_env() -> Iterator[dict[str, str]]:
+def redis_env(redis_namespace: str) -> dict[str, str]:
     """Events and tasks on the real Redis, under a key prefix of this test's own."""
-    require_service("Redis", "127.0.0.1", 6379)
-    prefix = f"quarry-test-{uuid.uuid4().hex[:8]}:"
-    yield {
+    return {
         "QUARRY_EVENTS_URL": REDIS_URL,
         "QUARRY_BROKER_URL": REDIS_URL,
-        "QUARRY_REDIS_PREFIX": prefix,
+        "QUARRY_REDIS_PREFIX": f"{redis_namespace}:",
         "QUARRY_SERVICE_TOKEN": TOKEN,
     }
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(f"{prefix}*")) + list(client.scan_iter(f"{prefix.rstrip(':')}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()

@@ -5,15 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from app.kernel.tasks import TaskQueue
-from tests.conftest import REDIS_URL, require_service
+from tests.conftest import REDIS_URL
 from tests.fakes.task_worker import HEARTBEAT_MS, declare
 
 pytestmark = pytest.mark.slow
@@ -31,15 +28,8 @@ def wait_for(paths: list[Path], within: float = 60) -> list[Path]:
 
 
 @pytest.fixture
-def namespace() -> Iterator[str]:
-    require_service("Redis", "127.0.0.1", 6379)
-    name = f"quarry-test-{uuid.uuid4().hex[:8]}"
-    yield name
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(f"{name}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+def namespace(redis_namespace: str) -> str:
+    return redis_namespace
 
 
 def worker(namespace: str, out: Path, *extra: str) -> subprocess.Popen[bytes]:

@@ -30,7 +30,7 @@ from app.kernel.events import (
     retry_failed_inbox,
 )
 from app.kernel.settings import Settings
-from tests.conftest import REDIS_URL, require_service
+from tests.conftest import REDIS_URL
 
 PUBLISHER = "pub"
 
@@ -62,18 +62,9 @@ class Subscriber:
 
 
 @pytest.fixture
-def prefix() -> Iterator[str]:
+def prefix(redis_namespace: str) -> str:
     """A key prefix private to the test; its keys are deleted at the end."""
-    require_service("Redis", "127.0.0.1", 6379)
-    name = f"quarry-test-{uuid.uuid4().hex[:12]}:"
-    yield name
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"{name}*"))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    return f"{redis_namespace}:"
 
 
 @pytest.fixture

@@ -10,32 +10,21 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-import redis
 
 from app.kernel.settings import Settings
 from app.kernel.tasks import TaskQueue, make_task_queue, run_worker
-from tests.conftest import REDIS_URL, require_service
+from tests.conftest import REDIS_URL
 
 WAIT_S = 10.0
 
 
 @pytest.fixture
-def namespace() -> Iterator[str]:
+def namespace(redis_namespace: str) -> str:
     """A key namespace private to the test; its keys are deleted at the end."""
-    require_service("Redis", "127.0.0.1", 6379)
-    name = f"quarry-test-{uuid.uuid4().hex[:12]}"
-    yield name
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"{name}:*"))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    return redis_namespace
 
 
 QueueFactory = Callable[..., TaskQueue]
