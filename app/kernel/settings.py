@@ -47,6 +47,8 @@ class Settings:
     """QUARRY_REDIS_PREFIX: prefix of every Redis key, stream and queue Quarry creates."""
     online_store_url: str | None = None
     """QUARRY_ONLINE_STORE_URL: the features online store (default: the features database)."""
+    features_future_tolerance_s: float = 300.0
+    """QUARRY_FEATURES_FUTURE_TOLERANCE_S: how far ahead of now a pushed event may be stamped."""
     artifacts_url: str | None = None
     """QUARRY_ARTIFACTS_URL: a folder (default ``<data_dir>/artifacts``) or ``s3://bucket/prefix``."""
     auth: Literal["auto", "on", "off"] = "auto"
@@ -227,6 +229,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "events_url": _url("memory", "redis", "rediss"),
     "redis_prefix": str,
     "online_store_url": _url("redis", "rediss", "sqlite", "postgresql"),
+    "features_future_tolerance_s": _positive(float, allow_zero=True),
     "artifacts_url": str,
     "auth": _choice("auto", "on", "off"),
     "api_keys_file": Path,

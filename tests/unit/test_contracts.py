@@ -31,7 +31,7 @@ def _services() -> list[type]:
     services = []
     for name in _schema.CONTRACT_MODULES:
         module = importlib.import_module(f"contracts.{name}")
-        services.append(next(getattr(module, n) for n in module.__all__ if n.endswith("Service")))
+        services.append(getattr(module, f"{name.capitalize()}Service"))  # DESIGN.md's naming
     return services
 
 

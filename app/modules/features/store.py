@@ -25,6 +25,7 @@ __all__ = [
     "get_view",
     "insert_service",
     "insert_state",
+    "latest_state",
     "insert_view",
     "latest_service",
     "latest_view",
@@ -231,6 +232,19 @@ def get_state(conn: Connection, state_id: str) -> TransformState | None:
         return None
     state = msgspec.convert(row.spec, TransformState)
     return msgspec.structs.replace(state, created_at=_utc(row.created_at))
+
+
+def latest_state(conn: Connection, service: str, version: int) -> TransformState | None:
+    """The most recently fitted transform state of ``service`` version ``version``, or ``None``."""
+    query = (
+        sa.select(transform_states.c.id)
+        .where(transform_states.c.service == service)
+        .where(transform_states.c.service_version == version)
+        .order_by(transform_states.c.created_at.desc())
+        .limit(1)
+    )
+    state_id = conn.execute(query).scalar()
+    return None if state_id is None else get_state(conn, state_id)
 
 
 # --- the offline store -----------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The features module's tables: views, services, transform states, offline and online rows.
+"""The features module's tables: views, services, transform states, offline and online rows,
+and its event outbox.
 
 Revision ID: 0001_features_initial
 Revises:
@@ -10,6 +11,8 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+
+from app.kernel.events.outbox import create_outbox_tables
 
 # revision identifiers, used by Alembic.
 revision: str = "0001_features_initial"
@@ -51,11 +54,14 @@ def upgrade() -> None:
         sa.Column("event_ts", sa.BigInteger, nullable=False),
         sa.Column("values", sa.JSON, nullable=False),
     )
+    create_outbox_tables(op, "features")
 
 
 def downgrade() -> None:
     """Drop the features module's tables."""
     for name in (
+        "features_event_deliveries",
+        "features_outbox",
         "features_online",
         "features_rows",
         "features_transform_states",

@@ -1,0 +1,241 @@
+"""The features module's public routes under ``/v1/features``.
+
+- ``GET /views``, ``GET|PUT /views/{name}`` (``?version=N`` reads an older version)
+- ``POST /views/{name}/rows``: ``{"rows": [...], "to": "online_and_offline"}``; with
+  ``Accept: application/x-ndjson`` the rows are written ``chunk_rows`` at a time and the answer
+  streams one progress line per committed chunk
+- ``GET /services``, ``GET|PUT /services/{name}``
+- ``POST /online`` (Feast-shaped), ``POST /historical`` (the answer streams as it is computed)
+- ``GET /transform-states/{id}``
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Literal, TypeVar
+
+import msgspec
+from litestar import Request, Response, Router, get, post, put
+from litestar.params import FromPath, FromQuery
+from litestar.response import Stream
+
+from contracts.common import InvalidInput, method_info
+from contracts.features import (
+    Feature,
+    FeaturesService,
+    GetFeatureService,
+    GetFeatureView,
+    GetHistoricalFeatures,
+    GetOnlineFeatures,
+    GetTransformState,
+    ListFeatureServices,
+    ListFeatureViews,
+    PushRows,
+    PutFeatureService,
+    PutFeatureView,
+    StreamRows,
+    Transform,
+    Value,
+)
+
+__all__ = ["routes"]
+
+NDJSON = "application/x-ndjson"
+T = TypeVar("T")
+
+
+class ViewBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``PUT /v1/features/views/{name}``."""
+
+    entities: list[str]
+    features: list[Feature]
+    ttl_seconds: int = 0
+    description: str = ""
+    tags: dict[str, str] = {}
+
+
+class ServiceBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``PUT /v1/features/services/{name}``."""
+
+    features: list[str]
+    transforms: list[Transform] = []
+    description: str = ""
+
+
+class RowsBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/features/views/{name}/rows``."""
+
+    rows: list[dict[str, Value]]
+    to: Literal["online", "offline", "online_and_offline"] = "online_and_offline"
+    chunk_rows: int = 10_000
+
+
+class OnlineBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/features/online``."""
+
+    features: list[str] = []
+    feature_service: str | None = None
+    entities: dict[str, list[Value]]
+
+
+class HistoricalBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/features/historical``."""
+
+    features: list[str] = []
+    feature_service: str | None = None
+    entity_rows: list[dict[str, Value]]
+
+
+_ENCODER = msgspec.json.Encoder()
+_DECODERS: dict[type, msgspec.json.Decoder[Any]] = {
+    t: msgspec.json.Decoder(t)
+    for t in (ViewBody, ServiceBody, RowsBody, OnlineBody, HistoricalBody)
+}
+
+
+def _decode(raw: bytes, body_type: type[T], example: str) -> T:
+    if not raw:
+        raise InvalidInput(f"empty body: expected {example}")
+    try:
+        return _DECODERS[body_type].decode(raw)  # type: ignore[no-any-return]
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(f"invalid body: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise InvalidInput(f"malformed JSON body: {exc}") from None
+
+
+def _json(value: Any) -> Response[bytes]:
+    return Response(_ENCODER.encode(value), media_type="application/json")
+
+
+def _scope(fn: Any) -> dict[str, Any]:
+    info = method_info(fn)
+    assert info is not None
+    return {"scope": info.scope.value}
+
+
+def routes(service: FeaturesService) -> list[Any]:
+    """Public routes of the features module, calling ``service`` (local or remote)."""
+    return [
+        Router(path="/v1/features/views", route_handlers=_view_handlers(service)),
+        Router(path="/v1/features/services", route_handlers=_service_handlers(service)),
+        Router(path="/v1/features", route_handlers=_read_handlers(service)),
+    ]
+
+
+def _view_handlers(service: FeaturesService) -> list[Any]:
+    @get("/", opt=_scope(FeaturesService.list_views))
+    async def list_views(
+        limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
+    ) -> Response[bytes]:
+        """One page of feature views (latest versions) ordered by name."""
+        return _json(await service.list_views(ListFeatureViews(limit=limit, cursor=cursor)))
+
+    @get("/{name:str}", opt=_scope(FeaturesService.get_view))
+    async def get_view(
+        name: FromPath[str], version: FromQuery[int | None] = None
+    ) -> Response[bytes]:
+        """A feature view: its latest version, or ``?version=N``."""
+        return _json(await service.get_view(GetFeatureView(name=name, version=version)))
+
+    @put("/{name:str}", opt=_scope(FeaturesService.put_view), status_code=200)
+    async def put_view(name: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Create a view, or give it a new version when it changes."""
+        example = '{"entities": ["user_id"], "features": [{"name": "age", "dtype": "float"}]}'
+        body = _decode(await request.body(), ViewBody, example)
+        view = await service.put_view(PutFeatureView(name=name, **msgspec.structs.asdict(body)))
+        return _json(view)
+
+    @post("/{name:str}/rows", opt=_scope(FeaturesService.push), status_code=200)
+    async def push_rows(name: FromPath[str], request: Request[Any, Any, Any]) -> Response[Any]:
+        """Push rows (atomic per request; per chunk with ``Accept: application/x-ndjson``)."""
+        example = '{"rows": [{"user_id": 1, "event_timestamp": "...", "age": 30.0}]}'
+        body = _decode(await request.body(), RowsBody, example)
+        if NDJSON in request.headers.get("accept", ""):
+            stream = service.ingest(
+                StreamRows(view=name, rows=body.rows, to=body.to, chunk_rows=body.chunk_rows)
+            )
+            first = await anext(stream)  # errors found before the first chunk answer as usual
+            return Stream(_lines(first, stream), media_type=NDJSON)
+        return _json(await service.push(PushRows(view=name, rows=body.rows, to=body.to)))
+
+    return [list_views, get_view, put_view, push_rows]
+
+
+async def _lines(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+    yield _ENCODER.encode(first) + b"\n"
+    async for item in rest:
+        yield _ENCODER.encode(item) + b"\n"
+
+
+def _service_handlers(service: FeaturesService) -> list[Any]:
+    @get("/", opt=_scope(FeaturesService.list_services))
+    async def list_services(
+        limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
+    ) -> Response[bytes]:
+        """One page of feature services (latest versions) ordered by name."""
+        return _json(await service.list_services(ListFeatureServices(limit=limit, cursor=cursor)))
+
+    @get("/{name:str}", opt=_scope(FeaturesService.get_service))
+    async def get_service(
+        name: FromPath[str], version: FromQuery[int | None] = None
+    ) -> Response[bytes]:
+        """A feature service: its latest version, or ``?version=N``."""
+        return _json(await service.get_service(GetFeatureService(name=name, version=version)))
+
+    @put("/{name:str}", opt=_scope(FeaturesService.put_service), status_code=200)
+    async def put_service(name: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Create a feature service, or give it a new version when it changes."""
+        body = _decode(await request.body(), ServiceBody, '{"features": ["view:feature"]}')
+        return _json(
+            await service.put_service(PutFeatureService(name=name, **msgspec.structs.asdict(body)))
+        )
+
+    return [list_services, get_service, put_service]
+
+
+def _read_handlers(service: FeaturesService) -> list[Any]:
+    @post("/online", opt=_scope(FeaturesService.get_online), status_code=200)
+    async def online(request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Latest values per entity, column-oriented like Feast's feature server."""
+        example = '{"features": ["view:feature"], "entities": {"user_id": [1, 2]}}'
+        body = _decode(await request.body(), OnlineBody, example)
+        answer = await service.get_online(
+            GetOnlineFeatures(
+                features=body.features, service=body.feature_service, entities=body.entities
+            )
+        )
+        return _json(answer)
+
+    @post("/historical", opt=_scope(FeaturesService.get_historical), status_code=200)
+    async def historical(request: Request[Any, Any, Any]) -> Stream:
+        """Point-in-time correct rows in request order: ``{"rows": [...]}``, streamed."""
+        example = (
+            '{"features": ["view:feature"],'
+            ' "entity_rows": [{"user_id": 1, "event_timestamp": "2026-01-01T00:00:00Z"}]}'
+        )
+        body = _decode(await request.body(), HistoricalBody, example)
+        chunks = service.stream_historical(
+            GetHistoricalFeatures(
+                features=body.features,
+                service=body.feature_service,
+                entity_rows=body.entity_rows,
+            )
+        )
+        first = await anext(chunks)  # bad requests fail here, before the 200 is sent
+        return Stream(_rows_document(first, chunks), media_type="application/json")
+
+    @get("/transform-states/{state_id:str}", opt=_scope(FeaturesService.get_transform_state))
+    async def transform_state(state_id: FromPath[str]) -> Response[bytes]:
+        """A fitted transform state: the statistics and the model input columns."""
+        return _json(await service.get_transform_state(GetTransformState(id=state_id)))
+
+    return [online, historical, transform_state]
+
+
+async def _rows_document(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+    # Every chunk holds at least one row.
+    yield b'{"rows":[' + b",".join(_ENCODER.encode(row) for row in first.rows)
+    async for chunk in rest:
+        yield b"," + b",".join(_ENCODER.encode(row) for row in chunk.rows)
+    yield b"]}"

@@ -1,0 +1,365 @@
+"""``LocalFeaturesService``: the features contract over the module's database and online store."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+
+import msgspec
+from sqlalchemy.engine import Connection
+
+from app.kernel.db import Database
+from app.kernel.events import Outbox
+from app.modules.features import store
+from app.modules.features.online import OnlineStore
+from app.modules.features.reads import (
+    Resolved,
+    check_entity_rows,
+    read_historical,
+    read_online,
+)
+from app.modules.features.rows import check_view, entity_columns, parse_ref, pushed_rows
+from app.modules.features.vectors import Vectorizer, check_service
+from contracts.common import InvalidInput, NotFound, Page
+from contracts.features import (
+    FeatureColumn,
+    FeatureService,
+    FeatureVectors,
+    FeatureView,
+    FeatureViewChanged,
+    FitTransforms,
+    GetFeatureService,
+    GetFeatureView,
+    GetHistoricalFeatures,
+    GetOnlineFeatures,
+    GetOnlineVectors,
+    GetTransformState,
+    HistoricalChunk,
+    HistoricalFeatures,
+    IngestProgress,
+    ListFeatureServices,
+    ListFeatureViews,
+    OnlineFeatures,
+    OnlineMetadata,
+    PushResult,
+    PushRows,
+    PutFeatureService,
+    PutFeatureView,
+    StreamRows,
+    TransformRows,
+    TransformState,
+)
+
+__all__ = ["LocalFeaturesService"]
+
+MAX_PAGE = 500
+
+
+class LocalFeaturesService:
+    """Views, services and transform states in SQL; values offline in SQL, online in ``online``."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        outbox: Outbox,
+        online: OnlineStore,
+        logger: logging.Logger,
+        future_tolerance_s: float = 300.0,
+    ) -> None:
+        self._db = db
+        self._outbox = outbox
+        self._online = online
+        self._log = logger
+        self._tolerance_s = future_tolerance_s
+        self._vectors = Vectorizer(self)
+
+    async def close(self) -> None:
+        """Release the online store's connections."""
+        await self._online.close()
+
+    # --- views ----------------------------------------------------------------------------
+
+    async def put_view(self, request: PutFeatureView) -> FeatureView:
+        check_view(request)
+
+        def put(conn: Connection) -> FeatureView:
+            latest = store.latest_view(conn, request.name)
+            if latest is not None and _same_view(latest, request):
+                return latest
+            view = FeatureView(
+                name=request.name,
+                version=1 if latest is None else latest.version + 1,
+                entities=request.entities,
+                features=request.features,
+                ttl_seconds=request.ttl_seconds,
+                description=request.description,
+                tags=request.tags,
+                created_at=datetime.now(UTC),
+            )
+            store.insert_view(conn, view)
+            self._outbox.add(conn, FeatureViewChanged(name=view.name, version=view.version))
+            return view
+
+        return await self._db.write(put)
+
+    async def get_view(self, request: GetFeatureView) -> FeatureView:
+        def get(conn: Connection) -> FeatureView | None:
+            if request.version is None:
+                return store.latest_view(conn, request.name)
+            return store.get_view(conn, request.name, request.version)
+
+        view = await self._db.read(get)
+        if view is None:
+            suffix = "" if request.version is None else f" version {request.version}"
+            raise NotFound(f"no feature view {request.name!r}{suffix}")
+        return view
+
+    async def list_views(self, request: ListFeatureViews) -> Page[FeatureView]:
+        limit = _limit(request.limit)
+        items, cursor = await self._db.read(
+            lambda conn: store.page_views(conn, limit, request.cursor)
+        )
+        return Page(items=items, next_cursor=cursor)
+
+    # --- services ---------------------------------------------------------------------------
+
+    async def put_service(self, request: PutFeatureService) -> FeatureService:
+        resolved = await self.resolve(request.features, what="feature service")
+        check_service(request, resolved)
+
+        def put(conn: Connection) -> FeatureService:
+            latest = store.latest_service(conn, request.name)
+            if latest is not None and _same_service(latest, request):
+                return latest
+            service = FeatureService(
+                name=request.name,
+                version=1 if latest is None else latest.version + 1,
+                features=request.features,
+                transforms=request.transforms,
+                description=request.description,
+                created_at=datetime.now(UTC),
+            )
+            store.insert_service(conn, service)
+            return service
+
+        return await self._db.write(put)
+
+    async def get_service(self, request: GetFeatureService) -> FeatureService:
+        name, version = _service_ref(request.name, request.version)
+
+        def get(conn: Connection) -> FeatureService | None:
+            if version is None:
+                return store.latest_service(conn, name)
+            return store.get_service(conn, name, version)
+
+        service = await self._db.read(get)
+        if service is None:
+            suffix = "" if version is None else f" version {version}"
+            raise NotFound(f"no feature service {name!r}{suffix}")
+        return service
+
+    async def list_services(self, request: ListFeatureServices) -> Page[FeatureService]:
+        limit = _limit(request.limit)
+        items, cursor = await self._db.read(
+            lambda conn: store.page_services(conn, limit, request.cursor)
+        )
+        return Page(items=items, next_cursor=cursor)
+
+    # --- ingestion --------------------------------------------------------------------------
+
+    async def push(self, request: PushRows) -> PushResult:
+        view = await self.get_view(GetFeatureView(name=request.view))
+        rows = pushed_rows(view, request.rows, tolerance_s=self._tolerance_s)
+        return await self._write(view, rows, request.to)
+
+    async def _write(
+        self, view: FeatureView, rows: list[tuple[str, int, dict]], to: str
+    ) -> PushResult:
+        if to != "online":
+            await self._db.write(lambda conn: store.write_offline(conn, view.name, rows))
+        updated = 0
+        if to != "offline":
+            updated = await self._online.write(view.name, rows)
+        return PushResult(
+            view=view.name, version=view.version, rows=len(rows), online_updated=updated
+        )
+
+    async def ingest(self, request: StreamRows) -> AsyncIterator[IngestProgress]:
+        if request.chunk_rows < 1:
+            raise InvalidInput("chunk_rows must be at least 1")
+        view = await self.get_view(GetFeatureView(name=request.view))
+        # Every row is checked before the first chunk is written: one bad row writes nothing.
+        rows = pushed_rows(view, request.rows, tolerance_s=self._tolerance_s)
+        done = 0
+        for start in range(0, len(rows), request.chunk_rows):
+            chunk = rows[start : start + request.chunk_rows]
+            await self._write(view, chunk, request.to)
+            done += len(chunk)
+            yield IngestProgress(view=view.name, rows=len(rows), rows_done=done)
+
+    # --- reads ------------------------------------------------------------------------------
+
+    async def resolve(self, features: Sequence[str], *, what: str = "request") -> Resolved:
+        """Feature references with their latest views; unknown ones are ``NotFound``."""
+        if not features:
+            raise InvalidInput(f"the {what} names no features: give 'view:feature' references")
+        refs = [parse_ref(text) for text in features]
+        seen: set[str] = set()
+        for ref in refs:
+            if str(ref) in seen:
+                raise InvalidInput(f"feature {str(ref)!r} is named twice")
+            seen.add(str(ref))
+        names = list(dict.fromkeys(ref.view for ref in refs))
+
+        def load(conn: Connection) -> dict[str, FeatureView | None]:
+            return {name: store.latest_view(conn, name) for name in names}
+
+        found = await self._db.read(load)
+        views = {}
+        for name, view in found.items():
+            if view is None:
+                raise NotFound(f"no feature view {name!r}", details={"view": name})
+            views[name] = view
+        for ref in refs:
+            if not any(f.name == ref.feature for f in views[ref.view].features):
+                raise NotFound(
+                    f"view {ref.view!r} has no feature {ref.feature!r}",
+                    details={"feature": str(ref)},
+                )
+        return Resolved(refs=refs, views=views)
+
+    async def _requested(self, features: list[str], service: str | None) -> Resolved:
+        names = list(features)
+        if service is not None:
+            spec = await self.get_service(GetFeatureService(name=service))
+            names = [*spec.features, *(f for f in features if f not in spec.features)]
+        return await self.resolve(names)
+
+    async def get_online(self, request: GetOnlineFeatures) -> OnlineFeatures:
+        resolved = await self._requested(request.features, request.service)
+        rows = entity_columns(request.entities)
+        columns = await read_online(self._online, resolved, request.entities, rows)
+        keys = [
+            FeatureColumn(
+                values=list(values), statuses=["PRESENT"] * rows, event_timestamps=[None] * rows
+            )
+            for values in request.entities.values()
+        ]
+        features = [
+            FeatureColumn(values=c.values, statuses=c.statuses, event_timestamps=c.timestamps)
+            for c in columns
+        ]
+        names = [*request.entities, *(str(ref) for ref in resolved.refs)]
+        return OnlineFeatures(metadata=OnlineMetadata(feature_names=names), results=keys + features)
+
+    async def get_historical(self, request: GetHistoricalFeatures) -> HistoricalFeatures:
+        rows = []
+        async for chunk in self.stream_historical(request):
+            rows.extend(chunk.rows)
+        return HistoricalFeatures(rows=rows)
+
+    async def stream_historical(
+        self, request: GetHistoricalFeatures
+    ) -> AsyncIterator[HistoricalChunk]:
+        if not request.entity_rows:
+            raise InvalidInput("no entity rows: give at least one row with join keys and time")
+        if request.chunk_rows < 1:
+            raise InvalidInput("chunk_rows must be at least 1")
+        resolved = await self._requested(request.features, request.service)
+        check_entity_rows(resolved, request.entity_rows)
+        for start in range(0, len(request.entity_rows), request.chunk_rows):
+            chunk = request.entity_rows[start : start + request.chunk_rows]
+            rows = await self._db.read(lambda conn, c=chunk: read_historical(conn, resolved, c))
+            yield HistoricalChunk(offset=start, rows=rows)
+
+    # --- transforms -------------------------------------------------------------------------
+
+    async def fit_transforms(self, request: FitTransforms) -> TransformState:
+        service = await self.get_service(
+            GetFeatureService(name=request.service, version=request.version)
+        )
+        historical = await self.get_historical(
+            GetHistoricalFeatures(features=service.features, entity_rows=request.entity_rows)
+        )
+        fitted = await self._vectors.fit(service, historical.rows)
+        state = TransformState(
+            id=f"ts-{uuid.uuid4().hex}",
+            service=service.name,
+            service_version=service.version,
+            params=fitted.params,
+            columns=fitted.columns,
+            rows=len(historical.rows),
+            created_at=datetime.now(UTC),
+        )
+        await self._db.write(lambda conn: store.insert_state(conn, state))
+        return state
+
+    async def get_transform_state(self, request: GetTransformState) -> TransformState:
+        state = await self._db.read(lambda conn: store.get_state(conn, request.id))
+        if state is None:
+            raise NotFound(f"no transform state {request.id!r}")
+        return state
+
+    async def transform_rows(self, request: TransformRows) -> FeatureVectors:
+        state = await self.get_transform_state(GetTransformState(id=request.state))
+        return await self._vectors.offline(state, request.rows)
+
+    async def get_online_vectors(self, request: GetOnlineVectors) -> FeatureVectors:
+        service = await self.get_service(
+            GetFeatureService(name=request.service, version=request.version)
+        )
+        if request.state is not None:
+            state = await self.get_transform_state(GetTransformState(id=request.state))
+        else:
+            state = await self._db.read(
+                lambda conn: store.latest_state(conn, service.name, service.version)
+            )
+            if state is None:
+                raise NotFound(
+                    f"feature service {service.name}:{service.version} has no fitted transform"
+                    " state yet (fit_transforms makes one; training does it)"
+                )
+        return await self._vectors.online(service, state, request.entities, request.overrides)
+
+    async def read_online_columns(
+        self, resolved: Resolved, entities: dict, rows: int
+    ) -> list[list]:
+        """Raw online values per reference (``None`` when missing, null or too old)."""
+        columns = await read_online(self._online, resolved, entities, rows)
+        return [column.values for column in columns]
+
+
+def _same_view(view: FeatureView, request: PutFeatureView) -> bool:
+    return (
+        view.entities == request.entities
+        and view.features == request.features
+        and view.ttl_seconds == request.ttl_seconds
+        and view.description == request.description
+        and view.tags == request.tags
+    )
+
+
+def _same_service(service: FeatureService, request: PutFeatureService) -> bool:
+    return (
+        service.features == request.features
+        and msgspec.to_builtins(service.transforms) == msgspec.to_builtins(request.transforms)
+        and service.description == request.description
+    )
+
+
+def _service_ref(name: str, version: int | None) -> tuple[str, int | None]:
+    base, sep, number = name.partition(":")
+    if not sep:
+        return name, version
+    if not number.isdigit() or (version is not None and int(number) != version):
+        raise InvalidInput(f"feature service reference {name!r} is not 'name' or 'name:N'")
+    return base, int(number)
+
+
+def _limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
+    return limit

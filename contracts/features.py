@@ -1,0 +1,516 @@
+"""The features contract: feature views, feature services, transforms, online and offline reads.
+
+A **feature view** is a versioned schema of typed features keyed by entity join keys; rows are
+pushed to it with an ``event_timestamp``. A **feature service** is a versioned list of feature
+references (``view:feature``) plus declarative transforms; a **transform state** holds the
+statistics those transforms were fitted on (on a training split only) and is immutable. Serving
+and training turn raw feature rows into model inputs with the same transform state, so online and
+offline vectors agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Literal, Protocol
+
+import msgspec
+
+from contracts.common import Page, Scope, Tensor, method
+
+__all__ = [
+    "EVENT_TIMESTAMP",
+    "VERSION",
+    "Bucketize",
+    "Clip",
+    "Derived",
+    "Feature",
+    "FeatureColumn",
+    "FeatureDType",
+    "FeatureService",
+    "FeatureVectors",
+    "FeatureView",
+    "FeatureViewChanged",
+    "FeaturesService",
+    "FillMissing",
+    "FitTransforms",
+    "GetFeatureService",
+    "GetFeatureView",
+    "GetHistoricalFeatures",
+    "GetOnlineFeatures",
+    "GetOnlineVectors",
+    "GetTransformState",
+    "HistoricalChunk",
+    "HistoricalFeatures",
+    "IngestProgress",
+    "ListFeatureServices",
+    "ListFeatureViews",
+    "Log1p",
+    "MinMax",
+    "OneHot",
+    "OnlineFeatures",
+    "OnlineMetadata",
+    "PushResult",
+    "PushRows",
+    "PutFeatureService",
+    "PutFeatureView",
+    "Standardize",
+    "StreamRows",
+    "Transform",
+    "TransformRows",
+    "TransformState",
+    "Value",
+    "ValueStatus",
+]
+
+VERSION = (1, 0)
+"""Contract version ``(major, minor)``; remote calls refuse a different major."""
+
+EVENT_TIMESTAMP = "event_timestamp"
+"""The field every pushed row and every entity row carries: ISO 8601 text or epoch seconds."""
+
+Value = int | float | bool | str | list[float] | None
+"""One feature or entity key value as it travels (``float_vector`` features are lists)."""
+
+FeatureDType = Literal["int", "float", "bool", "string", "float_vector"]
+
+ValueStatus = Literal["PRESENT", "NOT_FOUND", "NULL_VALUE", "OUTSIDE_MAX_AGE"]
+"""Why an online value is what it is (Feast's statuses)."""
+
+
+# --- views ----------------------------------------------------------------------------------
+
+
+class Feature(msgspec.Struct, frozen=True, kw_only=True):
+    """One typed feature of a view.
+
+    ``default`` stands in for a missing value when a model's inputs are built; with
+    ``on_missing="error"`` a missing value is an ``UnprocessableInput`` instead.
+    """
+
+    name: str
+    dtype: FeatureDType
+    default: Value = None
+    on_missing: Literal["default", "error"] = "default"
+    description: str = ""
+
+
+class FeatureView(msgspec.Struct, frozen=True, kw_only=True):
+    """A versioned feature schema keyed by ``entities`` (join key names).
+
+    ``ttl_seconds`` (0 = forever) bounds how old a value may be, online and offline: a value
+    counts when its event is less than ``ttl_seconds`` older than the moment asked about. Any
+    change makes a new version; older versions stay readable. Rows belong to the view name and
+    the latest version validates pushes.
+    """
+
+    name: str
+    version: int
+    entities: list[str]
+    features: list[Feature]
+    ttl_seconds: int = 0
+    description: str = ""
+    tags: dict[str, str] = {}
+    created_at: datetime | None = None
+
+
+class PutFeatureView(msgspec.Struct, frozen=True, kw_only=True):
+    """Create a view or change it (a change makes a new version; the same content: no-op)."""
+
+    name: str
+    entities: list[str]
+    features: list[Feature]
+    ttl_seconds: int = 0
+    description: str = ""
+    tags: dict[str, str] = {}
+
+
+class GetFeatureView(msgspec.Struct, frozen=True, kw_only=True):
+    """A view by name: its latest version, or ``version``."""
+
+    name: str
+    version: int | None = None
+
+
+class ListFeatureViews(msgspec.Struct, frozen=True, kw_only=True):
+    """One page of views (latest versions), by name."""
+
+    limit: int = 50
+    cursor: str | None = None
+
+
+class FeatureViewChanged(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """A view was created or got a new version."""
+
+    name: str
+    version: int
+
+
+# --- transforms -----------------------------------------------------------------------------
+# Each transform reads ``input`` (a feature reference ``view:feature`` of the service, or the
+# ``output`` of an earlier transform) and writes ``output`` (default: replaces ``input``).
+# Statistics marked "fitted" are learnt by :meth:`FeaturesService.fit_transforms` when the
+# spec leaves them unset.
+
+
+class Standardize(msgspec.Struct, frozen=True, kw_only=True, tag="standardize"):
+    """``(x - mean) / std`` (fitted: mean, std; a zero std divides by 1)."""
+
+    input: str
+    output: str | None = None
+
+
+class MinMax(msgspec.Struct, frozen=True, kw_only=True, tag="min_max"):
+    """``(x - min) / (max - min)`` into [0, 1] (fitted: min, max)."""
+
+    input: str
+    output: str | None = None
+
+
+class Log1p(msgspec.Struct, frozen=True, kw_only=True, tag="log1p"):
+    """``log(1 + x)``; values below -1 are an error naming the feature."""
+
+    input: str
+    output: str | None = None
+
+
+class Clip(msgspec.Struct, frozen=True, kw_only=True, tag="clip"):
+    """Clamp into ``[min, max]`` (either bound may be omitted)."""
+
+    input: str
+    output: str | None = None
+    min: float | None = None
+    max: float | None = None
+
+
+class Bucketize(msgspec.Struct, frozen=True, kw_only=True, tag="bucketize"):
+    """The bucket index of ``x`` given ascending ``boundaries`` (fitted: ``buckets`` quantiles)."""
+
+    input: str
+    output: str | None = None
+    boundaries: list[float] | None = None
+    buckets: int = 4
+
+
+class OneHot(msgspec.Struct, frozen=True, kw_only=True, tag="one_hot"):
+    """One column per category (``output=<category>``); unknown values set no column.
+
+    Fitted: ``categories`` (sorted distinct values, at most ``max_categories`` most frequent).
+    """
+
+    input: str
+    output: str | None = None
+    categories: list[str] | None = None
+    max_categories: int = 32
+
+
+class FillMissing(msgspec.Struct, frozen=True, kw_only=True, tag="fill_missing"):
+    """Replace missing values by ``value``, or by a fitted ``strategy`` (mean, median, mode)."""
+
+    input: str
+    output: str | None = None
+    value: Value = None
+    strategy: Literal["value", "mean", "median", "mode"] = "value"
+
+
+class Derived(msgspec.Struct, frozen=True, kw_only=True, tag="derived"):
+    """A new feature ``output`` from an arithmetic ``expression`` over the row's features.
+
+    The expression language: numbers, feature references (``view:feature`` or an earlier
+    output, quoted with backticks when not a plain name), ``+ - * / ** %``, comparisons,
+    ``and or not``, ``a if cond else b`` and the functions ``abs log log1p exp sqrt min max
+    clip``. It is parsed, never evaluated as Python.
+    """
+
+    output: str
+    expression: str
+
+
+Transform = Standardize | MinMax | Log1p | Clip | Bucketize | OneHot | FillMissing | Derived
+
+
+# --- feature services -----------------------------------------------------------------------
+
+
+class FeatureService(msgspec.Struct, frozen=True, kw_only=True):
+    """What a model consumes: features (``view:feature``) then transforms, in order.
+
+    The model input is a float32 matrix whose columns are :attr:`TransformState.columns`, fixed
+    when the transforms are fitted: the features in order (a ``float_vector`` as one column per
+    element), a transform without ``output`` replacing its input in place, one with an
+    ``output`` appending a column, ``one_hot`` giving a column per category; string features
+    must be one-hot encoded.
+    """
+
+    name: str
+    version: int
+    features: list[str]
+    transforms: list[Transform] = []
+    description: str = ""
+    created_at: datetime | None = None
+
+
+class PutFeatureService(msgspec.Struct, frozen=True, kw_only=True):
+    """Create a feature service or give it a new version (same content: no-op)."""
+
+    name: str
+    features: list[str]
+    transforms: list[Transform] = []
+    description: str = ""
+
+
+class GetFeatureService(msgspec.Struct, frozen=True, kw_only=True):
+    """A feature service by name (``name`` or ``name:N``) and optional version."""
+
+    name: str
+    version: int | None = None
+
+
+class ListFeatureServices(msgspec.Struct, frozen=True, kw_only=True):
+    """One page of feature services (latest versions), by name."""
+
+    limit: int = 50
+    cursor: str | None = None
+
+
+class FitTransforms(msgspec.Struct, frozen=True, kw_only=True):
+    """Fit a service's transforms on the historical features of ``entity_rows`` (a training split).
+
+    Answers a new immutable :class:`TransformState`.
+    """
+
+    service: str
+    version: int | None = None
+    entity_rows: list[dict[str, Value]]
+
+
+class GetTransformState(msgspec.Struct, frozen=True, kw_only=True):
+    """A transform state by id."""
+
+    id: str
+
+
+class TransformState(msgspec.Struct, frozen=True, kw_only=True):
+    """Fitted statistics for one feature service version; ``params[i]`` belongs to transform i."""
+
+    id: str
+    service: str
+    service_version: int
+    params: list[dict[str, Value]]
+    columns: list[str]
+    rows: int
+    created_at: datetime | None = None
+
+
+class TransformRows(msgspec.Struct, frozen=True, kw_only=True):
+    """Apply a transform state to raw feature rows (keys ``view:feature``) offline."""
+
+    state: str
+    rows: list[dict[str, Value]]
+
+
+class FeatureVectors(msgspec.Struct, frozen=True, kw_only=True):
+    """Model inputs: ``values`` is float32 ``[rows, len(columns)]``."""
+
+    columns: list[str]
+    values: Tensor
+    state: str | None = None
+
+
+class GetOnlineVectors(msgspec.Struct, frozen=True, kw_only=True):
+    """Online model inputs for entities, through a feature service and transform state.
+
+    ``entities`` maps each join key to one value per row; ``overrides`` (``view:feature`` ->
+    one value per row, ``None`` = not overridden) replace fetched raw values before transforms.
+    Missing values take the feature's default, or fail with ``UnprocessableInput`` naming the
+    row and feature when the feature says ``on_missing="error"``.
+    """
+
+    service: str
+    version: int | None = None
+    state: str | None = None
+    entities: dict[str, list[Value]]
+    overrides: dict[str, list[Value]] = {}
+
+
+# --- ingestion ------------------------------------------------------------------------------
+
+
+class PushRows(msgspec.Struct, frozen=True, kw_only=True):
+    """Push rows into a view: each carries every join key, ``event_timestamp`` and features.
+
+    Atomic: one bad row rejects the batch (the error names the row index and field). Re-pushing a
+    row (same keys and timestamp) replaces it with the same values: nothing changes. Online, an
+    older event never overwrites a newer one.
+    """
+
+    view: str
+    rows: list[dict[str, Value]]
+    to: Literal["online", "offline", "online_and_offline"] = "online_and_offline"
+
+
+class PushResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What a push did: ``rows`` accepted; ``online_updated`` entities whose value moved forward."""
+
+    view: str
+    version: int
+    rows: int
+    online_updated: int = 0
+
+
+class StreamRows(msgspec.Struct, frozen=True, kw_only=True):
+    """Bulk ingestion: like :class:`PushRows`, committed ``chunk_rows`` rows at a time."""
+
+    view: str
+    rows: list[dict[str, Value]]
+    to: Literal["online", "offline", "online_and_offline"] = "online_and_offline"
+    chunk_rows: int = 10_000
+
+
+class IngestProgress(msgspec.Struct, frozen=True, kw_only=True):
+    """Progress of a bulk ingestion: ``rows_done`` of ``rows`` committed."""
+
+    view: str
+    rows: int
+    rows_done: int
+
+
+# --- reads ----------------------------------------------------------------------------------
+
+
+class GetOnlineFeatures(msgspec.Struct, frozen=True, kw_only=True):
+    """Latest values for entities (Feast's ``get-online-features``).
+
+    ``features`` are ``view:feature`` references; or name a ``service`` to read its features.
+    ``entities`` maps each join key to one value per entity row.
+    """
+
+    features: list[str] = []
+    service: str | None = None
+    entities: dict[str, list[Value]]
+
+
+class OnlineMetadata(msgspec.Struct, frozen=True, kw_only=True):
+    """The column names of :class:`OnlineFeatures`: join keys first, then features as asked."""
+
+    feature_names: list[str]
+
+
+class FeatureColumn(msgspec.Struct, frozen=True, kw_only=True):
+    """One column: a value, status and event timestamp per entity row."""
+
+    values: list[Value]
+    statuses: list[ValueStatus]
+    event_timestamps: list[datetime | None]
+
+
+class OnlineFeatures(msgspec.Struct, frozen=True, kw_only=True):
+    """Column-oriented like Feast's feature server: ``results[i]`` is ``feature_names[i]``."""
+
+    metadata: OnlineMetadata
+    results: list[FeatureColumn]
+
+
+class GetHistoricalFeatures(msgspec.Struct, frozen=True, kw_only=True):
+    """Point-in-time correct features for ``entity_rows`` (join keys + ``event_timestamp``).
+
+    For each row, each feature is the latest value at or before the row's timestamp and within
+    the view's TTL, else ``None``: never a value from the future.
+    """
+
+    features: list[str] = []
+    service: str | None = None
+    entity_rows: list[dict[str, Value]]
+    chunk_rows: int = 10_000
+
+
+class HistoricalFeatures(msgspec.Struct, frozen=True, kw_only=True):
+    """Entity rows in request order, each extended with ``view:feature`` values."""
+
+    rows: list[dict[str, Value]]
+
+
+class HistoricalChunk(msgspec.Struct, frozen=True, kw_only=True):
+    """One chunk of a streamed historical retrieval; ``offset`` is its first entity row's index."""
+
+    offset: int
+    rows: list[dict[str, Value]]
+
+
+class FeaturesService(Protocol):
+    """Feature views and services, online and offline stores, and transform states."""
+
+    @method(scope=Scope.ADMIN, idempotent=True)
+    async def put_view(self, request: PutFeatureView) -> FeatureView:
+        """Create or version a view; ``InvalidInput`` for bad names, dtypes or defaults."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def get_view(self, request: GetFeatureView) -> FeatureView:
+        """A view (latest or given version); ``NotFound`` if there is none."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def list_views(self, request: ListFeatureViews) -> Page[FeatureView]:
+        """One page of views ordered by name."""
+        ...
+
+    @method(scope=Scope.ADMIN, idempotent=True)
+    async def put_service(self, request: PutFeatureService) -> FeatureService:
+        """Create or version a feature service; its features and transforms must resolve."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def get_service(self, request: GetFeatureService) -> FeatureService:
+        """A feature service; ``NotFound`` if there is none."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def list_services(self, request: ListFeatureServices) -> Page[FeatureService]:
+        """One page of feature services ordered by name."""
+        ...
+
+    @method(scope=Scope.INGEST, idempotent=True)
+    async def push(self, request: PushRows) -> PushResult:
+        """Validate and write a batch of rows atomically."""
+        ...
+
+    @method(scope=Scope.INGEST, idempotent=True, streaming=True)
+    def ingest(self, request: StreamRows) -> AsyncIterator[IngestProgress]:
+        """Write many rows a chunk at a time, answering progress after each committed chunk."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def get_online(self, request: GetOnlineFeatures) -> OnlineFeatures:
+        """Latest values with statuses (TTL checked at read time)."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def get_historical(self, request: GetHistoricalFeatures) -> HistoricalFeatures:
+        """Point-in-time correct rows, in request order."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True, streaming=True)
+    def stream_historical(self, request: GetHistoricalFeatures) -> AsyncIterator[HistoricalChunk]:
+        """The same rows as :meth:`get_historical`, streamed ``chunk_rows`` at a time."""
+        ...
+
+    @method(scope=Scope.TRAIN, idempotent=False)
+    async def fit_transforms(self, request: FitTransforms) -> TransformState:
+        """Fit a service's transforms on a training split; answers a new transform state."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def get_transform_state(self, request: GetTransformState) -> TransformState:
+        """A transform state; ``NotFound`` if there is none."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def transform_rows(self, request: TransformRows) -> FeatureVectors:
+        """Model inputs for raw rows under a transform state (the offline path)."""
+        ...
+
+    @method(scope=Scope.PREDICT, idempotent=True)
+    async def get_online_vectors(self, request: GetOnlineVectors) -> FeatureVectors:
+        """Model inputs for entities from the online store (the serving path)."""
+        ...
