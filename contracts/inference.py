@@ -9,6 +9,7 @@ from typing import Literal, Protocol
 import msgspec
 
 from contracts.common import Page, Scope, Tensor, method
+from contracts.features import Value
 from contracts.registry import TensorSpec
 
 __all__ = [
@@ -35,7 +36,7 @@ __all__ = [
     "UnloadModel",
 ]
 
-VERSION = (1, 0)
+VERSION = (1, 1)
 """Contract version ``(major, minor)``; remote calls refuse a different major."""
 
 
@@ -48,14 +49,21 @@ class Predict(msgspec.Struct, frozen=True, kw_only=True):
     match the signature's dtypes or cast to them safely; ``coerce=True`` (inputs that came from a
     text format such as JSON, which has no float32) converts numbers to the signature's dtype
     whenever every value is representable there.
+
+    **By entity**: instead of ``inputs``, give ``entities`` (join key -> one value per row); the
+    model version's feature service and transform state (its lineage) build the input from the
+    online store, ``features`` (``view:feature`` -> one value per row, ``None`` = fetch it)
+    overriding fetched values.
     """
 
     model: str
-    inputs: dict[str, Tensor]
+    inputs: dict[str, Tensor] = {}
     outputs: list[str] = []
     coerce: bool = False
     sticky_key: str | None = None
     """For a deployment with stickiness: the key (e.g. a request header) that picks the route."""
+    entities: dict[str, list[Value]] = {}
+    features: dict[str, list[Value]] = {}
 
 
 class Prediction(msgspec.Struct, frozen=True, kw_only=True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from app.kernel.module import BuiltModule, Dependency, ModuleContext, ModuleSpec
+from contracts.features import FeaturesService
 from contracts.inference import VERSION, InferenceService
 from contracts.registry import ModelAliasChanged, ModelVersionRegistered, RegistryService
 
@@ -18,6 +19,7 @@ async def _build(ctx: ModuleContext) -> BuiltModule:
         logger=ctx.logger,
         db=ctx.db,
         tasks=ctx.tasks,
+        features=ctx.optional(FeaturesService),
     )
     return BuiltModule(
         service=service,
@@ -42,7 +44,10 @@ module = ModuleSpec(
     contract_version=VERSION,
     build=_build,
     routes=_routes,
-    requires=(Dependency(module="registry", protocol=RegistryService),),
+    requires=(
+        Dependency(module="registry", protocol=RegistryService),
+        Dependency(module="features", protocol=FeaturesService, optional=True),
+    ),
     subscribes=(ModelAliasChanged, ModelVersionRegistered),
     migrations="inference",
 )

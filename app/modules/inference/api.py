@@ -19,6 +19,7 @@ from litestar.params import FromPath, FromQuery
 from app.kernel.settings import Settings
 from app.modules.inference.oip import oip_routes
 from contracts.common import Conflict, InvalidInput, NotFound, Scope, Tensor, method_info
+from contracts.features import Value
 from contracts.inference import (
     BatchJob,
     DeleteDeployment,
@@ -45,10 +46,15 @@ MSGPACK = "application/x-msgpack"
 
 
 class PredictBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``POST /v1/predict/{model_ref}``: rows per input, optionally the outputs wanted."""
+    """``POST /v1/predict/{model_ref}``: rows per input (or entities), the outputs wanted.
 
-    inputs: dict[str, list[Any]]
+    By entity: ``{"entities": {"user_id": [1, 2]}, "features": {"view:feature": [v, null]}}``.
+    """
+
+    inputs: dict[str, list[Any]] = {}
     outputs: list[str] = []
+    entities: dict[str, list[Value]] = {}
+    features: dict[str, list[Value]] = {}
 
 
 class FallbackBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -125,6 +131,8 @@ def routes(service: InferenceService, settings: Settings) -> list[Any]:
                 outputs=body.outputs,
                 coerce=True,
                 sticky_key=sticky,
+                entities=body.entities,
+                features=body.features,
             )
         )
         answer = _answer(prediction)
@@ -302,7 +310,13 @@ def _decode(raw: bytes, packed: bool) -> PredictBody:
     if not raw:
         raise InvalidInput('empty body: expected {"inputs": {"<input name>": [[...], ...]}}')
     try:
-        return _MSGPACK.decode(raw) if packed else _JSON.decode(raw)
+        body = _MSGPACK.decode(raw) if packed else _JSON.decode(raw)
+        if not body.inputs and not body.entities:
+            raise InvalidInput(
+                'no inputs: expected {"inputs": {"<input name>": [[...], ...]}}'
+                ' or {"entities": {"<join key>": [...]}}'
+            )
+        return body
     except msgspec.ValidationError as exc:
         raise InvalidInput(f"invalid prediction request: {exc}") from None
     except msgspec.DecodeError as exc:

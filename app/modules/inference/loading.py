@@ -156,6 +156,7 @@ class Loader:
             intra_op_threads=self._settings.inference_threads,
             sha256=info.sha256,
         )
+        model.lineage = info.lineage
         await asyncio.to_thread(model.warm_up, min(2, self._settings.max_batch_size))
         return model
 

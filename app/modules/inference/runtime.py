@@ -28,7 +28,7 @@ from contracts.common import (
     Unavailable,
     UnprocessableInput,
 )
-from contracts.registry import Signature, TensorSpec
+from contracts.registry import Lineage, Signature, TensorSpec
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -125,6 +125,8 @@ class LoadedModel:
     session: onnxruntime.InferenceSession
     providers: tuple[str, ...]
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    lineage: Lineage = field(default_factory=Lineage)
+    """Where the version came from: predicting by entity reads its feature service here."""
     output_names: list[str] = field(init=False)
 
     def __post_init__(self) -> None:

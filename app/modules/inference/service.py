@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import numpy as np
 
 from app.kernel import context
@@ -17,6 +18,7 @@ from app.kernel.events import EventMeta
 from app.kernel.settings import Settings
 from app.modules.inference.batch_jobs import BatchJobs
 from app.modules.inference.deployments import Deployments
+from app.modules.inference.entities import entity_inputs
 from app.modules.inference.inputs import prepare_inputs
 from app.modules.inference.loading import Loader
 from app.modules.inference.records import Recorder
@@ -57,6 +59,7 @@ from contracts.registry import (
 if TYPE_CHECKING:
     from app.kernel.db import Database
     from app.kernel.tasks import TaskQueue
+    from contracts.features import FeaturesService
 
 __all__ = ["LocalInferenceService"]
 
@@ -73,8 +76,10 @@ class LocalInferenceService:
         db: Database | None = None,
         recorder: Recorder | None = None,
         tasks: TaskQueue | None = None,
+        features: FeaturesService | None = None,
     ) -> None:
         self._settings = settings
+        self._features = features
         self._registry = registry
         self._log = logger or logging.getLogger("quarry.inference")
         self._loader = Loader(registry=registry, settings=settings, logger=self._log)
@@ -138,6 +143,9 @@ class LocalInferenceService:
     async def _predict_model(self, text: str, request: Predict) -> Prediction:
         served = await self._loader.serving(text)
         signature = served.model.signature
+        if request.entities:
+            inputs = await entity_inputs(self._features, served.model, request)
+            request = msgspec.structs.replace(request, inputs=inputs, coerce=True)
         arrays = _arrays(request, {s.name: s.dtype for s in signature.inputs})
         feeds, rows = prepare_inputs(signature, arrays, max_rows=self._settings.max_queue_rows)
         outputs = await served.batcher.submit(feeds, rows, context.current().deadline)
