@@ -10,7 +10,7 @@ from typing import Literal, Protocol
 
 import msgspec
 
-from contracts.common import IntegrityError, InvalidInput, Page, Scope, method
+from contracts.common import IntegrityError, InvalidInput, Page, Scope, Tensor, method
 
 __all__ = [
     "RESERVED_ALIASES",
@@ -18,18 +18,22 @@ __all__ = [
     "AliasInfo",
     "ArchiveVersion",
     "ArtifactChunk",
+    "ColumnProfile",
     "DeleteAlias",
     "DeleteVersion",
     "FetchArtifact",
     "GetAlias",
     "GetModel",
+    "GetReferenceProfile",
     "GetVersion",
+    "Histogram",
     "Lineage",
     "ListModels",
     "ListVersions",
     "ModelAliasChanged",
     "ModelInfo",
     "ModelVersionRegistered",
+    "ReferenceProfile",
     "RegisterVersion",
     "RegistryService",
     "SetAlias",
@@ -41,7 +45,7 @@ __all__ = [
     "read_artifact",
 ]
 
-VERSION = (1, 0)
+VERSION = (1, 1)
 """Contract version ``(major, minor)``; remote calls refuse a different major."""
 
 RESERVED_ALIASES = frozenset({"latest"})
@@ -73,6 +77,44 @@ class Lineage(msgspec.Struct, frozen=True, kw_only=True):
     extra: dict[str, str] = {}
 
 
+class Histogram(msgspec.Struct, frozen=True, kw_only=True):
+    """Counts of values in ``len(edges) - 1`` bins (the last bin includes its right edge)."""
+
+    edges: list[float]
+    counts: list[int]
+
+
+class ColumnProfile(msgspec.Struct, frozen=True, kw_only=True):
+    """One model input column of the training data.
+
+    ``numerical`` columns carry a histogram, mean and std; ``categorical`` ones (few distinct
+    values, e.g. one-hot columns) carry the share of each value (its text) in ``frequencies``.
+    """
+
+    name: str
+    kind: Literal["numerical", "categorical"]
+    histogram: Histogram | None = None
+    frequencies: dict[str, float] = {}
+    mean: float | None = None
+    std: float | None = None
+
+
+class ReferenceProfile(msgspec.Struct, frozen=True, kw_only=True):
+    """What monitoring compares live traffic with: a seeded sample of training rows.
+
+    ``sample`` holds at most 5,000 rows of the model input (float32 ``[n, len(columns)]``),
+    ``predictions`` the model's outputs on them; ``profiles`` describe every input column over
+    all ``rows`` training rows.
+    """
+
+    columns: list[str]
+    sample: Tensor
+    predictions: dict[str, Tensor] = {}
+    profiles: list[ColumnProfile] = []
+    rows: int = 0
+    task: Literal["classification", "regression"] | None = None
+
+
 # --- requests -------------------------------------------------------------------------------
 
 
@@ -86,6 +128,8 @@ class RegisterVersion(msgspec.Struct, frozen=True, kw_only=True):
     metrics: dict[str, float] = {}
     params: dict[str, str] = {}
     lineage: Lineage = Lineage()
+    reference_profile: ReferenceProfile | None = None
+    """Stored with the version in one transaction; read it with ``get_reference_profile``."""
 
     @classmethod
     def from_path(
@@ -191,6 +235,12 @@ class DeleteVersion(msgspec.Struct, frozen=True, kw_only=True):
     version: int
 
 
+class GetReferenceProfile(msgspec.Struct, frozen=True, kw_only=True):
+    """The reference profile of the version a reference resolves to."""
+
+    ref: str
+
+
 class FetchArtifact(msgspec.Struct, frozen=True, kw_only=True):
     """Stream the ONNX bytes of the version a reference resolves to."""
 
@@ -217,6 +267,7 @@ class VersionInfo(msgspec.Struct, frozen=True, kw_only=True):
     lineage: Lineage = Lineage()
     aliases: list[str] = []
     created_at: datetime
+    has_reference_profile: bool = False
 
 
 class ModelInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -339,6 +390,11 @@ class RegistryService(Protocol):
     @method(scope=Scope.ADMIN)
     async def delete_version(self, request: DeleteVersion) -> VersionDeleted:
         """Delete a version no alias points at; ``Conflict`` names the aliases otherwise."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def get_reference_profile(self, request: GetReferenceProfile) -> ReferenceProfile:
+        """The version's reference profile; ``NotFound`` when it was registered without one."""
         ...
 
     @method(scope=Scope.READ, idempotent=True, streaming=True)

@@ -1,0 +1,220 @@
+"""The training contract: offline batch training jobs that end as registered model versions.
+
+A job reads its dataset (through the features contract, or inline rows), splits it, fits the
+feature service's transforms on the training split, trains a torch model with a named trainer,
+exports it to ONNX (checked against torch on held-out rows), evaluates it on the validation split,
+applies a validation gate, and registers the version with its lineage and reference profile.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal, Protocol
+
+import msgspec
+
+from contracts.common import Page, Scope, method
+from contracts.features import Value
+
+__all__ = [
+    "VERSION",
+    "CancelTrainingJob",
+    "Dataset",
+    "Gate",
+    "GateVerdict",
+    "GetTrainingJob",
+    "ListTrainers",
+    "ListTrainingJobs",
+    "Split",
+    "SubmitTrainingJob",
+    "TrainerInfo",
+    "TrainerList",
+    "TrainingJob",
+    "TrainingJobFinished",
+    "TrainingJobSpec",
+    "TrainingService",
+]
+
+VERSION = (1, 0)
+"""Contract version ``(major, minor)``; remote calls refuse a different major."""
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class Dataset(msgspec.Struct, frozen=True, kw_only=True):
+    """Where the rows come from and what the label is.
+
+    From the feature store: ``feature_service`` (``name`` or ``name:N``) and ``entity_rows``
+    (join keys + ``event_timestamp``); ``label`` is then a ``view:feature`` reference read
+    point-in-time like the features, or a key of the entity rows. Inline: ``rows`` holding the
+    service's ``view:feature`` keys (with ``feature_service``) or the plain columns named by
+    ``features`` (without one), plus ``label``.
+    """
+
+    label: str
+    feature_service: str | None = None
+    entity_rows: list[dict[str, Value]] = []
+    rows: list[dict[str, Value]] = []
+    features: list[str] = []
+
+
+class Split(msgspec.Struct, frozen=True, kw_only=True):
+    """A seeded random split: ``validation`` is the share of rows held out (0 < v < 1)."""
+
+    validation: float = 0.2
+    seed: int = 0
+
+
+class Gate(msgspec.Struct, frozen=True, kw_only=True):
+    """A validation gate with MLflow's threshold semantics, on one validation ``metric``.
+
+    ``threshold``: the metric must be at least (at most, for a lower-is-better metric) this.
+    With a ``baseline`` alias whose version exists, the candidate must also beat it on the same
+    validation rows by ``min_absolute_change`` and ``min_relative_change`` (a share of the
+    baseline's value) when they are set; no baseline version: thresholds only. Passing moves
+    ``promote_to`` (if set) to the new version.
+    """
+
+    metric: str
+    threshold: float | None = None
+    min_absolute_change: float | None = None
+    min_relative_change: float | None = None
+    baseline: str | None = None
+    promote_to: str | None = "candidate"
+
+
+class TrainingJobSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """What to train: ``trainer`` with ``hyperparameters`` on ``dataset``, registered as ``model``.
+
+    ``device``: ``auto`` = CUDA when torch sees one, else CPU. ``max_attempts``: runs of a job
+    whose worker died before it is failed; ``time_limit_s``: the longest one run may take.
+    """
+
+    trainer: str
+    model: str
+    dataset: Dataset
+    hyperparameters: dict[str, Value] = {}
+    split: Split = Split()
+    gate: Gate | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_attempts: int = 3
+    time_limit_s: float = 3600.0
+    description: str = ""
+
+
+class GateVerdict(msgspec.Struct, frozen=True, kw_only=True):
+    """The gate's outcome: the candidate's and (when there was one) the baseline's metric."""
+
+    passed: bool
+    metric: str
+    value: float
+    baseline_version: int | None = None
+    baseline_value: float | None = None
+    reasons: list[str] = []
+
+
+class TrainingJob(msgspec.Struct, frozen=True, kw_only=True):
+    """A job's state: ``epoch`` of ``epochs`` and the current ``metrics`` while it runs;
+    ``version`` registered, ``verdict`` and final metrics when it succeeded; ``error`` when it
+    failed; ``attempt`` counts runs (a worker that died starts a new one)."""
+
+    id: str
+    spec: TrainingJobSpec
+    status: JobStatus
+    attempt: int = 0
+    epoch: int = 0
+    epochs: int = 0
+    metrics: dict[str, float] = {}
+    heartbeat_at: datetime | None = None
+    error: str | None = None
+    version: int | None = None
+    verdict: GateVerdict | None = None
+    cancel_requested: bool = False
+    created_at: datetime
+    updated_at: datetime
+
+
+class SubmitTrainingJob(msgspec.Struct, frozen=True, kw_only=True):
+    """Queue a job; what can be checked now (trainer, hyperparameters, dataset, gate) is."""
+
+    spec: TrainingJobSpec
+
+
+class GetTrainingJob(msgspec.Struct, frozen=True, kw_only=True):
+    """A job by id."""
+
+    id: str
+
+
+class ListTrainingJobs(msgspec.Struct, frozen=True, kw_only=True):
+    """One page of jobs, newest first, optionally only those in ``status``."""
+
+    limit: int = 50
+    cursor: str | None = None
+    status: JobStatus | None = None
+
+
+class CancelTrainingJob(msgspec.Struct, frozen=True, kw_only=True):
+    """Ask a job to stop: a queued job is cancelled at once, a running one at its next check."""
+
+    id: str
+
+
+class ListTrainers(msgspec.Struct, frozen=True, kw_only=True):
+    """Every trainer this process knows (built-in and plug-ins)."""
+
+
+class TrainerInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A trainer: its task and hyperparameters (name -> type and default, as text)."""
+
+    name: str
+    task: Literal["classification", "regression"]
+    description: str = ""
+    hyperparameters: dict[str, str] = {}
+    builtin: bool = False
+
+
+class TrainerList(msgspec.Struct, frozen=True, kw_only=True):
+    """The trainers, by name."""
+
+    items: list[TrainerInfo]
+
+
+class TrainingJobFinished(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """A job ended: ``succeeded`` (with the version) or ``failed``/``cancelled`` (with why)."""
+
+    id: str
+    model: str
+    status: JobStatus
+    version: int | None = None
+    error: str | None = None
+    gate_passed: bool | None = None
+
+
+class TrainingService(Protocol):
+    """Offline batch training on the task queue."""
+
+    @method(scope=Scope.TRAIN)
+    async def submit_job(self, request: SubmitTrainingJob) -> TrainingJob:
+        """Validate and queue a job; ``InvalidInput`` for what is wrong with the spec."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def get_job(self, request: GetTrainingJob) -> TrainingJob:
+        """A job; ``NotFound`` if there is none."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def list_jobs(self, request: ListTrainingJobs) -> Page[TrainingJob]:
+        """One page of jobs, newest first."""
+        ...
+
+    @method(scope=Scope.TRAIN, idempotent=True)
+    async def cancel_job(self, request: CancelTrainingJob) -> TrainingJob:
+        """Cancel a job (a finished one is answered as it is)."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def list_trainers(self, request: ListTrainers) -> TrainerList:
+        """The trainers jobs may name."""
+        ...
