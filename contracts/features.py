@@ -274,14 +274,16 @@ class ListFeatureServices(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class FitTransforms(msgspec.Struct, frozen=True, kw_only=True):
-    """Fit a service's transforms on the historical features of ``entity_rows`` (a training split).
+    """Fit a service's transforms on a training split; answers a new :class:`TransformState`.
 
-    Answers a new immutable :class:`TransformState`.
+    The split is ``entity_rows`` (their features are read point-in-time from the offline store)
+    or, for data that is not in the store, raw ``rows`` keyed by the service's ``view:feature``.
     """
 
     service: str
     version: int | None = None
-    entity_rows: list[dict[str, Value]]
+    entity_rows: list[dict[str, Value]] = []
+    rows: list[dict[str, Value]] = []
 
 
 class GetTransformState(msgspec.Struct, frozen=True, kw_only=True):

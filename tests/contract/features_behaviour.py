@@ -403,3 +403,21 @@ class FeaturesBehaviour:
                     transforms=[FillMissing(input=f"{view}:country", value="xx")],
                 )
             )
+
+    async def test_transforms_fit_on_raw_rows_too(self, features: FeaturesService) -> None:
+        view = await user_view(features)
+        service = unique("svc")
+        await features.put_service(
+            PutFeatureService(
+                name=service,
+                features=[f"{view}:age"],
+                transforms=[Standardize(input=f"{view}:age")],
+            )
+        )
+        rows = [{f"{view}:age": age} for age in (1.0, 2.0, 3.0, None)]
+        state = await features.fit_transforms(FitTransforms(service=service, rows=rows))
+        assert state.params[0]["mean"] == pytest.approx(2.0)
+        with pytest.raises(InvalidInput, match="not both"):
+            await features.fit_transforms(
+                FitTransforms(service=service, rows=rows, entity_rows=[row(1, ago(hours=1))])
+            )

@@ -281,17 +281,22 @@ class LocalFeaturesService:
         service = await self.get_service(
             GetFeatureService(name=request.service, version=request.version)
         )
-        historical = await self.get_historical(
-            GetHistoricalFeatures(features=service.features, entity_rows=request.entity_rows)
-        )
-        fitted = await self._vectors.fit(service, historical.rows)
+        if request.entity_rows and request.rows:
+            raise InvalidInput("give either entity_rows or rows to fit on, not both")
+        rows = request.rows
+        if request.entity_rows:
+            historical = await self.get_historical(
+                GetHistoricalFeatures(features=service.features, entity_rows=request.entity_rows)
+            )
+            rows = historical.rows
+        fitted = await self._vectors.fit(service, rows)
         state = TransformState(
             id=f"ts-{uuid.uuid4().hex}",
             service=service.name,
             service_version=service.version,
             params=fitted.params,
             columns=fitted.columns,
-            rows=len(historical.rows),
+            rows=len(rows),
             created_at=datetime.now(UTC),
         )
         await self._db.write(lambda conn: store.insert_state(conn, state))
