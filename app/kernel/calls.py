@@ -18,7 +18,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from app.kernel import context, telemetry
+from app.kernel import context, metrics, telemetry
 from app.kernel.protocols import ContractMethod, describe
 from contracts.common import DeadlineExceeded, InternalError, QuarryError
 
@@ -42,17 +42,34 @@ class ContractClient:
 class _Instruments:
     """Created on first use so that importing the kernel touches no global state."""
 
-    _duration: Any = None
+    _duration: metrics.Histogram | None = None
 
     @classmethod
-    def duration(cls) -> Any:
+    def duration(cls) -> metrics.Histogram:
         if cls._duration is None:
-            cls._duration = telemetry.meter("quarry.calls").create_histogram(
+            cls._duration = metrics.Histogram(
                 "quarry.contract.call.duration",
                 unit="s",
                 description="Duration of contract calls, by caller, module, method and placement.",
             )
         return cls._duration
+
+
+class _Durations:
+    """The duration series of one bound method, one per outcome, looked up once each."""
+
+    __slots__ = ("_labels", "_series")
+
+    def __init__(self, labels: dict[str, str]) -> None:
+        self._labels = labels
+        self._series: dict[str, metrics.Series] = {}
+
+    def record(self, seconds: float, outcome: str) -> None:
+        series = self._series.get(outcome)
+        if series is None:
+            series = _Instruments.duration().series({**self._labels, "outcome": outcome})
+            self._series[outcome] = series
+        series.record(seconds)
 
 
 def bind(
@@ -91,6 +108,7 @@ def _call_wrapper(
     tracer = telemetry.tracer("quarry.calls")
     name = _span_name(labels)
     attributes = {f"quarry.{k}": v for k, v in labels.items()}
+    durations = _Durations(labels)
 
     async def call(*args: Any) -> Any:
         deadline = context.current().deadline
@@ -118,9 +136,7 @@ def _call_wrapper(
                 span.set_status(Status(StatusCode.ERROR, "internal"))
                 raise _internal(exc, labels) from exc
             finally:
-                _Instruments.duration().record(
-                    time.perf_counter() - start, {**labels, "outcome": outcome}
-                )
+                durations.record(time.perf_counter() - start, outcome)
 
     call.__name__ = method.name
     call.__doc__ = target.__doc__
@@ -133,6 +149,7 @@ def _stream_wrapper(
     tracer = telemetry.tracer("quarry.calls")
     name = _span_name(labels)
     attributes = {f"quarry.{k}": v for k, v in labels.items()}
+    durations = _Durations(labels)
 
     async def stream(*args: Any) -> AsyncIterator[Any]:
         # The span is made current only while the implementation runs, never across a yield:
@@ -164,9 +181,7 @@ def _stream_wrapper(
             raise _internal(exc, labels) from exc
         finally:
             span.end()
-            _Instruments.duration().record(
-                time.perf_counter() - start, {**labels, "outcome": outcome}
-            )
+            durations.record(time.perf_counter() - start, outcome)
 
     stream.__name__ = method.name
     stream.__doc__ = target.__doc__

@@ -13,7 +13,6 @@ import msgspec
 from litestar import Litestar, MediaType, Response, get
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 
 from app.kernel import telemetry
 from app.kernel.http.context import RequestContextMiddleware
@@ -21,6 +20,7 @@ from app.kernel.http.errors import exception_handlers, json_not_found
 from app.kernel.http.methods import QuarryLitestar, truthful_options_allow
 from app.kernel.http.openapi import ErrorResponsesPlugin, StructDefaultsSchemaPlugin
 from app.kernel.http.request import QuarryRequest
+from app.kernel.http.tracing import TracingMiddleware
 from app.kernel.settings import Settings
 
 __all__ = ["ModuleStatus", "ModulesAnswer", "PlatformView", "create_http_app"]
@@ -108,14 +108,13 @@ def create_http_app(
     Every route also answers ``HEAD`` (as ``GET``, without the body) and ``OPTIONS``; every error,
     whatever raised it, is ``{"error", "code", "details"}`` (documented so in the schema).
     """
-    otel = OpenTelemetryPlugin(OpenTelemetryConfig(exclude=["/metrics", *PROBE_PATHS, RPC_PREFIX]))
-    return QuarryLitestar(
+    app = QuarryLitestar(
         route_handlers=[healthz, metrics, *_platform_routes(platform), *route_handlers],
         middleware=[RequestContextMiddleware, *middleware],
         guards=list(guards),
         on_startup=list(on_startup),
         on_shutdown=list(on_shutdown),
-        plugins=[otel, StructDefaultsSchemaPlugin(), ErrorResponsesPlugin()],
+        plugins=[StructDefaultsSchemaPlugin(), ErrorResponsesPlugin()],
         exception_handlers=exception_handlers,
         request_class=QuarryRequest,
         after_request=json_not_found,
@@ -130,3 +129,8 @@ def create_http_app(
         logging_config=None,  # logs go through app.kernel.telemetry's structured handler
         debug=debug,
     )
+    # Where litestar puts its OpenTelemetry middleware: around the exception handler and router.
+    app.asgi_handler = TracingMiddleware(
+        app.asgi_handler, exclude=["/metrics", *PROBE_PATHS, RPC_PREFIX]
+    )
+    return app

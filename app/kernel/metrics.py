@@ -1,0 +1,197 @@
+"""Metrics on the request path: counted in-process, exposed on ``/metrics``.
+
+An OpenTelemetry SDK instrument costs ~13 µs per measurement on a 2-core VM (attributes hashed,
+views matched, a ``Measurement`` built and a lock taken on every call), and a prediction over HTTP
+records six of them. These instruments cost ~1 µs: a series is found by its attribute values and
+counted in place, and bucket bounds are :data:`~app.kernel.telemetry.DURATION_BUCKETS`
+unless given. They are exposed in the Prometheus text format exactly as
+:class:`~opentelemetry.exporter.prometheus.PrometheusMetricReader` exposes an SDK instrument with
+the same name, unit and description: the family name, the sorted label names (a label a series
+lacks reads ``""``), the label values and the buckets are the same.
+
+Instruments are created on first use by the code that records them (not at import time) and
+registered once with the ``prometheus_client`` registry that ``/metrics`` reads.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left
+from collections.abc import Iterator, Mapping, Sequence
+from json import dumps
+from typing import Any
+
+from opentelemetry.exporter.prometheus._mapping import (
+    map_unit,
+    sanitize_attribute,
+    sanitize_full_name,
+)
+from prometheus_client import REGISTRY
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from app.kernel.telemetry import DURATION_BUCKETS
+
+__all__ = ["Counter", "Histogram", "Series", "UpDownCounter"]
+
+
+Key = tuple[tuple[str, Any], ...]
+
+
+class _Instrument:
+    kind: type[Metric]
+
+    def __init__(self, name: str, *, unit: str = "", description: str = "") -> None:
+        self.name = sanitize_full_name(name)
+        self.unit = map_unit(unit)
+        self.description = description
+        self._lock = threading.Lock()
+        _collector().add(self)
+
+    def family(self) -> Metric | None:
+        """The Prometheus family of everything recorded so far (``None`` before the first)."""
+        with self._lock:
+            points = self._points()
+        if not points:
+            return None
+        keys = sorted({sanitize_attribute(k) for key, _ in points for k, _v in key})
+        family = self.kind(self.name, self.description, labels=keys, unit=self.unit)  # type: ignore[call-arg]
+        for key, value in points:
+            labels = {sanitize_attribute(k): _label(v) for k, v in key}
+            self._add(family, [labels.get(k, "") for k in keys], value)
+        return family
+
+    def _points(self) -> list[tuple[Key, Any]]:
+        raise NotImplementedError
+
+    def _add(self, family: Any, labels: list[str], value: Any) -> None:
+        family.add_metric(labels, value)
+
+
+class _Sum(_Instrument):
+    def __init__(self, name: str, *, unit: str = "", description: str = "") -> None:
+        super().__init__(name, unit=unit, description=description)
+        self._values: dict[Key, float] = {}
+
+    def add(self, amount: float, attributes: Mapping[str, Any] | None = None) -> None:
+        """Add ``amount`` to the series of ``attributes``."""
+        key = tuple(sorted(attributes.items())) if attributes else ()
+        with self._lock:
+            self._values[key] = self._values.get(key, 0) + amount
+
+    def _points(self) -> list[tuple[Key, Any]]:
+        return [(key, float(value)) for key, value in self._values.items()]
+
+
+class Counter(_Sum):
+    """A monotonic count, exposed as a Prometheus counter (``<name>_total``)."""
+
+    kind = CounterMetricFamily
+
+
+class UpDownCounter(_Sum):
+    """A count that goes up and down (requests in flight), exposed as a Prometheus gauge."""
+
+    kind = GaugeMetricFamily
+
+
+class Series:
+    """One histogram series: a set of attribute values, counted without looking them up."""
+
+    __slots__ = ("_bounds", "_counts", "_lock", "_sum")
+
+    def __init__(self, bounds: Sequence[float], lock: threading.Lock) -> None:
+        self._bounds = bounds
+        self._counts = [0] * (len(bounds) + 1)
+        self._sum = 0.0
+        self._lock = lock
+
+    def record(self, value: float) -> None:
+        """Count ``value`` in its bucket (bounds are inclusive upper bounds)."""
+        with self._lock:
+            self._counts[bisect_left(self._bounds, value)] += 1
+            self._sum += value
+
+
+class Histogram(_Instrument):
+    """A histogram with explicit bucket bounds, exposed as a Prometheus histogram."""
+
+    kind = HistogramMetricFamily
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        unit: str = "",
+        description: str = "",
+        buckets: Sequence[float] = DURATION_BUCKETS,
+    ) -> None:
+        super().__init__(name, unit=unit, description=description)
+        self._bounds = tuple(buckets)
+        self._series: dict[Key, Series] = {}
+
+    def series(self, attributes: Mapping[str, Any]) -> Series:
+        """The series of ``attributes``, for a caller that records into it many times."""
+        key = tuple(sorted(attributes.items()))
+        found = self._series.get(key)
+        if found is None:
+            with self._lock:
+                found = self._series.setdefault(key, Series(self._bounds, self._lock))
+        return found
+
+    def record(self, value: float, attributes: Mapping[str, Any]) -> None:
+        """Count ``value`` in the series of ``attributes``."""
+        self.series(attributes).record(value)
+
+    def _points(self) -> list[tuple[Key, Any]]:
+        return [
+            (key, (list(s._counts), s._sum)) for key, s in self._series.items() if any(s._counts)
+        ]
+
+    def _add(self, family: Any, labels: list[str], value: Any) -> None:
+        counts, total = value
+        buckets, running = [], 0
+        for bound, count in zip((*self._bounds, "+Inf"), counts, strict=True):
+            running += count
+            buckets.append((f"{bound}", running))
+        family.add_metric(labels, buckets=buckets, sum_value=total)
+
+
+def _label(value: Any) -> str:
+    return value if isinstance(value, str) else dumps(value, default=str)
+
+
+class _Collector:
+    """The ``prometheus_client`` collector of every instrument of this module."""
+
+    def __init__(self) -> None:
+        self._instruments: list[_Instrument] = []
+
+    def add(self, instrument: _Instrument) -> None:
+        self._instruments.append(instrument)
+
+    def collect(self) -> Iterator[Metric]:
+        for instrument in list(self._instruments):
+            family = instrument.family()
+            if family is not None:
+                yield family
+
+    def describe(self) -> list[Metric]:
+        return []  # families appear as they are recorded: nothing to check at registration
+
+
+_registered: _Collector | None = None
+_registering = threading.Lock()
+
+
+def _collector() -> _Collector:
+    global _registered  # noqa: PLW0603 - one collector per process, registered on first use
+    with _registering:
+        if _registered is None:
+            _registered = _Collector()
+            REGISTRY.register(_registered)
+        return _registered

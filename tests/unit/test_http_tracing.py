@@ -1,0 +1,94 @@
+"""HTTP tracing and metrics: a caller's trace continues, /metrics reads like OpenTelemetry's."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from litestar import post
+from litestar.params import FromPath
+from litestar.testing import TestClient
+
+from app.kernel import metrics, telemetry
+from app.kernel.http.app import create_http_app
+from app.kernel.settings import Settings
+
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+
+
+@post("/v1/echo/{name:str}", status_code=200, sync_to_thread=False)
+def echo(name: FromPath[str]) -> dict[str, str]:
+    return {"name": name}
+
+
+class _Platform:
+    def readiness(self) -> dict[str, bool]:
+        return {}
+
+    def module_statuses(self) -> list[Any]:
+        return []
+
+
+@pytest.fixture
+def client(tmp_path: Any) -> Iterator[TestClient[Any]]:
+    telemetry.configure(log_level="WARNING")
+    app = create_http_app(
+        settings=Settings(data_dir=tmp_path), platform=_Platform(), route_handlers=[echo]
+    )
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def test_a_sampled_caller_trace_gets_a_server_span_with_the_request_and_status(
+    client: TestClient[Any],
+) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    parent = f"00-{TRACE_ID}-b7ad6b7169203331-01"
+    assert client.post("/v1/echo/traced", headers={"traceparent": parent}).status_code == 200
+    exporter.shutdown()
+
+    [span] = [s for s in exporter.get_finished_spans() if s.name == "POST /v1/echo/traced"]
+    assert f"{span.context.trace_id:032x}" == TRACE_ID
+    assert span.kind == trace.SpanKind.SERVER
+    assert span.attributes is not None
+    assert span.attributes["http.route"] == "POST /v1/echo/traced"
+    assert span.attributes["http.response.status_code"] == 200
+
+
+def test_requests_are_measured_with_the_opentelemetry_names_and_labels(
+    client: TestClient[Any],
+) -> None:
+    client.post("/v1/echo/measured", content=b"{}")
+    text = client.get("/metrics").text
+    labels = (
+        'http_request_method="POST",http_response_status_code="200",'
+        'http_route="POST /v1/echo/measured",le="+Inf",network_protocol_version="1.1",'
+        'url_scheme="http"'
+    )
+    assert f"http_server_request_duration_seconds_bucket{{{labels}}} 1.0" in text
+    assert f"http_server_request_body_size_bytes_bucket{{{labels}}} 1.0" in text
+    assert 'http_server_active_requests{http_request_method="POST",url_scheme="http"} 0.0' in text
+    assert 'http_route="GET /metrics"' not in client.get("/metrics").text
+
+
+def test_histograms_count_cumulatively_and_fill_missing_labels() -> None:
+    histogram = metrics.Histogram("quarry.test.sizes", unit="By", description="Test sizes.")
+    histogram.record(0.0001, {"kind": "a"})
+    histogram.record(3.0, {"kind": "a", "extra": 1})
+    counter = metrics.Counter("quarry.test.things", description="Test things.")
+    counter.add(2, {"kind": "a"})
+    text = telemetry.metrics_text().decode()
+    assert 'quarry_test_sizes_bytes_bucket{extra="",kind="a",le="0.0001"} 1.0' in text
+    assert 'quarry_test_sizes_bytes_bucket{extra="1",kind="a",le="5.0"} 1.0' in text
+    assert 'quarry_test_sizes_bytes_bucket{extra="1",kind="a",le="2.5"} 0.0' in text
+    assert 'quarry_test_sizes_bytes_sum{extra="",kind="a"} 0.0001' in text
+    assert 'quarry_test_things_total{kind="a"} 2.0' in text
