@@ -15,9 +15,9 @@ import logging
 import random
 from collections import deque
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
-from app.kernel import telemetry
+from app.kernel import metrics
 from contracts.common import Tensor
 from contracts.inference import PredictionRecord
 
@@ -32,14 +32,12 @@ INTERVAL_S = 0.5
 STOP_FLUSH_S = 2.0
 """How long shutdown waits for the last batches to be written."""
 
-_metrics: dict[str, Any] = {}
+_metrics: dict[str, metrics.Counter] = {}
 
 
-def _counter(name: str, description: str) -> Any:
+def _counter(name: str, description: str) -> metrics.Counter:
     if name not in _metrics:
-        _metrics[name] = telemetry.meter("quarry.inference").create_counter(
-            name, description=description
-        )
+        _metrics[name] = metrics.Counter(name, description=description)
     return _metrics[name]
 
 
