@@ -14,21 +14,26 @@ import hashlib
 import uuid
 
 import msgspec
+import numpy as np
 import pytest
 
 from app.kernel.context import CallContext, use
-from contracts.common import Conflict, InvalidInput, NotFound
+from contracts.common import Conflict, InvalidInput, NotFound, Tensor
 from contracts.registry import (
     ArchiveVersion,
+    ColumnProfile,
     DeleteAlias,
     DeleteVersion,
     FetchArtifact,
     GetAlias,
     GetModel,
+    GetReferenceProfile,
     GetVersion,
+    Histogram,
     Lineage,
     ListModels,
     ListVersions,
+    ReferenceProfile,
     RegisterVersion,
     RegistryService,
     SetAlias,
@@ -39,7 +44,7 @@ from contracts.registry import (
 )
 from tests.fakes.models import linear_onnx
 
-__all__ = ["Namespace", "RegistryBehaviour"]
+__all__ = ["Namespace", "RegistryBehaviour", "reference_profile"]
 
 BAD_NAMES = ["../x", "a/b", ".hidden", "", "has space", "x" * 129, "-dash", "a\\b", "ünï"]
 
@@ -81,6 +86,48 @@ async def download(registry: RegistryService, ref: str, chunk_size: int = 1 << 2
         registry.fetch_artifact(FetchArtifact(ref=ref, chunk_size=chunk_size))
     )
     return data
+
+
+def reference_profile(rows: int = 40, *, seed: int = 0) -> ReferenceProfile:
+    """A profile of three input columns (one a NaN-holding feature) and two prediction outputs."""
+    rng = np.random.default_rng(seed)
+    sample = rng.normal(size=(rows, 3)).astype(np.float32)
+    sample[0, 1] = np.nan
+    return ReferenceProfile(
+        columns=["age", "income", "is_member"],
+        sample=Tensor.from_numpy(sample),
+        predictions={
+            "y": Tensor.from_numpy(rng.normal(size=(rows, 2)).astype(np.float32)),
+            "label": Tensor.from_numpy(rng.integers(0, 2, size=rows).astype(np.int64)),
+        },
+        profiles=[
+            ColumnProfile(
+                name="age",
+                kind="numerical",
+                histogram=Histogram(edges=[0.0, 0.5, 1.0], counts=[3, 4]),
+                mean=0.25,
+                std=1.5,
+            ),
+            ColumnProfile(name="is_member", kind="categorical", frequencies={"0": 0.4, "1": 0.6}),
+        ],
+        rows=1_000,
+        task="regression",
+    )
+
+
+def assert_same_profile(got: ReferenceProfile, want: ReferenceProfile) -> None:
+    assert (got.columns, got.profiles, got.rows, got.task) == (
+        want.columns,
+        want.profiles,
+        want.rows,
+        want.task,
+    )
+    assert (got.sample.dtype, got.sample.shape) == (want.sample.dtype, want.sample.shape)
+    np.testing.assert_array_equal(got.sample.to_numpy(), want.sample.to_numpy())
+    assert set(got.predictions) == set(want.predictions)
+    for name, tensor in want.predictions.items():
+        assert got.predictions[name].dtype == tensor.dtype
+        np.testing.assert_array_equal(got.predictions[name].to_numpy(), tensor.to_numpy())
 
 
 async def model_names(registry: RegistryService, prefix: str | None = None) -> list[str]:
@@ -657,6 +704,90 @@ class RegistryBehaviour:
 
         with pytest.raises(InvalidInput):
             await download(registry, iris, chunk_size=chunk_size)
+
+    # --- reference profiles -----------------------------------------------------------------
+
+    async def test_a_reference_profile_is_stored_with_its_version(
+        self, registry: RegistryService, ns: Namespace
+    ) -> None:
+        iris = ns("iris")
+        profile = reference_profile()
+
+        info = await register(registry, iris, reference_profile=profile)
+        await registry.set_alias(SetAlias(name=iris, alias="prod", version=1))
+
+        assert info.has_reference_profile is True
+        assert (await registry.get_version(GetVersion(ref=f"{iris}@prod"))).has_reference_profile
+        listed = await registry.list_versions(ListVersions(name=iris))
+        assert [v.has_reference_profile for v in listed.items] == [True]
+        for ref in (f"{iris}:1", f"{iris}@prod", iris):
+            got = await registry.get_reference_profile(GetReferenceProfile(ref=ref))
+            assert_same_profile(got, profile)
+
+    async def test_a_version_registered_without_a_profile_has_none(
+        self, registry: RegistryService, ns: Namespace
+    ) -> None:
+        iris = ns("iris")
+        await register(registry, iris, seed=0, reference_profile=reference_profile())
+        info = await register(registry, iris, seed=1)
+
+        assert info.has_reference_profile is False
+        assert not (await registry.get_version(GetVersion(ref=f"{iris}:2"))).has_reference_profile
+        listed = await registry.list_versions(ListVersions(name=iris))
+        assert [v.has_reference_profile for v in listed.items] == [False, True]
+        for ref in (f"{iris}:2", iris, f"{iris}:3", ns("unknown")):
+            with pytest.raises(NotFound):
+                await registry.get_reference_profile(GetReferenceProfile(ref=ref))
+
+    async def test_deleting_a_version_removes_its_profile(
+        self, registry: RegistryService, ns: Namespace
+    ) -> None:
+        iris = ns("iris")
+        first, second = reference_profile(seed=1), reference_profile(seed=2)
+        await register(registry, iris, seed=0, reference_profile=first)
+        await register(registry, iris, seed=1, reference_profile=second)
+
+        await registry.delete_version(DeleteVersion(name=iris, version=2))
+
+        with pytest.raises(NotFound):
+            await registry.get_reference_profile(GetReferenceProfile(ref=f"{iris}:2"))
+        kept = await registry.get_reference_profile(GetReferenceProfile(ref=iris))
+        assert_same_profile(kept, first)
+
+    async def test_inconsistent_profiles_are_invalid_and_register_nothing(
+        self, registry: RegistryService, ns: Namespace
+    ) -> None:
+        iris = ns("iris")
+        good = reference_profile(rows=10)
+        wide = Tensor.from_numpy(np.zeros((10, 4), dtype=np.float32))
+        short = Tensor.from_numpy(np.zeros(9, dtype=np.float32))
+        bad = [
+            msgspec.structs.replace(good, sample=wide),
+            msgspec.structs.replace(good, predictions={"y": short}),
+            msgspec.structs.replace(good, columns=["age", "age", "x"]),
+        ]
+
+        for profile in bad:
+            with pytest.raises(InvalidInput):
+                await register(registry, iris, reference_profile=profile)
+
+        with pytest.raises(NotFound):
+            await registry.get_model(GetModel(name=iris))
+
+    async def test_an_idempotent_replay_answers_the_profiled_version(
+        self, registry: RegistryService, ns: Namespace
+    ) -> None:
+        iris = ns("iris")
+        profile = reference_profile()
+        with use(CallContext(idempotency_key="profiled-1")):
+            first = await register(registry, iris, seed=8, reference_profile=profile)
+            replay = await register(registry, iris, seed=8, reference_profile=profile)
+
+        assert replay == first
+        assert first.has_reference_profile is True
+        assert (await registry.get_model(GetModel(name=iris))).version_count == 1
+        got = await registry.get_reference_profile(GetReferenceProfile(ref=f"{iris}:1"))
+        assert_same_profile(got, profile)
 
     # --- idempotency ------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
@@ -23,7 +24,8 @@ from app.kernel.http.openapi import StructDefaultsSchemaPlugin
 from app.kernel.settings import Settings
 from app.modules.registry import module
 from contracts.common import method_info
-from contracts.registry import RegistryService
+from contracts.registry import RegisterVersion, RegistryService
+from tests.contract.registry_behaviour import reference_profile
 from tests.fakes.models import linear_onnx, torch_mlp_bytes
 
 MAX_UPLOAD = 64 * 1024
@@ -37,6 +39,17 @@ def client(tmp_path: Path, database_url: str) -> Iterator[TestClient[Litestar]]:
     )
     with TestClient(create_app(Platform(settings), host="127.0.0.1")) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def served(
+    tmp_path: Path, database_url: str
+) -> Iterator[tuple[TestClient[Litestar], RegistryService]]:
+    """The app's client and, for what HTTP cannot send, the registry it serves (in its loop)."""
+    settings = Settings(data_dir=tmp_path, database_urls={"registry": database_url})
+    platform = Platform(settings)
+    with TestClient(create_app(platform, host="127.0.0.1")) as test_client:
+        yield test_client, platform.client("registry", caller="tests")
 
 
 def upload(
@@ -262,6 +275,44 @@ def test_the_artifact_streams_with_its_checksum(client: TestClient[Litestar]) ->
     assert client.get("/v1/registry/models/iris/versions/2/artifact").status_code == 404
 
 
+def test_the_reference_profile_answers_as_json_rows(
+    served: tuple[TestClient[Litestar], RegistryService],
+) -> None:
+    client, registry = served
+    profile = reference_profile(rows=5)
+    request = RegisterVersion(name="iris", artifact=linear_onnx(), reference_profile=profile)
+    client.blocking_portal.call(registry.register_version, request)
+    upload(client, seed=1)
+    url = "/v1/registry/models/iris/versions/{}/reference-profile"
+
+    answer = client.get(url.format(1))
+    without = client.get(url.format(2))
+
+    assert answer.status_code == 200
+    body = answer.json()
+    assert (body["name"], body["version"], body["columns"]) == ("iris", 1, profile.columns)
+    assert (body["rows"], body["task"]) == (1_000, "regression")
+    expected = profile.sample.to_numpy()
+    assert len(body["sample"]) == 5
+    assert all(len(row) == 3 for row in body["sample"])
+    assert body["sample"][0][1] is None  # NaN
+    got = np.array(body["sample"], dtype=np.float64).astype(np.float32)
+    np.testing.assert_array_equal(got, expected)
+    y = body["predictions"]["y"]
+    assert (y["dtype"], y["shape"]) == ("FP32", [5, 2])
+    np.testing.assert_array_equal(
+        np.array(y["values"], dtype=np.float32), profile.predictions["y"].to_numpy()
+    )
+    assert body["predictions"]["label"]["values"] == (
+        profile.predictions["label"].to_numpy().tolist()
+    )
+    assert body["profiles"][0]["histogram"] == {"edges": [0.0, 0.5, 1.0], "counts": [3, 4]}
+    assert client.get("/v1/registry/models/iris/versions/1").json()["has_reference_profile"]
+    assert without.status_code == 404
+    assert without.json()["code"] == "not_found"
+    assert client.get(url.format(3)).status_code == 404
+
+
 def test_every_route_carries_its_contract_scope(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, max_upload_bytes=MAX_UPLOAD)
     app = Litestar(route_handlers=module.routes(object(), settings))  # type: ignore[arg-type]
@@ -279,7 +330,7 @@ def test_every_route_carries_its_contract_scope(tmp_path: Path) -> None:
             if route.path.endswith("/versions") and "POST" in handler.http_methods:
                 assert handler.opt["scope"] == "train"
                 assert handler.resolve_request_max_body_size() == MAX_UPLOAD
-    assert seen == 13
+    assert seen == 14
 
 
 def test_the_openapi_schema_builds(tmp_path: Path) -> None:

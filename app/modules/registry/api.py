@@ -7,6 +7,10 @@ contract method it calls in ``opt["scope"]``, which the auth middleware reads.
 Archiving is an action, not a field edit (a version is otherwise immutable):
 ``POST .../versions/{version}/archive`` archives and ``POST .../versions/{version}/restore``
 restores; both answer the version.
+
+``GET .../versions/{version}/reference-profile`` answers the profile stored with a version as
+plain JSON (see :class:`~app.modules.registry.profiles.ReferenceProfileView`), 404 when the
+version was registered without one.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from litestar.response import Stream
 from app.kernel import context
 from app.kernel.http.openapi import error_responses
 from app.kernel.settings import Settings
+from app.modules.registry.profiles import ReferenceProfileView, view
 from app.modules.registry.validation import MAX_LIMIT, MAX_VERSION
 from contracts.common import NAME_PATTERN, InvalidInput, Page, method_info, validate_name
 from contracts.registry import (
@@ -49,6 +54,7 @@ from contracts.registry import (
     FetchArtifact,
     GetAlias,
     GetModel,
+    GetReferenceProfile,
     GetVersion,
     Lineage,
     ListModels,
@@ -302,7 +308,29 @@ def _version_handlers(service: RegistryService, settings: Settings) -> list[Any]
         restore_version,
         delete_version,
         download_artifact,
+        _reference_profile_handler(service),
     ]
+
+
+def _reference_profile_handler(service: RegistryService) -> Any:
+    @get(
+        "/models/{name:str}/versions/{version:int}/reference-profile",
+        opt=_opt(RegistryService.get_reference_profile),
+    )
+    async def get_reference_profile(
+        name: ModelName, version: VersionNumber
+    ) -> ReferenceProfileView:
+        """The reference profile stored with a version; 404 when it has none.
+
+        JSON, not tensors: ``sample`` is a list of rows, each a list of floats in ``columns``
+        order (non-finite values read as ``null``); ``predictions`` maps each model output to
+        ``{"dtype", "shape", "values"}`` with ``values`` nested lists; ``profiles``, ``rows``
+        and ``task`` are as in :class:`contracts.registry.ReferenceProfile`.
+        """
+        profile = await service.get_reference_profile(GetReferenceProfile(ref=_ref(name, version)))
+        return view(name, version, profile)
+
+    return get_reference_profile
 
 
 def _alias_handlers(service: RegistryService) -> list[Any]:

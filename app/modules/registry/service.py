@@ -25,6 +25,7 @@ from app.modules.registry.lookup import (
     require_model,
     resolve,
 )
+from app.modules.registry.profiles import check_profile
 from app.modules.registry.signature import read_signature
 from app.modules.registry.validation import (
     check_alias,
@@ -39,7 +40,7 @@ from app.modules.registry.validation import (
     decode_cursor,
     encode_cursor,
 )
-from contracts.common import Conflict, InvalidInput, ModelRef, Page, validate_name
+from contracts.common import Conflict, InvalidInput, ModelRef, NotFound, Page, validate_name
 from contracts.registry import (
     AliasInfo,
     ArchiveVersion,
@@ -49,12 +50,14 @@ from contracts.registry import (
     FetchArtifact,
     GetAlias,
     GetModel,
+    GetReferenceProfile,
     GetVersion,
     ListModels,
     ListVersions,
     ModelAliasChanged,
     ModelInfo,
     ModelVersionRegistered,
+    ReferenceProfile,
     RegisterVersion,
     SetAlias,
     UpdateModel,
@@ -92,6 +95,7 @@ class LocalRegistryService:
     async def register_version(self, request: RegisterVersion) -> VersionInfo:
         """Parse, hash and store the ONNX bytes; allocate the next version number.
 
+        A reference profile, when given, is stored in the transaction that inserts the version.
         With an idempotency key in the call context, registering the same model again under
         that key answers the first version (``Conflict`` if the bytes differ).
         """
@@ -103,6 +107,9 @@ class LocalRegistryService:
             "params": check_str_map(request.params, "params"),
             "lineage": request.lineage,
         }
+        profile = request.reference_profile
+        if profile is not None:
+            await asyncio.to_thread(check_profile, profile)
         key = _idempotency_key()
         data = bytes(request.artifact)
         signature = await asyncio.to_thread(read_signature, data)
@@ -130,9 +137,12 @@ class LocalRegistryService:
                 signature=signature,
                 status=store.READY,
                 created_at=now,
+                has_reference_profile=profile is not None,
                 **fields,
             )
             store.insert_version(conn, info, key)
+            if profile is not None:
+                store.insert_reference_profile(conn, name, info.version, profile)
             self._outbox.add(
                 conn,
                 ModelVersionRegistered(
@@ -151,6 +161,22 @@ class LocalRegistryService:
         """Resolve ``name:N``, ``name@alias`` or a bare ``name`` (champion, else highest live)."""
         ref = check_ref(ModelRef.parse(request.ref))
         return await self._db.read(lambda conn: resolve(conn, ref))
+
+    async def get_reference_profile(self, request: GetReferenceProfile) -> ReferenceProfile:
+        """The reference profile of the version ``request.ref`` resolves to, or ``NotFound``."""
+        ref = check_ref(ModelRef.parse(request.ref))
+
+        def read(conn: Connection) -> ReferenceProfile:
+            info = resolve(conn, ref)
+            profile = store.get_reference_profile(conn, info.name, info.version)
+            if profile is None:
+                raise NotFound(
+                    f"{info.name}:{info.version} was registered without a reference profile",
+                    details={"model": info.name, "version": info.version},
+                )
+            return profile
+
+        return await self._db.read(read)
 
     async def list_versions(self, request: ListVersions) -> Page[VersionInfo]:
         """One page of a model's versions, newest first."""

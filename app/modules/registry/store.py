@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
-from contracts.registry import Lineage, ModelInfo, Signature, VersionInfo
+from contracts.registry import Lineage, ModelInfo, ReferenceProfile, Signature, VersionInfo
 
 __all__ = [
     "ARCHIVED",
@@ -30,8 +30,10 @@ __all__ = [
     "ensure_model",
     "get_alias",
     "get_model",
+    "get_reference_profile",
     "get_version",
     "highest_ready_version",
+    "insert_reference_profile",
     "insert_version",
     "lock_digest",
     "lock_model",
@@ -40,6 +42,7 @@ __all__ = [
     "page_models",
     "page_versions",
     "put_alias",
+    "reference_profiles",
     "referenced_digests",
     "set_status",
     "update_model",
@@ -99,8 +102,26 @@ aliases = sa.Table(
     sa.Index("ix_registry_aliases_version", "model", "version"),
 )
 
+reference_profiles = sa.Table(
+    "registry_reference_profiles",
+    metadata,
+    sa.Column("model", sa.String(128), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("profile", sa.LargeBinary, nullable=False),
+    sa.ForeignKeyConstraint(
+        ["model", "version"],
+        ["registry_versions.model", "registry_versions.version"],
+        name="fk_registry_reference_profiles_version",
+        ondelete="CASCADE",
+    ),
+)
+"""One msgpack-encoded :class:`~contracts.registry.ReferenceProfile` per version that has one."""
+
 READY = "ready"
 ARCHIVED = "archived"
+
+_PROFILE_ENCODER = msgspec.msgpack.Encoder()
+_PROFILE_DECODER = msgspec.msgpack.Decoder(ReferenceProfile)
 
 
 # --- locking and allocation -----------------------------------------------------------------
@@ -315,7 +336,11 @@ def set_status(conn: Connection, name: str, version: int, status: str) -> None:
 
 
 def delete_version(conn: Connection, name: str, version: int) -> None:
-    """Delete a version row (its aliases must be gone)."""
+    """Delete a version row and its reference profile (its aliases must be gone)."""
+    profile = reference_profiles.c
+    conn.execute(
+        reference_profiles.delete().where(profile.model == name, profile.version == version)
+    )
     conn.execute(versions.delete().where(versions.c.model == name, versions.c.version == version))
 
 
@@ -340,6 +365,7 @@ def _version_infos(conn: Connection, name: str, rows: Sequence[Row[Any]]) -> lis
     query = sa.select(aliases.c.alias, aliases.c.version).where(aliases.c.model == name)
     for a in conn.execute(query.order_by(aliases.c.alias)):
         pointing.setdefault(a.version, []).append(a.alias)
+    profiled = _versions_with_profiles(conn, name, [row.version for row in rows])
     return [
         VersionInfo(
             name=row.model,
@@ -355,9 +381,39 @@ def _version_infos(conn: Connection, name: str, rows: Sequence[Row[Any]]) -> lis
             lineage=msgspec.convert(row.lineage, Lineage),
             aliases=pointing.get(row.version, []),
             created_at=_utc(row.created_at),
+            has_reference_profile=row.version in profiled,
         )
         for row in rows
     ]
+
+
+# --- reference profiles ---------------------------------------------------------------------
+
+
+def insert_reference_profile(
+    conn: Connection, name: str, version: int, profile: ReferenceProfile
+) -> None:
+    """Store a version's reference profile (in the transaction that inserts the version)."""
+    conn.execute(
+        reference_profiles.insert().values(
+            model=name, version=version, profile=_PROFILE_ENCODER.encode(profile)
+        )
+    )
+
+
+def get_reference_profile(conn: Connection, name: str, version: int) -> ReferenceProfile | None:
+    """A version's reference profile, or ``None`` when it has none."""
+    profile = reference_profiles.c
+    data = conn.execute(
+        sa.select(profile.profile).where(profile.model == name, profile.version == version)
+    ).scalar()
+    return _PROFILE_DECODER.decode(data) if data is not None else None
+
+
+def _versions_with_profiles(conn: Connection, name: str, numbers: list[int]) -> set[int]:
+    profile = reference_profiles.c
+    query = sa.select(profile.version).where(profile.model == name, profile.version.in_(numbers))
+    return set(conn.execute(query).scalars())
 
 
 # --- aliases --------------------------------------------------------------------------------
