@@ -11,22 +11,23 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-__all__ = ["FEATURES", "LAYERS", "request_body", "write_model"]
+__all__ = ["FEATURES", "LAYERS", "request_body", "write_identity", "write_model"]
 
 FEATURES = 32
 LAYERS = (FEATURES, 256, 256, 2)
 
 
-def write_model(path: Path, seed: int = 0) -> Path:
-    """Write the MLP to ``path`` (opset 17) and answer it."""
+def write_model(path: Path, seed: int = 0, layers: tuple[int, ...] = LAYERS) -> Path:
+    """Write the MLP to ``path`` (opset 17) and answer it; ``layers`` are its widths, input
+    first (``FEATURES``) and output last."""
     rng = np.random.default_rng(seed)
     nodes, weights = [], []
     previous = "x"
-    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(LAYERS)):
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(layers)):
         w = (rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in)).astype(np.float32)
         b = np.zeros(fan_out, dtype=np.float32)
         weights += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]
-        last = i == len(LAYERS) - 2
+        last = i == len(layers) - 2
         out = "y" if last else f"h{i}"
         nodes.append(
             helper.make_node("Gemm", [previous, f"w{i}", f"b{i}"], [out if last else f"g{i}"])
@@ -37,9 +38,24 @@ def write_model(path: Path, seed: int = 0) -> Path:
     graph = helper.make_graph(
         nodes,
         "mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", FEATURES])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", LAYERS[-1]])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", layers[0]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", layers[-1]])],
         initializer=weights,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def write_identity(path: Path) -> Path:
+    """Write an ``Identity`` model (``y = x``, FP32 [batch, 32]) to ``path`` and answer it."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "identity",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", FEATURES])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", FEATURES])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

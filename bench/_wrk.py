@@ -10,7 +10,7 @@ from pathlib import Path
 
 import msgspec
 
-__all__ = ["Load", "lua_script", "run_wrk"]
+__all__ = ["Load", "lua_file_script", "lua_script", "parse_wrk", "run_wrk", "wrk_command"]
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
 
@@ -37,15 +37,40 @@ def lua_script(path: Path, body: str, headers: dict[str, str]) -> Path:
     return path
 
 
+def lua_file_script(path: Path, body_file: Path, headers: dict[str, str]) -> Path:
+    """Write a wrk script that POSTs the bytes of ``body_file`` (binary or large) with
+    ``headers`` (the content type included)."""
+    lines = [
+        'wrk.method = "POST"',
+        f'local f = assert(io.open({json.dumps(str(body_file))}, "rb"))',
+        'wrk.body = f:read("*a")',
+        "f:close()",
+    ]
+    for name, value in headers.items():
+        lines.append(f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def wrk_command(url: str, script: Path, *, connections: int, duration_s: float) -> list[str]:
+    """The ``wrk`` command line: one thread, ``connections``, latency percentiles."""
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s:g}s", "--latency"]
+    return [*command, "-s", str(script), url]
+
+
 def run_wrk(
     url: str, script: Path, *, connections: int, duration_s: float, cpu: int | None
 ) -> Load:
     """Run ``wrk`` with one thread against ``url`` (pinned to ``cpu`` with taskset) and parse it."""
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s:g}s", "--latency"]
-    command += ["-s", str(script), url]
+    command = wrk_command(url, script, connections=connections, duration_s=duration_s)
     if cpu is not None:
         command = ["taskset", "-c", str(cpu), *command]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return parse_wrk(out, connections)
+
+
+def parse_wrk(out: str, connections: int) -> Load:
+    """A :class:`Load` from ``wrk --latency`` output."""
     return Load(
         connections=connections,
         requests=int(_find(r"(\d+) requests in", out)),

@@ -32,7 +32,7 @@ from bench._report import Machine, machine
 from bench._timing import can_pin, process_cpu_ns
 from bench._wrk import Load, lua_script, run_wrk
 
-__all__ = ["main"]
+__all__ = ["QUARRY_ENV", "SAMPLING", "main", "rss_mib", "server"]
 
 RESULTS = Path(__file__).with_name("results")
 BASELINES = ("fastapi-sync", "fastapi-async")
@@ -46,6 +46,9 @@ SAMPLING = {
     "OTEL_TRACES_SAMPLER_ARG": "0.01",
     "QUARRY_LOG_LEVEL": "WARNING",
 }
+QUARRY_ENV = {"QUARRY_AUTH": "on", "QUARRY_RATE_LIMIT_PER_S": "1000000"}
+"""Auth on; the per-key rate limit still checked on every request, set high enough that it never
+refuses the load generator (its default, 1000/s per key, would)."""
 
 
 class Run(msgspec.Struct, frozen=True, kw_only=True):
@@ -87,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         folder = Path(tmp)
         model = write_model(folder / "mlp.onnx")
         for name in (*BASELINES, *QUARRY):
-            with _server(name, folder, model, server_cpu, args.port) as (url, pid, headers):
+            with server(name, folder, model, server_cpu, args.port) as (url, pid, headers):
                 script = lua_script(folder / f"{name}.lua", body, headers)
                 for connections in args.connections:
                     runs.append(_measure(name, url, pid, script, connections, args, wrk_cpu))
@@ -142,9 +145,9 @@ def _measure(
 ) -> Run:
     if args.warmup > 0:
         run_wrk(url, script, connections=connections, duration_s=args.warmup, cpu=cpu)
-    rss_start, cpu_start = _rss_mib(pid), process_cpu_ns(pid)
+    rss_start, cpu_start = rss_mib(pid), process_cpu_ns(pid)
     load = run_wrk(url, script, connections=connections, duration_s=args.duration, cpu=cpu)
-    rss_end, cpu_end = _rss_mib(pid), process_cpu_ns(pid)
+    rss_end, cpu_end = rss_mib(pid), process_cpu_ns(pid)
     cpu_us = None
     if cpu_start is not None and cpu_end is not None and load.requests:
         cpu_us = round((cpu_end - cpu_start) / load.requests / 1000, 1)
@@ -163,10 +166,17 @@ def _measure(
 
 
 @contextmanager
-def _server(
-    name: str, folder: Path, model: Path, cpu: int | None, port: int
+def server(
+    name: str,
+    folder: Path,
+    model: Path,
+    cpu: int | None,
+    port: int,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[tuple[str, int, dict[str, str]]]:
-    """Start server ``name``; yield its predict URL, its pid and the headers requests need."""
+    """Start server ``name`` (a baseline, or Quarry with ``QUARRY[name]`` and ``extra_env``);
+    yield its predict URL, its pid and the headers requests need. The model is ``mlp`` v1."""
+    extra_env = extra_env or {}
     port = port or _free_port()
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, **SAMPLING, "BENCH_MODEL": str(model)}
@@ -179,7 +189,7 @@ def _server(
         url, ready = f"{base}/predict", f"{base}/docs"
     else:
         data = folder / name
-        env |= {"QUARRY_DATA_DIR": str(data), "QUARRY_AUTH": "on", **QUARRY[name]}
+        env |= {"QUARRY_DATA_DIR": str(data), **QUARRY_ENV, **QUARRY.get(name, {}), **extra_env}
         quarry = str(Path(sys.executable).with_name("quarry"))
         setup_key = _create_key(quarry, env, "train,read", "bench-setup")
         headers["Authorization"] = "Bearer " + _create_key(quarry, env, "predict", "bench")
@@ -250,7 +260,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _rss_mib(pid: int) -> float | None:
+def rss_mib(pid: int) -> float | None:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
