@@ -16,6 +16,7 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 
 from app.kernel.db import Database
+from app.kernel.events import outbox_tables
 from app.modules.features import store
 from contracts.features import (
     Feature,
@@ -50,6 +51,15 @@ def _view(name: str, version: int, *, ttl: int = 0) -> FeatureView:
     )
 
 
+def _expected() -> sa.MetaData:
+    """The module's tables and its event outbox (the kernel declares the outbox)."""
+    metadata = sa.MetaData()
+    for table in store.metadata.tables.values():
+        table.to_metadata(metadata)
+    outbox_tables("features", metadata)
+    return metadata
+
+
 def _downgrade(db: Database) -> None:
     config = Config()
     config.set_main_option(
@@ -72,14 +82,14 @@ def test_migrations_build_the_declared_tables_and_go_back(db: Database) -> None:
         context = MigrationContext.configure(
             conn, opts={"include_name": lambda name, kind, _: name != VERSION_TABLE}
         )
-        differences = compare_metadata(context, store.metadata)
+        differences = compare_metadata(context, _expected())
     assert differences == []
-    assert _tables(db) == {VERSION_TABLE, *store.metadata.tables}
+    assert _tables(db) == {VERSION_TABLE, *_expected().tables}
 
     _downgrade(db)
     assert _tables(db) == {VERSION_TABLE}
     db.migrate("features")
-    assert _tables(db) == {VERSION_TABLE, *store.metadata.tables}
+    assert _tables(db) == {VERSION_TABLE, *_expected().tables}
 
 
 def test_every_table_is_prefixed_with_the_module_name() -> None:
