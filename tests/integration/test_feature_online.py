@@ -85,6 +85,8 @@ async def test_reads_answer_in_request_order_with_missing_entities_empty(
         {"users": (T0 + 1100, {"n": 1100})},
         {"users": (T0, {"n": 0})},
     ]
+    everyone = await online.read(["users"], [f"u={i}" for i in range(1200)])
+    assert everyone == [{"users": (T0 + i, {"n": i})} for i in range(1200)]
     assert await online.read(["users"], []) == []
     assert await online.read([], ["u=1"]) == [{}]
 
@@ -118,9 +120,11 @@ async def test_values_round_trip_exactly(online: OnlineStore) -> None:
     await online.write("users", [('u=1|c="fr"', T0, values)])
 
     [found] = await online.read(["users"], ['u=1|c="fr"'])
+    [again, _] = await online.read(["users"], ['u=1|c="fr"', "u=2"])  # a batch reads the same
     _, got = found["users"]
 
     assert got == values
+    assert again == found
     assert {name: type(value) for name, value in got.items()} == {
         name: type(value) for name, value in values.items()
     }
