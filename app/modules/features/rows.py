@@ -85,6 +85,8 @@ def check_value(feature: Feature, value: Value) -> Value:
     dtype = feature.dtype
     if dtype == "float":
         if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise InvalidInput(f"{value} is not a finite number (send null for missing)")
             return float(value)
     elif dtype == "int":
         if isinstance(value, int) and not isinstance(value, bool):
@@ -97,7 +99,9 @@ def check_value(feature: Feature, value: Value) -> Value:
     elif dtype == "string":
         if isinstance(value, str):
             return value
-    elif isinstance(value, list) and all(isinstance(v, int | float) for v in value):
+    elif isinstance(value, list) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value
+    ):
         return [float(v) for v in value]
     raise InvalidInput(f"expected {dtype}, got {type(value).__name__} {_short(value)}")
 
