@@ -1,0 +1,137 @@
+"""Export a trained torch module to ONNX, and check the export against torch.
+
+The exported graph takes float32 ``[N, k]`` (``features`` by default, any ``N``) and answers
+``probabilities`` (softmax of the logits, float32 ``[N, C]``) for classification or
+``prediction`` (float32 ``[N]``) for regression. torch is imported inside the functions only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import warnings
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from contracts.common import InvalidInput
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["OPSET", "ParityError", "check_parity", "export_onnx", "output_name"]
+
+OPSET = 18
+"""The ONNX opset of exported models."""
+
+_OUTPUTS = {"classification": "probabilities", "regression": "prediction"}
+
+
+class ParityError(Exception):
+    """The ONNX export and the torch module answer differently on the same rows."""
+
+
+def output_name(task: str) -> str:
+    """The output an exported model of ``task`` answers."""
+    if task not in _OUTPUTS:
+        raise InvalidInput(f"unknown task {task!r}; expected classification or regression")
+    return _OUTPUTS[task]
+
+
+def export_onnx(
+    module: torch.nn.Module, n_features: int, *, task: str, input_name: str = "features"
+) -> bytes:
+    """The ONNX bytes of ``module`` (a CPU copy in eval mode; ``module`` itself is untouched)
+    with a dynamic batch dimension, ``n_features`` inputs and :func:`output_name` as output."""
+    import torch
+
+    wrapped = _wrap(module, task)
+    example = torch.zeros((2, n_features), dtype=torch.float32)
+    with torch.no_grad():
+        shape = tuple(wrapped(example).shape)
+    classification = task == "classification"
+    if (len(shape) != 2) if classification else (shape != (2,)):
+        answer = "[N, C] logits" if classification else "[N] or [N, 1] predictions"
+        raise InvalidInput(
+            f"a {task} module must answer {answer} for [N, {n_features}] inputs;"
+            f" it answered {list(shape)} for N=2"
+        )
+    with _quiet():
+        program = torch.onnx.export(
+            wrapped,
+            (example,),
+            dynamo=True,
+            input_names=[input_name],
+            output_names=[output_name(task)],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            opset_version=OPSET,
+            verbose=False,
+        )
+    if program is None:  # only the legacy exporter answers None
+        raise RuntimeError("the ONNX exporter returned no program")
+    return bytes(program.model_proto.SerializeToString())
+
+
+def check_parity(
+    onnx_bytes: bytes,
+    module: torch.nn.Module,
+    x: np.ndarray,
+    *,
+    task: str,
+    rtol: float = 1e-4,
+    atol: float = 1e-5,
+) -> float:
+    """Run ``x`` through onnxruntime (CPU) and through ``module``; the largest absolute
+    difference of their outputs. ``ParityError`` when they disagree beyond ``rtol``/``atol``."""
+    import onnxruntime as ort
+    import torch
+
+    name = output_name(task)
+    rows = np.ascontiguousarray(x, dtype=np.float32)
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    feeds = {session.get_inputs()[0].name: rows}
+    got = np.asarray(session.run([name], feeds)[0])
+    with torch.no_grad():
+        expected = _wrap(module, task)(torch.from_numpy(rows)).numpy()
+    if got.shape != expected.shape:
+        raise ParityError(
+            f"ONNX output {name!r} has shape {list(got.shape)}, torch {list(expected.shape)}"
+        )
+    if got.size == 0:
+        return 0.0
+    diff = float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64))))
+    if not np.allclose(got, expected, rtol=rtol, atol=atol) or not np.isfinite(diff):
+        raise ParityError(
+            f"ONNX output {name!r} differs from torch by up to {diff:.3g} on {len(rows)} rows"
+            f" (rtol={rtol:g}, atol={atol:g})"
+        )
+    return diff
+
+
+def _wrap(module: torch.nn.Module, task: str) -> torch.nn.Module:
+    """A CPU, eval-mode copy of ``module`` followed by the task's output head."""
+    import torch
+
+    name = output_name(task)
+    model = copy.deepcopy(module).cpu().eval()
+    # Flatten(0) turns [N] or [N, 1] predictions into [N]
+    head = torch.nn.Softmax(dim=-1) if name == "probabilities" else torch.nn.Flatten(start_dim=0)
+    wrapped = torch.nn.Sequential(model, head)
+    wrapped.eval()
+    return wrapped
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the exporter: its deprecation warnings (errors under pytest) and log lines."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
