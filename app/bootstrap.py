@@ -27,12 +27,17 @@ from app.kernel.module import BuiltModule, ModuleContext, ModuleSpec
 from app.kernel.rpc import RemoteModule, rpc_router
 from app.kernel.settings import ConfigError, Settings
 from app.kernel.tasks import make_task_queue
-from app.modules import features, inference, registry
+from app.modules import features, inference, registry, training
 from contracts.common import Unauthenticated, Unavailable
 
 __all__ = ["AVAILABLE_MODULES", "Platform", "create_app"]
 
-AVAILABLE_MODULES: tuple[ModuleSpec, ...] = (registry.module, features.module, inference.module)
+AVAILABLE_MODULES: tuple[ModuleSpec, ...] = (
+    registry.module,
+    features.module,
+    inference.module,
+    training.module,
+)
 """Every module of this build, in dependency order."""
 
 _log = logging.getLogger("quarry.bootstrap")

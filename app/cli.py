@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 from app.bootstrap import AVAILABLE_MODULES, Platform, create_app
@@ -157,6 +158,80 @@ def _events(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# --- train ------------------------------------------------------------------------------------
+
+
+def _train(settings: Settings, args: argparse.Namespace) -> int:
+    """Submit a job spec (or follow ``--job``) and show its progress until it ends."""
+    import msgspec
+
+    from app.bootstrap import remote_clients
+    from contracts.training import GetTrainingJob, SubmitTrainingJob, TrainingJobSpec
+
+    spec = None
+    if args.job is None:
+        if args.spec is None:
+            raise ConfigError("give a job spec file (quarry train SPEC.json) or --job ID")
+        try:
+            raw = sys.stdin.buffer.read() if args.spec == "-" else Path(args.spec).read_bytes()
+            spec = msgspec.json.decode(raw, type=TrainingJobSpec)
+        except OSError as exc:
+            raise ConfigError(f"cannot read {args.spec}: {exc.strerror}") from None
+        except msgspec.DecodeError as exc:
+            raise ConfigError(f"{args.spec} is not a valid job spec: {exc}") from None
+
+    async def follow(training: Any) -> Any:
+        if spec is not None:
+            job = await training.submit_job(SubmitTrainingJob(spec=spec))
+        else:
+            job = await training.get_job(GetTrainingJob(id=args.job))
+        bar = _ProgressBar(job.id)
+        while job.status in ("queued", "running") and not args.no_wait:
+            bar.show(job)
+            await asyncio.sleep(0.5)
+            job = await training.get_job(GetTrainingJob(id=job.id))
+        bar.show(job, final=True)
+        return job
+
+    async def run() -> Any:
+        if args.url:
+            async with remote_clients(args.url, args.api_key) as clients:
+                return await follow(clients["training"])
+        async with Platform(settings) as platform:
+            return await follow(platform.client("training", caller="cli"))
+
+    job = _run(run())
+    print(json.dumps(_plain(job), indent=2, default=str))
+    return 0 if job.status in ("succeeded", "queued", "running") else 1
+
+
+class _ProgressBar:
+    """A one-line progress bar on stderr (one line per change when it is not a terminal)."""
+
+    WIDTH = 30
+
+    def __init__(self, job_id: str) -> None:
+        self._job_id = job_id
+        self._last = ""
+        self._tty = sys.stderr.isatty()
+
+    def show(self, job: Any, *, final: bool = False) -> None:
+        done = job.epoch / job.epochs if job.epochs else 0.0
+        filled = int(self.WIDTH * min(done, 1.0))
+        metrics = " ".join(f"{k}={v:.4g}" for k, v in sorted(job.metrics.items())[:4])
+        line = (
+            f"[train] {self._job_id[:12]} {job.status:<9} epoch {job.epoch}/{job.epochs or '?'}"
+            f" |{'#' * filled}{'.' * (self.WIDTH - filled)}| {metrics}"
+        )
+        if final and job.error:
+            line += f" error: {job.error}"
+        if line == self._last:
+            return
+        self._last = line
+        end = "\n" if final or not self._tty else ""
+        print(("\r" if self._tty else "") + line, end=end, file=sys.stderr, flush=True)
+
+
 def _plain(row: Any) -> dict[str, Any]:
     import msgspec
 
@@ -200,6 +275,14 @@ def _parser() -> argparse.ArgumentParser:
     revoke = keys_sub.add_parser("revoke", help="revoke a key")
     revoke.add_argument("key_id")
     keys.set_defaults(handler=_keys)
+
+    train = sub.add_parser("train", help="submit a training job and follow it")
+    train.add_argument("spec", nargs="?", help="the job spec as JSON (a file, or - for stdin)")
+    train.add_argument("--job", help="follow an existing job instead of submitting one")
+    train.add_argument("--url", help="a running server (default: run the platform in-process)")
+    train.add_argument("--api-key", help="an API key with the train scope (with --url)")
+    train.add_argument("--no-wait", action="store_true", help="answer once the job is queued")
+    train.set_defaults(handler=_train)
 
     events = sub.add_parser("events", help="inspect and resubmit failed event deliveries")
     events_sub = events.add_subparsers(dest="events_command", required=True)

@@ -49,6 +49,12 @@ class Settings:
     """QUARRY_ONLINE_STORE_URL: the features online store (default: the features database)."""
     features_future_tolerance_s: float = 300.0
     """QUARRY_FEATURES_FUTURE_TOLERANCE_S: how far ahead of now a pushed event may be stamped."""
+    training_heartbeat_s: float = 5.0
+    """QUARRY_TRAINING_HEARTBEAT_S: how often a running training job proves it is alive."""
+    training_stale_s: float = 60.0
+    """QUARRY_TRAINING_STALE_S: a running job silent this long is re-run (its worker died)."""
+    trainers: tuple[str, ...] = ()
+    """QUARRY_TRAINERS: comma-separated modules to import for ``@trainer`` plug-ins."""
     artifacts_url: str | None = None
     """QUARRY_ARTIFACTS_URL: a folder (default ``<data_dir>/artifacts``) or ``s3://bucket/prefix``."""
     auth: Literal["auto", "on", "off"] = "auto"
@@ -230,6 +236,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "redis_prefix": str,
     "online_store_url": _url("redis", "rediss", "sqlite", "postgresql"),
     "features_future_tolerance_s": _positive(float, allow_zero=True),
+    "training_heartbeat_s": _positive(float),
+    "training_stale_s": _positive(float),
+    "trainers": lambda value: tuple(p.strip() for p in value.split(",") if p.strip()),
     "artifacts_url": str,
     "auth": _choice("auto", "on", "off"),
     "api_keys_file": Path,

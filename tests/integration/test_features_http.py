@@ -157,7 +157,8 @@ async def test_bad_requests_get_clear_errors(
     answer = await client.request(method, path, **(kwargs if body is not None else {}))
     assert answer.status_code == status, answer.text
     error = answer.json()
-    assert error["code"] and error["error"]
+    assert error["code"]
+    assert error["error"]
     if message:
         assert message in error["error"]
 

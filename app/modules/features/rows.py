@@ -82,28 +82,48 @@ def check_value(feature: Feature, value: Value) -> Value:
     """``value`` as stored for ``feature`` (ints widen to float); ``InvalidInput`` otherwise."""
     if value is None:
         return None
-    dtype = feature.dtype
-    if dtype == "float":
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise InvalidInput(f"{value} is not a finite number (send null for missing)")
-            return float(value)
-    elif dtype == "int":
-        if isinstance(value, int) and not isinstance(value, bool):
-            if -(2**63) <= value < 2**63:
-                return value
-            raise InvalidInput(f"{value} does not fit in a 64-bit int")
-    elif dtype == "bool":
-        if isinstance(value, bool):
-            return value
-    elif dtype == "string":
-        if isinstance(value, str):
-            return value
-    elif isinstance(value, list) and all(
-        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value
-    ):
-        return [float(v) for v in value]
-    raise InvalidInput(f"expected {dtype}, got {type(value).__name__} {_short(value)}")
+    checked = _CHECKS[feature.dtype](value)
+    if checked is _WRONG:
+        raise InvalidInput(f"expected {feature.dtype}, got {type(value).__name__} {_short(value)}")
+    return checked  # type: ignore[return-value]
+
+
+_WRONG = object()
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _float(value: object) -> object:
+    if not _number(value):
+        return _WRONG
+    if not math.isfinite(value):  # type: ignore[arg-type]
+        raise InvalidInput(f"{value} is not a finite number (send null for missing)")
+    return float(value)  # type: ignore[arg-type]
+
+
+def _int(value: object) -> object:
+    if not _number(value) or not isinstance(value, int):
+        return _WRONG
+    if not -(2**63) <= value < 2**63:
+        raise InvalidInput(f"{value} does not fit in a 64-bit int")
+    return value
+
+
+def _vector(value: object) -> object:
+    if not isinstance(value, list) or not all(_number(v) and math.isfinite(v) for v in value):
+        return _WRONG
+    return [float(v) for v in value]
+
+
+_CHECKS = {
+    "float": _float,
+    "int": _int,
+    "bool": lambda value: value if isinstance(value, bool) else _WRONG,
+    "string": lambda value: value if isinstance(value, str) else _WRONG,
+    "float_vector": _vector,
+}
 
 
 def _short(value: object) -> str:

@@ -1,0 +1,52 @@
+"""The training module: offline batch training jobs on the task queue. Exports only ``module``.
+
+Serving hosts never import torch: it is imported when a job runs, on the worker that runs it.
+"""
+
+from __future__ import annotations
+
+from app.kernel.module import BuiltModule, Dependency, ModuleContext, ModuleSpec
+from contracts.features import FeaturesService
+from contracts.inference import InferenceService
+from contracts.registry import RegistryService
+from contracts.training import VERSION, TrainingJobFinished, TrainingService
+
+__all__ = ["module"]
+
+
+async def _build(ctx: ModuleContext) -> BuiltModule:
+    from app.modules.training.service import LocalTrainingService
+
+    service = LocalTrainingService(
+        db=ctx.db,
+        outbox=ctx.outbox,
+        tasks=ctx.tasks,
+        registry=ctx.require(RegistryService),
+        features=ctx.optional(FeaturesService),
+        inference=ctx.optional(InferenceService),
+        settings=ctx.settings,
+        logger=ctx.logger,
+    )
+    return BuiltModule(service=service, on_startup=[service.start], on_shutdown=[service.close])
+
+
+def _routes(service: TrainingService, settings: object) -> list[object]:
+    from app.modules.training.api import routes
+
+    return routes(service)
+
+
+module = ModuleSpec(
+    name="training",
+    provides=TrainingService,
+    contract_version=VERSION,
+    build=_build,
+    routes=_routes,
+    requires=(
+        Dependency(module="registry", protocol=RegistryService),
+        Dependency(module="features", protocol=FeaturesService, optional=True),
+        Dependency(module="inference", protocol=InferenceService, optional=True),
+    ),
+    publishes=(TrainingJobFinished,),
+    migrations="training",
+)

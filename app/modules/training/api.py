@@ -1,0 +1,95 @@
+"""The training module's public routes under ``/v1/training``.
+
+- ``POST /jobs`` with the job spec (:class:`contracts.training.TrainingJobSpec` as JSON) -> 202
+- ``GET /jobs`` (``?limit=&cursor=&status=``), ``GET /jobs/{id}``, ``POST /jobs/{id}/cancel``
+- ``GET /trainers``
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, Router, get, post
+from litestar.params import FromPath, FromQuery
+
+from contracts.common import InvalidInput, method_info
+from contracts.training import (
+    CancelTrainingJob,
+    GetTrainingJob,
+    ListTrainers,
+    ListTrainingJobs,
+    SubmitTrainingJob,
+    TrainingJobSpec,
+    TrainingService,
+)
+
+__all__ = ["routes"]
+
+_SPEC = msgspec.json.Decoder(TrainingJobSpec)
+_ENCODER = msgspec.json.Encoder()
+_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+def _json(value: Any, status_code: int = 200) -> Response[bytes]:
+    return Response(_ENCODER.encode(value), media_type="application/json", status_code=status_code)
+
+
+def _scope(fn: Any) -> dict[str, Any]:
+    info = method_info(fn)
+    assert info is not None
+    return {"scope": info.scope.value}
+
+
+def routes(service: TrainingService) -> list[Any]:
+    """Public routes of the training module, calling ``service`` (local or remote)."""
+
+    @post("/jobs", opt=_scope(TrainingService.submit_job), status_code=202)
+    async def submit(request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Queue a training job; answers the job (poll ``GET /jobs/{id}``)."""
+        raw = await request.body()
+        if not raw:
+            raise InvalidInput(
+                'empty body: expected {"trainer": ..., "model": ..., "dataset": {...}}'
+            )
+        try:
+            spec = _SPEC.decode(raw)
+        except msgspec.ValidationError as exc:
+            raise InvalidInput(f"invalid job spec: {exc}") from None
+        except msgspec.DecodeError as exc:
+            raise InvalidInput(f"malformed JSON body: {exc}") from None
+        job = await service.submit_job(SubmitTrainingJob(spec=spec))
+        return _json(job, 202)
+
+    @get("/jobs", opt=_scope(TrainingService.list_jobs))
+    async def list_jobs(
+        limit: FromQuery[int] = 50,
+        cursor: FromQuery[str | None] = None,
+        status: FromQuery[str | None] = None,
+    ) -> Response[bytes]:
+        """One page of jobs, newest first."""
+        if status is not None and status not in _STATUSES:
+            raise InvalidInput(f"status must be one of {', '.join(_STATUSES)}")
+        page = await service.list_jobs(
+            ListTrainingJobs(limit=limit, cursor=cursor, status=status)  # type: ignore[arg-type]
+        )
+        return _json(page)
+
+    @get("/jobs/{job_id:str}", opt=_scope(TrainingService.get_job))
+    async def get_job(job_id: FromPath[str]) -> Response[bytes]:
+        """A job: status, epoch, metrics, heartbeat, outcome."""
+        return _json(await service.get_job(GetTrainingJob(id=job_id)))
+
+    @post("/jobs/{job_id:str}/cancel", opt=_scope(TrainingService.cancel_job), status_code=200)
+    async def cancel(job_id: FromPath[str]) -> Response[bytes]:
+        """Cancel a job (at once when queued; at its next check when running)."""
+        return _json(await service.cancel_job(CancelTrainingJob(id=job_id)))
+
+    @get("/trainers", opt=_scope(TrainingService.list_trainers))
+    async def trainers() -> Response[bytes]:
+        """The trainers jobs may name, with their hyperparameters."""
+        return _json(await service.list_trainers(ListTrainers()))
+
+    return [
+        Router(path="/v1/training", route_handlers=[submit, list_jobs, get_job, cancel, trainers])
+    ]

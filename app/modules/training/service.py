@@ -1,0 +1,278 @@
+"""``LocalTrainingService``: jobs in the module's table, runs on the task queue.
+
+Submission checks what it can (trainer, hyperparameters, dataset shape, gate metric and
+baseline alias), stores the job as ``queued`` and sends ``training.run_job`` on the ``training``
+queue, whose actor runs :class:`~app.modules.training.runner.JobRunner` on a worker thread (an
+in-process one on the embedded broker, a ``quarry worker`` on Redis). A watchdog re-sends jobs
+whose run went silent (a dead worker) and, on the embedded broker, queued jobs at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from app.modules.training import store
+from app.modules.training.evaluation import metric_names
+from app.modules.training.runner import JobRunner
+from app.modules.training.trainers import TrainerRegistry
+from contracts.common import InvalidInput, NotFound, Page, validate_name
+from contracts.features import FeaturesService, GetFeatureService
+from contracts.inference import InferenceService
+from contracts.registry import GetModel, RegistryService
+from contracts.training import (
+    CancelTrainingJob,
+    Dataset,
+    GetTrainingJob,
+    ListTrainers,
+    ListTrainingJobs,
+    SubmitTrainingJob,
+    TrainerList,
+    TrainingJob,
+    TrainingJobFinished,
+    TrainingJobSpec,
+)
+
+if TYPE_CHECKING:
+    from app.kernel.db import Database
+    from app.kernel.events import Outbox
+    from app.kernel.settings import Settings
+    from app.kernel.tasks import TaskQueue
+
+__all__ = ["ACTOR", "QUEUE", "LocalTrainingService"]
+
+ACTOR = "training.run_job"
+QUEUE = "training"
+MAX_RETRIES = 3
+"""Retries of a message whose run hit a transient error (a dependency unavailable)."""
+MAX_PAGE = 200
+MAX_ATTEMPTS = 10
+
+
+class LocalTrainingService:
+    """See :class:`contracts.training.TrainingService`."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        outbox: Outbox,
+        tasks: TaskQueue,
+        registry: RegistryService,
+        features: FeaturesService | None,
+        inference: InferenceService | None,
+        settings: Settings,
+        logger: logging.Logger,
+        trainers: TrainerRegistry | None = None,
+    ) -> None:
+        self._db = db
+        self._outbox = outbox
+        self._tasks = tasks
+        self._registry = registry
+        self._features = features
+        self._log = logger
+        self._settings = settings
+        self._trainers = trainers or TrainerRegistry.default()
+        self._trainers.discover(settings.trainers)
+        self.runner = JobRunner(
+            db=db,
+            outbox=outbox,
+            registry=registry,
+            features=features,
+            inference=inference,
+            trainers=self._trainers,
+            heartbeat_s=settings.training_heartbeat_s,
+            stale_s=settings.training_stale_s,
+            logger=logger,
+        )
+        self._actor = tasks.actor(
+            self.runner.run,
+            name=ACTOR,
+            queue_name=QUEUE,
+            max_retries=MAX_RETRIES,
+            time_limit_ms=24 * 3600 * 1000,  # each message carries its job's own limit
+        )
+        self._watchdog: asyncio.Task[None] | None = None
+        self._resent: dict[str, float] = {}
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Capture the loop contract calls run on; start the watchdog."""
+        self.runner.loop = asyncio.get_running_loop()
+        if self._tasks.in_process:  # the embedded broker's messages died with the last process
+            for job_id in await self._db.read(
+                lambda conn: store.stale_or_queued(conn, 0.0, queued=True)
+            ):
+                await self._send(job_id)
+        self._watchdog = asyncio.create_task(self._watch(), name="training-watchdog")
+
+    async def close(self) -> None:
+        """Stop the watchdog; running jobs notice the loop is gone at their next contract call."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        self.runner.loop = None
+
+    async def _watch(self) -> None:
+        interval = self._settings.training_heartbeat_s
+        stale = self._settings.training_stale_s
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                now = time.time()
+                ids = await self._db.read(
+                    lambda conn, t=now: store.stale_or_queued(conn, t - stale, queued=False)
+                )
+                for job_id in ids:
+                    if now - self._resent.get(job_id, 0.0) >= stale:
+                        self._log.warning("training job %s went silent: running it again", job_id)
+                        self._resent[job_id] = now
+                        await self._send(job_id)
+            except Exception:  # the next round may work (e.g. the database is back)
+                self._log.warning("training watchdog round failed", exc_info=True)
+
+    async def _send(self, job_id: str) -> None:
+        job = await self._db.read(lambda conn: store.get(conn, job_id))
+        if job is None:
+            return
+        limit_ms = int(job.spec.time_limit_s * 1000)
+        await asyncio.to_thread(self._actor.send_with_options, args=(job_id,), time_limit=limit_ms)
+
+    # --- the contract -----------------------------------------------------------------------
+
+    async def submit_job(self, request: SubmitTrainingJob) -> TrainingJob:
+        spec = request.spec
+        await self._check(spec)
+        job_id = uuid.uuid4().hex
+        job = await self._db.write(lambda conn: store.insert(conn, job_id, spec, time.time()))
+        await self._send(job_id)
+        return job
+
+    async def get_job(self, request: GetTrainingJob) -> TrainingJob:
+        job = await self._db.read(lambda conn: store.get(conn, request.id))
+        if job is None:
+            raise NotFound(f"no training job {request.id!r}", details={"id": request.id})
+        return job
+
+    async def list_jobs(self, request: ListTrainingJobs) -> Page[TrainingJob]:
+        if not 1 <= request.limit <= MAX_PAGE:
+            raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
+        cursor = _decode_cursor(request.cursor) if request.cursor else None
+        items, after = await self._db.read(
+            lambda conn: store.page(conn, request.limit, cursor, request.status)
+        )
+        return Page(items=items, next_cursor=None if after is None else _encode_cursor(after))
+
+    async def cancel_job(self, request: CancelTrainingJob) -> TrainingJob:
+        job = await self.get_job(GetTrainingJob(id=request.id))
+        now = time.time()
+
+        def cancel(conn: Any) -> None:
+            if store.finish(
+                conn, job.id, None, now, status="cancelled", error="cancelled on request"
+            ):
+                self._outbox.add(
+                    conn,
+                    TrainingJobFinished(
+                        id=job.id,
+                        model=job.spec.model,
+                        status="cancelled",
+                        error="cancelled on request",
+                    ),
+                )
+            else:
+                store.cancel(conn, job.id, now)
+
+        await self._db.write(cancel)
+        return await self.get_job(GetTrainingJob(id=request.id))
+
+    async def list_trainers(self, request: ListTrainers) -> TrainerList:
+        return TrainerList(items=self._trainers.infos())
+
+    # --- submission checks ------------------------------------------------------------------
+
+    async def _check(self, spec: TrainingJobSpec) -> None:
+        validate_name(spec.model, what="model name")
+        trainer = self._trainers.get(spec.trainer)
+        self._trainers.check_hyperparameters(spec.trainer, spec.hyperparameters)
+        dataset = spec.dataset
+        _check_dataset(dataset)
+        if not 0 < spec.split.validation < 1:
+            raise InvalidInput("split.validation must be between 0 and 1 (exclusive)")
+        if not 1 <= spec.max_attempts <= MAX_ATTEMPTS:
+            raise InvalidInput(f"max_attempts must be between 1 and {MAX_ATTEMPTS}")
+        if spec.time_limit_s <= 0:
+            raise InvalidInput("time_limit_s must be positive")
+        if dataset.feature_service:
+            await self._check_feature_service(dataset.feature_service)
+        if spec.gate is not None:
+            names = metric_names(trainer.task)
+            if spec.gate.metric not in names:
+                raise InvalidInput(
+                    f"the gate's metric {spec.gate.metric!r} is not a {trainer.task} metric"
+                    f" ({', '.join(names)})"
+                )
+            if spec.gate.baseline:
+                await self._check_baseline(spec.model, spec.gate.baseline)
+
+    async def _check_feature_service(self, text: str) -> None:
+        if self._features is None:
+            raise InvalidInput(
+                "the dataset names a feature service, but no features module is bound here"
+                " (set QUARRY_REMOTE_FEATURES)"
+            )
+        name, _, number = text.partition(":")
+        try:
+            await self._features.get_service(
+                GetFeatureService(name=name, version=int(number) if number.isdigit() else None)
+            )
+        except NotFound:
+            raise InvalidInput(f"dataset.feature_service {text!r} does not exist") from None
+
+    async def _check_baseline(self, model: str, alias: str) -> None:
+        """A gate's baseline alias must exist when the model does (a new model has none)."""
+        try:
+            info = await self._registry.get_model(GetModel(name=model))
+        except NotFound:
+            return
+        if alias not in info.aliases:
+            known = ", ".join(sorted(info.aliases)) or "none"
+            raise InvalidInput(
+                f"the gate's baseline alias {alias!r} is not set on model {model!r}"
+                f" (aliases: {known})",
+                details={"model": model, "alias": alias},
+            )
+
+
+def _check_dataset(dataset: Dataset) -> None:
+    if not dataset.label:
+        raise InvalidInput("dataset.label is required: the column or view:feature to predict")
+    if not dataset.entity_rows and not dataset.rows:
+        raise InvalidInput("the dataset is empty: give entity_rows or rows")
+    if dataset.entity_rows and dataset.rows:
+        raise InvalidInput("give either dataset.entity_rows or dataset.rows, not both")
+    if dataset.entity_rows and not dataset.feature_service:
+        raise InvalidInput("dataset.entity_rows need a dataset.feature_service")
+    if not dataset.feature_service and not dataset.features:
+        raise InvalidInput("name the input columns: dataset.features or dataset.feature_service")
+    if dataset.rows and any(dataset.label not in row for row in dataset.rows[:1000]):
+        raise InvalidInput(f"dataset.rows lack the label {dataset.label!r}")
+
+
+def _encode_cursor(after: tuple[float, str]) -> str:
+    return base64.urlsafe_b64encode(f"{after[0]!r}|{after[1]}".encode()).decode()
+
+
+def _decode_cursor(text: str) -> tuple[float, str]:
+    try:
+        created, _, job_id = base64.urlsafe_b64decode(text.encode()).decode().partition("|")
+        return float(created), job_id
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("invalid cursor") from None

@@ -1,0 +1,245 @@
+"""The training module's table, ``training_jobs``, and the statements that guard a job's life.
+
+A job runs only while it holds the row: :func:`claim` takes a queued job, or a running one whose
+heartbeat went stale (its worker died), and stamps it with a fresh ``owner``; every later write
+of a run (:func:`beat`, :func:`progress`, :func:`finish`) names that owner, so a run that lost
+the job can change nothing. Times are epoch seconds (floats) so that staleness compares simply.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from contracts.training import GateVerdict, TrainingJob, TrainingJobSpec
+
+__all__ = [
+    "beat",
+    "cancel",
+    "claim",
+    "finish",
+    "get",
+    "insert",
+    "jobs",
+    "page",
+    "progress",
+    "stale_or_queued",
+]
+
+metadata = sa.MetaData()
+
+jobs = sa.Table(
+    "training_jobs",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("model", sa.String(128), nullable=False),
+    sa.Column("spec", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    sa.Column("owner", sa.String(64), nullable=True),
+    sa.Column("epoch", sa.Integer, nullable=False),
+    sa.Column("epochs", sa.Integer, nullable=False),
+    sa.Column("metrics", sa.JSON, nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("version", sa.Integer, nullable=True),
+    sa.Column("verdict", sa.JSON, nullable=True),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+
+def _when(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def _job(row: Any) -> TrainingJob:
+    return TrainingJob(
+        id=row.id,
+        spec=msgspec.convert(row.spec, TrainingJobSpec),
+        status=row.status,
+        attempt=row.attempt,
+        epoch=row.epoch,
+        epochs=row.epochs,
+        metrics=dict(row.metrics or {}),
+        heartbeat_at=_when(row.heartbeat_at),
+        error=row.error,
+        version=row.version,
+        verdict=None if row.verdict is None else msgspec.convert(row.verdict, GateVerdict),
+        cancel_requested=bool(row.cancel_requested),
+        created_at=_when(row.created_at),  # type: ignore[arg-type]
+        updated_at=_when(row.updated_at),  # type: ignore[arg-type]
+    )
+
+
+def insert(conn: Connection, job_id: str, spec: TrainingJobSpec, now: float) -> TrainingJob:
+    """Store a new queued job."""
+    conn.execute(
+        jobs.insert().values(
+            id=job_id,
+            model=spec.model,
+            spec=msgspec.to_builtins(spec),
+            status="queued",
+            attempt=0,
+            max_attempts=spec.max_attempts,
+            epoch=0,
+            epochs=0,
+            metrics={},
+            cancel_requested=False,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    found = get(conn, job_id)
+    assert found is not None
+    return found
+
+
+def get(conn: Connection, job_id: str) -> TrainingJob | None:
+    """The job ``job_id``, or ``None``."""
+    row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
+    return None if row is None else _job(row)
+
+
+def page(
+    conn: Connection, limit: int, cursor: tuple[float, str] | None, status: str | None
+) -> tuple[list[TrainingJob], tuple[float, str] | None]:
+    """Up to ``limit`` jobs, newest first, after ``cursor`` (``created_at``, ``id``)."""
+    query = sa.select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
+    if status is not None:
+        query = query.where(jobs.c.status == status)
+    if cursor is not None:
+        created, last = cursor
+        query = query.where(
+            sa.or_(
+                jobs.c.created_at < created,
+                sa.and_(jobs.c.created_at == created, jobs.c.id < last),
+            )
+        )
+    rows = conn.execute(query).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return [_job(r) for r in rows], ((rows[-1].created_at, rows[-1].id) if more else None)
+
+
+def claim(conn: Connection, job_id: str, owner: str, now: float, stale_before: float) -> str:
+    """Take the job for a run. Answers ``claimed``, ``exhausted`` (a stale job out of
+    attempts: now failed), or ``busy`` (running elsewhere, finished, or cancelled)."""
+    takeable = sa.or_(
+        jobs.c.status == "queued",
+        sa.and_(jobs.c.status == "running", jobs.c.heartbeat_at < stale_before),
+    )
+    result = conn.execute(
+        jobs.update()
+        .where(jobs.c.id == job_id, takeable, jobs.c.attempt < jobs.c.max_attempts)
+        .values(
+            status="running",
+            attempt=jobs.c.attempt + 1,
+            owner=owner,
+            heartbeat_at=now,
+            epoch=0,
+            updated_at=now,
+        )
+    )
+    if result.rowcount == 1:
+        return "claimed"
+    result = conn.execute(
+        jobs.update()
+        .where(jobs.c.id == job_id, takeable, jobs.c.attempt >= jobs.c.max_attempts)
+        .values(
+            status="failed",
+            owner=None,
+            error="its worker stopped (no heartbeat) on every attempt",
+            updated_at=now,
+        )
+    )
+    return "exhausted" if result.rowcount == 1 else "busy"
+
+
+def beat(conn: Connection, job_id: str, owner: str, now: float) -> bool | None:
+    """Refresh the run's heartbeat. Answers whether cancellation was asked for, or ``None``
+    when this run no longer holds the job."""
+    result = conn.execute(
+        jobs.update()
+        .where(jobs.c.id == job_id, jobs.c.owner == owner, jobs.c.status == "running")
+        .values(heartbeat_at=now)
+    )
+    if result.rowcount != 1:
+        return None
+    flag = conn.execute(sa.select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar()
+    return bool(flag)
+
+
+def progress(
+    conn: Connection,
+    job_id: str,
+    owner: str,
+    now: float,
+    *,
+    epoch: int,
+    epochs: int,
+    metrics: dict[str, float],
+) -> bool | None:
+    """Record an epoch (and a heartbeat); answers like :func:`beat`."""
+    result = conn.execute(
+        jobs.update()
+        .where(jobs.c.id == job_id, jobs.c.owner == owner, jobs.c.status == "running")
+        .values(epoch=epoch, epochs=epochs, metrics=metrics, heartbeat_at=now, updated_at=now)
+    )
+    if result.rowcount != 1:
+        return None
+    flag = conn.execute(sa.select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar()
+    return bool(flag)
+
+
+def finish(
+    conn: Connection,
+    job_id: str,
+    owner: str | None,
+    now: float,
+    *,
+    status: str,
+    error: str | None = None,
+    version: int | None = None,
+    metrics: dict[str, float] | None = None,
+    verdict: GateVerdict | None = None,
+) -> bool:
+    """Give the job its one outcome; ``False`` when this run does not hold it (or, with
+    ``owner=None``, when the job is not queued)."""
+    values: dict[str, Any] = {"status": status, "error": error, "updated_at": now, "owner": None}
+    if version is not None:
+        values["version"] = version
+    if metrics is not None:
+        values["metrics"] = metrics
+    if verdict is not None:
+        values["verdict"] = msgspec.to_builtins(verdict)
+    query = jobs.update().where(jobs.c.id == job_id)
+    if owner is None:
+        query = query.where(jobs.c.status == "queued")
+    else:
+        query = query.where(jobs.c.owner == owner, jobs.c.status == "running")
+    return conn.execute(query.values(**values)).rowcount == 1
+
+
+def cancel(conn: Connection, job_id: str, now: float) -> None:
+    """Flag a running job for cancellation (a queued one is finished by the caller)."""
+    conn.execute(
+        jobs.update()
+        .where(jobs.c.id == job_id, jobs.c.status == "running")
+        .values(cancel_requested=True, updated_at=now)
+    )
+
+
+def stale_or_queued(conn: Connection, stale_before: float, *, queued: bool) -> list[str]:
+    """Ids of running jobs whose heartbeat is older than ``stale_before`` (and queued ones)."""
+    condition = sa.and_(jobs.c.status == "running", jobs.c.heartbeat_at < stale_before)
+    if queued:
+        condition = sa.or_(condition, jobs.c.status == "queued")
+    query = sa.select(jobs.c.id).where(condition).order_by(jobs.c.created_at)
+    return list(conn.execute(query).scalars())
