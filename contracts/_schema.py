@@ -20,7 +20,7 @@ import msgspec
 
 from contracts.common import method_info
 
-CONTRACT_MODULES = ("registry", "features", "inference", "training")
+CONTRACT_MODULES = ("registry", "features", "inference", "training", "monitoring")
 """Every contract module with a snapshot."""
 
 SCHEMA_DIR = Path(__file__).with_name("schemas")
