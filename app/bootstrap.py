@@ -27,7 +27,7 @@ from app.kernel.module import BuiltModule, ModuleContext, ModuleSpec
 from app.kernel.rpc import RemoteModule, rpc_router
 from app.kernel.settings import ConfigError, Settings
 from app.kernel.tasks import make_task_queue
-from app.modules import features, inference, registry, training
+from app.modules import features, inference, monitoring, registry, training
 from contracts.common import Unauthenticated, Unavailable
 
 __all__ = ["AVAILABLE_MODULES", "Platform", "create_app"]
@@ -35,6 +35,7 @@ __all__ = ["AVAILABLE_MODULES", "Platform", "create_app"]
 AVAILABLE_MODULES: tuple[ModuleSpec, ...] = (
     registry.module,
     features.module,
+    monitoring.module,
     inference.module,
     training.module,
 )

@@ -32,6 +32,7 @@ __all__ = [
     "RealisedPoint",
     "RecordPredictions",
     "Recorded",
+    "ReportPage",
     "RunDriftCheck",
     "SubmitFeedback",
     "Summary",
@@ -150,6 +151,13 @@ class GetDriftReport(msgspec.Struct, frozen=True, kw_only=True):
     id: str
 
 
+class ReportPage(msgspec.Struct, frozen=True, kw_only=True):
+    """A drift report as a self-contained HTML page (charts inline, nothing fetched)."""
+
+    id: str
+    html: str
+
+
 class SubmitFeedback(msgspec.Struct, frozen=True, kw_only=True):
     """Ground truth (``label``: the true class or value) and/or a business ``value`` (e.g. revenue)
     for a prediction inference issued. Feedback is given once per prediction."""
@@ -244,6 +252,12 @@ class MonitoringService(Protocol):
     @method(scope=Scope.READ, idempotent=True)
     async def get_drift_report(self, request: GetDriftReport) -> DriftReport:
         """A drift report; ``NotFound`` if there is none."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def render_drift_report(self, request: GetDriftReport) -> ReportPage:
+        """The report as HTML: each column's reference vs current distribution, latency and
+        error rate over the report's window."""
         ...
 
     @method(scope=Scope.PREDICT, idempotent=True)

@@ -84,7 +84,7 @@ def _span_exporter(name: str) -> SpanExporter | None:
         return ConsoleSpanExporter(out=sys.stderr)
     if name == "otlp":
         try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found]
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
                 OTLPSpanExporter,
             )
         except ImportError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from app.kernel.module import BuiltModule, Dependency, ModuleContext, ModuleSpec
 from contracts.features import FeaturesService
 from contracts.inference import VERSION, InferenceService
+from contracts.monitoring import MonitoringService
 from contracts.registry import ModelAliasChanged, ModelVersionRegistered, RegistryService
 
 __all__ = ["module"]
@@ -20,6 +21,7 @@ async def _build(ctx: ModuleContext) -> BuiltModule:
         db=ctx.db,
         tasks=ctx.tasks,
         features=ctx.optional(FeaturesService),
+        monitoring=ctx.optional(MonitoringService),
     )
     return BuiltModule(
         service=service,
@@ -47,6 +49,7 @@ module = ModuleSpec(
     requires=(
         Dependency(module="registry", protocol=RegistryService),
         Dependency(module="features", protocol=FeaturesService, optional=True),
+        Dependency(module="monitoring", protocol=MonitoringService, optional=True),
     ),
     subscribes=(ModelAliasChanged, ModelVersionRegistered),
     migrations="inference",

@@ -20,8 +20,16 @@ from typing import Protocol
 from app.kernel import metrics
 from contracts.common import Tensor
 from contracts.inference import PredictionRecord
+from contracts.monitoring import MonitoringService, RecordPredictions
 
-__all__ = ["BATCH_SIZE", "CAPACITY", "DroppingSink", "PredictionSink", "Recorder"]
+__all__ = [
+    "BATCH_SIZE",
+    "CAPACITY",
+    "DroppingSink",
+    "MonitoringSink",
+    "PredictionSink",
+    "Recorder",
+]
 
 CAPACITY = 10_000
 """Records held in memory at most; more are dropped (counted) until the sink catches up."""
@@ -56,6 +64,18 @@ class DroppingSink:
 
     async def write(self, records: list[PredictionRecord]) -> None:
         raise _Unbound
+
+
+class MonitoringSink:
+    """The sink when a monitoring module is bound (local or remote): its contract, in batches."""
+
+    bound = True
+
+    def __init__(self, monitoring: MonitoringService) -> None:
+        self._monitoring = monitoring
+
+    async def write(self, records: list[PredictionRecord]) -> None:
+        await self._monitoring.record_predictions(RecordPredictions(records=records))
 
 
 class _Unbound(Exception):

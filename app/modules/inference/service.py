@@ -8,6 +8,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -21,7 +22,7 @@ from app.modules.inference.deployments import Deployments
 from app.modules.inference.entities import entity_inputs
 from app.modules.inference.inputs import prepare_inputs
 from app.modules.inference.loading import Loader
-from app.modules.inference.records import Recorder
+from app.modules.inference.records import MonitoringSink, Recorder
 from contracts.common import (
     ModelRef,
     NotFound,
@@ -60,8 +61,12 @@ if TYPE_CHECKING:
     from app.kernel.db import Database
     from app.kernel.tasks import TaskQueue
     from contracts.features import FeaturesService
+    from contracts.monitoring import MonitoringService
 
 __all__ = ["LocalInferenceService"]
+
+_BUILT_INPUTS: ContextVar[dict[str, Tensor] | None] = ContextVar("built_inputs", default=None)
+"""The inputs a predict-by-entity call built, for its prediction record."""
 
 
 class LocalInferenceService:
@@ -77,6 +82,7 @@ class LocalInferenceService:
         recorder: Recorder | None = None,
         tasks: TaskQueue | None = None,
         features: FeaturesService | None = None,
+        monitoring: MonitoringService | None = None,
     ) -> None:
         self._settings = settings
         self._features = features
@@ -90,7 +96,11 @@ class LocalInferenceService:
             predict_model=self._predict_model,
             resolve=self._loader.resolve,
         )
-        self.records = recorder or Recorder(sample=settings.prediction_log_sample, logger=self._log)
+        self.records = recorder or Recorder(
+            MonitoringSink(monitoring) if monitoring is not None else None,
+            sample=settings.prediction_log_sample,
+            logger=self._log,
+        )
         """Prediction records of this process, handed to monitoring in the background."""
         self._batch_jobs = (
             BatchJobs(db=db, tasks=tasks, predict=self.predict, pin=self._pin, logger=self._log)
@@ -102,6 +112,7 @@ class LocalInferenceService:
 
     async def predict(self, request: Predict) -> Prediction:
         started = time.perf_counter()
+        _BUILT_INPUTS.set(None)
         try:
             prediction = await self._predict(request)
         except QuarryError as exc:
@@ -117,7 +128,7 @@ class LocalInferenceService:
             status="ok",
             latency_s=time.perf_counter() - started,
             outputs=prediction.outputs,
-            inputs=request.inputs,
+            inputs=request.inputs or _BUILT_INPUTS.get(),
             deployment=prediction.deployment,
         )
         return prediction
@@ -145,6 +156,7 @@ class LocalInferenceService:
         signature = served.model.signature
         if request.entities:
             inputs = await entity_inputs(self._features, served.model, request)
+            _BUILT_INPUTS.set(inputs)  # what the prediction record logs for this call
             request = msgspec.structs.replace(request, inputs=inputs, coerce=True)
         arrays = _arrays(request, {s.name: s.dtype for s in signature.inputs})
         feeds, rows = prepare_inputs(signature, arrays, max_rows=self._settings.max_queue_rows)

@@ -12,6 +12,7 @@ one transaction.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -209,7 +210,9 @@ class JobRunner:
                 dataset_digest=data.digest,
                 feature_service=data.feature_service,
                 transform_state=data.transform_state,
-                extra=_library_versions() | {"rows": str(data.rows)},
+                extra=_library_versions()
+                | {"rows": str(data.rows)}
+                | ({"classes": json.dumps(data.classes)} if data.classes else {}),
             ),
             reference_profile=profile,
         )

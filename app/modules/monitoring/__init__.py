@@ -1,0 +1,43 @@
+"""The monitoring module: prediction records, summaries, drift and feedback.
+
+Exports only ``module``.
+"""
+
+from __future__ import annotations
+
+from app.kernel.module import BuiltModule, Dependency, ModuleContext, ModuleSpec
+from contracts.monitoring import VERSION, DriftDetected, MonitoringService
+from contracts.registry import RegistryService
+
+__all__ = ["module"]
+
+
+async def _build(ctx: ModuleContext) -> BuiltModule:
+    from app.modules.monitoring.service import LocalMonitoringService
+
+    service = LocalMonitoringService(
+        db=ctx.db,
+        outbox=ctx.outbox,
+        registry=ctx.require(RegistryService),
+        settings=ctx.settings,
+        logger=ctx.logger,
+    )
+    return BuiltModule(service=service, on_startup=[service.start], on_shutdown=[service.close])
+
+
+def _routes(service: MonitoringService, settings: object) -> list[object]:
+    from app.modules.monitoring.api import routes
+
+    return routes(service)
+
+
+module = ModuleSpec(
+    name="monitoring",
+    provides=MonitoringService,
+    contract_version=VERSION,
+    build=_build,
+    routes=_routes,
+    requires=(Dependency(module="registry", protocol=RegistryService),),
+    publishes=(DriftDetected,),
+    migrations="monitoring",
+)

@@ -1,0 +1,468 @@
+"""``LocalMonitoringService``: prediction records in the module's database, figures on demand.
+
+Drift checks compare a window's sampled inputs (and outputs) of one version with the reference
+profile training registered with it; a check that finds dataset drift publishes
+``DriftDetected`` in the transaction that stores its report. A schedule checks every version
+with recent sampled inputs; another loop prunes records past the retention period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from app.modules.monitoring import drift, figures, store
+from app.modules.monitoring.live import LiveFigures
+from app.modules.monitoring.report_html import render
+from contracts.common import Conflict, InvalidInput, NotFound, Page, validate_name
+from contracts.monitoring import (
+    DriftDetected,
+    DriftReport,
+    Feedback,
+    GetDriftReport,
+    GetRealisedMetrics,
+    GetSummary,
+    ListDriftReports,
+    RealisedMetrics,
+    RealisedPoint,
+    Recorded,
+    RecordPredictions,
+    ReportPage,
+    RunDriftCheck,
+    SubmitFeedback,
+    Summary,
+)
+from contracts.registry import GetReferenceProfile, GetVersion, ReferenceProfile, RegistryService
+
+if TYPE_CHECKING:
+    from app.kernel.db import Database
+    from app.kernel.events import Outbox
+    from app.kernel.settings import Settings
+
+__all__ = ["LocalMonitoringService"]
+
+MAX_WINDOW_S = 90 * 86400.0
+SERIES_BUCKETS = 20
+
+
+class LocalMonitoringService:
+    """See :class:`contracts.monitoring.MonitoringService`."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        outbox: Outbox,
+        registry: RegistryService,
+        settings: Settings,
+        logger: logging.Logger,
+    ) -> None:
+        self._db = db
+        self._outbox = outbox
+        self._registry = registry
+        self._settings = settings
+        self._log = logger
+        self._slo_s = settings.monitoring_slo_ms / 1000
+        self.live = LiveFigures(slo_s=self._slo_s)
+        self._loops: list[asyncio.Task[None]] = []
+        self._classes: dict[tuple[str, int], list[str] | None] = {}
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the drift schedule and the retention loop."""
+        self.live.register()
+        if self._settings.monitoring_drift_interval_s > 0:
+            self._loops.append(asyncio.create_task(self._drift_schedule(), name="drift-schedule"))
+        self._loops.append(asyncio.create_task(self._retention(), name="monitoring-retention"))
+
+    async def close(self) -> None:
+        """Stop the loops."""
+        for task in self._loops:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.live.unregister()
+
+    async def _drift_schedule(self) -> None:
+        interval = self._settings.monitoring_drift_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            pairs = await self._db.read(lambda c: store.recent_versions(c, time.time() - interval))
+            for model, version in pairs:
+                try:
+                    await self.run_drift_check(
+                        RunDriftCheck(model=f"{model}:{version}", window_s=interval)
+                    )
+                except NotFound:
+                    continue  # no reference profile: nothing to compare with
+                except Exception:
+                    self._log.warning(
+                        "scheduled drift check of %s:%s failed", model, version, exc_info=True
+                    )
+
+    async def _retention(self) -> None:
+        while True:
+            await asyncio.sleep(min(3600.0, self._settings.monitoring_retention_s / 10))
+            before = time.time() - self._settings.monitoring_retention_s
+            pruned = await self._db.write(lambda c, t=before: store.prune(c, t))
+            if pruned:
+                self._log.info("pruned %d prediction records past retention", pruned)
+
+    # --- intake -----------------------------------------------------------------------------
+
+    async def record_predictions(self, request: RecordPredictions) -> Recorded:
+        accepted = await self._db.write(lambda c: store.insert_records(c, request.records))
+        self.live.add(request.records)
+        return Recorded(accepted=accepted)
+
+    # --- summary ----------------------------------------------------------------------------
+
+    async def get_summary(self, request: GetSummary) -> Summary:
+        validate_name(request.model, what="model name")
+        window = _window(request.window_s)
+        now = time.time()
+        since = now - window
+        rows = await self._db.read(
+            lambda c: store.latencies(c, request.model, request.version, since, now)
+        )
+        done = await self._db.read(
+            lambda c: store.logged(c, request.model, request.version, since, now, limit=5000)
+        )
+        latency = figures.latency_figures([r[1] for r in rows], [r[2] for r in rows], self._slo_s)
+        task = next((figures.task_of(d.outputs) for d in done if d.outputs), None)
+        distribution, confidence = (
+            figures.prediction_distribution(task, [d.outputs for d in done if d.outputs])
+            if task
+            else ({}, None)
+        )
+        return Summary(
+            model=request.model,
+            version=request.version,
+            window_s=window,
+            qps=latency["requests"] / window,
+            slo_latency_s=self._slo_s,
+            slo_compliance=latency.pop("slo_compliance", None),
+            prediction_distribution=distribution,
+            mean_confidence=confidence,
+            latency_p50_s=latency.pop("latency_p50_s", None),
+            latency_p95_s=latency.pop("latency_p95_s", None),
+            latency_p99_s=latency.pop("latency_p99_s", None),
+            **latency,
+        )
+
+    # --- drift ------------------------------------------------------------------------------
+
+    async def _profile(self, ref: str) -> tuple[str, int, ReferenceProfile]:
+        info = await self._registry.get_version(GetVersion(ref=ref))
+        try:
+            profile = await self._registry.get_reference_profile(
+                GetReferenceProfile(ref=f"{info.name}:{info.version}")
+            )
+        except NotFound:
+            raise NotFound(
+                f"{info.name}:{info.version} has no reference profile: drift is measured against"
+                " the training data profile a training job registers with the version",
+                details={"model": info.name, "version": info.version},
+            ) from None
+        return info.name, info.version, profile
+
+    async def _current(
+        self, model: str, version: int, columns: int, since: float, until: float
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        done = await self._db.read(
+            lambda c: store.logged(c, model, version, since, until, with_inputs=True)
+        )
+        rows, outputs = [], {}
+        for item in done:
+            if not item.inputs:
+                continue
+            x = np.asarray(next(iter(item.inputs.values())).to_numpy(), dtype=np.float64)
+            if x.ndim != 2 or x.shape[1] != columns:
+                continue
+            rows.append(x)
+            for name, tensor in item.outputs.items():
+                outputs.setdefault(name, []).append(np.asarray(tensor.to_numpy()))
+        current = np.concatenate(rows) if rows else np.empty((0, columns))
+        return current, {k: np.concatenate(v) for k, v in outputs.items()}
+
+    async def run_drift_check(self, request: RunDriftCheck) -> DriftReport:
+        if not 0 < request.share_threshold <= 1:
+            raise InvalidInput("share_threshold must be in (0, 1]")
+        if request.min_rows < 1:
+            raise InvalidInput("min_rows must be at least 1")
+        window = _window(request.window_s)
+        model, version, profile = await self._profile(request.model)
+        now = time.time()
+        reference = np.asarray(profile.sample.to_numpy(), dtype=np.float64)
+        current, outputs = await self._current(
+            model, version, len(profile.columns), now - window, now
+        )
+        fields: dict[str, Any] = {
+            "id": uuid.uuid4().hex,
+            "model": model,
+            "version": version,
+            "created_at": datetime.fromtimestamp(now, tz=UTC),
+            "window_s": window,
+            "share_threshold": request.share_threshold,
+            "reference_rows": len(reference),
+            "current_rows": len(current),
+        }
+        if len(current) < request.min_rows or len(reference) < request.min_rows:
+            report = DriftReport(
+                **fields,
+                status="insufficient_data",
+                dataset_drift=False,
+                share_drifted=0.0,
+                message=f"{len(current)} logged input rows in the window and {len(reference)}"
+                f" reference rows; at least {request.min_rows} of each are needed",
+            )
+        else:
+            kinds = {p.name: p.kind for p in profile.profiles}
+            columns = profile.columns
+            features, share, drifted = drift.dataset_drift(
+                reference,
+                current,
+                columns,
+                [kinds.get(c, "numerical") for c in columns],
+                psi=request.psi,
+                share_threshold=request.share_threshold,
+            )
+            reference_outputs = {
+                k: np.asarray(t.to_numpy()) for k, t in profile.predictions.items()
+            }
+            prediction = drift.prediction_drift(reference_outputs, outputs, psi=request.psi)
+            report = DriftReport(
+                **fields,
+                status="drift" if drifted else "ok",
+                dataset_drift=drifted,
+                share_drifted=share,
+                features=features,
+                prediction=prediction,
+            )
+
+        def save(conn: Any) -> None:
+            store.insert_report(conn, report)
+            if report.dataset_drift:
+                self._outbox.add(
+                    conn,
+                    DriftDetected(
+                        model=model,
+                        version=version,
+                        report_id=report.id,
+                        share_drifted=report.share_drifted,
+                        features=[f.name for f in report.features if f.drifted],
+                    ),
+                )
+
+        await self._db.write(save)
+        return report
+
+    async def list_drift_reports(self, request: ListDriftReports) -> Page[DriftReport]:
+        if not 1 <= request.limit <= 200:
+            raise InvalidInput("limit must be between 1 and 200")
+        cursor = _decode_cursor(request.cursor) if request.cursor else None
+        items, after = await self._db.read(
+            lambda c: store.page_reports(c, request.model, request.limit, cursor)
+        )
+        return Page(items=items, next_cursor=None if after is None else _encode_cursor(after))
+
+    async def get_drift_report(self, request: GetDriftReport) -> DriftReport:
+        report = await self._db.read(lambda c: store.get_report(c, request.id))
+        if report is None:
+            raise NotFound(f"no drift report {request.id!r}", details={"id": request.id})
+        return report
+
+    async def render_drift_report(self, request: GetDriftReport) -> ReportPage:
+        report = await self.get_drift_report(request)
+        until = report.created_at.timestamp()
+        since = until - report.window_s
+        reference = current = None
+        reference_outputs: dict[str, np.ndarray] | None = None
+        current_outputs: dict[str, np.ndarray] | None = None
+        columns: list[str] = [f.name for f in report.features]
+        with contextlib.suppress(NotFound):
+            _, _, profile = await self._profile(f"{report.model}:{report.version}")
+            reference = np.asarray(profile.sample.to_numpy(), dtype=np.float64)
+            reference_outputs = {
+                k: np.asarray(t.to_numpy()) for k, t in profile.predictions.items()
+            }
+            columns = profile.columns
+            current, current_outputs = await self._current(
+                report.model, report.version, len(columns), since, until
+            )
+        rows = await self._db.read(
+            lambda c: store.latencies(c, report.model, report.version, since, until)
+        )
+        latency, errors = _series(rows, since, until)
+        html = render(
+            report,
+            reference=reference,
+            current=current,
+            columns=columns,
+            latency=latency,
+            error_rate=errors,
+            reference_predictions=reference_outputs,
+            current_predictions=current_outputs,
+        )
+        return ReportPage(id=report.id, html=html)
+
+    # --- feedback ---------------------------------------------------------------------------
+
+    async def submit_feedback(self, request: SubmitFeedback) -> Feedback:
+        if request.label is None and request.value is None:
+            raise InvalidInput("feedback needs a label (the true outcome) or a value")
+        now = datetime.now(UTC)
+
+        def attach(conn: Any) -> Feedback:
+            found = store.prediction(conn, request.prediction_id)
+            if found is None:
+                raise NotFound(
+                    f"no prediction {request.prediction_id!r} is known to monitoring (records"
+                    " arrive within a second of the prediction)",
+                    details={"prediction_id": request.prediction_id},
+                )
+            if store.get_feedback(conn, request.prediction_id) is not None:
+                raise Conflict(
+                    f"prediction {request.prediction_id!r} already has feedback",
+                    details={"prediction_id": request.prediction_id},
+                )
+            item = Feedback(
+                prediction_id=request.prediction_id,
+                model=found[0],
+                version=found[1],
+                label=request.label,
+                value=request.value,
+                at=now,
+            )
+            store.insert_feedback(conn, item)
+            return item
+
+        return await self._db.write(attach)
+
+    async def get_realised_metrics(self, request: GetRealisedMetrics) -> RealisedMetrics:
+        validate_name(request.model, what="model name")
+        if not 1 <= request.buckets <= 200:
+            raise InvalidInput("buckets must be between 1 and 200")
+        window = _window(request.window_s)
+        until = time.time()
+        since = until - window
+        items = await self._db.read(
+            lambda c: store.feedback_for(c, request.model, request.version, since, until)
+        )
+        task = next((figures.task_of(i[2]) for i in items if i[2]), None)
+        overall = await self._realised(request.model, task, items)
+        step = window / request.buckets
+        points = []
+        for b in range(request.buckets):
+            start, end = since + b * step, since + (b + 1) * step
+            part = [i for i in items if start <= i[0] < end]
+            point = await self._realised(request.model, task, part)
+            points.append(
+                RealisedPoint(
+                    start=datetime.fromtimestamp(start, tz=UTC),
+                    end=datetime.fromtimestamp(end, tz=UTC),
+                    count=len(part),
+                    metrics=point[0],
+                    cost=point[1],
+                    value=point[2],
+                )
+            )
+        return RealisedMetrics(
+            model=request.model,
+            version=request.version,
+            task=task,
+            count=len(items),
+            metrics=overall[0],
+            cost=overall[1],
+            value=overall[2],
+            points=points,
+        )
+
+    async def _realised(
+        self, model: str, task: figures.Task | None, items: list[Any]
+    ) -> tuple[dict[str, float], float | None, float | None]:
+        values = [i[4] for i in items if i[4] is not None]
+        value = float(sum(values)) if values else None
+        labelled = [i for i in items if i[3] is not None and i[2]]
+        if task is None or not labelled:
+            return {}, None, value
+        if task == "regression":
+            truth = np.array([float(i[3]) for i in labelled])
+            guess = np.concatenate([figures.predicted(task, i[2]) for i in labelled])
+            return figures.regression_metrics(truth, guess), None, value
+        truths, probabilities = [], []
+        for item in labelled:
+            classes = await self._class_names(model, item[1])
+            index = figures.class_of(item[3], classes)
+            if index is None:
+                continue
+            truths.append(index)
+            probabilities.append(figures.predicted(task, item[2])[0])
+        if not truths:
+            return {}, None, value
+        metrics, cost = figures.classification_metrics(
+            np.array(truths),
+            np.stack(probabilities),
+            self._settings.monitoring_cost_fp,
+            self._settings.monitoring_cost_fn,
+        )
+        return metrics, cost, value
+
+    async def _class_names(self, model: str, version: int | None) -> list[str] | None:
+        if version is None:
+            return None
+        key = (model, version)
+        if key not in self._classes:
+            try:
+                info = await self._registry.get_version(GetVersion(ref=f"{model}:{version}"))
+                text = info.lineage.extra.get("classes")
+                self._classes[key] = json.loads(text) if text else None
+            except (NotFound, ValueError):
+                self._classes[key] = None
+        return self._classes[key]
+
+
+def _window(seconds: float) -> float:
+    if not 0 < seconds <= MAX_WINDOW_S:
+        raise InvalidInput(f"window must be between 0 and {MAX_WINDOW_S:.0f} seconds")
+    return float(seconds)
+
+
+def _series(
+    rows: list[tuple[float, float, str]], since: float, until: float
+) -> tuple[list[tuple[datetime, float | None]], list[tuple[datetime, float | None]]]:
+    step = (until - since) / SERIES_BUCKETS
+    latency, errors = [], []
+    for b in range(SERIES_BUCKETS):
+        start = since + b * step
+        part = [r for r in rows if start <= r[0] < start + step]
+        moment = datetime.fromtimestamp(start + step / 2, tz=UTC)
+        if not part:
+            latency.append((moment, None))
+            errors.append((moment, None))
+            continue
+        latency.append((moment, float(np.quantile([r[1] for r in part], 0.99)) * 1000))
+        errors.append((moment, sum(1 for r in part if r[2] != "ok") / len(part)))
+    return latency, errors
+
+
+def _encode_cursor(after: tuple[float, str]) -> str:
+    return base64.urlsafe_b64encode(f"{after[0]!r}|{after[1]}".encode()).decode()
+
+
+def _decode_cursor(text: str) -> tuple[float, str]:
+    try:
+        created, _, report_id = base64.urlsafe_b64decode(text.encode()).decode().partition("|")
+        return float(created), report_id
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("invalid cursor") from None
