@@ -1,7 +1,7 @@
 """Adaptive batching on a model where compute dominates: Quarry HTTP with batching on and off.
 
 ``python -m bench.batching`` serves a wide MLP (``bench._mlp``, 32->W->W->W->2 with ``--width``
-1536: one row costs about 1 ms of ONNX Runtime on the 2-core VM) from ``quarry serve`` as
+2048: one row costs about 1 ms of ONNX Runtime on the 2-core VM) from ``quarry serve`` as
 ``bench.predict_http`` starts it, with batching at its defaults and with
 ``QUARRY_MAX_BATCH_SIZE=1``, and loads it with ``wrk`` at concurrency 1 and 64. Goals: at
 concurrency 64 batching gives at least 3x the throughput of batching off; at concurrency 1 it
@@ -117,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.batching", description=__doc__)
     parser.add_argument("--duration", type=float, default=15, help="seconds of each timed run")
     parser.add_argument("--warmup", type=float, default=3, help="untimed seconds before each")
-    parser.add_argument("--width", type=int, default=1536, help="hidden layer width")
+    parser.add_argument("--width", type=int, default=2048, help="hidden layer width")
     parser.add_argument("--quick", action="store_true", help="5 s runs after 2 s of warm-up")
     parser.add_argument("--output-dir", type=Path, default=RESULTS, help="where results go")
     return parser

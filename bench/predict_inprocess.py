@@ -159,7 +159,7 @@ def markdown(report: Report) -> str:
     for row in report.rows:
         met = row.added_p50_us <= GOAL_ADDED_P50_US
         lines.append(
-            f"- **Goal** (adds at most {GOAL_ADDED_P50_US:.0f} µs p50), batching {row.mode}:"
+            f"- **Goal** (adds at most {GOAL_ADDED_P50_US:.0f} µs p50), {row.mode}:"
             f" adds **{row.added_p50_us:.1f} µs**: **{'met' if met else 'missed'}**"
         )
     m = report.machine
