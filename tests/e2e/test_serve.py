@@ -16,7 +16,8 @@ from tests.fakes.server import Server
 def test_kernel_routes_answer(server: Server) -> None:
     with httpx.Client(base_url=server.url) as client:
         assert client.get("/healthz").json() == {"status": "ok"}
-        assert client.get("/readyz").json()["modules"] == {"registry": True, "inference": True}
+        every = ("registry", "features", "monitoring", "inference", "training")
+        assert client.get("/readyz").json()["modules"] == dict.fromkeys(every, True)
         assert client.get("/schema/openapi.json").json()["info"]["title"] == "Quarry"
         modules = client.get("/v1/modules").json()["modules"]
         assert {"name": "registry", "placement": "local", "url": None}.items() <= modules[0].items()

@@ -40,8 +40,12 @@ class BlockedSink:
         await self.release.wait()
 
 
-async def _platform(tmp_path: Path, sample: float) -> Platform:
-    settings = Settings(data_dir=tmp_path, events_poll_s=0.05, prediction_log_sample=sample)
+async def _platform(
+    tmp_path: Path, sample: float, modules: tuple[str, ...] = ("registry", "inference")
+) -> Platform:
+    settings = Settings(
+        data_dir=tmp_path, events_poll_s=0.05, prediction_log_sample=sample, modules=modules
+    )
     return await Platform(settings).__aenter__()
 
 
@@ -158,3 +162,15 @@ async def test_without_monitoring_records_are_dropped_with_one_warning(
         await platform.stop()
     warnings = [r for r in caplog.records if "no monitoring module" in r.getMessage()]
     assert len(warnings) == 1
+
+
+async def test_with_monitoring_every_record_reaches_it(tmp_path: Path) -> None:
+    platform = await _platform(tmp_path, 1.0, ("registry", "monitoring", "inference"))
+    try:
+        model, inference = await _model(platform)
+        for _ in range(3):
+            await inference.predict(Predict(model=model, inputs={"x": Tensor.from_numpy(ROWS)}))
+        await _service(platform).records.flush()
+        assert (_service(platform).records.written, _service(platform).records.dropped) == (3, 0)
+    finally:
+        await platform.stop()
