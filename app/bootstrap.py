@@ -58,6 +58,8 @@ class Platform:
         self.remotes = _remote_modules(settings, self.specs)
         _check_event_placement(settings, self.specs, self.hosted)
         self._started = False
+        self.draining = False
+        """Set on SIGTERM by ``quarry serve``: ``/readyz`` fails while requests finish."""
 
     # --- lifecycle --------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
+import threading
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,10 +33,26 @@ def _run(coro: Coroutine[Any, Any, Any]) -> Any:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    """Serve until SIGTERM/SIGINT: then readiness fails for ``--drain-delay`` seconds (load
+    balancers stop sending), the listener closes, in-flight requests get ``--drain-timeout``
+    seconds to finish, the modules stop (task workers finish their tasks) and the process exits."""
     import uvicorn
 
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if platform.draining or args.drain_delay <= 0:
+                super().handle_exit(sig, frame)  # a second signal stops at once
+                return
+            platform.draining = True
+            print(f"quarry draining for {args.drain_delay} s", file=sys.stderr)
+            timer = threading.Timer(args.drain_delay, super().handle_exit, (sig, frame))
+            timer.daemon = True
+            timer.start()
+
+    platform = Platform(settings)
+
     async def serve() -> None:
-        app = create_app(Platform(settings), host=settings.host)
+        app = create_app(platform, host=settings.host)
         config = uvicorn.Config(
             app,
             host=settings.host,
@@ -45,7 +62,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             lifespan="on",
             timeout_graceful_shutdown=args.drain_timeout,
         )
-        server = uvicorn.Server(config)
+        server = DrainingServer(config)
         print(f"quarry serving on http://{settings.host}:{settings.port}", file=sys.stderr)
         await server.serve()
         if not server.started:
@@ -56,7 +73,6 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
-    import threading
 
     from app.kernel.tasks import run_worker
 
@@ -252,6 +268,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (QUARRY_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (QUARRY_PORT, default 8000)")
     serve.add_argument("--drain-timeout", type=int, default=15, help="seconds to finish requests")
+    serve.add_argument(
+        "--drain-delay",
+        type=float,
+        default=2.0,
+        help="seconds /readyz fails before the listener closes on SIGTERM",
+    )
     serve.set_defaults(handler=_serve)
 
     worker = sub.add_parser("worker", help="run task workers (needs QUARRY_BROKER_URL=redis://)")

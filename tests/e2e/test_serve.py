@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import signal
 import socket
 import uuid
 from pathlib import Path
@@ -87,3 +88,16 @@ def test_killing_the_server_mid_upload_leaves_nothing_behind(tmp_path: Path) -> 
     finally:
         second.stop()
     assert _artifact_files(data_dir) == []
+
+
+def test_sigterm_fails_readiness_first_then_exits(tmp_path: Path) -> None:
+    server = Server(tmp_path / "data", args=("--drain-delay", "1.5")).start()
+    assert server.process is not None
+    with httpx.Client(base_url=server.url) as client:
+        server.process.send_signal(signal.SIGTERM)
+        draining = client.get("/readyz")
+        assert draining.status_code == 503
+        assert draining.json()["status"] == "draining"
+        assert client.get("/healthz").status_code == 200  # still serving while draining
+    # uvicorn re-raises the signal it handled once it has stopped, so the exit is by SIGTERM
+    assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)

@@ -51,6 +51,9 @@ class ModulesAnswer(msgspec.Struct, frozen=True, kw_only=True):
 class PlatformView(Protocol):
     """What the kernel routes need to know about the running platform."""
 
+    draining: bool
+    """Set when the process was told to stop: readiness fails while requests finish."""
+
     def readiness(self) -> dict[str, bool]:
         """Each locally hosted module and whether it is ready."""
         ...
@@ -77,9 +80,10 @@ def _platform_routes(platform: PlatformView) -> list[Any]:
     def readyz() -> Response[dict[str, Any]]:
         """Readiness of this process's own modules (remote ones are reported by /v1/modules)."""
         modules = platform.readiness()
-        ready = all(modules.values())
+        ready = all(modules.values()) and not platform.draining
+        status = "draining" if platform.draining else "ready" if ready else "starting"
         return Response(
-            {"status": "ready" if ready else "starting", "modules": modules},
+            {"status": status, "modules": modules},
             status_code=200 if ready else 503,
             headers={} if ready else {"Retry-After": "1"},
         )
