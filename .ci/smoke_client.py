@@ -1,4 +1,5 @@
-"""Smoke client: wait for readiness, register an ONNX model built without torch, read it back."""
+"""Smoke client: wait for readiness, register an ONNX model built without torch, read it back,
+predict, list trainers, push and read features, read a monitoring summary."""
 
 import hashlib
 import json
@@ -74,5 +75,18 @@ assert json.loads(raw)["platform"] == "onnxruntime_onnx"
 for path in ("/healthz", "/schema/openapi.json", "/v1/modules", "/metrics"):
     assert call("GET", path)[0] == 200, path
 assert b"quarry_contract_call_duration_seconds" in call("GET", "/metrics")[1]
+JSON = {"Content-Type": "application/json"}
+status, raw = call("GET", "/v1/training/trainers")
+trainers = {t["name"] for t in json.loads(raw)["items"]}
+assert {"logistic_regression", "mlp_classifier", "mlp_regressor"} <= trainers, trainers
+view = {"entities": ["user_id"], "features": [{"name": "age", "dtype": "float"}]}
+assert call("PUT", "/v1/features/views/users", json.dumps(view).encode(), JSON)[0] == 200
+rows = {"rows": [{"user_id": 1, "age": 30.0, "event_timestamp": "2026-01-01T00:00:00Z"}]}
+assert call("POST", "/v1/features/views/users/rows", json.dumps(rows).encode(), JSON)[0] == 200
+ask = {"features": ["users:age"], "entities": {"user_id": [1]}}
+status, raw = call("POST", "/v1/features/online", json.dumps(ask).encode(), JSON)
+assert json.loads(raw)["results"][1]["values"] == [30.0], raw
+status, raw = call("GET", "/v1/monitoring/models/smoke/summary?window=5m")
+assert status == 200, raw
 print("registered smoke:1", answer["sha256"])
 assert "torch" not in sys.modules and onnx is not None
