@@ -14,6 +14,7 @@ from contracts.registry import TensorSpec
 
 __all__ = [
     "VERSION",
+    "AbortRollout",
     "BatchJob",
     "BatchResultChunk",
     "DeleteDeployment",
@@ -23,20 +24,28 @@ __all__ = [
     "GetBatchJob",
     "GetDeployment",
     "GetModelStatus",
+    "GetRollout",
     "InferenceService",
     "ListDeployments",
+    "ListRollouts",
     "LoadModel",
     "ModelStatus",
     "Predict",
     "Prediction",
     "PredictionRecord",
+    "PromoteRollout",
     "PutDeployment",
+    "Rollout",
+    "RolloutChanged",
+    "RolloutPolicy",
+    "RolloutStep",
     "Route",
+    "StartRollout",
     "SubmitBatchJob",
     "UnloadModel",
 ]
 
-VERSION = (1, 1)
+VERSION = (1, 2)
 """Contract version ``(major, minor)``; remote calls refuse a different major."""
 
 
@@ -246,6 +255,112 @@ class BatchResultChunk(msgspec.Struct, frozen=True, kw_only=True):
     outputs: dict[str, Tensor]
 
 
+class RolloutPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """How a rollout moves traffic and judges the candidate against the baseline.
+
+    Traffic goes to the candidate in ``steps`` (percent, ascending, ending at 100), one step
+    per ``interval_s``. Before each advance, over the step's traffic: a candidate with fewer
+    than ``min_requests`` requests holds; an error rate above the baseline's by more than
+    ``max_error_rate_increase``, or a p99 latency above ``max_latency_ratio`` times the
+    baseline's plus ``latency_slack_s``, rolls back; where both have at least ``min_feedback``
+    fed-back outcomes, a realised ``quality_metric`` worse than the baseline's by more than
+    ``max_quality_drop`` rolls back. Reaching 100 promotes: the deployment routes only to the
+    candidate and ``promote_alias`` (if set) moves to it.
+    """
+
+    steps: list[float] = msgspec.field(default_factory=lambda: [5.0, 25.0, 50.0, 100.0])
+    interval_s: float = 60.0
+    min_requests: int = 20
+    max_error_rate_increase: float = 0.02
+    max_latency_ratio: float = 1.5
+    latency_slack_s: float = 0.005
+    quality_metric: str = "accuracy"
+    max_quality_drop: float = 0.02
+    min_feedback: int = 20
+    promote_alias: str | None = "champion"
+
+
+class StartRollout(msgspec.Struct, frozen=True, kw_only=True):
+    """Roll ``candidate`` (any model reference, pinned to ``name:N``) out on ``deployment``.
+
+    ``baseline`` defaults to the deployment's only route, or, when there is no deployment of
+    that name yet, to the candidate model's ``champion`` (the deployment is then created).
+    """
+
+    deployment: str
+    candidate: str
+    baseline: str | None = None
+    policy: RolloutPolicy = RolloutPolicy()
+
+
+class RolloutStep(msgspec.Struct, frozen=True, kw_only=True):
+    """One decision of a rollout, with the figures it was based on."""
+
+    at: datetime
+    action: Literal["start", "advance", "hold", "rollback", "promote", "abort"]
+    percent: float
+    reason: str
+    figures: dict[str, float] = {}
+
+
+class Rollout(msgspec.Struct, frozen=True, kw_only=True):
+    """A progressive rollout: ``percent`` of the deployment's traffic goes to ``candidate``."""
+
+    id: str
+    deployment: str
+    baseline: str
+    candidate: str
+    policy: RolloutPolicy
+    status: Literal["running", "promoted", "rolled_back", "aborted"]
+    percent: float
+    step: int
+    history: list[RolloutStep] = []
+    created_at: datetime
+    updated_at: datetime
+    next_check_at: datetime | None = None
+
+
+class GetRollout(msgspec.Struct, frozen=True, kw_only=True):
+    """A rollout by id."""
+
+    id: str
+
+
+class ListRollouts(msgspec.Struct, frozen=True, kw_only=True):
+    """One page of a deployment's rollouts (all deployments when ``None``), newest first."""
+
+    deployment: str | None = None
+    limit: int = 50
+    cursor: str | None = None
+
+
+class PromoteRollout(msgspec.Struct, frozen=True, kw_only=True):
+    """Finish a running rollout now: all traffic to the candidate."""
+
+    id: str
+    reason: str = "promoted by hand"
+
+
+class AbortRollout(msgspec.Struct, frozen=True, kw_only=True):
+    """Stop a running rollout now: all traffic back to the baseline."""
+
+    id: str
+    reason: str = "aborted by hand"
+
+
+class RolloutChanged(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """A rollout started, moved, held, or ended (``status`` and the step's ``action``)."""
+
+    id: str
+    deployment: str
+    candidate: str
+    baseline: str
+    status: Literal["running", "promoted", "rolled_back", "aborted"]
+    action: str
+    percent: float
+    reason: str
+
+
 class InferenceService(Protocol):
     """Model serving on ONNX Runtime with adaptive batching."""
 
@@ -298,6 +413,32 @@ class InferenceService(Protocol):
     @method(scope=Scope.READ, idempotent=True)
     async def get_batch_job(self, request: GetBatchJob) -> BatchJob:
         """A batch job's status and progress; ``NotFound`` if there is none."""
+        ...
+
+    @method(scope=Scope.ADMIN)
+    async def start_rollout(self, request: StartRollout) -> Rollout:
+        """Start moving a deployment's traffic to a candidate; ``Conflict`` while another
+        rollout of the deployment runs."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def get_rollout(self, request: GetRollout) -> Rollout:
+        """A rollout; ``NotFound`` if there is none."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def list_rollouts(self, request: ListRollouts) -> Page[Rollout]:
+        """One page of rollouts, newest first."""
+        ...
+
+    @method(scope=Scope.ADMIN, idempotent=True)
+    async def promote_rollout(self, request: PromoteRollout) -> Rollout:
+        """Promote a running rollout now (a finished one is answered as it is)."""
+        ...
+
+    @method(scope=Scope.ADMIN, idempotent=True)
+    async def abort_rollout(self, request: AbortRollout) -> Rollout:
+        """Abort a running rollout now (a finished one is answered as it is)."""
         ...
 
     @method(scope=Scope.READ, idempotent=True, streaming=True)
