@@ -89,6 +89,12 @@ class Settings:
     """QUARRY_MAX_LOADED_MODELS: model versions kept loaded (least recently used go first)."""
     max_loaded_bytes: int = 4 << 30
     """QUARRY_MAX_LOADED_BYTES: artifact bytes kept loaded."""
+    artifact_cache_bytes: int = 10 << 30
+    """QUARRY_ARTIFACT_CACHE_BYTES: artifact bytes an inference host keeps on disk (0 = none).
+
+    The copies live in ``<data_dir>/artifact-cache`` (least recently used go first); not kept
+    when the registry runs in the same process on a local folder, whose bytes are already here.
+    """
     prediction_log_sample: float = 0.1
     """QUARRY_PREDICTION_LOG_SAMPLE: share of predictions whose inputs are logged (0..1)."""
     host: str = "127.0.0.1"
@@ -267,6 +273,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_queue_rows": _positive(int),
     "max_loaded_models": _positive(int),
     "max_loaded_bytes": _positive(int),
+    "artifact_cache_bytes": _positive(int, allow_zero=True),
     "host": str,
     "port": _positive(int),
     "max_body_bytes": _positive(int),

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from app.kernel.settings import Settings
+from app.modules.inference.artifact_cache import cache_for
 from app.modules.inference.batching import Batcher
 from app.modules.inference.runtime import LoadedModel, ModelCache, load_model, select_providers
 from contracts.common import ModelRef, QuarryError, Unavailable
@@ -60,6 +61,7 @@ class Loader:
         self._cache = ModelCache(
             max_models=settings.max_loaded_models, max_bytes=settings.max_loaded_bytes
         )
+        self._artifacts = cache_for(settings, logger)
         self._served: dict[Key, Served] = {}
         self._refs: dict[str, _Resolved] = {}
         self._loads = _Loads()
@@ -143,9 +145,21 @@ class Loader:
         self._log.info("model %s:%s ready on %s", name, version, ",".join(model.providers))
         return served
 
-    async def _build(self, info: VersionInfo) -> LoadedModel:
+    async def _artifact(self, info: VersionInfo) -> bytes:
+        """The version's bytes: from this host's cache when there, else through the registry."""
+        cache = self._artifacts
+        if cache is not None:
+            data = await asyncio.to_thread(cache.read, info.sha256)
+            if data is not None:
+                return data
         chunks = self._registry.fetch_artifact(FetchArtifact(ref=f"{info.name}:{info.version}"))
-        _, data = await read_artifact(chunks)
+        first, data = await read_artifact(chunks)  # verified against first.sha256
+        if cache is not None and first.sha256 == info.sha256:
+            await asyncio.to_thread(cache.write, info.sha256, data)
+        return data
+
+    async def _build(self, info: VersionInfo) -> LoadedModel:
+        data = await self._artifact(info)
         model = await asyncio.to_thread(
             load_model,
             info.name,

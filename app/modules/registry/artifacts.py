@@ -1,9 +1,9 @@
 """Content-addressed artifact storage: the bytes of a version live under their sha256.
 
-:class:`ArtifactStore` is the seam (an S3 store can implement it later); :class:`LocalArtifactStore`
-keeps blobs in a folder as ``<root>/sha256/<aa>/<hex>``. Writes go to ``<root>/tmp/`` first, are
-fsynced and renamed into place, so a blob is either whole or absent. Every method blocks: callers
-run them in a worker thread.
+:class:`ArtifactStore` is the seam: :class:`LocalArtifactStore` keeps blobs in a folder as
+``<root>/sha256/<aa>/<hex>``; ``app.modules.registry.s3`` keeps them in an S3-compatible bucket.
+Local writes go to ``<root>/tmp/`` first, are fsynced and renamed into place, so a blob is either
+whole or absent. Every method blocks: callers run them in a worker thread.
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 class ArtifactStore(Protocol):
     """Where artifact bytes live, addressed by their lowercase hex sha256."""
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` naming ``QUARRY_ARTIFACTS_URL`` unless the store is usable."""
+        ...
 
     def put(self, digest: str, data: bytes) -> bool:
         """Store ``data`` under ``digest`` unless it is there; answer whether it was written.
@@ -69,6 +73,9 @@ class LocalArtifactStore:
         if not _DIGEST.fullmatch(digest):
             raise ValueError(f"not a lowercase sha256 hex digest: {digest!r}")
         return self.blob_root / digest[:2] / digest
+
+    def check(self) -> None:
+        """Nothing to check: folders are created on the first write."""
 
     def put(self, digest: str, data: bytes) -> bool:
         path = self.path(digest)
@@ -141,13 +148,20 @@ class LocalArtifactStore:
 
 
 def open_artifact_store(location: str) -> ArtifactStore:
-    """The store for ``QUARRY_ARTIFACTS_URL`` (a folder path or ``file://`` URL)."""
+    """The store for ``QUARRY_ARTIFACTS_URL``: a folder path, ``file://`` or ``s3://`` URL.
+
+    Opening does no I/O; :meth:`ArtifactStore.check` (run by the start-up sweep) does.
+    """
+    if location.startswith("s3://"):
+        from app.modules.registry.s3 import S3ArtifactStore
+
+        return S3ArtifactStore(location)
     if location.startswith("file://"):
         location = location[len("file://") :]
     elif "://" in location:
         raise ConfigError(
-            f"QUARRY_ARTIFACTS_URL={location!r} is not supported by this build of the registry:"
-            " expected a local folder (s3:// storage is not available yet)"
+            f"QUARRY_ARTIFACTS_URL={location!r} is not supported:"
+            " expected a local folder, file:// or s3://bucket/prefix"
         )
     return LocalArtifactStore(location)
 

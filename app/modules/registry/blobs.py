@@ -73,11 +73,13 @@ class ArtifactKeeper:
         """Remove unfinished writes and unreferenced blobs older than ``grace_s``.
 
         Answers how many blobs went. The grace period protects registrations in flight in
-        other processes sharing the store.
+        other processes sharing the store. Checks the store first: a missing bucket or refused
+        credentials stop the start-up with a :class:`ConfigError` naming QUARRY_ARTIFACTS_URL.
         """
         return await asyncio.to_thread(self._sweep, grace_s)
 
     def _sweep(self, grace_s: float) -> int:
+        self._artifacts.check()
         temporary = self._artifacts.sweep_temporary(grace_s)
         cutoff = time.time() - grace_s
         referenced = self._db.read_sync(store.referenced_digests)
