@@ -328,3 +328,17 @@ async def test_cancelling_a_running_job_stops_it(q: Any) -> None:
     assert done.status == "cancelled"
     with pytest.raises(Exception, match="churn"):
         await q.registry.list_versions(ListVersions(name="churn"))
+
+
+async def test_a_job_past_its_time_limit_fails_with_the_reason(q: Any) -> None:
+    entity_rows = await seed_features(q)
+    spec = churn_spec(
+        entity_rows,
+        hyperparameters={"epochs": 100_000, "hidden": 16, "patience": 100_000},
+        time_limit_s=1.0,
+    )
+    job = await q.training.submit_job(SubmitTrainingJob(spec=spec))
+    done = await finished(q, job.id)
+    assert done.status == "failed"
+    assert "time limit" in (done.error or "")
+    assert done.attempt == 1

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import msgspec
 import numpy as np
+from dramatiq.middleware import TimeLimitExceeded
 
 from app.kernel import context
 from app.kernel.db import Database
@@ -64,6 +65,10 @@ CALL_TIMEOUT_S = 300.0
 
 class Cancelled(Exception):
     """Cancellation was asked for; the run stops at its next check."""
+
+
+class TimedOut(Exception):
+    """The run went past its job's ``time_limit_s`` (checked at every epoch and stage)."""
 
 
 class Superseded(Exception):
@@ -134,7 +139,7 @@ class JobRunner:
         job = self._db.read_sync(lambda conn: store.get(conn, job_id))
         assert job is not None
         self._log.info("training job %s: attempt %d", job_id, job.attempt)
-        beat = _Heartbeat(self, job_id, owner)
+        beat = _Heartbeat(self, job_id, owner, time.monotonic() + job.spec.time_limit_s)
         beat.start()
         try:
             self._run(job, owner, beat)
@@ -142,6 +147,9 @@ class JobRunner:
             self._log.warning("training job %s was taken over by another run", job_id)
         except Cancelled:
             self._finish(job, owner, status="cancelled", error="cancelled on request")
+        except (TimedOut, TimeLimitExceeded):
+            limit = job.spec.time_limit_s
+            self._finish(job, owner, status="failed", error=f"ran past its time limit ({limit} s)")
         except TRANSIENT as exc:
             # Back to queued: the task queue retries the message (with backoff).
             self._db.write_sync(lambda conn: _requeue(conn, job_id, owner))
@@ -381,8 +389,9 @@ class JobRunner:
 class _Heartbeat:
     """Keeps a run's heartbeat fresh from a thread; remembers cancellation and loss."""
 
-    def __init__(self, runner: JobRunner, job_id: str, owner: str) -> None:
+    def __init__(self, runner: JobRunner, job_id: str, owner: str, deadline: float) -> None:
         self._runner = runner
+        self._deadline = deadline
         self._job_id = job_id
         self._owner = owner
         self._stop = threading.Event()
@@ -419,6 +428,8 @@ class _Heartbeat:
             raise Superseded(self._job_id)
         if self.cancelled:
             raise Cancelled(self._job_id)
+        if time.monotonic() > self._deadline:
+            raise TimedOut(self._job_id)
 
 
 def _limit_threads() -> None:
