@@ -15,6 +15,7 @@ import msgspec
 
 from contracts.common import Page, Scope, method
 from contracts.features import Value
+from contracts.inference import RolloutPolicy
 
 __all__ = [
     "VERSION",
@@ -22,9 +23,16 @@ __all__ = [
     "Dataset",
     "Gate",
     "GateVerdict",
+    "GetRetraining",
+    "GetRetrainingPolicy",
     "GetTrainingJob",
+    "ListRetrainings",
     "ListTrainers",
     "ListTrainingJobs",
+    "PutRetrainingPolicy",
+    "Retrain",
+    "Retraining",
+    "RetrainingPolicy",
     "Split",
     "SubmitTrainingJob",
     "TrainerInfo",
@@ -35,7 +43,7 @@ __all__ = [
     "TrainingService",
 ]
 
-VERSION = (1, 0)
+VERSION = (1, 1)
 """Contract version ``(major, minor)``; remote calls refuse a different major."""
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -191,6 +199,77 @@ class TrainingJobFinished(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     gate_passed: bool | None = None
 
 
+class RetrainingPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """When ``model`` is retrained, and how the result reaches traffic.
+
+    Triggers: ``on_drift`` (monitoring's ``DriftDetected`` for the model), every ``interval_s``
+    seconds (0 = no schedule), or on demand. A retraining submits the model's last successful
+    job spec again with fresh data (entity rows re-stamped to now, so features are read as they
+    are now) and, when its gate passes, starts a rollout of the new version on ``deployment``
+    (default: the model's name) with ``rollout``.
+    """
+
+    model: str
+    on_drift: bool = True
+    interval_s: float = 0.0
+    deployment: str | None = None
+    rollout: RolloutPolicy = RolloutPolicy()
+    enabled: bool = True
+
+
+class PutRetrainingPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """Create or replace a model's retraining policy."""
+
+    policy: RetrainingPolicy
+
+
+class GetRetrainingPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """A model's retraining policy."""
+
+    model: str
+
+
+class Retrain(msgspec.Struct, frozen=True, kw_only=True):
+    """Retrain ``model`` now (its policy decides the rollout; without one, the defaults)."""
+
+    model: str
+    reason: str = "on demand"
+
+
+class Retraining(msgspec.Struct, frozen=True, kw_only=True):
+    """One retraining saga: train -> gate -> rollout, with compensation when a step fails.
+
+    ``trigger`` identifies what started it (``drift:<report id>``, ``schedule:<time>``,
+    ``manual:<id>``); one trigger starts one retraining. ``log`` lists what happened, in order.
+    """
+
+    id: str
+    model: str
+    trigger: str
+    status: Literal["training", "rolling_out", "succeeded", "failed", "compensated"]
+    job_id: str | None = None
+    version: int | None = None
+    rollout_id: str | None = None
+    error: str | None = None
+    log: list[str] = []
+    created_at: datetime
+    updated_at: datetime
+
+
+class GetRetraining(msgspec.Struct, frozen=True, kw_only=True):
+    """A retraining by id."""
+
+    id: str
+
+
+class ListRetrainings(msgspec.Struct, frozen=True, kw_only=True):
+    """One page of a model's retrainings (all models when ``None``), newest first."""
+
+    model: str | None = None
+    limit: int = 50
+    cursor: str | None = None
+
+
 class TrainingService(Protocol):
     """Offline batch training on the task queue."""
 
@@ -217,4 +296,29 @@ class TrainingService(Protocol):
     @method(scope=Scope.READ, idempotent=True)
     async def list_trainers(self, request: ListTrainers) -> TrainerList:
         """The trainers jobs may name."""
+        ...
+
+    @method(scope=Scope.ADMIN, idempotent=True)
+    async def put_retraining_policy(self, request: PutRetrainingPolicy) -> RetrainingPolicy:
+        """Create or replace a model's retraining policy."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def get_retraining_policy(self, request: GetRetrainingPolicy) -> RetrainingPolicy:
+        """A model's retraining policy; ``NotFound`` if it has none."""
+        ...
+
+    @method(scope=Scope.TRAIN)
+    async def retrain(self, request: Retrain) -> Retraining:
+        """Start a retraining now; ``NotFound`` when the model was never trained by a job."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def get_retraining(self, request: GetRetraining) -> Retraining:
+        """A retraining; ``NotFound`` if there is none."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def list_retrainings(self, request: ListRetrainings) -> Page[Retraining]:
+        """One page of retrainings, newest first."""
         ...
