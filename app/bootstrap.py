@@ -23,6 +23,7 @@ from app.kernel.events import Outbox, StreamEventBus, event_type_name, make_even
 from app.kernel.http.app import ModuleStatus, create_http_app
 from app.kernel.http.auth import auth_guard, auth_middleware
 from app.kernel.http.idempotency import IdempotencyMiddleware
+from app.kernel.http.ratelimit import rate_limiter
 from app.kernel.module import BuiltModule, ModuleContext, ModuleSpec
 from app.kernel.rpc import RemoteModule, rpc_router
 from app.kernel.settings import ConfigError, Settings
@@ -332,12 +333,16 @@ def create_app(platform: Platform, *, host: str | None = None) -> Litestar:
     """The HTTP API of ``platform`` served on ``host``; the app starts and stops the platform."""
     settings = platform.settings
     keys = KeyStore(settings.keys_file)
+    limiter = rate_limiter(settings)
     return create_http_app(
         settings=settings,
         platform=platform,
         route_handlers=platform.route_handlers(),
-        middleware=[auth_middleware(settings, keys, host=host), IdempotencyMiddleware()],
+        middleware=[
+            auth_middleware(settings, keys, host=host, limiter=limiter),
+            IdempotencyMiddleware(),
+        ],
         guards=[auth_guard],
         on_startup=[platform.start],
-        on_shutdown=[platform.stop],
+        on_shutdown=[platform.stop, limiter.aclose],
     )

@@ -111,6 +111,12 @@ class Settings:
     """QUARRY_RATE_LIMIT_PER_S: sustained requests per second per API key (0 = no limit)."""
     rate_limit_burst: int = 2000
     """QUARRY_RATE_LIMIT_BURST: requests a key may send at once above the sustained rate."""
+    rate_limit_url: str | None = None
+    """QUARRY_RATE_LIMIT_URL: where the buckets live: ``memory://`` (per process) or ``redis://...``
+    (shared by every replica). Default: QUARRY_EVENTS_URL when that is Redis, else per process."""
+    locks_url: str | None = None
+    """QUARRY_LOCKS_URL: ``redis://...`` to hold singleton-loop leases in Redis. Default: each
+    module's database (a PostgreSQL advisory lock; a file lock beside a SQLite file)."""
     open_probes: bool = True
     """QUARRY_OPEN_PROBES: ``/healthz``, ``/readyz`` and ``/v2/health/*`` need no key."""
     open_metrics: bool = True
@@ -147,6 +153,13 @@ class Settings:
     def artifacts_location(self) -> str:
         """The artifact store in effect."""
         return self.artifacts_url or str(self.data_dir / "artifacts")
+
+    @property
+    def rate_limit_store(self) -> str:
+        """Where the rate-limit buckets live in effect (``memory://`` or a Redis URL)."""
+        if self.rate_limit_url:
+            return self.rate_limit_url
+        return self.events_url if self.events_url.startswith("redis") else "memory://"
 
     def hosts(self, module: str) -> bool:
         """Whether this process builds ``module`` (a module with a remote URL never is)."""
@@ -281,6 +294,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_rpc_body_bytes": _positive(int),
     "rate_limit_per_s": _positive(float, allow_zero=True),
     "rate_limit_burst": _positive(int),
+    "rate_limit_url": _url("memory", "redis", "rediss"),
+    "locks_url": _url("redis", "rediss"),
     "open_probes": _bool,
     "open_metrics": _bool,
     "events_max_attempts": _positive(int),

@@ -4,6 +4,10 @@ A pass (1) prunes when it is time, (2) dispatches undispatched events, (3) lease
 and calls their handlers one after the other. A pass that found work is followed by another at
 once; otherwise the relay sleeps until the next retry is due, at most ``poll_s``, or until a
 commit in the publisher's outbox wakes it.
+
+Every replica runs its own relay and needs no singleton lease (:mod:`app.kernel.singleton`):
+on PostgreSQL the rows a pass takes are locked ``FOR UPDATE SKIP LOCKED`` and deliveries are
+leased, so relays sharing a database split the work and deliver each event once.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ from app.kernel.auth import (
     verify_service_token,
 )
 from app.kernel.http.context import send_error
-from app.kernel.http.ratelimit import RateLimiter
+from app.kernel.http.ratelimit import RateLimiter, rate_limiter
 from app.kernel.settings import Settings
 from contracts.common import InternalError, QuarryError, Unauthenticated
 
@@ -102,7 +102,9 @@ class AuthMiddleware(ASGIMiddleware):
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         """Answer 401/429 straight away, or run the app as the request's principal."""
         try:
-            principal = self._authenticate(scope)
+            principal, limited = self._authenticate(scope)
+            if limited and self.limiter is not None:
+                await self.limiter.enforce(_limit_key(scope, principal))
         except QuarryError as exc:
             await _reject(scope, send, exc)
             return
@@ -115,11 +117,12 @@ class AuthMiddleware(ASGIMiddleware):
         """Whether ``path`` needs no key (``/rpc`` never is open)."""
         return path in self._open_exact or path.startswith(self._open_prefixes)
 
-    def _authenticate(self, scope: Scope) -> Principal:
+    def _authenticate(self, scope: Scope) -> tuple[Principal, bool]:
+        """The caller, and whether the rate limit applies (not on open paths nor to services)."""
         path = scope["path"]
         rpc = path == "/rpc" or path.startswith("/rpc/")
         if not rpc and self.is_open(path):
-            return ANONYMOUS_PRINCIPAL
+            return ANONYMOUS_PRINCIPAL, False
         token = _presented_key(scope)
         if token is not None:
             principal = self._verify(token)
@@ -130,9 +133,7 @@ class AuthMiddleware(ASGIMiddleware):
             )
         else:
             principal = ANONYMOUS_PRINCIPAL
-        if self.limiter is not None and principal is not SERVICE_PRINCIPAL:
-            self.limiter.check(_limit_key(scope, principal))
-        return principal
+        return principal, principal is not SERVICE_PRINCIPAL
 
     def _verify(self, token: str) -> Principal:
         if verify_service_token(token, self.service_token):
@@ -156,7 +157,7 @@ def auth_middleware(
         keys=keys,
         service_token=settings.service_token,
         open_paths=default_open_paths(settings),
-        limiter=limiter or RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
+        limiter=limiter if limiter is not None else rate_limiter(settings),
     )
 
 

@@ -3,7 +3,8 @@
 Drift checks compare a window's sampled inputs (and outputs) of one version with the reference
 profile training registered with it; a check that finds dataset drift publishes
 ``DriftDetected`` in the transaction that stores its report. A schedule checks every version
-with recent sampled inputs; another loop prunes records past the retention period.
+with recent sampled inputs; another loop prunes records past the retention period. Each of the
+two runs in one replica at a time (:mod:`app.kernel.singleton`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from app.kernel import singleton
 from app.modules.monitoring import drift, figures, store
 from app.modules.monitoring.live import LiveFigures
 from app.modules.monitoring.report_html import render
@@ -82,8 +85,15 @@ class LocalMonitoringService:
         """Start the drift schedule and the retention loop."""
         self.live.register()
         if self._settings.monitoring_drift_interval_s > 0:
-            self._loops.append(asyncio.create_task(self._drift_schedule(), name="drift-schedule"))
-        self._loops.append(asyncio.create_task(self._retention(), name="monitoring-retention"))
+            self._singleton("drift_schedule", self._drift_round, self._drift_interval_s)
+        self._singleton("retention", self._retention_round, self._retention_interval_s)
+
+    def _singleton(self, loop: str, body: Callable[[], Awaitable[None]], interval_s: float) -> None:
+        """Run ``body`` every ``interval_s`` in the one replica leading ``monitoring.<loop>``."""
+        name = f"monitoring.{loop}"
+        held = singleton.lease(name, db=self._db, settings=self._settings)
+        run = singleton.run_as_singleton(held, body, interval_s=interval_s, logger=self._log)
+        self._loops.append(asyncio.create_task(run, name=name))
 
     async def close(self) -> None:
         """Stop the loops."""
@@ -93,30 +103,34 @@ class LocalMonitoringService:
                 await task
         self.live.unregister()
 
-    async def _drift_schedule(self) -> None:
-        interval = self._settings.monitoring_drift_interval_s
-        while True:
-            await asyncio.sleep(interval)
-            pairs = await self._db.read(lambda c: store.recent_versions(c, time.time() - interval))
-            for model, version in pairs:
-                try:
-                    await self.run_drift_check(
-                        RunDriftCheck(model=f"{model}:{version}", window_s=interval)
-                    )
-                except NotFound:
-                    continue  # no reference profile: nothing to compare with
-                except Exception:
-                    self._log.warning(
-                        "scheduled drift check of %s:%s failed", model, version, exc_info=True
-                    )
+    @property
+    def _drift_interval_s(self) -> float:
+        return self._settings.monitoring_drift_interval_s
 
-    async def _retention(self) -> None:
-        while True:
-            await asyncio.sleep(min(3600.0, self._settings.monitoring_retention_s / 10))
-            before = time.time() - self._settings.monitoring_retention_s
-            pruned = await self._db.write(lambda c, t=before: store.prune(c, t))
-            if pruned:
-                self._log.info("pruned %d prediction records past retention", pruned)
+    @property
+    def _retention_interval_s(self) -> float:
+        return min(3600.0, self._settings.monitoring_retention_s / 10)
+
+    async def _drift_round(self) -> None:
+        interval = self._drift_interval_s
+        pairs = await self._db.read(lambda c: store.recent_versions(c, time.time() - interval))
+        for model, version in pairs:
+            try:
+                await self.run_drift_check(
+                    RunDriftCheck(model=f"{model}:{version}", window_s=interval)
+                )
+            except NotFound:
+                continue  # no reference profile: nothing to compare with
+            except Exception:
+                self._log.warning(
+                    "scheduled drift check of %s:%s failed", model, version, exc_info=True
+                )
+
+    async def _retention_round(self) -> None:
+        before = time.time() - self._settings.monitoring_retention_s
+        pruned = await self._db.write(lambda c: store.prune(c, before))
+        if pruned:
+            self._log.info("pruned %d prediction records past retention", pruned)
 
     # --- intake -----------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from app.kernel import singleton
 from app.modules.training import store
 from app.modules.training.evaluation import metric_names
 from app.modules.training.runner import JobRunner
@@ -110,7 +111,11 @@ class LocalTrainingService:
                 lambda conn: store.stale_or_queued(conn, 0.0, queued=True)
             ):
                 await self._send(job_id)
-        self._watchdog = asyncio.create_task(self._watch(), name="training-watchdog")
+        lease = singleton.lease("training.watchdog", db=self._db, settings=self._settings)
+        watch = singleton.run_as_singleton(
+            lease, self._watch, interval_s=self._settings.training_heartbeat_s, logger=self._log
+        )
+        self._watchdog = asyncio.create_task(watch, name="training-watchdog")
 
     async def close(self) -> None:
         """Stop the watchdog; running jobs notice the loop is gone at their next contract call."""
@@ -121,22 +126,18 @@ class LocalTrainingService:
         self.runner.loop = None
 
     async def _watch(self) -> None:
-        interval = self._settings.training_heartbeat_s
+        """One watchdog round (in the replica leading ``training.watchdog``): re-send the jobs
+        whose heartbeat went silent; a failing round is logged and the next one may work."""
         stale = self._settings.training_stale_s
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                now = time.time()
-                ids = await self._db.read(
-                    lambda conn, t=now: store.stale_or_queued(conn, t - stale, queued=False)
-                )
-                for job_id in ids:
-                    if now - self._resent.get(job_id, 0.0) >= stale:
-                        self._log.warning("training job %s went silent: running it again", job_id)
-                        self._resent[job_id] = now
-                        await self._send(job_id)
-            except Exception:  # the next round may work (e.g. the database is back)
-                self._log.warning("training watchdog round failed", exc_info=True)
+        now = time.time()
+        ids = await self._db.read(
+            lambda conn: store.stale_or_queued(conn, now - stale, queued=False)
+        )
+        for job_id in ids:
+            if now - self._resent.get(job_id, 0.0) >= stale:
+                self._log.warning("training job %s went silent: running it again", job_id)
+                self._resent[job_id] = now
+                await self._send(job_id)
 
     async def _send(self, job_id: str) -> None:
         job = await self._db.read(lambda conn: store.get(conn, job_id))
