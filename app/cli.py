@@ -221,6 +221,39 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if job.status in ("succeeded", "queued", "running") else 1
 
 
+# --- rollouts ---------------------------------------------------------------------------------
+
+
+def _rollouts(settings: Settings, args: argparse.Namespace) -> int:
+    """List, show, promote or abort progressive rollouts; prints JSON."""
+    from app.bootstrap import remote_clients
+    from contracts.inference import AbortRollout, GetRollout, ListRollouts, PromoteRollout
+
+    async def ask(inference: Any) -> Any:
+        command = args.rollouts_command
+        if command == "list":
+            page = await inference.list_rollouts(
+                ListRollouts(deployment=args.deployment, limit=args.limit)
+            )
+            return {"items": [_plain(r) for r in page.items], "next_cursor": page.next_cursor}
+        if command == "show":
+            return _plain(await inference.get_rollout(GetRollout(id=args.id)))
+        kind = PromoteRollout if command == "promote" else AbortRollout
+        asked = kind(id=args.id, **({"reason": args.reason} if args.reason else {}))
+        done = await getattr(inference, f"{command}_rollout")(asked)
+        return _plain(done)
+
+    async def run() -> Any:
+        if args.url:
+            async with remote_clients(args.url, args.api_key) as clients:
+                return await ask(clients["inference"])
+        async with Platform(settings) as platform:
+            return await ask(platform.client("inference", caller="cli"))
+
+    print(json.dumps(_run(run()), indent=2, default=str))
+    return 0
+
+
 class _ProgressBar:
     """A one-line progress bar on stderr (one line per change when it is not a terminal)."""
 
@@ -255,6 +288,27 @@ def _plain(row: Any) -> dict[str, Any]:
 
 
 # --- parser ----------------------------------------------------------------------------------
+
+
+def _rollouts_parser(sub: Any) -> None:
+    """``quarry rollouts list|show|promote|abort``, in-process or against ``--url``."""
+    rollouts = sub.add_parser("rollouts", help="inspect, promote or abort progressive rollouts")
+    rollouts_sub = rollouts.add_subparsers(dest="rollouts_command", required=True)
+    listed = rollouts_sub.add_parser("list", help="rollouts, newest first")
+    listed.add_argument("--deployment", help="only this deployment's rollouts")
+    listed.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    rollouts_sub.add_parser("show", help="a rollout and its decisions").add_argument("id")
+    for name, text in (
+        ("promote", "all traffic to the candidate now"),
+        ("abort", "all traffic back to the baseline now"),
+    ):
+        cmd = rollouts_sub.add_parser(name, help=text)
+        cmd.add_argument("id")
+        cmd.add_argument("--reason", help="recorded in the rollout's history")
+    for cmd in rollouts_sub.choices.values():
+        cmd.add_argument("--url", help="a running server (default: run the platform in-process)")
+        cmd.add_argument("--api-key", help="an API key with the read or admin scope (with --url)")
+    rollouts.set_defaults(handler=_rollouts)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -305,6 +359,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--api-key", help="an API key with the train scope (with --url)")
     train.add_argument("--no-wait", action="store_true", help="answer once the job is queued")
     train.set_defaults(handler=_train)
+
+    _rollouts_parser(sub)
 
     events = sub.add_parser("events", help="inspect and resubmit failed event deliveries")
     events_sub = events.add_subparsers(dest="events_command", required=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from app.kernel.module import BuiltModule, Dependency, ModuleContext, ModuleSpec
 from contracts.features import FeaturesService
-from contracts.inference import VERSION, InferenceService
+from contracts.inference import VERSION, InferenceService, RolloutChanged
 from contracts.monitoring import MonitoringService
 from contracts.registry import ModelAliasChanged, ModelVersionRegistered, RegistryService
 
@@ -22,6 +22,7 @@ async def _build(ctx: ModuleContext) -> BuiltModule:
         tasks=ctx.tasks,
         features=ctx.optional(FeaturesService),
         monitoring=ctx.optional(MonitoringService),
+        outbox=ctx.outbox,
     )
     return BuiltModule(
         service=service,
@@ -51,6 +52,7 @@ module = ModuleSpec(
         Dependency(module="features", protocol=FeaturesService, optional=True),
         Dependency(module="monitoring", protocol=MonitoringService, optional=True),
     ),
+    publishes=(RolloutChanged,),
     subscribes=(ModelAliasChanged, ModelVersionRegistered),
     migrations="inference",
 )

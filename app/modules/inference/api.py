@@ -1,5 +1,7 @@
 """The inference module's public routes: ``POST /v1/predict/{model_ref}``, model status,
-deployments (``/v1/inference/deployments``) and batch jobs (``/v1/inference/batch-jobs``).
+deployments (``/v1/inference/deployments``), their progressive rollouts
+(``/v1/inference/deployments/{name}/rollouts``, ``/v1/inference/rollouts/{id}[/promote|/abort]``)
+and batch jobs (``/v1/inference/batch-jobs``).
 
 Bodies are JSON (``{"inputs": {"x": [[...]]}, "outputs": [...]}``) or msgpack with the same shape
 (``Content-Type: application/x-msgpack``); answers use the request's format. A deployment's
@@ -21,6 +23,7 @@ from app.modules.inference.oip import oip_routes
 from contracts.common import Conflict, InvalidInput, NotFound, Scope, Tensor, method_info
 from contracts.features import Value
 from contracts.inference import (
+    AbortRollout,
     BatchJob,
     DeleteDeployment,
     Deployment,
@@ -29,14 +32,20 @@ from contracts.inference import (
     GetBatchJob,
     GetDeployment,
     GetModelStatus,
+    GetRollout,
     InferenceService,
     ListDeployments,
+    ListRollouts,
     LoadModel,
     ModelStatus,
     Predict,
     Prediction,
+    PromoteRollout,
     PutDeployment,
+    Rollout,
+    RolloutPolicy,
     Route,
+    StartRollout,
     SubmitBatchJob,
 )
 
@@ -85,11 +94,28 @@ class BatchJobBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     chunk_rows: int = 1024
 
 
+class RolloutBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/inference/deployments/{name}/rollouts``: the candidate, optionally the baseline
+    and the policy (each field of :class:`RolloutPolicy` defaults)."""
+
+    candidate: str
+    baseline: str | None = None
+    policy: RolloutPolicy = RolloutPolicy()
+
+
+class ReasonBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/inference/rollouts/{id}/promote`` or ``/abort``: an optional reason."""
+
+    reason: str | None = None
+
+
 STICKY_TTL_S = 5.0
 """How long the predict route trusts what it learnt of a deployment's sticky header."""
 
 _DEPLOYMENT = msgspec.json.Decoder(DeploymentBody)
 _BATCH_JOB = msgspec.json.Decoder(BatchJobBody)
+_ROLLOUT = msgspec.json.Decoder(RolloutBody)
+_REASON = msgspec.json.Decoder(ReasonBody)
 _JSON = msgspec.json.Decoder(PredictBody)
 _MSGPACK = msgspec.msgpack.Decoder(PredictBody)
 _JSON_OUT = msgspec.json.Encoder()
@@ -152,7 +178,11 @@ def routes(service: InferenceService, settings: Settings) -> list[Any]:
 
     return [
         Router(path="/", route_handlers=[predict, status, load]),
-        Router(path="/v1/inference/deployments", route_handlers=_deployment_handlers(service)),
+        Router(
+            path="/v1/inference/deployments",
+            route_handlers=[*_deployment_handlers(service), *_rollout_start_handlers(service)],
+        ),
+        Router(path="/v1/inference/rollouts", route_handlers=_rollout_handlers(service)),
         Router(path="/v1/inference/batch-jobs", route_handlers=_batch_job_handlers(service)),
         *oip_routes(service, settings),
     ]
@@ -213,6 +243,99 @@ def _deployment_handlers(service: InferenceService) -> list[Any]:
     return [list_deployments, get_deployment, put_deployment, delete_deployment]
 
 
+def _rollout_start_handlers(service: InferenceService) -> list[Any]:
+    @post("/{name:str}/rollouts", opt=_scope(InferenceService.start_rollout), status_code=201)
+    async def start_rollout(
+        name: FromPath[str], request: Request[Any, Any, Any]
+    ) -> Response[bytes]:
+        """Start moving the deployment's traffic to a candidate; answers the rollout (201)."""
+        body = _body(_ROLLOUT, await request.body(), 'expected {"candidate": "<model ref>"}')
+        rollout = await service.start_rollout(
+            StartRollout(
+                deployment=name,
+                candidate=body.candidate,
+                baseline=body.baseline,
+                policy=body.policy,
+            )
+        )
+        return _json(_rollout_json(rollout), status_code=201)
+
+    @get("/{name:str}/rollouts", opt=_scope(InferenceService.list_rollouts))
+    async def list_deployment_rollouts(
+        name: FromPath[str], limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
+    ) -> Response[bytes]:
+        """One page of the deployment's rollouts, newest first."""
+        return await _rollout_page(service, name, limit, cursor)
+
+    return [start_rollout, list_deployment_rollouts]
+
+
+def _rollout_handlers(service: InferenceService) -> list[Any]:
+    @get("/", opt=_scope(InferenceService.list_rollouts))
+    async def list_rollouts(
+        deployment: FromQuery[str | None] = None,
+        limit: FromQuery[int] = 50,
+        cursor: FromQuery[str | None] = None,
+    ) -> Response[bytes]:
+        """One page of rollouts (of every deployment, or ``?deployment=``), newest first."""
+        return await _rollout_page(service, deployment, limit, cursor)
+
+    @get("/{rollout_id:str}", opt=_scope(InferenceService.get_rollout))
+    async def get_rollout(rollout_id: FromPath[str]) -> Response[bytes]:
+        """A rollout with its history of decisions and their reasons."""
+        return _json(_rollout_json(await service.get_rollout(GetRollout(id=rollout_id))))
+
+    @post("/{rollout_id:str}/promote", opt=_scope(InferenceService.promote_rollout))
+    async def promote_rollout(
+        rollout_id: FromPath[str], request: Request[Any, Any, Any]
+    ) -> Response[bytes]:
+        """Promote a running rollout now (``{"reason": ...}`` optional)."""
+        reason = _reason(await request.body())
+        asked = PromoteRollout(id=rollout_id, **({"reason": reason} if reason else {}))
+        return _json(_rollout_json(await service.promote_rollout(asked)), status_code=200)
+
+    @post("/{rollout_id:str}/abort", opt=_scope(InferenceService.abort_rollout))
+    async def abort_rollout(
+        rollout_id: FromPath[str], request: Request[Any, Any, Any]
+    ) -> Response[bytes]:
+        """Abort a running rollout now: all traffic back to the baseline."""
+        reason = _reason(await request.body())
+        asked = AbortRollout(id=rollout_id, **({"reason": reason} if reason else {}))
+        return _json(_rollout_json(await service.abort_rollout(asked)), status_code=200)
+
+    return [list_rollouts, get_rollout, promote_rollout, abort_rollout]
+
+
+async def _rollout_page(
+    service: InferenceService, deployment: str | None, limit: int, cursor: str | None
+) -> Response[bytes]:
+    page = await service.list_rollouts(
+        ListRollouts(deployment=deployment, limit=limit, cursor=cursor)
+    )
+    items = [_rollout_json(r) for r in page.items]
+    return _json({"items": items, "next_cursor": page.next_cursor})
+
+
+def _rollout_json(rollout: Rollout) -> dict[str, Any]:
+    value: dict[str, Any] = msgspec.to_builtins(rollout)
+    return value
+
+
+def _reason(raw: bytes) -> str | None:
+    return _body(_REASON, raw, "").reason if raw.strip() else None
+
+
+def _body(decoder: msgspec.json.Decoder[Any], raw: bytes, expected: str) -> Any:
+    if not raw:
+        raise InvalidInput(f"empty body: {expected}")
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(f"invalid body: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise InvalidInput(f"malformed JSON body: {exc}") from None
+
+
 def _batch_job_handlers(service: InferenceService) -> list[Any]:
     @post("/", opt=_scope(InferenceService.submit_batch_job), status_code=202)
     async def submit_batch_job(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -260,8 +383,8 @@ def _batch_job_handlers(service: InferenceService) -> list[Any]:
     return [submit_batch_job, get_batch_job, batch_results]
 
 
-def _json(value: Any) -> Response[bytes]:
-    return Response(_JSON_OUT.encode(value), media_type="application/json")
+def _json(value: Any, status_code: int = 200) -> Response[bytes]:
+    return Response(_JSON_OUT.encode(value), media_type="application/json", status_code=status_code)
 
 
 def _deployment_body(name: str, raw: bytes) -> Deployment:

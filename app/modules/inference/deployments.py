@@ -9,6 +9,7 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -35,9 +36,11 @@ from contracts.inference import Deployment, Fallback, Predict, Prediction, Route
 from contracts.registry import GetModel, GetVersion, RegistryService
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
     from app.kernel.db import Database
 
-__all__ = ["DEPLOYMENT_TTL_S", "FALLIBLE", "MAX_LIST", "PRIMARY_SHARE", "Deployments"]
+__all__ = ["DEPLOYMENT_TTL_S", "FALLIBLE", "MAX_LIST", "PRIMARY_SHARE", "ROUTED", "Deployments"]
 
 DEPLOYMENT_TTL_S = 2.0
 """How long a deployment read from the database is trusted (other processes may change it)."""
@@ -50,6 +53,10 @@ FALLIBLE = (Unavailable, DeadlineExceeded, InternalError)
 PredictModel = Callable[[str, Predict], Awaitable[Prediction]]
 """Answers a request from one model reference (no deployment lookup)."""
 Resolve = Callable[[str], Awaitable[Key]]
+
+ROUTED: ContextVar[tuple[str, Key] | None] = ContextVar("routed", default=None)
+"""The deployment and version a deployment request was routed to, so that a failure after the
+route was picked is recorded against that version (the service resets it per prediction)."""
 
 
 @dataclass
@@ -90,6 +97,22 @@ class Deployments:
         )
         self._forget(deployment.name)
         return stored
+
+    async def put_if(self, deployment: Deployment, condition: Callable[[Connection], bool]) -> bool:
+        """Store ``deployment`` in one transaction with ``condition``, only if it answers True
+        (a rollout's step: its state and the routes it sets change together)."""
+        await self._check(deployment)
+        now = datetime.now(UTC)
+
+        def write(conn: Connection) -> bool:
+            if not condition(conn):
+                return False
+            store.put_deployment(conn, deployment, now)
+            return True
+
+        done = await self._database().write(write)
+        self._forget(deployment.name)
+        return done
 
     async def get(self, name: str) -> Deployment:
         name = validate_name(name)
@@ -166,6 +189,7 @@ class Deployments:
     async def predict(self, deployment: Deployment, request: Predict) -> Prediction:
         route = _pick(deployment, request)
         key = await self._resolve(route.model)
+        ROUTED.set((deployment.name, key))
         hashed = digest(request) if deployment.cache_ttl_s > 0 else None
         if hashed is not None:
             hit = self._cache.get(deployment.name, (key, hashed))

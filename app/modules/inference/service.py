@@ -18,11 +18,12 @@ from app.kernel import context
 from app.kernel.events import EventMeta
 from app.kernel.settings import Settings
 from app.modules.inference.batch_jobs import BatchJobs
-from app.modules.inference.deployments import Deployments
+from app.modules.inference.deployments import ROUTED, Deployments
 from app.modules.inference.entities import entity_inputs
 from app.modules.inference.inputs import prepare_inputs
 from app.modules.inference.loading import Loader
 from app.modules.inference.records import MonitoringSink, Recorder
+from app.modules.inference.rollouts import Rollouts
 from contracts.common import (
     ModelRef,
     NotFound,
@@ -33,6 +34,7 @@ from contracts.common import (
     UnprocessableInput,
 )
 from contracts.inference import (
+    AbortRollout,
     BatchJob,
     BatchResultChunk,
     DeleteDeployment,
@@ -41,12 +43,17 @@ from contracts.inference import (
     GetBatchJob,
     GetDeployment,
     GetModelStatus,
+    GetRollout,
     ListDeployments,
+    ListRollouts,
     LoadModel,
     ModelStatus,
     Predict,
     Prediction,
+    PromoteRollout,
     PutDeployment,
+    Rollout,
+    StartRollout,
     SubmitBatchJob,
     UnloadModel,
 )
@@ -59,6 +66,7 @@ from contracts.registry import (
 
 if TYPE_CHECKING:
     from app.kernel.db import Database
+    from app.kernel.events import Outbox
     from app.kernel.tasks import TaskQueue
     from contracts.features import FeaturesService
     from contracts.monitoring import MonitoringService
@@ -83,6 +91,7 @@ class LocalInferenceService:
         tasks: TaskQueue | None = None,
         features: FeaturesService | None = None,
         monitoring: MonitoringService | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self._settings = settings
         self._features = features
@@ -107,12 +116,28 @@ class LocalInferenceService:
             if db is not None and tasks is not None
             else None
         )
+        self.rollouts = (
+            Rollouts(
+                db=db,
+                outbox=outbox,
+                registry=registry,
+                monitoring=monitoring,
+                deployments=self._deployments,
+                settings=settings,
+                logger=self._log,
+                warm=lambda ref: self.load_model(LoadModel(model=ref)),
+            )
+            if db is not None and outbox is not None
+            else None
+        )
+        """Progressive rollouts (``step_once`` checks the due ones); ``None`` without a database."""
 
     # --- the contract -----------------------------------------------------------------------
 
     async def predict(self, request: Predict) -> Prediction:
         started = time.perf_counter()
         _BUILT_INPUTS.set(None)
+        ROUTED.set(None)
         try:
             prediction = await self._predict(request)
         except QuarryError as exc:
@@ -134,13 +159,16 @@ class LocalInferenceService:
         return prediction
 
     def _record_error(self, request: Predict, code: str, started: float) -> None:
+        routed = ROUTED.get()  # a deployment's failure counts against the version it routed to
+        model, version = routed[1] if routed is not None else (request.model, None)
         self.records.record(
             prediction_id=uuid.uuid4().hex,
-            model=request.model,
-            version=None,
+            model=model,
+            version=version,
             status=code,
             latency_s=time.perf_counter() - started,
             inputs=request.inputs,
+            deployment=routed[0] if routed is not None else None,
         )
 
     async def _predict(self, request: Predict) -> Prediction:
@@ -222,6 +250,28 @@ class LocalInferenceService:
             raise Unavailable("batch jobs need the module's database and task queue")
         return self._batch_jobs
 
+    # --- rollouts ---------------------------------------------------------------------------
+
+    async def start_rollout(self, request: StartRollout) -> Rollout:
+        return await self._rollouts().start(request)
+
+    async def get_rollout(self, request: GetRollout) -> Rollout:
+        return await self._rollouts().get(request.id)
+
+    async def list_rollouts(self, request: ListRollouts) -> Page[Rollout]:
+        return await self._rollouts().page(request.deployment, request.limit, request.cursor)
+
+    async def promote_rollout(self, request: PromoteRollout) -> Rollout:
+        return await self._rollouts().promote(request.id, request.reason)
+
+    async def abort_rollout(self, request: AbortRollout) -> Rollout:
+        return await self._rollouts().abort(request.id, request.reason)
+
+    def _rollouts(self) -> Rollouts:
+        if self.rollouts is None:
+            raise Unavailable("rollouts need the inference module's database", retry_after=60)
+        return self.rollouts
+
     async def _pin(self, text: str) -> str:
         """What a batch job runs: a deployment's name, or the version ``text`` resolves to."""
         ref = ModelRef.parse(text)
@@ -249,13 +299,19 @@ class LocalInferenceService:
         await self._loader.refresh(event.name)
 
     async def start(self) -> None:
-        """Start handing prediction records to monitoring in the background."""
+        """Start handing prediction records to monitoring in the background, and the stepper
+        of running rollouts."""
         await self.records.start()
         if self._batch_jobs is not None:
             await self._batch_jobs.start()
+        if self.rollouts is not None:
+            self.rollouts.start_loop()
 
     async def close(self) -> None:
-        """Stop every batcher (and shadow traffic still in flight), then the record flusher."""
+        """Stop the rollout stepper, every batcher (and shadow traffic still in flight), then
+        the record flusher."""
+        if self.rollouts is not None:
+            await self.rollouts.close()
         if self._batch_jobs is not None:
             self._batch_jobs.close()
         await self.records.stop()

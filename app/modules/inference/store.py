@@ -14,24 +14,32 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from contracts.common import Tensor
-from contracts.inference import BatchJob, Deployment
+from contracts.inference import BatchJob, Deployment, Rollout
 
 __all__ = [
+    "StoredRollout",
     "batch_chunks",
     "batch_jobs",
     "claim_chunk",
     "delete_deployment",
     "deployments",
+    "due_rollouts",
     "finish_job",
     "get_deployment",
     "get_job",
+    "get_rollout",
     "insert_job",
+    "insert_rollout",
     "page_deployments",
+    "page_rollouts",
     "put_deployment",
     "read_chunk",
     "result_offsets",
+    "rollouts",
+    "running_rollout",
     "start_job",
     "unfinished_jobs",
+    "update_rollout",
 ]
 
 metadata = sa.MetaData()
@@ -269,3 +277,119 @@ def finish_job(
         )
     )
     return True
+
+
+# --- rollouts ---------------------------------------------------------------------------------
+
+rollouts = sa.Table(
+    "inference_rollouts",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("deployment", sa.String(128), nullable=False, index=True),
+    sa.Column("running", sa.String(128), nullable=True, unique=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("body", sa.JSON, nullable=False),
+    sa.Column("step_started_at", sa.Float, nullable=False),
+    sa.Column("next_check_at", sa.Float, nullable=True, index=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+"""``body`` is the :class:`Rollout` (with its history); ``running`` holds the deployment's name
+while the rollout runs, else ``NULL``: its unique constraint allows one running rollout per
+deployment. ``revision`` grows with every change, so a change based on a stale read is refused."""
+
+
+class StoredRollout(msgspec.Struct, frozen=True, kw_only=True):
+    """A rollout as stored, with what only the stepper needs."""
+
+    rollout: Rollout
+    revision: int
+    step_started_at: float
+
+
+def _stored(row: Any) -> StoredRollout:
+    return StoredRollout(
+        rollout=msgspec.convert(row.body, Rollout),
+        revision=row.revision,
+        step_started_at=row.step_started_at,
+    )
+
+
+def _rollout_values(rollout: Rollout, step_started_at: float) -> dict[str, Any]:
+    next_check = rollout.next_check_at
+    return {
+        "running": rollout.deployment if rollout.status == "running" else None,
+        "status": rollout.status,
+        "body": msgspec.to_builtins(rollout),
+        "step_started_at": step_started_at,
+        "next_check_at": None if next_check is None else next_check.timestamp(),
+    }
+
+
+def insert_rollout(conn: Connection, rollout: Rollout, step_started_at: float) -> None:
+    """Store a new rollout (``IntegrityError`` while another of its deployment runs)."""
+    conn.execute(
+        sa.insert(rollouts).values(
+            id=rollout.id,
+            deployment=rollout.deployment,
+            revision=0,
+            created_at=rollout.created_at.timestamp(),
+            **_rollout_values(rollout, step_started_at),
+        )
+    )
+
+
+def update_rollout(
+    conn: Connection, rollout: Rollout, *, revision: int, step_started_at: float
+) -> bool:
+    """Replace a rollout read at ``revision``; ``False`` when it changed since."""
+    done = conn.execute(
+        sa.update(rollouts)
+        .where(rollouts.c.id == rollout.id, rollouts.c.revision == revision)
+        .values(revision=revision + 1, **_rollout_values(rollout, step_started_at))
+    )
+    return done.rowcount == 1
+
+
+def get_rollout(conn: Connection, rollout_id: str) -> StoredRollout | None:
+    """A rollout by id, or ``None``."""
+    row = conn.execute(sa.select(rollouts).where(rollouts.c.id == rollout_id)).first()
+    return None if row is None else _stored(row)
+
+
+def running_rollout(conn: Connection, deployment: str) -> str | None:
+    """The id of the deployment's running rollout, or ``None``."""
+    query = sa.select(rollouts.c.id).where(rollouts.c.running == deployment)
+    return conn.execute(query).scalar_one_or_none()
+
+
+def due_rollouts(conn: Connection, now: float) -> list[str]:
+    """Ids of the running rollouts whose next check is due, the most overdue first."""
+    query = (
+        sa.select(rollouts.c.id)
+        .where(rollouts.c.status == "running", rollouts.c.next_check_at <= now)
+        .order_by(rollouts.c.next_check_at)
+    )
+    return [r.id for r in conn.execute(query)]
+
+
+def page_rollouts(
+    conn: Connection, *, deployment: str | None, after: tuple[float, str] | None, limit: int
+) -> list[Rollout]:
+    """Up to ``limit + 1`` rollouts, newest first, after the ``(created_at, id)`` key ``after``."""
+    query = (
+        sa.select(rollouts)
+        .order_by(rollouts.c.created_at.desc(), rollouts.c.id.desc())
+        .limit(limit + 1)
+    )
+    if deployment is not None:
+        query = query.where(rollouts.c.deployment == deployment)
+    if after is not None:
+        created, last = after
+        query = query.where(
+            sa.or_(
+                rollouts.c.created_at < created,
+                sa.and_(rollouts.c.created_at == created, rollouts.c.id < last),
+            )
+        )
+    return [_stored(r).rollout for r in conn.execute(query)]
