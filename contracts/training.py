@@ -206,7 +206,8 @@ class RetrainingPolicy(msgspec.Struct, frozen=True, kw_only=True):
     seconds (0 = no schedule), or on demand. A retraining submits the model's last successful
     job spec again with fresh data (entity rows re-stamped to now, so features are read as they
     are now) and, when its gate passes, starts a rollout of the new version on ``deployment``
-    (default: the model's name) with ``rollout``.
+    (default: ``<model>-live``; models and deployments share one namespace) with
+    ``rollout``.
     """
 
     model: str

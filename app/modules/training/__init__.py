@@ -8,6 +8,7 @@ from __future__ import annotations
 from app.kernel.module import BuiltModule, Dependency, ModuleContext, ModuleSpec
 from contracts.features import FeaturesService
 from contracts.inference import InferenceService
+from contracts.monitoring import DriftDetected
 from contracts.registry import RegistryService
 from contracts.training import VERSION, TrainingJobFinished, TrainingService
 
@@ -27,7 +28,12 @@ async def _build(ctx: ModuleContext) -> BuiltModule:
         settings=ctx.settings,
         logger=ctx.logger,
     )
-    return BuiltModule(service=service, on_startup=[service.start], on_shutdown=[service.close])
+    return BuiltModule(
+        service=service,
+        subscriptions={DriftDetected: service.retrainings.on_drift},
+        on_startup=[service.start],
+        on_shutdown=[service.close],
+    )
 
 
 def _routes(service: TrainingService, settings: object) -> list[object]:
@@ -48,5 +54,6 @@ module = ModuleSpec(
         Dependency(module="inference", protocol=InferenceService, optional=True),
     ),
     publishes=(TrainingJobFinished,),
+    subscribes=(DriftDetected,),
     migrations="training",
 )

@@ -3,6 +3,8 @@
 - ``POST /jobs`` with the job spec (:class:`contracts.training.TrainingJobSpec` as JSON) -> 202
 - ``GET /jobs`` (``?limit=&cursor=&status=``), ``GET /jobs/{id}``, ``POST /jobs/{id}/cancel``
 - ``GET /trainers``
+- ``PUT|GET /policies/{model}`` (retraining policy), ``POST /retrain/{model}``,
+  ``GET /retrainings[/{id}]``
 """
 
 from __future__ import annotations
@@ -10,15 +12,21 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, Router, get, post
+from litestar import Request, Response, Router, get, post, put
 from litestar.params import FromPath, FromQuery
 
 from contracts.common import InvalidInput, method_info
 from contracts.training import (
     CancelTrainingJob,
+    GetRetraining,
+    GetRetrainingPolicy,
     GetTrainingJob,
+    ListRetrainings,
     ListTrainers,
     ListTrainingJobs,
+    PutRetrainingPolicy,
+    Retrain,
+    RetrainingPolicy,
     SubmitTrainingJob,
     TrainingJobSpec,
     TrainingService,
@@ -90,6 +98,53 @@ def routes(service: TrainingService) -> list[Any]:
         """The trainers jobs may name, with their hyperparameters."""
         return _json(await service.list_trainers(ListTrainers()))
 
-    return [
-        Router(path="/v1/training", route_handlers=[submit, list_jobs, get_job, cancel, trainers])
-    ]
+    handlers = [submit, list_jobs, get_job, cancel, trainers, *_retraining_handlers(service)]
+    return [Router(path="/v1/training", route_handlers=handlers)]
+
+
+def _retraining_handlers(service: TrainingService) -> list[Any]:
+    @put(
+        "/policies/{model:str}", opt=_scope(TrainingService.put_retraining_policy), status_code=200
+    )
+    async def put_policy(model: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Create or replace the model's retraining policy (the model comes from the path)."""
+        raw = await request.body()
+        try:
+            body = msgspec.json.decode(raw or b"{}")
+            policy = msgspec.convert({**body, "model": model}, RetrainingPolicy)
+        except msgspec.ValidationError as exc:
+            raise InvalidInput(f"invalid retraining policy: {exc}") from None
+        except msgspec.DecodeError as exc:
+            raise InvalidInput(f"malformed JSON body: {exc}") from None
+        except TypeError:
+            raise InvalidInput("the policy must be a JSON object") from None
+        return _json(await service.put_retraining_policy(PutRetrainingPolicy(policy=policy)))
+
+    @get("/policies/{model:str}", opt=_scope(TrainingService.get_retraining_policy))
+    async def get_policy(model: FromPath[str]) -> Response[bytes]:
+        """The model's retraining policy."""
+        return _json(await service.get_retraining_policy(GetRetrainingPolicy(model=model)))
+
+    @post("/retrain/{model:str}", opt=_scope(TrainingService.retrain), status_code=202)
+    async def retrain(model: FromPath[str]) -> Response[bytes]:
+        """Retrain the model now from its last job's spec; answers the retraining."""
+        return _json(await service.retrain(Retrain(model=model)), 202)
+
+    @get("/retrainings", opt=_scope(TrainingService.list_retrainings))
+    async def list_retrainings(
+        model: FromQuery[str | None] = None,
+        limit: FromQuery[int] = 50,
+        cursor: FromQuery[str | None] = None,
+    ) -> Response[bytes]:
+        """One page of retrainings, newest first."""
+        page = await service.list_retrainings(
+            ListRetrainings(model=model, limit=limit, cursor=cursor)
+        )
+        return _json(page)
+
+    @get("/retrainings/{saga_id:str}", opt=_scope(TrainingService.get_retraining))
+    async def get_retraining(saga_id: FromPath[str]) -> Response[bytes]:
+        """A retraining: its trigger, status, job, version, rollout and log."""
+        return _json(await service.get_retraining(GetRetraining(id=saga_id)))
+
+    return [put_policy, get_policy, retrain, list_retrainings, get_retraining]

@@ -17,9 +17,10 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from app.kernel import singleton
+from app.kernel import context, singleton
 from app.modules.training import store
-from app.modules.training.evaluation import metric_names
+from app.modules.training.evaluation import check_gate
+from app.modules.training.retraining import Retrainings
 from app.modules.training.runner import JobRunner
 from app.modules.training.trainers import TrainerRegistry
 from contracts.common import InvalidInput, NotFound, Page, validate_name
@@ -29,9 +30,16 @@ from contracts.registry import GetModel, RegistryService
 from contracts.training import (
     CancelTrainingJob,
     Dataset,
+    GetRetraining,
+    GetRetrainingPolicy,
     GetTrainingJob,
+    ListRetrainings,
     ListTrainers,
     ListTrainingJobs,
+    PutRetrainingPolicy,
+    Retrain,
+    Retraining,
+    RetrainingPolicy,
     SubmitTrainingJob,
     TrainerList,
     TrainingJob,
@@ -100,6 +108,14 @@ class LocalTrainingService:
         )
         self._watchdog: asyncio.Task[None] | None = None
         self._resent: dict[str, float] = {}
+        self.retrainings = Retrainings(
+            db=db,
+            registry=registry,
+            inference=inference,
+            submit=lambda spec: self.submit_job(SubmitTrainingJob(spec=spec)),
+            get_job=lambda job_id: self.get_job(GetTrainingJob(id=job_id)),
+            logger=logger,
+        )
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -138,12 +154,15 @@ class LocalTrainingService:
                 self._log.warning("training job %s went silent: running it again", job_id)
                 self._resent[job_id] = now
                 await self._send(job_id)
+        await self.retrainings.schedule_round()
+        await self.retrainings.advance_all()
 
     async def _send(self, job_id: str) -> None:
         job = await self._db.read(lambda conn: store.get(conn, job_id))
         if job is None:
             return
-        limit_ms = int(job.spec.time_limit_s * 1000)
+        # The run checks its own limit at every epoch; the task queue's is a backstop after it.
+        limit_ms = int((job.spec.time_limit_s + 60) * 1000)
         await asyncio.to_thread(self._actor.send_with_options, args=(job_id,), time_limit=limit_ms)
 
     # --- the contract -----------------------------------------------------------------------
@@ -197,6 +216,26 @@ class LocalTrainingService:
     async def list_trainers(self, request: ListTrainers) -> TrainerList:
         return TrainerList(items=self._trainers.infos())
 
+    async def put_retraining_policy(self, request: PutRetrainingPolicy) -> RetrainingPolicy:
+        return await self.retrainings.put_policy(request.policy)
+
+    async def get_retraining_policy(self, request: GetRetrainingPolicy) -> RetrainingPolicy:
+        return await self.retrainings.get_policy(request.model)
+
+    async def retrain(self, request: Retrain) -> Retraining:
+        validate_name(request.model, what="model name")
+        trigger = f"manual:{context.current().idempotency_key or uuid.uuid4().hex}"
+        return await self.retrainings.start(request.model, trigger, request.reason)
+
+    async def get_retraining(self, request: GetRetraining) -> Retraining:
+        return await self.retrainings.get(request.id)
+
+    async def list_retrainings(self, request: ListRetrainings) -> Page[Retraining]:
+        if not 1 <= request.limit <= MAX_PAGE:
+            raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
+        items, cursor = await self.retrainings.page(request.model, request.limit, request.cursor)
+        return Page(items=items, next_cursor=cursor)
+
     # --- submission checks ------------------------------------------------------------------
 
     async def _check(self, spec: TrainingJobSpec) -> None:
@@ -214,12 +253,7 @@ class LocalTrainingService:
         if dataset.feature_service:
             await self._check_feature_service(dataset.feature_service)
         if spec.gate is not None:
-            names = metric_names(trainer.task)
-            if spec.gate.metric not in names:
-                raise InvalidInput(
-                    f"the gate's metric {spec.gate.metric!r} is not a {trainer.task} metric"
-                    f" ({', '.join(names)})"
-                )
+            check_gate(spec.gate, trainer.task)
             if spec.gate.baseline:
                 await self._check_baseline(spec.model, spec.gate.baseline)
 
