@@ -19,7 +19,7 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.run-installed
 
 run: $(VENV)/.run-installed
-	$(BIN)/quarry serve --host 127.0.0.1 --port 8000
+	$(BIN)/quarry quickstart --host 127.0.0.1 --port 8000
 
 lint: $(VENV)/.test-installed
 	$(BIN)/lint-imports --no-cache

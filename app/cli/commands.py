@@ -72,6 +72,16 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _quickstart(settings: Settings, args: argparse.Namespace) -> int:
+    """Every stage of the loop in a fresh data directory, then serve (unless ``--no-serve``)."""
+    import time
+
+    from app.cli import quickstart
+
+    fresh = settings.data_dir / f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}"
+    return int(_run(quickstart.run(settings.replace(data_dir=fresh), serve=not args.no_serve)))
+
+
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
     from app.kernel.tasks import run_worker
@@ -351,6 +361,14 @@ def _parser() -> argparse.ArgumentParser:
     revoke = keys_sub.add_parser("revoke", help="revoke a key")
     revoke.add_argument("key_id")
     keys.set_defaults(handler=_keys)
+
+    quick = sub.add_parser(
+        "quickstart", help="ingest, train, deploy, drift, retrain and roll out, then serve"
+    )
+    quick.add_argument("--host", help="address to serve on (default 127.0.0.1)")
+    quick.add_argument("--port", type=int, help="port to serve on (default 8000)")
+    quick.add_argument("--no-serve", action="store_true", help="exit after the rollout stage")
+    quick.set_defaults(handler=_quickstart)
 
     train = sub.add_parser("train", help="submit a training job and follow it")
     train.add_argument("spec", nargs="?", help="the job spec as JSON (a file, or - for stdin)")
