@@ -1,0 +1,1 @@
+"""Runnable examples; a package so that ``QUARRY_TRAINERS=examples.custom_trainer`` names one."""
