@@ -119,7 +119,12 @@ def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
-def _modules(settings: Settings, _args: argparse.Namespace) -> int:
+def _modules(settings: Settings, args: argparse.Namespace) -> int:
+    if args.graph:
+        from app.cli.graph import module_graph
+
+        print(module_graph(AVAILABLE_MODULES), end="")
+        return 0
     for spec in AVAILABLE_MODULES:
         if spec.name in settings.remotes:
             where = f"remote {settings.remotes[spec.name]}"
@@ -300,6 +305,15 @@ def _plain(row: Any) -> dict[str, Any]:
 # --- parser ----------------------------------------------------------------------------------
 
 
+def _modules_parser(sub: Any) -> None:
+    """``quarry modules [--graph]``."""
+    modules = sub.add_parser("modules", help="list modules and where they run")
+    modules.add_argument(
+        "--graph", action="store_true", help="print the module graph as a Mermaid flowchart"
+    )
+    modules.set_defaults(handler=_modules)
+
+
 def _rollouts_parser(sub: Any) -> None:
     """``quarry rollouts list|show|promote|abort``, in-process or against ``--url``."""
     rollouts = sub.add_parser("rollouts", help="inspect, promote or abort progressive rollouts")
@@ -350,7 +364,7 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--modules", help="modules to migrate (default: every hosted one)")
     migrate.set_defaults(handler=_migrate)
 
-    sub.add_parser("modules", help="list modules and where they run").set_defaults(handler=_modules)
+    _modules_parser(sub)
 
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
