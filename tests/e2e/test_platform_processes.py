@@ -91,6 +91,7 @@ def receiver() -> Iterator[Receiver]:
     found = Receiver()
     yield found
     found.server.shutdown()
+    found.server.server_close()
 
 
 @pytest.fixture
