@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from app.kernel import context
+from app.kernel.cursors import decode_cursor, encode_cursor
 from app.modules.inference import store
 from app.modules.inference._cache import ResponseCache, digest
 from app.modules.inference._deployment_spec import check_spec
@@ -127,13 +128,15 @@ class Deployments:
                 f"invalid limit {limit!r}: expected 1 to {MAX_LIST}",
                 details={"field": "limit", "max": MAX_LIST},
             )
-        after = _decode_cursor(cursor) if cursor else None
+        after = decode_cursor(cursor, "deployment", str)[0] if cursor else None
         items = await self._database().read(
             lambda conn: store.page_deployments(conn, after=after, limit=limit)
         )
         more = len(items) > limit
         items = items[:limit]
-        return Page(items=items, next_cursor=_encode_cursor(items[-1].name) if more else None)
+        return Page(
+            items=items, next_cursor=encode_cursor("deployment", items[-1].name) if more else None
+        )
 
     async def delete(self, name: str) -> Deployment:
         name = validate_name(name)
@@ -269,23 +272,6 @@ class Deployments:
 
 def _no_deployment(name: str) -> NotFound:
     return NotFound(f"no deployment {name!r}", details={"deployment": name})
-
-
-def _encode_cursor(name: str) -> str:
-    return msgspec.json.encode(["d", name]).hex()
-
-
-def _decode_cursor(cursor: str) -> str:
-    try:
-        key = msgspec.json.decode(bytes.fromhex(cursor))
-    except (ValueError, msgspec.DecodeError):
-        key = None
-    if not (isinstance(key, list) and len(key) == 2 and key[0] == "d" and isinstance(key[1], str)):
-        raise InvalidInput(
-            "invalid cursor: pass the next_cursor of the previous page unchanged",
-            details={"field": "cursor"},
-        )
-    return key[1]
 
 
 def _sticky_key(deployment: Deployment, request: Predict) -> str | None:

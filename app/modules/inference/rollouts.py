@@ -21,6 +21,7 @@ import msgspec
 import sqlalchemy as sa
 
 from app.kernel import singleton
+from app.kernel.cursors import decode_cursor, encode_cursor
 from app.kernel.module import unbound
 from app.modules.inference import store
 from app.modules.inference._rollout_judge import check_policy, judge
@@ -139,13 +140,18 @@ class Rollouts:
                 f"invalid limit {limit!r}: expected 1 to {MAX_LIST}",
                 details={"field": "limit", "max": MAX_LIST},
             )
-        after = _decode_cursor(cursor) if cursor else None
+        after = decode_cursor(cursor, "rollout", float, str) if cursor else None
         items = await self._db.read(
             lambda conn: store.page_rollouts(conn, deployment=deployment, after=after, limit=limit)
         )
         more = len(items) > limit
         items = items[:limit]
-        return Page(items=items, next_cursor=_encode_cursor(items[-1]) if more else None)
+        return Page(
+            items=items,
+            next_cursor=encode_cursor("rollout", items[-1].created_at.timestamp(), items[-1].id)
+            if more
+            else None,
+        )
 
     async def promote(self, rollout_id: str, reason: str) -> Rollout:
         return await self._by_hand(rollout_id, "promote", reason)
@@ -417,26 +423,3 @@ def _busy(name: str, running: str | None) -> Conflict:
         f"deployment {name!r} already has a running rollout {running}: promote or abort it first",
         details={"deployment": name, "rollout": running},
     )
-
-
-def _encode_cursor(rollout: Rollout) -> str:
-    return msgspec.json.encode(["r", rollout.created_at.timestamp(), rollout.id]).hex()
-
-
-def _decode_cursor(cursor: str) -> tuple[float, str]:
-    try:
-        key = msgspec.json.decode(bytes.fromhex(cursor))
-    except (ValueError, msgspec.DecodeError):
-        key = None
-    if not (
-        isinstance(key, list)
-        and len(key) == 3
-        and key[0] == "r"
-        and isinstance(key[1], int | float)
-        and isinstance(key[2], str)
-    ):
-        raise InvalidInput(
-            "invalid cursor: pass the next_cursor of the previous page unchanged",
-            details={"field": "cursor"},
-        )
-    return float(key[1]), key[2]

@@ -10,7 +10,6 @@ two runs in one replica at a time (:mod:`app.kernel.singleton`).
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from app.kernel import singleton
+from app.kernel.cursors import decode_cursor, encode_cursor
 from app.modules.monitoring import drift, figures, store
 from app.modules.monitoring.live import LiveFigures
 from app.modules.monitoring.report_html import render
@@ -284,11 +284,13 @@ class LocalMonitoringService:
     async def list_drift_reports(self, request: ListDriftReports) -> Page[DriftReport]:
         if not 1 <= request.limit <= 200:
             raise InvalidInput("limit must be between 1 and 200")
-        cursor = _decode_cursor(request.cursor) if request.cursor else None
+        cursor = decode_cursor(request.cursor, "report", float, str) if request.cursor else None
         items, after = await self._db.read(
             lambda c: store.page_reports(c, request.model, request.limit, cursor)
         )
-        return Page(items=items, next_cursor=None if after is None else _encode_cursor(after))
+        return Page(
+            items=items, next_cursor=None if after is None else encode_cursor("report", *after)
+        )
 
     async def get_drift_report(self, request: GetDriftReport) -> DriftReport:
         report = await self._db.read(lambda c: store.get_report(c, request.id))
@@ -468,15 +470,3 @@ def _series(
         latency.append((moment, float(np.quantile([r[1] for r in part], 0.99)) * 1000))
         errors.append((moment, sum(1 for r in part if r[2] != "ok") / len(part)))
     return latency, errors
-
-
-def _encode_cursor(after: tuple[float, str]) -> str:
-    return base64.urlsafe_b64encode(f"{after[0]!r}|{after[1]}".encode()).decode()
-
-
-def _decode_cursor(text: str) -> tuple[float, str]:
-    try:
-        created, _, report_id = base64.urlsafe_b64decode(text.encode()).decode().partition("|")
-        return float(created), report_id
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInput("invalid cursor") from None

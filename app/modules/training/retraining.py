@@ -21,6 +21,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from app.kernel.cursors import decode_cursor, encode_cursor
 from app.kernel.db import Database
 from app.kernel.events import EventMeta
 from app.modules.training import store
@@ -348,22 +349,20 @@ class Retrainings:
         if model is not None:
             query = query.where(retrainings.c.model == model)
         if cursor is not None:
-            created, _, last = cursor.partition("|")
-            try:
-                query = query.where(
-                    sa.or_(
-                        retrainings.c.created_at < float(created),
-                        sa.and_(
-                            retrainings.c.created_at == float(created), retrainings.c.id < last
-                        ),
-                    )
+            created, last = decode_cursor(cursor, "retraining", float, str)
+            query = query.where(
+                sa.or_(
+                    retrainings.c.created_at < created,
+                    sa.and_(retrainings.c.created_at == created, retrainings.c.id < last),
                 )
-            except ValueError:
-                raise InvalidInput("invalid cursor") from None
+            )
         rows = await self._db.read(lambda c: c.execute(query.limit(limit + 1)).all())
         items = [_saga(r) for r in rows[:limit]]
         more = len(rows) > limit
-        return items, (f"{rows[limit - 1].created_at!r}|{rows[limit - 1].id}" if more else None)
+        last_row = rows[limit - 1] if more else None
+        return items, (
+            encode_cursor("retraining", last_row.created_at, last_row.id) if last_row else None
+        )
 
     async def _by_trigger(self, trigger: str) -> Retraining | None:
         row = await self._db.read(

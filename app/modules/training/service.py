@@ -10,7 +10,6 @@ whose run went silent (a dead worker) and, on the embedded broker, queued jobs a
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import time
@@ -18,6 +17,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from app.kernel import context, singleton
+from app.kernel.cursors import decode_cursor, encode_cursor
 from app.modules.training import store
 from app.modules.training.evaluation import check_gate
 from app.modules.training.retraining import Retrainings
@@ -184,11 +184,13 @@ class LocalTrainingService:
     async def list_jobs(self, request: ListTrainingJobs) -> Page[TrainingJob]:
         if not 1 <= request.limit <= MAX_PAGE:
             raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
-        cursor = _decode_cursor(request.cursor) if request.cursor else None
+        cursor = decode_cursor(request.cursor, "job", float, str) if request.cursor else None
         items, after = await self._db.read(
             lambda conn: store.page(conn, request.limit, cursor, request.status)
         )
-        return Page(items=items, next_cursor=None if after is None else _encode_cursor(after))
+        return Page(
+            items=items, next_cursor=None if after is None else encode_cursor("job", *after)
+        )
 
     async def cancel_job(self, request: CancelTrainingJob) -> TrainingJob:
         job = await self.get_job(GetTrainingJob(id=request.id))
@@ -299,15 +301,3 @@ def _check_dataset(dataset: Dataset) -> None:
         raise InvalidInput("name the input columns: dataset.features or dataset.feature_service")
     if dataset.rows and any(dataset.label not in row for row in dataset.rows[:1000]):
         raise InvalidInput(f"dataset.rows lack the label {dataset.label!r}")
-
-
-def _encode_cursor(after: tuple[float, str]) -> str:
-    return base64.urlsafe_b64encode(f"{after[0]!r}|{after[1]}".encode()).decode()
-
-
-def _decode_cursor(text: str) -> tuple[float, str]:
-    try:
-        created, _, job_id = base64.urlsafe_b64decode(text.encode()).decode().partition("|")
-        return float(created), job_id
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInput("invalid cursor") from None
