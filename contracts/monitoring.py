@@ -201,9 +201,10 @@ class RealisedPoint(msgspec.Struct, frozen=True, kw_only=True):
 class RealisedMetrics(msgspec.Struct, frozen=True, kw_only=True):
     """Realised quality over the window and per slice.
 
-    A classifier gets accuracy, AUC (binary), F1 and the confusion counts; a regressor RMSE,
-    MAE and R2. ``cost`` applies the configured cost matrix to false positives and negatives
-    (binary classifiers); ``value`` sums the business values fed back.
+    A classifier gets accuracy and F1 (macro over classes beyond two), and a binary one also
+    AUC and the confusion counts; a regressor RMSE, MAE and R2. ``cost`` applies the
+    configured cost matrix to false positives and negatives (binary classifiers); ``value``
+    sums the business values fed back.
     """
 
     model: str

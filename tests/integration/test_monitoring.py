@@ -95,7 +95,7 @@ async def test_predictions_reach_the_summary_and_metrics(q: Q) -> None:
         s.labels["version"]: s.value for s in error_rate.samples if s.labels["model"] == "lin"
     }
     assert by_version["all"] == pytest.approx(0.2)
-    assert by_version["1"] == 0.0  # the failures came before a version was resolved
+    assert by_version["1"] == pytest.approx(0.2)  # the failures happened on version 1
     assert over_http.json()["requests"] == 10
 
 
@@ -219,3 +219,14 @@ async def test_feedback_over_http(q: Q) -> None:
     assert first.status_code == 201, first.text
     assert (again.status_code, unknown.status_code) == (409, 404)
     assert realised["metrics"]["accuracy"] == 1.0
+
+
+def test_multiclass_feedback_gets_accuracy_and_macro_f1() -> None:
+    from app.modules.monitoring.figures import classification_metrics
+
+    probabilities = np.eye(3)[[0, 1, 2, 2]]  # predicts 0, 1, 2, 2
+    metrics, cost = classification_metrics(np.array([0, 1, 1, 2]), probabilities, 1.0, 1.0)
+    assert metrics["accuracy"] == pytest.approx(0.75)
+    # per class F1: class 0 = 1, class 1 = 2/3, class 2 = 2/3
+    assert metrics["f1"] == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
+    assert cost is None

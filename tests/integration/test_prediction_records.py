@@ -94,10 +94,10 @@ async def test_successes_and_errors_each_produce_a_record(platform: Platform) ->
     assert ok.latency_s > 0
     assert (unprocessable.status, unprocessable.version, unprocessable.outputs) == (
         "unprocessable",
-        None,
+        1,  # the version whose signature refused the inputs
         {},
     )
-    assert (missing.status, missing.model) == ("not_found", "nope:1")
+    assert (missing.status, missing.model, missing.version) == ("not_found", "nope:1", None)
     assert len({r.prediction_id for r in sink.records}) == 3
     assert service.records.written == 3
 

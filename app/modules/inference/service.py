@@ -75,6 +75,8 @@ __all__ = ["LocalInferenceService"]
 
 _BUILT_INPUTS: ContextVar[dict[str, Tensor] | None] = ContextVar("built_inputs", default=None)
 """The inputs a predict-by-entity call built, for its prediction record."""
+_SERVED: ContextVar[tuple[str, int] | None] = ContextVar("served", default=None)
+"""The model version a call resolved to, so that a later failure is recorded against it."""
 
 
 class LocalInferenceService:
@@ -138,6 +140,7 @@ class LocalInferenceService:
         started = time.perf_counter()
         _BUILT_INPUTS.set(None)
         ROUTED.set(None)
+        _SERVED.set(None)
         try:
             prediction = await self._predict(request)
         except QuarryError as exc:
@@ -159,8 +162,13 @@ class LocalInferenceService:
         return prediction
 
     def _record_error(self, request: Predict, code: str, started: float) -> None:
-        routed = ROUTED.get()  # a deployment's failure counts against the version it routed to
-        model, version = routed[1] if routed is not None else (request.model, None)
+        # A failure counts against the version it happened on: the one a deployment routed to,
+        # else the one the reference resolved to; none when it failed before either was known.
+        routed = ROUTED.get()
+        served = _SERVED.get()
+        model, version = (
+            routed[1] if routed is not None else served if served else (request.model, None)
+        )
         self.records.record(
             prediction_id=uuid.uuid4().hex,
             model=model,
@@ -181,6 +189,7 @@ class LocalInferenceService:
 
     async def _predict_model(self, text: str, request: Predict) -> Prediction:
         served = await self._loader.serving(text)
+        _SERVED.set((served.model.name, served.model.version))
         signature = served.model.signature
         if request.entities:
             inputs = await entity_inputs(self._features, served.model, request)

@@ -118,10 +118,12 @@ def _text(value: Any) -> str:
 def classification_metrics(
     truth: np.ndarray, probabilities: np.ndarray, cost_fp: float, cost_fn: float
 ) -> tuple[dict[str, float], float | None]:
-    """Accuracy, F1, AUC and confusion counts (binary: class 1 is positive), and the cost."""
+    """Accuracy and F1 (macro over classes when there are more than two); for a binary
+    classifier (class 1 is positive) also AUC, the confusion counts and the cost."""
     guess = probabilities.argmax(axis=1)
     figures = {"accuracy": float(np.mean(guess == truth))}
     if probabilities.shape[1] != 2:
+        figures["f1"] = _macro_f1(truth, guess, probabilities.shape[1])
         return figures, None
     tp = int(np.sum((guess == 1) & (truth == 1)))
     fp = int(np.sum((guess == 1) & (truth == 0)))
@@ -135,6 +137,16 @@ def classification_metrics(
     if auc is not None:
         figures["auc"] = auc
     return figures, fp * cost_fp + fn * cost_fn
+
+
+def _macro_f1(truth: np.ndarray, guess: np.ndarray, classes: int) -> float:
+    scores = []
+    for c in range(classes):
+        tp = float(np.sum((guess == c) & (truth == c)))
+        fp = float(np.sum((guess == c) & (truth != c)))
+        fn = float(np.sum((guess != c) & (truth == c)))
+        scores.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+    return float(np.mean(scores))
 
 
 def _auc(truth: np.ndarray, score: np.ndarray) -> float | None:
