@@ -137,6 +137,7 @@ class FeaturesBehaviour:
             ({"user_id": 1, "age": 1.0}, "event_timestamp is missing"),
             ({"event_timestamp": "2026-01-01T00:00:00Z", "age": 1.0}, "join key 'user_id'"),
             (row(1, "yesterday"), "ISO 8601"),
+            ({"user_id": 1, "event_timestamp": 1e308}, "outside years"),
             (row(1, "2999-01-01T00:00:00Z"), "future"),
             (row(1, "2026-01-01T00:00:00Z", height=2.0), "'height' is not a feature"),
             (row(1, "2026-01-01T00:00:00Z", visits=1.5), "expected int"),

@@ -27,6 +27,8 @@ __all__ = [
 ]
 
 _DTYPES = ("int", "float", "bool", "string", "float_vector")
+_MAX_EPOCH_S = 253_402_300_799
+"""9999-12-31T23:59:59Z: epoch seconds beyond it (or before year 1) are not a time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +146,8 @@ def event_micros(value: Value, *, where: str, future_limit_us: int | None = None
             moment = moment.replace(tzinfo=UTC)
         micros = to_micros(moment)
     elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        if not -_MAX_EPOCH_S <= value <= _MAX_EPOCH_S:
+            raise InvalidInput(f"{where}: {EVENT_TIMESTAMP} {value} is outside years 1-9999")
         micros = round(value * 1_000_000)
     elif value is None:
         raise InvalidInput(f"{where}: {EVENT_TIMESTAMP} is missing")
