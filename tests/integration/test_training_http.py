@@ -81,6 +81,8 @@ async def test_cancelling_a_finished_job_leaves_it_as_it_is(client: httpx.AsyncC
         ({"trainer": "mlp_regressor"}, 400, "model"),
         ({**SPEC, "trainer": "xgboost"}, 400, "xgboost"),
         ({**SPEC, "hyperparameters": {"lr": "fast"}}, 400, "lr"),
+        ({**SPEC, "hyperparameters": {"epochs": 0}}, 400, "at least 1"),
+        ({**SPEC, "hyperparameters": {"dropout": 1.5}}, 400, "dropout"),
         ({**SPEC, "split": {"validation": 1.5}}, 400, "validation"),
         ({**SPEC, "gate": {"metric": "accuracy"}}, 400, "accuracy"),
     ],

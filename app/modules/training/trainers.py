@@ -244,6 +244,9 @@ class TrainerRegistry:
                     details={"field": f"hyperparameters.{key}"},
                 )
             checked[key] = _coerce(key, value, entry.defaults[key])
+        if entry.builtin:
+            for key, value in checked.items():
+                _check_range(key, value)
         return checked
 
     def _collect(self, module: types.ModuleType) -> None:
@@ -295,6 +298,31 @@ def _import(path: str) -> types.ModuleType:
         raise RuntimeError(
             f"importing trainer module {path!r} failed: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+_RANGES: dict[str, tuple[float, float, str]] = {
+    "epochs": (1, 1e9, "at least 1"),
+    "batch_size": (1, 1e9, "at least 1"),
+    "hidden": (1, 1e6, "at least 1"),
+    "layers": (1, 1e3, "at least 1"),
+    "patience": (0, 1e9, "0 (no early stopping) or more"),
+    "lr": (1e-12, 1e3, "a positive number"),
+    "weight_decay": (0, 1e3, "0 or more"),
+    "dropout": (0, 0.999, "at least 0 and below 1"),
+}
+"""What the built-in trainers' hyperparameters accept (checked at submission)."""
+
+
+def _check_range(key: str, value: Value) -> None:
+    bounds = _RANGES.get(key)
+    if bounds is None or not isinstance(value, int | float):
+        return
+    low, high, text = bounds
+    if not low <= value <= high:
+        raise InvalidInput(
+            f"hyperparameter {key!r} must be {text}, got {value}",
+            details={"field": f"hyperparameters.{key}"},
+        )
 
 
 def _first_line(doc: str | None) -> str:
