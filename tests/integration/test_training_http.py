@@ -103,3 +103,12 @@ async def test_unknown_jobs_are_404(client: httpx.AsyncClient) -> None:
     ):
         assert answer.status_code == 404
         assert answer.json()["code"] == "not_found"
+
+
+async def test_a_body_nested_too_deeply_is_a_400(client: httpx.AsyncClient) -> None:
+    deep = b'{"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    for path in ("/v1/training/jobs", "/v1/training/policies/m"):
+        method = "POST" if path.endswith("jobs") else "PUT"
+        answer = await client.request(method, path, content=deep)
+        assert answer.status_code == 400, answer.text
+        assert "nested too deeply" in answer.json()["error"]

@@ -6,7 +6,7 @@ from typing import Any
 
 from litestar import Request
 
-from contracts.common import InvalidInput
+from app.kernel.http.bodies import too_deep
 
 __all__ = ["QuarryRequest"]
 
@@ -23,15 +23,11 @@ class QuarryRequest(Request[Any, Any, Any]):
         try:
             return await super().json()
         except RecursionError:
-            raise _too_deep("JSON") from None
+            raise too_deep("JSON") from None
 
     async def msgpack(self) -> Any:
         """The body decoded from msgpack."""
         try:
             return await super().msgpack()
         except RecursionError:
-            raise _too_deep("msgpack") from None
-
-
-def _too_deep(kind: str) -> InvalidInput:
-    return InvalidInput(f"the {kind} request body is nested too deeply", details={"body": kind})
+            raise too_deep("msgpack") from None

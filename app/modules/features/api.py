@@ -19,7 +19,7 @@ from litestar import Request, Response, Router, get, post, put
 from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
 
-from contracts.common import InvalidInput, method_info
+from app.kernel.http.bodies import contract_scope, decode_body, json_response
 from contracts.features import (
     Feature,
     FeaturesService,
@@ -94,24 +94,7 @@ _DECODERS: dict[type, msgspec.json.Decoder[Any]] = {
 
 
 def _decode(raw: bytes, body_type: type[T], example: str) -> T:
-    if not raw:
-        raise InvalidInput(f"empty body: expected {example}")
-    try:
-        return _DECODERS[body_type].decode(raw)  # type: ignore[no-any-return]
-    except msgspec.ValidationError as exc:
-        raise InvalidInput(f"invalid body: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise InvalidInput(f"malformed JSON body: {exc}") from None
-
-
-def _json(value: Any) -> Response[bytes]:
-    return Response(_ENCODER.encode(value), media_type="application/json")
-
-
-def _scope(fn: Any) -> dict[str, Any]:
-    info = method_info(fn)
-    assert info is not None
-    return {"scope": info.scope.value}
+    return decode_body(_DECODERS[body_type], raw, what="body", example=example)  # type: ignore[no-any-return]
 
 
 def routes(service: FeaturesService) -> list[Any]:
@@ -124,29 +107,29 @@ def routes(service: FeaturesService) -> list[Any]:
 
 
 def _view_handlers(service: FeaturesService) -> list[Any]:
-    @get("/", opt=_scope(FeaturesService.list_views))
+    @get("/", opt=contract_scope(FeaturesService.list_views))
     async def list_views(
         limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
     ) -> Response[bytes]:
         """One page of feature views (latest versions) ordered by name."""
-        return _json(await service.list_views(ListFeatureViews(limit=limit, cursor=cursor)))
+        return json_response(await service.list_views(ListFeatureViews(limit=limit, cursor=cursor)))
 
-    @get("/{name:str}", opt=_scope(FeaturesService.get_view))
+    @get("/{name:str}", opt=contract_scope(FeaturesService.get_view))
     async def get_view(
         name: FromPath[str], version: FromQuery[int | None] = None
     ) -> Response[bytes]:
         """A feature view: its latest version, or ``?version=N``."""
-        return _json(await service.get_view(GetFeatureView(name=name, version=version)))
+        return json_response(await service.get_view(GetFeatureView(name=name, version=version)))
 
-    @put("/{name:str}", opt=_scope(FeaturesService.put_view), status_code=200)
+    @put("/{name:str}", opt=contract_scope(FeaturesService.put_view), status_code=200)
     async def put_view(name: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
         """Create a view, or give it a new version when it changes."""
         example = '{"entities": ["user_id"], "features": [{"name": "age", "dtype": "float"}]}'
         body = _decode(await request.body(), ViewBody, example)
         view = await service.put_view(PutFeatureView(name=name, **msgspec.structs.asdict(body)))
-        return _json(view)
+        return json_response(view)
 
-    @post("/{name:str}/rows", opt=_scope(FeaturesService.push), status_code=200)
+    @post("/{name:str}/rows", opt=contract_scope(FeaturesService.push), status_code=200)
     async def push_rows(name: FromPath[str], request: Request[Any, Any, Any]) -> Response[Any]:
         """Push rows (atomic per request; per chunk with ``Accept: application/x-ndjson``)."""
         example = '{"rows": [{"user_id": 1, "event_timestamp": "...", "age": 30.0}]}'
@@ -157,7 +140,7 @@ def _view_handlers(service: FeaturesService) -> list[Any]:
             )
             first = await anext(stream)  # errors found before the first chunk answer as usual
             return Stream(_lines(first, stream), media_type=NDJSON)
-        return _json(await service.push(PushRows(view=name, rows=body.rows, to=body.to)))
+        return json_response(await service.push(PushRows(view=name, rows=body.rows, to=body.to)))
 
     return [list_views, get_view, put_view, push_rows]
 
@@ -169,25 +152,29 @@ async def _lines(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[bytes]:
 
 
 def _service_handlers(service: FeaturesService) -> list[Any]:
-    @get("/", opt=_scope(FeaturesService.list_services))
+    @get("/", opt=contract_scope(FeaturesService.list_services))
     async def list_services(
         limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
     ) -> Response[bytes]:
         """One page of feature services (latest versions) ordered by name."""
-        return _json(await service.list_services(ListFeatureServices(limit=limit, cursor=cursor)))
+        return json_response(
+            await service.list_services(ListFeatureServices(limit=limit, cursor=cursor))
+        )
 
-    @get("/{name:str}", opt=_scope(FeaturesService.get_service))
+    @get("/{name:str}", opt=contract_scope(FeaturesService.get_service))
     async def get_service(
         name: FromPath[str], version: FromQuery[int | None] = None
     ) -> Response[bytes]:
         """A feature service: its latest version, or ``?version=N``."""
-        return _json(await service.get_service(GetFeatureService(name=name, version=version)))
+        return json_response(
+            await service.get_service(GetFeatureService(name=name, version=version))
+        )
 
-    @put("/{name:str}", opt=_scope(FeaturesService.put_service), status_code=200)
+    @put("/{name:str}", opt=contract_scope(FeaturesService.put_service), status_code=200)
     async def put_service(name: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
         """Create a feature service, or give it a new version when it changes."""
         body = _decode(await request.body(), ServiceBody, '{"features": ["view:feature"]}')
-        return _json(
+        return json_response(
             await service.put_service(PutFeatureService(name=name, **msgspec.structs.asdict(body)))
         )
 
@@ -195,7 +182,7 @@ def _service_handlers(service: FeaturesService) -> list[Any]:
 
 
 def _read_handlers(service: FeaturesService) -> list[Any]:
-    @post("/online", opt=_scope(FeaturesService.get_online), status_code=200)
+    @post("/online", opt=contract_scope(FeaturesService.get_online), status_code=200)
     async def online(request: Request[Any, Any, Any]) -> Response[bytes]:
         """Latest values per entity, column-oriented like Feast's feature server."""
         example = '{"features": ["view:feature"], "entities": {"user_id": [1, 2]}}'
@@ -205,9 +192,9 @@ def _read_handlers(service: FeaturesService) -> list[Any]:
                 features=body.features, service=body.feature_service, entities=body.entities
             )
         )
-        return _json(answer)
+        return json_response(answer)
 
-    @post("/historical", opt=_scope(FeaturesService.get_historical), status_code=200)
+    @post("/historical", opt=contract_scope(FeaturesService.get_historical), status_code=200)
     async def historical(request: Request[Any, Any, Any]) -> Stream:
         """Point-in-time correct rows in request order: ``{"rows": [...]}``, streamed."""
         example = (
@@ -225,10 +212,12 @@ def _read_handlers(service: FeaturesService) -> list[Any]:
         first = await anext(chunks)  # bad requests fail here, before the 200 is sent
         return Stream(_rows_document(first, chunks), media_type="application/json")
 
-    @get("/transform-states/{state_id:str}", opt=_scope(FeaturesService.get_transform_state))
+    @get(
+        "/transform-states/{state_id:str}", opt=contract_scope(FeaturesService.get_transform_state)
+    )
     async def transform_state(state_id: FromPath[str]) -> Response[bytes]:
         """A fitted transform state: the statistics and the model input columns."""
-        return _json(await service.get_transform_state(GetTransformState(id=state_id)))
+        return json_response(await service.get_transform_state(GetTransformState(id=state_id)))
 
     return [online, historical, transform_state]
 

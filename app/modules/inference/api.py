@@ -18,9 +18,10 @@ import numpy as np
 from litestar import Request, Response, Router, delete, get, post, put
 from litestar.params import FromPath, FromQuery
 
+from app.kernel.http.bodies import contract_scope, decode_body, json_response
 from app.kernel.settings import Settings
 from app.modules.inference.oip import oip_routes
-from contracts.common import Conflict, InvalidInput, NotFound, Scope, Tensor, method_info
+from contracts.common import Conflict, InvalidInput, NotFound, Scope, Tensor
 from contracts.features import Value
 from contracts.inference import (
     AbortRollout,
@@ -204,52 +205,51 @@ def _answer(prediction: Prediction) -> dict[str, Any]:
     return answer
 
 
-def _scope(fn: Any) -> dict[str, Any]:
-    info = method_info(fn)
-    assert info is not None
-    return {"scope": info.scope.value}
-
-
 def _deployment_handlers(service: InferenceService) -> list[Any]:
-    @get("/", opt=_scope(InferenceService.list_deployments))
+    @get("/", opt=contract_scope(InferenceService.list_deployments))
     async def list_deployments(
         limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
     ) -> Response[bytes]:
         """One page of deployments ordered by name: ``{"items": [...], "next_cursor": ...}``."""
         page = await service.list_deployments(ListDeployments(limit=limit, cursor=cursor))
         items = [_deployment_json(d) for d in page.items]
-        return _json({"items": items, "next_cursor": page.next_cursor})
+        return json_response({"items": items, "next_cursor": page.next_cursor})
 
-    @get("/{name:str}", opt=_scope(InferenceService.get_deployment))
+    @get("/{name:str}", opt=contract_scope(InferenceService.get_deployment))
     async def get_deployment(name: FromPath[str]) -> Response[bytes]:
         """A deployment by name."""
-        return _json(_deployment_json(await service.get_deployment(GetDeployment(name=name))))
+        return json_response(
+            _deployment_json(await service.get_deployment(GetDeployment(name=name)))
+        )
 
-    @put("/{name:str}", opt=_scope(InferenceService.put_deployment), status_code=200)
+    @put("/{name:str}", opt=contract_scope(InferenceService.put_deployment), status_code=200)
     async def put_deployment(
         name: FromPath[str], request: Request[Any, Any, Any]
     ) -> Response[bytes]:
         """Create or replace a deployment; answers it as stored."""
         deployment = _deployment_body(name, await request.body())
         stored = await service.put_deployment(PutDeployment(deployment=deployment))
-        return _json(_deployment_json(stored))
+        return json_response(_deployment_json(stored))
 
-    @delete("/{name:str}", opt=_scope(InferenceService.delete_deployment), status_code=200)
+    @delete("/{name:str}", opt=contract_scope(InferenceService.delete_deployment), status_code=200)
     async def delete_deployment(name: FromPath[str]) -> Response[bytes]:
         """Delete a deployment; answers what was deleted."""
         gone = await service.delete_deployment(DeleteDeployment(name=name))
-        return _json(_deployment_json(gone))
+        return json_response(_deployment_json(gone))
 
     return [list_deployments, get_deployment, put_deployment, delete_deployment]
 
 
 def _rollout_start_handlers(service: InferenceService) -> list[Any]:
-    @post("/{name:str}/rollouts", opt=_scope(InferenceService.start_rollout), status_code=201)
+    @post(
+        "/{name:str}/rollouts", opt=contract_scope(InferenceService.start_rollout), status_code=201
+    )
     async def start_rollout(
         name: FromPath[str], request: Request[Any, Any, Any]
     ) -> Response[bytes]:
         """Start moving the deployment's traffic to a candidate; answers the rollout (201)."""
-        body = _body(_ROLLOUT, await request.body(), 'expected {"candidate": "<model ref>"}')
+        example = '{"candidate": "<model ref>"}'
+        body = decode_body(_ROLLOUT, await request.body(), what="body", example=example)
         rollout = await service.start_rollout(
             StartRollout(
                 deployment=name,
@@ -258,9 +258,9 @@ def _rollout_start_handlers(service: InferenceService) -> list[Any]:
                 policy=body.policy,
             )
         )
-        return _json(_rollout_json(rollout), status_code=201)
+        return json_response(_rollout_json(rollout), status_code=201)
 
-    @get("/{name:str}/rollouts", opt=_scope(InferenceService.list_rollouts))
+    @get("/{name:str}/rollouts", opt=contract_scope(InferenceService.list_rollouts))
     async def list_deployment_rollouts(
         name: FromPath[str], limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
     ) -> Response[bytes]:
@@ -271,7 +271,7 @@ def _rollout_start_handlers(service: InferenceService) -> list[Any]:
 
 
 def _rollout_handlers(service: InferenceService) -> list[Any]:
-    @get("/", opt=_scope(InferenceService.list_rollouts))
+    @get("/", opt=contract_scope(InferenceService.list_rollouts))
     async def list_rollouts(
         deployment: FromQuery[str | None] = None,
         limit: FromQuery[int] = 50,
@@ -280,28 +280,28 @@ def _rollout_handlers(service: InferenceService) -> list[Any]:
         """One page of rollouts (of every deployment, or ``?deployment=``), newest first."""
         return await _rollout_page(service, deployment, limit, cursor)
 
-    @get("/{rollout_id:str}", opt=_scope(InferenceService.get_rollout))
+    @get("/{rollout_id:str}", opt=contract_scope(InferenceService.get_rollout))
     async def get_rollout(rollout_id: FromPath[str]) -> Response[bytes]:
         """A rollout with its history of decisions and their reasons."""
-        return _json(_rollout_json(await service.get_rollout(GetRollout(id=rollout_id))))
+        return json_response(_rollout_json(await service.get_rollout(GetRollout(id=rollout_id))))
 
-    @post("/{rollout_id:str}/promote", opt=_scope(InferenceService.promote_rollout))
+    @post("/{rollout_id:str}/promote", opt=contract_scope(InferenceService.promote_rollout))
     async def promote_rollout(
         rollout_id: FromPath[str], request: Request[Any, Any, Any]
     ) -> Response[bytes]:
         """Promote a running rollout now (``{"reason": ...}`` optional)."""
         reason = _reason(await request.body())
         asked = PromoteRollout(id=rollout_id, **({"reason": reason} if reason else {}))
-        return _json(_rollout_json(await service.promote_rollout(asked)), status_code=200)
+        return json_response(_rollout_json(await service.promote_rollout(asked)), status_code=200)
 
-    @post("/{rollout_id:str}/abort", opt=_scope(InferenceService.abort_rollout))
+    @post("/{rollout_id:str}/abort", opt=contract_scope(InferenceService.abort_rollout))
     async def abort_rollout(
         rollout_id: FromPath[str], request: Request[Any, Any, Any]
     ) -> Response[bytes]:
         """Abort a running rollout now: all traffic back to the baseline."""
         reason = _reason(await request.body())
         asked = AbortRollout(id=rollout_id, **({"reason": reason} if reason else {}))
-        return _json(_rollout_json(await service.abort_rollout(asked)), status_code=200)
+        return json_response(_rollout_json(await service.abort_rollout(asked)), status_code=200)
 
     return [list_rollouts, get_rollout, promote_rollout, abort_rollout]
 
@@ -313,7 +313,7 @@ async def _rollout_page(
         ListRollouts(deployment=deployment, limit=limit, cursor=cursor)
     )
     items = [_rollout_json(r) for r in page.items]
-    return _json({"items": items, "next_cursor": page.next_cursor})
+    return json_response({"items": items, "next_cursor": page.next_cursor})
 
 
 def _rollout_json(rollout: Rollout) -> dict[str, Any]:
@@ -322,33 +322,17 @@ def _rollout_json(rollout: Rollout) -> dict[str, Any]:
 
 
 def _reason(raw: bytes) -> str | None:
-    return _body(_REASON, raw, "").reason if raw.strip() else None
-
-
-def _body(decoder: msgspec.json.Decoder[Any], raw: bytes, expected: str) -> Any:
-    if not raw:
-        raise InvalidInput(f"empty body: {expected}")
-    try:
-        return decoder.decode(raw)
-    except msgspec.ValidationError as exc:
-        raise InvalidInput(f"invalid body: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise InvalidInput(f"malformed JSON body: {exc}") from None
+    if not raw.strip():
+        return None
+    return decode_body(_REASON, raw, what="body", example='{"reason": "..."}').reason
 
 
 def _batch_job_handlers(service: InferenceService) -> list[Any]:
-    @post("/", opt=_scope(InferenceService.submit_batch_job), status_code=202)
+    @post("/", opt=contract_scope(InferenceService.submit_batch_job), status_code=202)
     async def submit_batch_job(request: Request[Any, Any, Any]) -> Response[bytes]:
         """Queue a batch job (JSON ``{"model", "inputs": {name: rows}}``); answers the job."""
-        raw = await request.body()
-        if not raw:
-            raise InvalidInput('empty body: expected {"model": "<ref>", "inputs": {...}}')
-        try:
-            body = _BATCH_JOB.decode(raw)
-        except msgspec.ValidationError as exc:
-            raise InvalidInput(f"invalid batch job: {exc}") from None
-        except msgspec.DecodeError as exc:
-            raise InvalidInput(f"malformed JSON body: {exc}") from None
+        example = '{"model": "<ref>", "inputs": {...}}'
+        body = decode_body(_BATCH_JOB, await request.body(), what="batch job", example=example)
         job = await service.submit_batch_job(
             SubmitBatchJob(
                 model=body.model,
@@ -357,14 +341,14 @@ def _batch_job_handlers(service: InferenceService) -> list[Any]:
                 coerce=True,
             )
         )
-        return Response(_JSON_OUT.encode(job), media_type="application/json", status_code=202)
+        return json_response(job, 202)
 
-    @get("/{job_id:str}", opt=_scope(InferenceService.get_batch_job))
+    @get("/{job_id:str}", opt=contract_scope(InferenceService.get_batch_job))
     async def get_batch_job(job_id: FromPath[str]) -> BatchJob:
         """A batch job's status and progress (``rows_done`` of ``rows``)."""
         return await service.get_batch_job(GetBatchJob(id=job_id))
 
-    @get("/{job_id:str}/results", opt=_scope(InferenceService.fetch_batch_results))
+    @get("/{job_id:str}/results", opt=contract_scope(InferenceService.fetch_batch_results))
     async def batch_results(job_id: FromPath[str]) -> Response[bytes]:
         """A succeeded job's outputs, rows per output in input order (409 until it succeeds)."""
         job = await service.get_batch_job(GetBatchJob(id=job_id))
@@ -378,24 +362,16 @@ def _batch_job_handlers(service: InferenceService) -> list[Any]:
             for name, tensor in chunk.outputs.items():
                 parts.setdefault(name, []).append(tensor.to_numpy())
         outputs = {name: np.concatenate(arrays).tolist() for name, arrays in parts.items()}
-        return _json({"id": job.id, "model": job.model, "version": job.version, "outputs": outputs})
+        return json_response(
+            {"id": job.id, "model": job.model, "version": job.version, "outputs": outputs}
+        )
 
     return [submit_batch_job, get_batch_job, batch_results]
 
 
-def _json(value: Any, status_code: int = 200) -> Response[bytes]:
-    return Response(_JSON_OUT.encode(value), media_type="application/json", status_code=status_code)
-
-
 def _deployment_body(name: str, raw: bytes) -> Deployment:
-    if not raw:
-        raise InvalidInput('empty body: expected {"routes": [{"model": "<name:N>", "weight": 1}]}')
-    try:
-        body = _DEPLOYMENT.decode(raw)
-    except msgspec.ValidationError as exc:
-        raise InvalidInput(f"invalid deployment: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise InvalidInput(f"malformed JSON body: {exc}") from None
+    example = '{"routes": [{"model": "<name:N>", "weight": 1}]}'
+    body = decode_body(_DEPLOYMENT, raw, what="deployment", example=example)
     fallbacks = [
         Fallback(
             kind=f.kind,
@@ -430,21 +406,19 @@ def _deployment_json(deployment: Deployment) -> dict[str, Any]:
 
 
 def _decode(raw: bytes, packed: bool) -> PredictBody:
-    if not raw:
-        raise InvalidInput('empty body: expected {"inputs": {"<input name>": [[...], ...]}}')
-    try:
-        body = _MSGPACK.decode(raw) if packed else _JSON.decode(raw)
-        if not body.inputs and not body.entities:
-            raise InvalidInput(
-                'no inputs: expected {"inputs": {"<input name>": [[...], ...]}}'
-                ' or {"entities": {"<join key>": [...]}}'
-            )
-        return body
-    except msgspec.ValidationError as exc:
-        raise InvalidInput(f"invalid prediction request: {exc}") from None
-    except msgspec.DecodeError as exc:
-        kind = "msgpack" if packed else "JSON"
-        raise InvalidInput(f"malformed {kind} body: {exc}") from None
+    body = decode_body(
+        _MSGPACK if packed else _JSON,
+        raw,
+        what="prediction request",
+        example='{"inputs": {"<input name>": [[...], ...]}}',
+        kind="msgpack" if packed else "JSON",
+    )
+    if not body.inputs and not body.entities:
+        raise InvalidInput(
+            'no inputs: expected {"inputs": {"<input name>": [[...], ...]}}'
+            ' or {"entities": {"<join key>": [...]}}'
+        )
+    return body
 
 
 def _tensors(body: PredictBody) -> dict[str, Tensor]:

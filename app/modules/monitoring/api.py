@@ -18,7 +18,8 @@ import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.params import FromPath, FromQuery
 
-from contracts.common import InvalidInput, method_info
+from app.kernel.http.bodies import contract_scope, decode_body, json_response
+from contracts.common import InvalidInput
 from contracts.features import Value
 from contracts.monitoring import (
     GetDriftReport,
@@ -33,7 +34,6 @@ from contracts.monitoring import (
 __all__ = ["parse_window", "routes"]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_ENCODER = msgspec.json.Encoder()
 
 
 class DriftBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -70,37 +70,18 @@ def parse_window(text: str | float) -> float:
         raise InvalidInput(f"window {text!r} is not a duration such as 30s, 5m, 2h or 1d") from None
 
 
-def _json(value: Any) -> Response[bytes]:
-    return Response(_ENCODER.encode(value), media_type="application/json")
-
-
-def _scope(fn: Any) -> dict[str, Any]:
-    info = method_info(fn)
-    assert info is not None
-    return {"scope": info.scope.value}
-
-
-def _decode(decoder: msgspec.json.Decoder[Any], raw: bytes) -> Any:
-    try:
-        return decoder.decode(raw)
-    except msgspec.ValidationError as exc:
-        raise InvalidInput(f"invalid body: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise InvalidInput(f"malformed JSON body: {exc}") from None
-
-
 def routes(service: MonitoringService) -> list[Any]:
     """Public routes of the monitoring module, calling ``service`` (local or remote)."""
 
-    @get("/models/{name:str}/summary", opt=_scope(MonitoringService.get_summary))
+    @get("/models/{name:str}/summary", opt=contract_scope(MonitoringService.get_summary))
     async def summary(
         name: FromPath[str], window: FromQuery[str] = "5m", version: FromQuery[int | None] = None
     ) -> Response[bytes]:
         """QPS, error rate, latency quantiles, SLO compliance and prediction figures."""
         request = GetSummary(model=name, version=version, window_s=parse_window(window))
-        return _json(await service.get_summary(request))
+        return json_response(await service.get_summary(request))
 
-    @get("/models/{name:str}/realised", opt=_scope(MonitoringService.get_realised_metrics))
+    @get("/models/{name:str}/realised", opt=contract_scope(MonitoringService.get_realised_metrics))
     async def realised(
         name: FromPath[str],
         window: FromQuery[str] = "1d",
@@ -111,13 +92,18 @@ def routes(service: MonitoringService) -> list[Any]:
         request = GetRealisedMetrics(
             model=name, version=version, window_s=parse_window(window), buckets=buckets
         )
-        return _json(await service.get_realised_metrics(request))
+        return json_response(await service.get_realised_metrics(request))
 
-    @post("/drift/{model:str}", opt=_scope(MonitoringService.run_drift_check), status_code=200)
+    @post(
+        "/drift/{model:str}", opt=contract_scope(MonitoringService.run_drift_check), status_code=200
+    )
     async def run_check(model: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
         """Run a drift check of the version ``model`` resolves to; answers the report."""
         raw = await request.body()
-        body = _decode(_DRIFT, raw) if raw.strip() else DriftBody()
+        example = '{"window": "1h", "psi": false}'
+        body = (
+            decode_body(_DRIFT, raw, what="body", example=example) if raw.strip() else DriftBody()
+        )
         check = RunDriftCheck(
             model=model,
             window_s=parse_window(body.window),
@@ -125,38 +111,36 @@ def routes(service: MonitoringService) -> list[Any]:
             share_threshold=body.share_threshold,
             min_rows=body.min_rows,
         )
-        return _json(await service.run_drift_check(check))
+        return json_response(await service.run_drift_check(check))
 
-    @get("/drift/{model:str}", opt=_scope(MonitoringService.list_drift_reports))
+    @get("/drift/{model:str}", opt=contract_scope(MonitoringService.list_drift_reports))
     async def list_reports(
         model: FromPath[str], limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
     ) -> Response[bytes]:
         """One page of the model's drift reports, newest first."""
         request = ListDriftReports(model=model, limit=limit, cursor=cursor)
-        return _json(await service.list_drift_reports(request))
+        return json_response(await service.list_drift_reports(request))
 
-    @get("/reports/{report_id:str}", opt=_scope(MonitoringService.get_drift_report))
+    @get("/reports/{report_id:str}", opt=contract_scope(MonitoringService.get_drift_report))
     async def report(report_id: FromPath[str]) -> Response[bytes]:
         """A drift report as JSON."""
-        return _json(await service.get_drift_report(GetDriftReport(id=report_id)))
+        return json_response(await service.get_drift_report(GetDriftReport(id=report_id)))
 
-    @get("/reports/{report_id:str}/html", opt=_scope(MonitoringService.render_drift_report))
+    @get("/reports/{report_id:str}/html", opt=contract_scope(MonitoringService.render_drift_report))
     async def report_html(report_id: FromPath[str]) -> Response[str]:
         """A drift report as a self-contained HTML page with charts."""
         page = await service.render_drift_report(GetDriftReport(id=report_id))
         return Response(page.html, media_type="text/html; charset=utf-8")
 
-    @post("/feedback", opt=_scope(MonitoringService.submit_feedback), status_code=201)
+    @post("/feedback", opt=contract_scope(MonitoringService.submit_feedback), status_code=201)
     async def feedback(request: Request[Any, Any, Any]) -> Response[bytes]:
         """Attach ground truth or an outcome value to a prediction."""
-        raw = await request.body()
-        if not raw:
-            raise InvalidInput('empty body: expected {"prediction_id": "...", "label": ...}')
-        body = _decode(_FEEDBACK, raw)
+        example = '{"prediction_id": "...", "label": ...}'
+        body = decode_body(_FEEDBACK, await request.body(), what="body", example=example)
         item = await service.submit_feedback(
             SubmitFeedback(prediction_id=body.prediction_id, label=body.label, value=body.value)
         )
-        return Response(_ENCODER.encode(item), media_type="application/json", status_code=201)
+        return json_response(item, 201)
 
     handlers = [summary, realised, run_check, list_reports, report, report_html, feedback]
     return [Router(path="/v1/monitoring", route_handlers=handlers)]

@@ -15,7 +15,8 @@ import msgspec
 from litestar import Request, Response, Router, get, post, put
 from litestar.params import FromPath, FromQuery
 
-from contracts.common import InvalidInput, method_info
+from app.kernel.http.bodies import contract_scope, decode_body, json_response
+from contracts.common import InvalidInput
 from contracts.training import (
     CancelTrainingJob,
     GetRetraining,
@@ -35,41 +36,22 @@ from contracts.training import (
 __all__ = ["routes"]
 
 _SPEC = msgspec.json.Decoder(TrainingJobSpec)
-_ENCODER = msgspec.json.Encoder()
+_POLICY = msgspec.json.Decoder(dict[str, Any])
 _STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-
-
-def _json(value: Any, status_code: int = 200) -> Response[bytes]:
-    return Response(_ENCODER.encode(value), media_type="application/json", status_code=status_code)
-
-
-def _scope(fn: Any) -> dict[str, Any]:
-    info = method_info(fn)
-    assert info is not None
-    return {"scope": info.scope.value}
 
 
 def routes(service: TrainingService) -> list[Any]:
     """Public routes of the training module, calling ``service`` (local or remote)."""
 
-    @post("/jobs", opt=_scope(TrainingService.submit_job), status_code=202)
+    @post("/jobs", opt=contract_scope(TrainingService.submit_job), status_code=202)
     async def submit(request: Request[Any, Any, Any]) -> Response[bytes]:
         """Queue a training job; answers the job (poll ``GET /jobs/{id}``)."""
-        raw = await request.body()
-        if not raw:
-            raise InvalidInput(
-                'empty body: expected {"trainer": ..., "model": ..., "dataset": {...}}'
-            )
-        try:
-            spec = _SPEC.decode(raw)
-        except msgspec.ValidationError as exc:
-            raise InvalidInput(f"invalid job spec: {exc}") from None
-        except msgspec.DecodeError as exc:
-            raise InvalidInput(f"malformed JSON body: {exc}") from None
+        example = '{"trainer": ..., "model": ..., "dataset": {...}}'
+        spec = decode_body(_SPEC, await request.body(), what="job spec", example=example)
         job = await service.submit_job(SubmitTrainingJob(spec=spec))
-        return _json(job, 202)
+        return json_response(job, 202)
 
-    @get("/jobs", opt=_scope(TrainingService.list_jobs))
+    @get("/jobs", opt=contract_scope(TrainingService.list_jobs))
     async def list_jobs(
         limit: FromQuery[int] = 50,
         cursor: FromQuery[str | None] = None,
@@ -81,22 +63,24 @@ def routes(service: TrainingService) -> list[Any]:
         page = await service.list_jobs(
             ListTrainingJobs(limit=limit, cursor=cursor, status=status)  # type: ignore[arg-type]
         )
-        return _json(page)
+        return json_response(page)
 
-    @get("/jobs/{job_id:str}", opt=_scope(TrainingService.get_job))
+    @get("/jobs/{job_id:str}", opt=contract_scope(TrainingService.get_job))
     async def get_job(job_id: FromPath[str]) -> Response[bytes]:
         """A job: status, epoch, metrics, heartbeat, outcome."""
-        return _json(await service.get_job(GetTrainingJob(id=job_id)))
+        return json_response(await service.get_job(GetTrainingJob(id=job_id)))
 
-    @post("/jobs/{job_id:str}/cancel", opt=_scope(TrainingService.cancel_job), status_code=200)
+    @post(
+        "/jobs/{job_id:str}/cancel", opt=contract_scope(TrainingService.cancel_job), status_code=200
+    )
     async def cancel(job_id: FromPath[str]) -> Response[bytes]:
         """Cancel a job (at once when queued; at its next check when running)."""
-        return _json(await service.cancel_job(CancelTrainingJob(id=job_id)))
+        return json_response(await service.cancel_job(CancelTrainingJob(id=job_id)))
 
-    @get("/trainers", opt=_scope(TrainingService.list_trainers))
+    @get("/trainers", opt=contract_scope(TrainingService.list_trainers))
     async def trainers() -> Response[bytes]:
         """The trainers jobs may name, with their hyperparameters."""
-        return _json(await service.list_trainers(ListTrainers()))
+        return json_response(await service.list_trainers(ListTrainers()))
 
     handlers = [submit, list_jobs, get_job, cancel, trainers, *_retraining_handlers(service)]
     return [Router(path="/v1/training", route_handlers=handlers)]
@@ -104,33 +88,33 @@ def routes(service: TrainingService) -> list[Any]:
 
 def _retraining_handlers(service: TrainingService) -> list[Any]:
     @put(
-        "/policies/{model:str}", opt=_scope(TrainingService.put_retraining_policy), status_code=200
+        "/policies/{model:str}",
+        opt=contract_scope(TrainingService.put_retraining_policy),
+        status_code=200,
     )
     async def put_policy(model: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
         """Create or replace the model's retraining policy (the model comes from the path)."""
-        raw = await request.body()
+        example = '{"on_drift": true, "rollout": {...}}'
+        body = decode_body(_POLICY, await request.body() or b"{}", what="policy", example=example)
         try:
-            body = msgspec.json.decode(raw or b"{}")
             policy = msgspec.convert({**body, "model": model}, RetrainingPolicy)
         except msgspec.ValidationError as exc:
             raise InvalidInput(f"invalid retraining policy: {exc}") from None
-        except msgspec.DecodeError as exc:
-            raise InvalidInput(f"malformed JSON body: {exc}") from None
-        except TypeError:
-            raise InvalidInput("the policy must be a JSON object") from None
-        return _json(await service.put_retraining_policy(PutRetrainingPolicy(policy=policy)))
+        return json_response(
+            await service.put_retraining_policy(PutRetrainingPolicy(policy=policy))
+        )
 
-    @get("/policies/{model:str}", opt=_scope(TrainingService.get_retraining_policy))
+    @get("/policies/{model:str}", opt=contract_scope(TrainingService.get_retraining_policy))
     async def get_policy(model: FromPath[str]) -> Response[bytes]:
         """The model's retraining policy."""
-        return _json(await service.get_retraining_policy(GetRetrainingPolicy(model=model)))
+        return json_response(await service.get_retraining_policy(GetRetrainingPolicy(model=model)))
 
-    @post("/retrain/{model:str}", opt=_scope(TrainingService.retrain), status_code=202)
+    @post("/retrain/{model:str}", opt=contract_scope(TrainingService.retrain), status_code=202)
     async def retrain(model: FromPath[str]) -> Response[bytes]:
         """Retrain the model now from its last job's spec; answers the retraining."""
-        return _json(await service.retrain(Retrain(model=model)), 202)
+        return json_response(await service.retrain(Retrain(model=model)), 202)
 
-    @get("/retrainings", opt=_scope(TrainingService.list_retrainings))
+    @get("/retrainings", opt=contract_scope(TrainingService.list_retrainings))
     async def list_retrainings(
         model: FromQuery[str | None] = None,
         limit: FromQuery[int] = 50,
@@ -140,11 +124,11 @@ def _retraining_handlers(service: TrainingService) -> list[Any]:
         page = await service.list_retrainings(
             ListRetrainings(model=model, limit=limit, cursor=cursor)
         )
-        return _json(page)
+        return json_response(page)
 
-    @get("/retrainings/{saga_id:str}", opt=_scope(TrainingService.get_retraining))
+    @get("/retrainings/{saga_id:str}", opt=contract_scope(TrainingService.get_retraining))
     async def get_retraining(saga_id: FromPath[str]) -> Response[bytes]:
         """A retraining: its trigger, status, job, version, rollout and log."""
-        return _json(await service.get_retraining(GetRetraining(id=saga_id)))
+        return json_response(await service.get_retraining(GetRetraining(id=saga_id)))
 
     return [put_policy, get_policy, retrain, list_retrainings, get_retraining]

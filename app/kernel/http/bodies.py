@@ -1,0 +1,58 @@
+"""What every module's routes share: bodies decoded to a Struct or a 400, JSON answers, and the
+scope a route needs, read from the contract method it serves."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+import msgspec
+from litestar import Response
+
+from contracts.common import InvalidInput, method_info
+
+__all__ = ["contract_scope", "decode_body", "json_response", "too_deep"]
+
+T_co = TypeVar("T_co", covariant=True)
+T = TypeVar("T")
+
+_ENCODER = msgspec.json.Encoder()
+
+
+class _Decoder(Protocol[T_co]):
+    def decode(self, buf: bytes, /) -> T_co: ...
+
+
+def decode_body(
+    decoder: _Decoder[T], raw: bytes, *, what: str, example: str, kind: str = "JSON"
+) -> T:
+    """``raw`` decoded by ``decoder``; ``InvalidInput`` naming ``what`` for an empty, malformed,
+    mistyped or too deeply nested body (``example`` shows what is expected)."""
+    if not raw:
+        raise InvalidInput(f"empty body: expected {example}")
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(f"invalid {what}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise InvalidInput(f"malformed {kind} body: {exc}") from None
+    except RecursionError:
+        raise too_deep(kind) from None
+
+
+def too_deep(kind: str) -> InvalidInput:
+    """The error for a body nested deeper than the decoder can follow (the client's input)."""
+    return InvalidInput(f"the {kind} request body is nested too deeply", details={"body": kind})
+
+
+def json_response(value: Any, status_code: int = 200) -> Response[bytes]:
+    """``value`` encoded by msgspec as a JSON answer."""
+    return Response(_ENCODER.encode(value), media_type="application/json", status_code=status_code)
+
+
+def contract_scope(method: Callable[..., Any]) -> dict[str, Any]:
+    """Route ``opt`` holding the API scope the contract ``method`` is marked with."""
+    info = method_info(method)
+    if info is None:
+        raise TypeError(f"{method!r} carries no @method marker")
+    return {"scope": info.scope.value}
