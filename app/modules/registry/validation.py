@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import math
 import re
 from typing import Any
 
-import msgspec
-
+from app.kernel import cursors
+from app.kernel.cursors import encode_cursor
 from contracts.common import NAME_PATTERN, InvalidInput, ModelRef, validate_name
 from contracts.registry import RESERVED_ALIASES
 
@@ -170,31 +168,16 @@ def _nul(field: str) -> InvalidInput:
     )
 
 
-def encode_cursor(*key: str | int) -> str:
-    """An opaque cursor for the sort key ``key``."""
-    raw = msgspec.json.encode(list(key))
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
 def decode_cursor(cursor: str, kind: str, *types: type) -> tuple[Any, ...]:
-    """The sort key inside ``cursor``, which must start with ``kind`` and match ``types``."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        key = msgspec.json.decode(raw)
-    except (binascii.Error, ValueError, msgspec.DecodeError):
-        key = None
-    valid = (
-        isinstance(key, list)
-        and len(key) == len(types) + 1
-        and key[0] == kind
-        and all(_cursor_part(v, t) for v, t in zip(key[1:], types, strict=True))
-    )
-    if not valid:
+    """The sort key inside ``cursor`` (see :mod:`app.kernel.cursors`), whose names and version
+    numbers must also be valid ones."""
+    key = cursors.decode_cursor(cursor, kind, *types)
+    if not all(_cursor_part(v, t) for v, t in zip(key, types, strict=True)):
         raise InvalidInput(
             "invalid cursor: pass the next_cursor of the previous page unchanged",
             details={"field": "cursor"},
         )
-    return tuple(key[1:])
+    return key
 
 
 def _cursor_part(value: Any, kind: type) -> bool:
