@@ -8,6 +8,7 @@ import importlib.metadata
 import os
 import platform
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -90,10 +91,16 @@ def machine(load_at_start: float) -> Machine:
 
 def write(report: Report, folder: Path, *, name: str, remote: str) -> tuple[Path, Path]:
     """Write ``<name>.json`` and ``<name>.md`` under ``folder`` (created); answer both paths."""
+    return save(report, folder, name, markdown(report, remote=remote))
+
+
+def save(report: Any, folder: Path, name: str, text: str) -> tuple[Path, Path]:
+    """Write any benchmark's ``report`` as ``<name>.json`` and its ``text`` as ``<name>.md``
+    under ``folder`` (created); answer both paths."""
     folder.mkdir(parents=True, exist_ok=True)
     json_path, md_path = folder / f"{name}.json", folder / f"{name}.md"
     json_path.write_bytes(msgspec.json.format(msgspec.json.encode(report), indent=2) + b"\n")
-    md_path.write_text(markdown(report, remote=remote))
+    md_path.write_text(text)
     return json_path, md_path
 
 

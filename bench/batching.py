@@ -21,7 +21,7 @@ from pathlib import Path
 import msgspec
 
 from bench._mlp import FEATURES, request_body, write_model
-from bench._report import Machine, machine
+from bench._report import Machine, machine, save
 from bench._timing import can_pin, process_cpu_ns
 from bench._wrk import Load, lua_script, run_wrk
 from bench.predict_http import QUARRY, rss_mib, server
@@ -105,11 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         added_p50_ms_c1=round(on[1].p50_ms - off[1].p50_ms, 3),
         added_p99_ms_c1=round(on[1].p99_ms - off[1].p99_ms, 3),
     )
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    json_path = args.output_dir / "batching.json"
-    json_path.write_bytes(msgspec.json.format(msgspec.json.encode(report), indent=2) + b"\n")
-    (args.output_dir / "batching.md").write_text(markdown(report))
-    print(markdown(report))
+    text = markdown(report)
+    save(report, args.output_dir, "batching", text)
+    print(text)
     return 0
 
 

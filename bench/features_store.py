@@ -39,7 +39,7 @@ from app.modules.features import store
 from app.modules.features.historical import point_in_time
 from app.modules.features.keys import encode_entity_key
 from app.modules.features.online import OnlineStore, RedisOnlineStore, SqlOnlineStore
-from bench._report import Machine, machine
+from bench._report import Machine, machine, save
 from bench._timing import Stats, Timer
 
 __all__ = ["main"]
@@ -120,11 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         online=online,
         historical=historical,
     )
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    json_path = args.output_dir / "features_store.json"
-    json_path.write_bytes(msgspec.json.format(msgspec.json.encode(report), indent=2) + b"\n")
-    (args.output_dir / "features_store.md").write_text(markdown(report))
-    print(markdown(report))
+    text = markdown(report)
+    save(report, args.output_dir, "features_store", text)
+    print(text)
     return 0
 
 

@@ -25,7 +25,7 @@ import msgspec
 import numpy as np
 
 from bench._mlp import FEATURES, write_identity
-from bench._report import Machine, machine
+from bench._report import Machine, machine, save
 from bench._timing import can_pin, process_cpu_ns
 from bench._wrk import Load, lua_file_script, run_wrk
 from bench.predict_http import server
@@ -131,11 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs=runs,
         throughput_ratio=round(by["binary"].requests_per_s / by["json"].requests_per_s, 2),
     )
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    json_path = args.output_dir / "oip_binary.json"
-    json_path.write_bytes(msgspec.json.format(msgspec.json.encode(report), indent=2) + b"\n")
-    (args.output_dir / "oip_binary.md").write_text(markdown(report, args.connections))
-    print(markdown(report, args.connections))
+    text = markdown(report, args.connections)
+    save(report, args.output_dir, "oip_binary", text)
+    print(text)
     return 0
 
 

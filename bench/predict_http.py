@@ -28,7 +28,7 @@ import httpx
 import msgspec
 
 from bench._mlp import LAYERS, request_body, write_model
-from bench._report import Machine, machine
+from bench._report import Machine, machine, save
 from bench._timing import can_pin, process_cpu_ns
 from bench._wrk import Load, lua_script, run_wrk
 
@@ -106,12 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         versions=_versions(),
         runs=runs,
     )
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    json_path = args.output_dir / "predict_http.json"
-    json_path.write_bytes(msgspec.json.format(msgspec.json.encode(report), indent=2) + b"\n")
-    md_path = args.output_dir / "predict_http.md"
-    md_path.write_text(markdown(report))
-    print(markdown(report))
+    text = markdown(report)
+    json_path, md_path = save(report, args.output_dir, "predict_http", text)
+    print(text)
     print(f"written: {json_path}, {md_path}", file=sys.stderr)
     return 0
 

@@ -24,7 +24,7 @@ import numpy as np
 
 import app
 from bench._mlp import FEATURES, LAYERS, write_model
-from bench._report import Machine, machine
+from bench._report import Machine, machine, save
 from bench._timing import Stats, Timer, pin_to_cpu, warm_up
 from contracts.common import Tensor
 from contracts.inference import Predict
@@ -76,11 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         cpu=cpu,
         rows=rows,
     )
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    json_path = args.output_dir / "predict_inprocess.json"
-    json_path.write_bytes(msgspec.json.format(msgspec.json.encode(report), indent=2) + b"\n")
-    (args.output_dir / "predict_inprocess.md").write_text(markdown(report))
-    print(markdown(report))
+    text = markdown(report)
+    save(report, args.output_dir, "predict_inprocess", text)
+    print(text)
     return 0
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import msgspec
 
 from bench._mlp import request_body, write_model
-from bench._report import Machine, machine
+from bench._report import Machine, machine, save
 from bench._timing import can_pin, process_cpu_ns
 from bench._wrk import Load, lua_script, parse_wrk, wrk_command
 from bench.predict_http import rss_mib, server
@@ -73,11 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with server("quarry-batching", folder, model, server_cpu, 0) as (url, pid, headers):
             script = lua_script(folder / "soak.lua", request_body(), headers)
             report = _soak(url, pid, script, args, wrk_cpu, load_at_start)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    json_path = args.output_dir / "soak.json"
-    json_path.write_bytes(msgspec.json.format(msgspec.json.encode(report), indent=2) + b"\n")
-    (args.output_dir / "soak.md").write_text(markdown(report))
-    print(markdown(report))
+    text = markdown(report)
+    save(report, args.output_dir, "soak", text)
+    print(text)
     return 0
 
 
