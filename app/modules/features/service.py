@@ -55,6 +55,8 @@ from contracts.features import (
 __all__ = ["LocalFeaturesService"]
 
 MAX_PAGE = 500
+IMMUTABLE_CACHE = 1024
+"""Service versions and transform states kept in memory (all are dropped when it fills)."""
 
 
 class LocalFeaturesService:
@@ -75,6 +77,7 @@ class LocalFeaturesService:
         self._log = logger
         self._tolerance_s = future_tolerance_s
         self._vectors = Vectorizer(self)
+        self._immutable: dict[tuple[object, ...], object] = {}
 
     async def close(self) -> None:
         """Release the online store's connections."""
@@ -149,6 +152,9 @@ class LocalFeaturesService:
 
     async def get_service(self, request: GetFeatureService) -> FeatureService:
         name, version = _service_ref(request.name, request.version)
+        known = self._immutable.get(("service", name, version)) if version else None
+        if known is not None:
+            return known  # type: ignore[no-any-return]
 
         def get(conn: Connection) -> FeatureService | None:
             if version is None:
@@ -159,6 +165,7 @@ class LocalFeaturesService:
         if service is None:
             suffix = "" if version is None else f" version {version}"
             raise NotFound(f"no feature service {name!r}{suffix}")
+        self._remember(("service", service.name, service.version), service)
         return service
 
     async def list_services(self, request: ListFeatureServices) -> Page[FeatureService]:
@@ -303,10 +310,21 @@ class LocalFeaturesService:
         return state
 
     async def get_transform_state(self, request: GetTransformState) -> TransformState:
+        known = self._immutable.get(("state", request.id))
+        if known is not None:
+            return known  # type: ignore[no-any-return]
         state = await self._db.read(lambda conn: store.get_state(conn, request.id))
         if state is None:
             raise NotFound(f"no transform state {request.id!r}")
+        self._remember(("state", state.id), state)
         return state
+
+    def _remember(self, key: tuple[object, ...], value: object) -> None:
+        """Keep a service version or transform state (both never change) for later calls:
+        predicting by entity reads them on every request."""
+        if len(self._immutable) >= IMMUTABLE_CACHE:
+            self._immutable.clear()
+        self._immutable[key] = value
 
     async def transform_rows(self, request: TransformRows) -> FeatureVectors:
         state = await self.get_transform_state(GetTransformState(id=request.state))
