@@ -19,7 +19,7 @@ import threading
 from bisect import bisect_left
 from collections.abc import Iterator, Mapping, Sequence
 from json import dumps
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry.exporter.prometheus._mapping import (
     map_unit,
@@ -36,7 +36,7 @@ from prometheus_client.core import (
 
 from app.kernel.telemetry import DURATION_BUCKETS
 
-__all__ = ["Counter", "Histogram", "Series", "UpDownCounter"]
+__all__ = ["Counter", "Histogram", "Series", "UpDownCounter", "shared"]
 
 
 Key = tuple[tuple[str, Any], ...]
@@ -182,6 +182,26 @@ class _Collector:
 
     def describe(self) -> list[Metric]:
         return []  # families appear as they are recorded: nothing to check at registration
+
+
+InstrumentT = TypeVar("InstrumentT", bound=_Instrument)
+_shared: dict[str, _Instrument] = {}
+_sharing = threading.Lock()
+
+
+def shared(kind: type[InstrumentT], name: str, **options: Any) -> InstrumentT:
+    """The process's one ``kind`` instrument called ``name``, created on first use.
+
+    For code that records from many objects (one per model, lease, limiter) into one series
+    family: an instrument must be created once, since each one registers for ``/metrics``.
+    """
+    with _sharing:
+        found = _shared.get(name)
+        if found is None:
+            found = _shared[name] = kind(name, **options)
+    if not isinstance(found, kind):
+        raise TypeError(f"metric {name!r} already exists as a {type(found).__name__}")
+    return found
 
 
 _registered: _Collector | None = None

@@ -59,17 +59,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger("quarry.singleton")
-_leaders: metrics.UpDownCounter | None = None
-
-
-def _gauge() -> metrics.UpDownCounter:
-    global _leaders  # noqa: PLW0603 - one gauge per process, created on first use
-    if _leaders is None:
-        _leaders = metrics.UpDownCounter(
-            "quarry.singleton.leader",
-            description="1 while this process leads the singleton loop, else 0",
-        )
-    return _leaders
 
 
 class Lease:
@@ -297,7 +286,12 @@ async def run_as_singleton(
     is logged and the loop goes on. The lease is released on the way out.
     """
     log = logger or _log
-    gauge, labels = _gauge(), {"loop": lease.name}
+    gauge = metrics.shared(
+        metrics.UpDownCounter,
+        "quarry.singleton.leader",
+        description="1 while this process leads the singleton loop, else 0",
+    )
+    labels = {"loop": lease.name}
     gauge.add(0, labels)  # the series exists (0) before this process leads
     check_s = min(check_s, interval_s)
     leading, next_round = False, time.monotonic() + interval_s

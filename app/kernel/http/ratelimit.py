@@ -30,17 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["RateLimiter", "RedisRateLimiter", "rate_limiter"]
 
 _log = logging.getLogger("quarry.ratelimit")
-_store_errors: metrics.Counter | None = None
-
-
-def _errors() -> metrics.Counter:
-    global _store_errors  # noqa: PLW0603 - one counter per process, created on first use
-    if _store_errors is None:
-        _store_errors = metrics.Counter(
-            "quarry.rate_limit.store_errors",
-            description="Rate-limit checks answered per process because Redis failed",
-        )
-    return _store_errors
 
 
 class RateLimiter:
@@ -172,7 +161,11 @@ class RedisRateLimiter(RateLimiter):
         return self._script
 
     def _failed(self, exc: Exception) -> None:
-        _errors().add(1)
+        metrics.shared(
+            metrics.Counter,
+            "quarry.rate_limit.store_errors",
+            description="Rate-limit checks answered per process because Redis failed",
+        ).add(1)
         self._local_until = time.monotonic() + _RETRY_AFTER_FAILURE_S
         if not self._failing:
             self._failing = True

@@ -40,14 +40,6 @@ INTERVAL_S = 0.5
 STOP_FLUSH_S = 2.0
 """How long shutdown waits for the last batches to be written."""
 
-_metrics: dict[str, metrics.Counter] = {}
-
-
-def _counter(name: str, description: str) -> metrics.Counter:
-    if name not in _metrics:
-        _metrics[name] = metrics.Counter(name, description=description)
-    return _metrics[name]
-
 
 class PredictionSink(Protocol):
     """Where prediction records go (monitoring's contract once that module is bound)."""
@@ -110,12 +102,16 @@ class Recorder:
         """Records the sink accepted."""
         self.dropped = 0
         """Records lost: buffer full, sink failed, or no monitoring module bound."""
-        self._records = _counter(
-            "quarry.inference.prediction_records", "Prediction records produced."
+        self._records = metrics.shared(
+            metrics.Counter,
+            "quarry.inference.prediction_records",
+            description="Prediction records produced.",
         )
-        self._drops = _counter(
+        self._drops = metrics.shared(
+            metrics.Counter,
             "quarry.inference.prediction_records_dropped",
-            "Prediction records dropped (buffer full, sink failed or no monitoring bound).",
+            description="Prediction records dropped (buffer full, sink failed or no monitoring"
+            " bound).",
         )
 
     @property
