@@ -25,6 +25,7 @@ from app.kernel.cursors import decode_cursor, encode_cursor
 from app.kernel.db import Database
 from app.kernel.events import EventMeta
 from app.modules.training import store
+from app.modules.training.store import policies, retrainings
 from contracts.common import InvalidInput, NotFound, QuarryError, validate_name
 from contracts.features import EVENT_TIMESTAMP
 from contracts.inference import GetRollout, InferenceService, StartRollout
@@ -37,35 +38,10 @@ from contracts.training import (
     TrainingJobSpec,
 )
 
-__all__ = ["CANDIDATE", "Retrainings", "policies", "retrainings"]
+__all__ = ["CANDIDATE", "Retrainings"]
 
 CANDIDATE = "candidate"
 """The alias a retrained version that passed its gate gets until its rollout decides."""
-
-policies = sa.Table(
-    "training_retraining_policies",
-    store.metadata,
-    sa.Column("model", sa.String(128), primary_key=True),
-    sa.Column("spec", sa.JSON, nullable=False),
-    sa.Column("last_scheduled_at", sa.Float, nullable=True),
-    sa.Column("updated_at", sa.Float, nullable=False),
-)
-
-retrainings = sa.Table(
-    "training_retrainings",
-    store.metadata,
-    sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("model", sa.String(128), nullable=False),
-    sa.Column("trigger", sa.String(256), nullable=False, unique=True),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("job_id", sa.String(64), nullable=True),
-    sa.Column("version", sa.Integer, nullable=True),
-    sa.Column("rollout_id", sa.String(64), nullable=True),
-    sa.Column("error", sa.Text, nullable=True),
-    sa.Column("log", sa.JSON, nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("updated_at", sa.Float, nullable=False),
-)
 
 Submit = Callable[[TrainingJobSpec], Awaitable[TrainingJob]]
 GetJob = Callable[[str], Awaitable[TrainingJob]]

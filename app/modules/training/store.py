@@ -1,4 +1,5 @@
-"""The training module's table, ``training_jobs``, and the statements that guard a job's life.
+"""The training module's tables (jobs, retraining policies and sagas) and the statements that
+guard a job's life.
 
 A job runs only while it holds the row: :func:`claim` takes a queued job, or a running one whose
 heartbeat went stale (its worker died), and stamps it with a fresh ``owner``; every later write
@@ -26,7 +27,9 @@ __all__ = [
     "insert",
     "jobs",
     "page",
+    "policies",
     "progress",
+    "retrainings",
     "stale_or_queued",
 ]
 
@@ -53,6 +56,32 @@ jobs = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
 )
+
+policies = sa.Table(
+    "training_retraining_policies",
+    metadata,
+    sa.Column("model", sa.String(128), primary_key=True),
+    sa.Column("spec", sa.JSON, nullable=False),
+    sa.Column("last_scheduled_at", sa.Float, nullable=True),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+retrainings = sa.Table(
+    "training_retrainings",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("model", sa.String(128), nullable=False),
+    sa.Column("trigger", sa.String(256), nullable=False, unique=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("job_id", sa.String(64), nullable=True),
+    sa.Column("version", sa.Integer, nullable=True),
+    sa.Column("rollout_id", sa.String(64), nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("log", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+"""One row per retraining saga, unique by its trigger (see ``retraining.py``)."""
 
 
 def _when(seconds: float | None) -> datetime | None:
