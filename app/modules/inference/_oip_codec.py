@@ -22,6 +22,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from app.kernel.numbers import parse_int
 from contracts.common import InvalidInput, PayloadTooLarge, Tensor
 from contracts.inference import Prediction
 
@@ -224,13 +225,7 @@ def parse_infer_request(body: bytes, header_length: str | None) -> ParsedRequest
 def _header_length(value: str | None, body_size: int) -> int:
     if value is None:
         return body_size
-    text = value.strip()
-    if not (text.isascii() and text.isdigit()):
-        raise InvalidInput(
-            f"{HEADER_LENGTH} must be a non-negative integer, got {value!r}",
-            details={"header": HEADER_LENGTH, "value": value[:100]},
-        )
-    length = int(text)
+    length = parse_int(value, what=HEADER_LENGTH, field="header")
     if length > body_size:
         raise InvalidInput(
             f"{HEADER_LENGTH} is {length} but the body holds only {body_size} bytes",

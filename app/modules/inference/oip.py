@@ -19,6 +19,7 @@ import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.params import FromPath
 
+from app.kernel.numbers import INT32_MAX, parse_int
 from app.kernel.settings import Settings
 from app.modules.inference._oip_codec import (
     HEADER_LENGTH,
@@ -26,7 +27,7 @@ from app.modules.inference._oip_codec import (
     encode_prediction,
     parse_infer_request,
 )
-from contracts.common import InvalidInput, Scope, Unavailable, method_info, validate_name
+from contracts.common import Scope, Unavailable, method_info, validate_name
 from contracts.inference import InferenceService, LoadModel, ModelStatus, Predict
 from contracts.registry import TensorSpec
 
@@ -96,12 +97,8 @@ def _ref(m: str, v: str | None) -> str:
     name = validate_name(m, what="model name")
     if v is None:
         return name
-    if not (v.isascii() and v.isdigit()) or int(v) < 1:
-        raise InvalidInput(
-            f"invalid model version {v!r}: expected a positive integer",
-            details={"field": "version", "value": v[:100]},
-        )
-    return f"{name}:{int(v)}"
+    version = parse_int(v, what="model version", minimum=1, maximum=INT32_MAX, field="version")
+    return f"{name}:{version}"
 
 
 def _server_handlers(version: str) -> list[Any]:

@@ -343,10 +343,17 @@ def _coerce(name: str, array: np.ndarray[Any, Any], dtype: str) -> np.ndarray[An
     if dtype == "BYTES" or array.dtype.kind not in "biuf":
         return array
     target = np.dtype(_numpy_name(dtype))
-    converted = array.astype(target)
+    with np.errstate(over="ignore", invalid="ignore"):
+        converted = array.astype(target)
     if target.kind in "iub" and not np.array_equal(converted, array):
         raise UnprocessableInput(
             f"input {name!r}: values do not fit {dtype} (expected whole numbers in range)",
+            details={"input": name, "expected": dtype},
+        )
+    # A finite number too large for the float type would become infinity: refused, as /v2 does.
+    if target.kind == "f" and not np.array_equal(np.isfinite(converted), np.isfinite(array)):
+        raise UnprocessableInput(
+            f"input {name!r} has values outside the range of {dtype}",
             details={"input": name, "expected": dtype},
         )
     return converted
