@@ -392,12 +392,12 @@ MALFORMED = {
     "negative header length": (
         b'{"inputs": []}',
         {HEADER: "-1"},
-        "Inference-Header-Content-Length must be a non-negative integer, got '-1'",
+        "invalid Inference-Header-Content-Length '-1': expected an integer from 0 to",
     ),
     "non-integer header length": (
         b'{"inputs": []}',
         {HEADER: "twelve"},
-        "Inference-Header-Content-Length must be a non-negative integer, got 'twelve'",
+        "invalid Inference-Header-Content-Length 'twelve': expected an integer from 0 to",
     ),
     "unknown datatype": (
         *binary_body(_json_input(datatype="FP8", data=[0] * 8)),
