@@ -3,7 +3,10 @@
 ``python -m contracts._schema`` rewrites ``contracts/schemas/<module>.json``. A test compares the
 live contracts with the snapshots: a change that breaks msgspec's evolution rules (a removed
 struct, method or field, a changed type, a new required field) fails unless the major version
-was raised; a compatible addition needs a fresh snapshot.
+was raised; a compatible addition needs a fresh snapshot. A field whose type stays but whose
+numeric bounds change (``msgspec.Meta(ge=..., le=...)``) needs the minor version raised: a
+tightened bound refuses values the old contract let through, which a caller should be able to
+tell from the version.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ CONTRACT_MODULES = ("registry", "features", "inference", "training", "monitoring
 """Every contract module with a snapshot."""
 
 SCHEMA_DIR = Path(__file__).with_name("schemas")
+
+_BOUNDS = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})
 
 
 def _structs(module: Any) -> list[type]:
@@ -71,6 +76,7 @@ def problems(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     if new["version"][0] != old["version"][0]:
         return []
     found: list[str] = []
+    minor_raised = new["version"][1] > old["version"][1]
     for method, spec in old["methods"].items():
         if method not in new["methods"]:
             found.append(f"method {method} was removed")
@@ -81,18 +87,24 @@ def problems(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         if current is None:
             found.append(f"struct {struct} was removed")
             continue
-        found.extend(_field_problems(struct, schema, current))
+        found.extend(_field_problems(struct, schema, current, minor_raised=minor_raised))
     return found
 
 
-def _field_problems(struct: str, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+def _field_problems(
+    struct: str, old: dict[str, Any], new: dict[str, Any], *, minor_raised: bool
+) -> list[str]:
     found = []
     old_props, new_props = old.get("properties", {}), new.get("properties", {})
     for field, schema in old_props.items():
         if field not in new_props:
             found.append(f"{struct}.{field} was removed")
-        elif new_props[field] != schema:
+        elif new_props[field] == schema:
+            continue
+        elif _unbounded(new_props[field]) != _unbounded(schema):
             found.append(f"{struct}.{field} changed type")
+        elif not minor_raised:
+            found.append(f"{struct}.{field} changed its bounds (raise the minor version)")
     added_required = set(new.get("required", ())) - set(old.get("required", ()))
     found.extend(
         f"{struct}.{field} is new and required (give it a default)"
@@ -101,6 +113,15 @@ def _field_problems(struct: str, old: dict[str, Any], new: dict[str, Any]) -> li
     if old.get("tag") != new.get("tag"):
         found.append(f"{struct} changed its tag")
     return found
+
+
+def _unbounded(schema: Any) -> Any:
+    """``schema`` without its numeric bounds, at every depth."""
+    if isinstance(schema, dict):
+        return {k: _unbounded(v) for k, v in schema.items() if k not in _BOUNDS}
+    if isinstance(schema, list):
+        return [_unbounded(v) for v in schema]
+    return schema
 
 
 def write_snapshots() -> None:

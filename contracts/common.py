@@ -7,36 +7,51 @@ metadata. Transports and the kernel read that metadata; nothing here knows about
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
 
 __all__ = [
-    # errors
+    "MAX_INT32",
+    "MAX_PAGE",
+    "MAX_SECONDS",
+    "MAX_TIME_LIMIT_S",
+    "ByteSize",
     "Conflict",
     "ContractVersionMismatch",
+    "Count",
     "DeadlineExceeded",
+    "Finite",
     "IntegrityError",
     "InternalError",
     "InvalidInput",
+    "Limit",
     "MethodInfo",
     "MethodNotAllowed",
     "ModelRef",
     "NotFound",
     "Page",
     "PayloadTooLarge",
+    "Percent",
     "PermissionDenied",
+    "PositiveCount",
     "QuarryError",
     "RateLimited",
     "Scope",
+    "Seconds",
+    "Seed",
+    "Share",
     "Tensor",
+    "TimeLimit",
     "Unauthenticated",
     "Unavailable",
     "UnprocessableInput",
+    "Version",
     "error_class",
     "method",
     "method_info",
@@ -235,6 +250,44 @@ def method_info(fn: Callable[..., Any]) -> MethodInfo | None:
 
 
 # --------------------------------------------------------------------------------------------
+# Bounded numbers: every numeric field of a contract says its range here, once. Decoding a body,
+# an RPC message or a path/query parameter checks it, so a value no column, buffer or timer can
+# hold is a 400 at the door instead of an overflow deep inside (NaN is outside every range).
+# --------------------------------------------------------------------------------------------
+
+MAX_INT32 = 2**31 - 1
+"""The largest value a signed 32-bit column holds (PostgreSQL ``INTEGER``)."""
+MAX_PAGE = 500
+"""The largest page any list answers (a module may allow less)."""
+MAX_SECONDS = 366 * 86400.0
+"""The longest duration a contract carries: a year (windows, intervals, TTLs, latencies)."""
+MAX_TIME_LIMIT_S = 30 * 86400.0
+"""The hard ceiling of a job's time limit: 30 days (a module may set a lower maximum)."""
+
+Version = Annotated[int, msgspec.Meta(ge=1, le=MAX_INT32)]
+"""A version number of a model, feature view or feature service: 1 to 2**31 - 1."""
+Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_INT32)]
+"""A number of things (rows, requests, attempts, epochs) or a row offset: 0 to 2**31 - 1."""
+PositiveCount = Annotated[int, msgspec.Meta(ge=1, le=MAX_INT32)]
+"""A size that must hold something (rows per chunk, buckets, categories): 1 to 2**31 - 1."""
+ByteSize = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+"""A number of bytes or a byte offset: 0 to 2**63 - 1 (PostgreSQL ``BIGINT``)."""
+Seed = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
+"""A random seed: 0 to 2**32 - 1, what numpy and torch accept."""
+Limit = Annotated[int, msgspec.Meta(ge=1, le=MAX_PAGE)]
+"""A page size: 1 to :data:`MAX_PAGE`."""
+Seconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_SECONDS)]
+"""A duration in seconds: finite, not negative, at most :data:`MAX_SECONDS`."""
+TimeLimit = Annotated[float, msgspec.Meta(gt=0, le=MAX_TIME_LIMIT_S)]
+"""The longest a run may take, in seconds: positive, at most :data:`MAX_TIME_LIMIT_S`."""
+Share = Annotated[float, msgspec.Meta(ge=0, le=1)]
+"""A fraction from 0 to 1 (a rate, a share of rows or columns)."""
+Percent = Annotated[float, msgspec.Meta(ge=0, le=100)]
+"""A percentage from 0 to 100."""
+Finite = Annotated[float, msgspec.Meta(ge=-sys.float_info.max, le=sys.float_info.max)]
+"""Any finite float: neither infinite nor NaN."""
+
+# --------------------------------------------------------------------------------------------
 # Value types
 # --------------------------------------------------------------------------------------------
 
@@ -349,7 +402,7 @@ class Tensor(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     dtype: TensorDType
-    shape: tuple[int, ...]
+    shape: tuple[Count, ...]
     data: memoryview
 
     @classmethod

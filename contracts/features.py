@@ -16,7 +16,17 @@ from typing import Literal, Protocol
 
 import msgspec
 
-from contracts.common import Page, Scope, Tensor, method
+from contracts.common import (
+    Count,
+    Finite,
+    Limit,
+    Page,
+    PositiveCount,
+    Scope,
+    Tensor,
+    Version,
+    method,
+)
 
 __all__ = [
     "EVENT_TIMESTAMP",
@@ -63,8 +73,11 @@ __all__ = [
     "ValueStatus",
 ]
 
-VERSION = (1, 0)
-"""Contract version ``(major, minor)``; remote calls refuse a different major."""
+VERSION = (1, 1)
+"""Contract version ``(major, minor)``; remote calls refuse a different major.
+
+1.1: numeric fields carry their bounds (versions, limits, TTLs, chunk sizes, clip bounds).
+"""
 
 EVENT_TIMESTAMP = "event_timestamp"
 """The field every pushed row and every entity row carries: ISO 8601 text or epoch seconds."""
@@ -105,10 +118,10 @@ class FeatureView(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     name: str
-    version: int
+    version: Version
     entities: list[str]
     features: list[Feature]
-    ttl_seconds: int = 0
+    ttl_seconds: Count = 0
     description: str = ""
     tags: dict[str, str] = {}
     created_at: datetime | None = None
@@ -120,7 +133,7 @@ class PutFeatureView(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     entities: list[str]
     features: list[Feature]
-    ttl_seconds: int = 0
+    ttl_seconds: Count = 0
     description: str = ""
     tags: dict[str, str] = {}
 
@@ -129,13 +142,13 @@ class GetFeatureView(msgspec.Struct, frozen=True, kw_only=True):
     """A view by name: its latest version, or ``version``."""
 
     name: str
-    version: int | None = None
+    version: Version | None = None
 
 
 class ListFeatureViews(msgspec.Struct, frozen=True, kw_only=True):
     """One page of views (latest versions), by name."""
 
-    limit: int = 50
+    limit: Limit = 50
     cursor: str | None = None
 
 
@@ -143,7 +156,7 @@ class FeatureViewChanged(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     """A view was created or got a new version."""
 
     name: str
-    version: int
+    version: Version
 
 
 # --- transforms -----------------------------------------------------------------------------
@@ -179,8 +192,8 @@ class Clip(msgspec.Struct, frozen=True, kw_only=True, tag="clip"):
 
     input: str
     output: str | None = None
-    min: float | None = None
-    max: float | None = None
+    min: Finite | None = None
+    max: Finite | None = None
 
 
 class Bucketize(msgspec.Struct, frozen=True, kw_only=True, tag="bucketize"):
@@ -188,8 +201,8 @@ class Bucketize(msgspec.Struct, frozen=True, kw_only=True, tag="bucketize"):
 
     input: str
     output: str | None = None
-    boundaries: list[float] | None = None
-    buckets: int = 4
+    boundaries: list[Finite] | None = None
+    buckets: PositiveCount = 4
 
 
 class OneHot(msgspec.Struct, frozen=True, kw_only=True, tag="one_hot"):
@@ -201,7 +214,7 @@ class OneHot(msgspec.Struct, frozen=True, kw_only=True, tag="one_hot"):
     input: str
     output: str | None = None
     categories: list[str] | None = None
-    max_categories: int = 32
+    max_categories: PositiveCount = 32
 
 
 class FillMissing(msgspec.Struct, frozen=True, kw_only=True, tag="fill_missing"):
@@ -243,7 +256,7 @@ class FeatureService(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     name: str
-    version: int
+    version: Version
     features: list[str]
     transforms: list[Transform] = []
     description: str = ""
@@ -263,13 +276,13 @@ class GetFeatureService(msgspec.Struct, frozen=True, kw_only=True):
     """A feature service by name (``name`` or ``name:N``) and optional version."""
 
     name: str
-    version: int | None = None
+    version: Version | None = None
 
 
 class ListFeatureServices(msgspec.Struct, frozen=True, kw_only=True):
     """One page of feature services (latest versions), by name."""
 
-    limit: int = 50
+    limit: Limit = 50
     cursor: str | None = None
 
 
@@ -281,7 +294,7 @@ class FitTransforms(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     service: str
-    version: int | None = None
+    version: Version | None = None
     entity_rows: list[dict[str, Value]] = []
     rows: list[dict[str, Value]] = []
 
@@ -297,10 +310,10 @@ class TransformState(msgspec.Struct, frozen=True, kw_only=True):
 
     id: str
     service: str
-    service_version: int
+    service_version: Version
     params: list[dict[str, Value]]
     columns: list[str]
-    rows: int
+    rows: Count
     created_at: datetime | None = None
 
 
@@ -329,7 +342,7 @@ class GetOnlineVectors(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     service: str
-    version: int | None = None
+    version: Version | None = None
     state: str | None = None
     entities: dict[str, list[Value]]
     overrides: dict[str, list[Value]] = {}
@@ -355,9 +368,9 @@ class PushResult(msgspec.Struct, frozen=True, kw_only=True):
     """What a push did: ``rows`` accepted; ``online_updated`` entities whose value moved forward."""
 
     view: str
-    version: int
-    rows: int
-    online_updated: int = 0
+    version: Version
+    rows: Count
+    online_updated: Count = 0
 
 
 class StreamRows(msgspec.Struct, frozen=True, kw_only=True):
@@ -366,15 +379,15 @@ class StreamRows(msgspec.Struct, frozen=True, kw_only=True):
     view: str
     rows: list[dict[str, Value]]
     to: Literal["online", "offline", "online_and_offline"] = "online_and_offline"
-    chunk_rows: int = 10_000
+    chunk_rows: PositiveCount = 10_000
 
 
 class IngestProgress(msgspec.Struct, frozen=True, kw_only=True):
     """Progress of a bulk ingestion: ``rows_done`` of ``rows`` committed."""
 
     view: str
-    rows: int
-    rows_done: int
+    rows: Count
+    rows_done: Count
 
 
 # --- reads ----------------------------------------------------------------------------------
@@ -423,7 +436,7 @@ class GetHistoricalFeatures(msgspec.Struct, frozen=True, kw_only=True):
     features: list[str] = []
     service: str | None = None
     entity_rows: list[dict[str, Value]]
-    chunk_rows: int = 10_000
+    chunk_rows: PositiveCount = 10_000
 
 
 class HistoricalFeatures(msgspec.Struct, frozen=True, kw_only=True):
@@ -435,7 +448,7 @@ class HistoricalFeatures(msgspec.Struct, frozen=True, kw_only=True):
 class HistoricalChunk(msgspec.Struct, frozen=True, kw_only=True):
     """One chunk of a streamed historical retrieval; ``offset`` is its first entity row's index."""
 
-    offset: int
+    offset: Count
     rows: list[dict[str, Value]]
 
 

@@ -8,7 +8,19 @@ from typing import Literal, Protocol
 
 import msgspec
 
-from contracts.common import Page, Scope, Tensor, method
+from contracts.common import (
+    Count,
+    Finite,
+    Limit,
+    Page,
+    Percent,
+    PositiveCount,
+    Scope,
+    Seconds,
+    Tensor,
+    Version,
+    method,
+)
 from contracts.features import Value
 from contracts.registry import TensorSpec
 
@@ -45,8 +57,11 @@ __all__ = [
     "UnloadModel",
 ]
 
-VERSION = (1, 2)
-"""Contract version ``(major, minor)``; remote calls refuse a different major."""
+VERSION = (1, 3)
+"""Contract version ``(major, minor)``; remote calls refuse a different major.
+
+1.3: numeric fields carry their bounds (versions, limits, chunk sizes, durations, percents).
+"""
 
 
 class Predict(msgspec.Struct, frozen=True, kw_only=True):
@@ -84,7 +99,7 @@ class Prediction(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     model: str
-    version: int
+    version: Count
     outputs: dict[str, Tensor]
     prediction_id: str
     fallback: str | None = None
@@ -102,9 +117,9 @@ class PredictionRecord(msgspec.Struct, frozen=True, kw_only=True):
 
     prediction_id: str
     model: str
-    version: int | None
+    version: Version | None
     status: str
-    latency_s: float
+    latency_s: Seconds
     at: datetime
     outputs: dict[str, Tensor] = {}
     inputs: dict[str, Tensor] | None = None
@@ -134,7 +149,7 @@ class ModelStatus(msgspec.Struct, frozen=True, kw_only=True):
     """Where a model version stands in this process."""
 
     model: str
-    version: int
+    version: Version
     state: Literal["unloaded", "loading", "ready", "failed"]
     inputs: list[TensorSpec] = []
     outputs: list[TensorSpec] = []
@@ -146,7 +161,7 @@ class Route(msgspec.Struct, frozen=True, kw_only=True):
     """One weighted route of a deployment: a model version (``name:N``) and its share."""
 
     model: str
-    weight: float
+    weight: Finite
 
 
 class Fallback(msgspec.Struct, frozen=True, kw_only=True):
@@ -175,8 +190,8 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True):
     sticky_input: str | None = None
     shadows: list[str] = []
     fallbacks: list[Fallback] = []
-    cache_ttl_s: float = 0
-    cache_max_entries: int = 1000
+    cache_ttl_s: Seconds = 0
+    cache_max_entries: PositiveCount = 1000
     updated_at: datetime | None = None
 
 
@@ -195,7 +210,7 @@ class GetDeployment(msgspec.Struct, frozen=True, kw_only=True):
 class ListDeployments(msgspec.Struct, frozen=True, kw_only=True):
     """One page of deployments, by name."""
 
-    limit: int = 50
+    limit: Limit = 50
     cursor: str | None = None
 
 
@@ -214,7 +229,7 @@ class SubmitBatchJob(msgspec.Struct, frozen=True, kw_only=True):
 
     model: str
     inputs: dict[str, Tensor]
-    chunk_rows: int = 1024
+    chunk_rows: PositiveCount = 1024
     coerce: bool = False
 
 
@@ -234,10 +249,10 @@ class BatchJob(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     model: str
     status: Literal["queued", "running", "succeeded", "failed"]
-    rows: int
-    rows_done: int
+    rows: Count
+    rows_done: Count
     error: str | None = None
-    version: int | None = None
+    version: Version | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -251,7 +266,7 @@ class FetchBatchResults(msgspec.Struct, frozen=True, kw_only=True):
 class BatchResultChunk(msgspec.Struct, frozen=True, kw_only=True):
     """Outputs for rows ``offset`` to ``offset + len`` of a batch job's inputs."""
 
-    offset: int
+    offset: Count
     outputs: dict[str, Tensor]
 
 
@@ -268,15 +283,15 @@ class RolloutPolicy(msgspec.Struct, frozen=True, kw_only=True):
     candidate and ``promote_alias`` (if set) moves to it.
     """
 
-    steps: list[float] = msgspec.field(default_factory=lambda: [5.0, 25.0, 50.0, 100.0])
-    interval_s: float = 60.0
-    min_requests: int = 20
-    max_error_rate_increase: float = 0.02
-    max_latency_ratio: float = 1.5
-    latency_slack_s: float = 0.005
+    steps: list[Percent] = msgspec.field(default_factory=lambda: [5.0, 25.0, 50.0, 100.0])
+    interval_s: Seconds = 60.0
+    min_requests: Count = 20
+    max_error_rate_increase: Finite = 0.02
+    max_latency_ratio: Finite = 1.5
+    latency_slack_s: Seconds = 0.005
     quality_metric: str = "accuracy"
-    max_quality_drop: float = 0.02
-    min_feedback: int = 20
+    max_quality_drop: Finite = 0.02
+    min_feedback: Count = 20
     promote_alias: str | None = "champion"
 
 
@@ -298,7 +313,7 @@ class RolloutStep(msgspec.Struct, frozen=True, kw_only=True):
 
     at: datetime
     action: Literal["start", "advance", "hold", "rollback", "promote", "abort"]
-    percent: float
+    percent: Percent
     reason: str
     figures: dict[str, float] = {}
 
@@ -312,8 +327,8 @@ class Rollout(msgspec.Struct, frozen=True, kw_only=True):
     candidate: str
     policy: RolloutPolicy
     status: Literal["running", "promoted", "rolled_back", "aborted"]
-    percent: float
-    step: int
+    percent: Percent
+    step: Count
     history: list[RolloutStep] = []
     created_at: datetime
     updated_at: datetime
@@ -330,7 +345,7 @@ class ListRollouts(msgspec.Struct, frozen=True, kw_only=True):
     """One page of a deployment's rollouts (all deployments when ``None``), newest first."""
 
     deployment: str | None = None
-    limit: int = 50
+    limit: Limit = 50
     cursor: str | None = None
 
 
@@ -357,7 +372,7 @@ class RolloutChanged(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     baseline: str
     status: Literal["running", "promoted", "rolled_back", "aborted"]
     action: str
-    percent: float
+    percent: Percent
     reason: str
 
 

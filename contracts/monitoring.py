@@ -13,7 +13,18 @@ from typing import Literal, Protocol
 
 import msgspec
 
-from contracts.common import Page, Scope, method
+from contracts.common import (
+    Count,
+    Finite,
+    Limit,
+    Page,
+    PositiveCount,
+    Scope,
+    Seconds,
+    Share,
+    Version,
+    method,
+)
 from contracts.features import Value
 from contracts.inference import PredictionRecord
 
@@ -38,8 +49,11 @@ __all__ = [
     "Summary",
 ]
 
-VERSION = (1, 0)
-"""Contract version ``(major, minor)``; remote calls refuse a different major."""
+VERSION = (1, 1)
+"""Contract version ``(major, minor)``; remote calls refuse a different major.
+
+1.1: numeric fields carry their bounds (versions, windows, limits, buckets, shares).
+"""
 
 
 class RecordPredictions(msgspec.Struct, frozen=True, kw_only=True):
@@ -51,15 +65,15 @@ class RecordPredictions(msgspec.Struct, frozen=True, kw_only=True):
 class Recorded(msgspec.Struct, frozen=True, kw_only=True):
     """How many records were stored (a record already stored is not stored twice)."""
 
-    accepted: int
+    accepted: Count
 
 
 class GetSummary(msgspec.Struct, frozen=True, kw_only=True):
     """Figures for ``model`` (all versions, or ``version``) over the last ``window_s`` seconds."""
 
     model: str
-    version: int | None = None
-    window_s: float = 300.0
+    version: Version | None = None
+    window_s: Seconds = 300.0
 
 
 class Summary(msgspec.Struct, frozen=True, kw_only=True):
@@ -72,7 +86,7 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     model: str
-    version: int | None
+    version: Version | None
     window_s: float
     requests: int
     errors: int
@@ -97,10 +111,10 @@ class RunDriftCheck(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     model: str
-    window_s: float = 3600.0
+    window_s: Seconds = 3600.0
     psi: bool = False
-    share_threshold: float = 0.5
-    min_rows: int = 30
+    share_threshold: Share = 0.5
+    min_rows: Count = 30
 
 
 class FeatureDrift(msgspec.Struct, frozen=True, kw_only=True):
@@ -123,7 +137,7 @@ class DriftReport(msgspec.Struct, frozen=True, kw_only=True):
 
     id: str
     model: str
-    version: int
+    version: Version
     created_at: datetime
     window_s: float
     status: Literal["ok", "drift", "insufficient_data"]
@@ -141,7 +155,7 @@ class ListDriftReports(msgspec.Struct, frozen=True, kw_only=True):
     """One page of ``model``'s drift reports, newest first."""
 
     model: str
-    limit: int = 50
+    limit: Limit = 50
     cursor: str | None = None
 
 
@@ -164,7 +178,7 @@ class SubmitFeedback(msgspec.Struct, frozen=True, kw_only=True):
 
     prediction_id: str
     label: Value = None
-    value: float | None = None
+    value: Finite | None = None
 
 
 class Feedback(msgspec.Struct, frozen=True, kw_only=True):
@@ -172,7 +186,7 @@ class Feedback(msgspec.Struct, frozen=True, kw_only=True):
 
     prediction_id: str
     model: str
-    version: int | None
+    version: Version | None
     label: Value = None
     value: float | None = None
     at: datetime
@@ -182,9 +196,9 @@ class GetRealisedMetrics(msgspec.Struct, frozen=True, kw_only=True):
     """Quality measured against feedback, per version, over ``window_s`` in ``buckets`` slices."""
 
     model: str
-    version: int | None = None
-    window_s: float = 86400.0
-    buckets: int = 1
+    version: Version | None = None
+    window_s: Seconds = 86400.0
+    buckets: PositiveCount = 1
 
 
 class RealisedPoint(msgspec.Struct, frozen=True, kw_only=True):
@@ -208,7 +222,7 @@ class RealisedMetrics(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     model: str
-    version: int | None
+    version: Version | None
     task: Literal["classification", "regression"] | None
     count: int
     metrics: dict[str, float] = {}
@@ -221,7 +235,7 @@ class DriftDetected(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     """A drift check found dataset drift for a model version."""
 
     model: str
-    version: int
+    version: Version
     report_id: str
     share_drifted: float
     features: list[str]

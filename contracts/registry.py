@@ -10,7 +10,20 @@ from typing import Literal, Protocol
 
 import msgspec
 
-from contracts.common import IntegrityError, InvalidInput, Page, Scope, Tensor, method
+from contracts.common import (
+    ByteSize,
+    Count,
+    Finite,
+    IntegrityError,
+    InvalidInput,
+    Limit,
+    Page,
+    PositiveCount,
+    Scope,
+    Tensor,
+    Version,
+    method,
+)
 
 __all__ = [
     "RESERVED_ALIASES",
@@ -45,8 +58,11 @@ __all__ = [
     "read_artifact",
 ]
 
-VERSION = (1, 1)
-"""Contract version ``(major, minor)``; remote calls refuse a different major."""
+VERSION = (1, 2)
+"""Contract version ``(major, minor)``; remote calls refuse a different major.
+
+1.2: numeric fields carry their bounds (versions, sizes, limits, chunk sizes, metrics).
+"""
 
 RESERVED_ALIASES = frozenset({"latest"})
 """Aliases no one may set: ``latest`` and ``v<n>`` read as something else."""
@@ -111,7 +127,7 @@ class ReferenceProfile(msgspec.Struct, frozen=True, kw_only=True):
     sample: Tensor
     predictions: dict[str, Tensor] = {}
     profiles: list[ColumnProfile] = []
-    rows: int = 0
+    rows: Count = 0
     task: Literal["classification", "regression"] | None = None
 
 
@@ -125,7 +141,7 @@ class RegisterVersion(msgspec.Struct, frozen=True, kw_only=True):
     artifact: bytes
     description: str = ""
     tags: dict[str, str] = {}
-    metrics: dict[str, float] = {}
+    metrics: dict[str, Finite] = {}
     params: dict[str, str] = {}
     lineage: Lineage = Lineage()
     reference_profile: ReferenceProfile | None = None
@@ -182,7 +198,7 @@ class GetVersion(msgspec.Struct, frozen=True, kw_only=True):
 class ListModels(msgspec.Struct, frozen=True, kw_only=True):
     """One page of models, by name; optionally filtered by name prefix and tags (all must match)."""
 
-    limit: int = 50
+    limit: Limit = 50
     cursor: str | None = None
     prefix: str | None = None
     tags: dict[str, str] = {}
@@ -192,7 +208,7 @@ class ListVersions(msgspec.Struct, frozen=True, kw_only=True):
     """One page of a model's versions, newest first."""
 
     name: str
-    limit: int = 50
+    limit: Limit = 50
     cursor: str | None = None
     include_archived: bool = True
     tags: dict[str, str] = {}
@@ -203,7 +219,7 @@ class SetAlias(msgspec.Struct, frozen=True, kw_only=True):
 
     name: str
     alias: str
-    version: int
+    version: Version
 
 
 class GetAlias(msgspec.Struct, frozen=True, kw_only=True):
@@ -224,7 +240,7 @@ class ArchiveVersion(msgspec.Struct, frozen=True, kw_only=True):
     """Archive (or with ``archived=False`` restore) a version."""
 
     name: str
-    version: int
+    version: Version
     archived: bool = True
 
 
@@ -232,7 +248,7 @@ class DeleteVersion(msgspec.Struct, frozen=True, kw_only=True):
     """Delete a version; its artifact goes when no other version shares the content."""
 
     name: str
-    version: int
+    version: Version
 
 
 class GetReferenceProfile(msgspec.Struct, frozen=True, kw_only=True):
@@ -245,7 +261,7 @@ class FetchArtifact(msgspec.Struct, frozen=True, kw_only=True):
     """Stream the ONNX bytes of the version a reference resolves to."""
 
     ref: str
-    chunk_size: int = 1 << 20
+    chunk_size: PositiveCount = 1 << 20
 
 
 # --- answers --------------------------------------------------------------------------------
@@ -255,9 +271,9 @@ class VersionInfo(msgspec.Struct, frozen=True, kw_only=True):
     """A registered, immutable model version."""
 
     name: str
-    version: int
+    version: Version
     sha256: str
-    size: int
+    size: ByteSize
     signature: Signature
     status: Literal["ready", "archived"]
     description: str = ""
@@ -276,9 +292,9 @@ class ModelInfo(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     description: str = ""
     tags: dict[str, str] = {}
-    aliases: dict[str, int] = {}
-    latest_version: int | None = None
-    version_count: int = 0
+    aliases: dict[str, Version] = {}
+    latest_version: Version | None = None
+    version_count: Count = 0
     created_at: datetime
     updated_at: datetime
 
@@ -288,14 +304,14 @@ class AliasInfo(msgspec.Struct, frozen=True, kw_only=True):
 
     name: str
     alias: str
-    version: int
+    version: Version
 
 
 class VersionDeleted(msgspec.Struct, frozen=True, kw_only=True):
     """The answer to a deletion; ``artifact_deleted`` says whether the bytes went too."""
 
     name: str
-    version: int
+    version: Version
     artifact_deleted: bool
 
 
@@ -303,10 +319,10 @@ class ArtifactChunk(msgspec.Struct, frozen=True, kw_only=True):
     """One piece of an artifact stream; every chunk carries the whole artifact's hash and size."""
 
     name: str
-    version: int
+    version: Version
     sha256: str
-    size: int
-    offset: int
+    size: ByteSize
+    offset: ByteSize
     data: bytes
 
 
@@ -317,9 +333,9 @@ class ModelVersionRegistered(msgspec.Struct, frozen=True, kw_only=True, tag=True
     """A new version was registered."""
 
     name: str
-    version: int
+    version: Version
     sha256: str
-    size: int
+    size: ByteSize
 
 
 class ModelAliasChanged(msgspec.Struct, frozen=True, kw_only=True, tag=True):
@@ -327,8 +343,8 @@ class ModelAliasChanged(msgspec.Struct, frozen=True, kw_only=True, tag=True):
 
     name: str
     alias: str
-    version: int | None
-    previous_version: int | None
+    version: Version | None
+    previous_version: Version | None
 
 
 # --- the service ----------------------------------------------------------------------------

@@ -9,11 +9,23 @@ applies a validation gate, and registers the version with its lineage and refere
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Annotated, Literal, Protocol
 
 import msgspec
 
-from contracts.common import Page, Scope, method
+from contracts.common import (
+    Count,
+    Finite,
+    Limit,
+    Page,
+    PositiveCount,
+    Scope,
+    Seconds,
+    Seed,
+    TimeLimit,
+    Version,
+    method,
+)
 from contracts.features import Value
 from contracts.inference import RolloutPolicy
 
@@ -43,8 +55,11 @@ __all__ = [
     "TrainingService",
 ]
 
-VERSION = (1, 1)
-"""Contract version ``(major, minor)``; remote calls refuse a different major."""
+VERSION = (1, 2)
+"""Contract version ``(major, minor)``; remote calls refuse a different major.
+
+1.2: numeric fields carry their bounds (seed, time limit, attempts, limits, versions).
+"""
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -69,8 +84,8 @@ class Dataset(msgspec.Struct, frozen=True, kw_only=True):
 class Split(msgspec.Struct, frozen=True, kw_only=True):
     """A seeded random split: ``validation`` is the share of rows held out (0 < v < 1)."""
 
-    validation: float = 0.2
-    seed: int = 0
+    validation: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.2
+    seed: Seed = 0
 
 
 class Gate(msgspec.Struct, frozen=True, kw_only=True):
@@ -84,9 +99,9 @@ class Gate(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     metric: str
-    threshold: float | None = None
-    min_absolute_change: float | None = None
-    min_relative_change: float | None = None
+    threshold: Finite | None = None
+    min_absolute_change: Finite | None = None
+    min_relative_change: Finite | None = None
     baseline: str | None = None
     promote_to: str | None = "candidate"
 
@@ -105,8 +120,8 @@ class TrainingJobSpec(msgspec.Struct, frozen=True, kw_only=True):
     split: Split = Split()
     gate: Gate | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    max_attempts: int = 3
-    time_limit_s: float = 3600.0
+    max_attempts: PositiveCount = 3
+    time_limit_s: TimeLimit = 3600.0
     description: str = ""
 
 
@@ -116,7 +131,7 @@ class GateVerdict(msgspec.Struct, frozen=True, kw_only=True):
     passed: bool
     metric: str
     value: float
-    baseline_version: int | None = None
+    baseline_version: Version | None = None
     baseline_value: float | None = None
     reasons: list[str] = []
 
@@ -129,13 +144,13 @@ class TrainingJob(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     spec: TrainingJobSpec
     status: JobStatus
-    attempt: int = 0
-    epoch: int = 0
-    epochs: int = 0
+    attempt: Count = 0
+    epoch: Count = 0
+    epochs: Count = 0
     metrics: dict[str, float] = {}
     heartbeat_at: datetime | None = None
     error: str | None = None
-    version: int | None = None
+    version: Version | None = None
     verdict: GateVerdict | None = None
     cancel_requested: bool = False
     created_at: datetime
@@ -157,7 +172,7 @@ class GetTrainingJob(msgspec.Struct, frozen=True, kw_only=True):
 class ListTrainingJobs(msgspec.Struct, frozen=True, kw_only=True):
     """One page of jobs, newest first, optionally only those in ``status``."""
 
-    limit: int = 50
+    limit: Limit = 50
     cursor: str | None = None
     status: JobStatus | None = None
 
@@ -194,7 +209,7 @@ class TrainingJobFinished(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     id: str
     model: str
     status: JobStatus
-    version: int | None = None
+    version: Version | None = None
     error: str | None = None
     gate_passed: bool | None = None
 
@@ -212,7 +227,7 @@ class RetrainingPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
     model: str
     on_drift: bool = True
-    interval_s: float = 0.0
+    interval_s: Seconds = 0.0
     deployment: str | None = None
     rollout: RolloutPolicy = RolloutPolicy()
     enabled: bool = True
@@ -249,7 +264,7 @@ class Retraining(msgspec.Struct, frozen=True, kw_only=True):
     trigger: str
     status: Literal["training", "rolling_out", "succeeded", "failed", "compensated"]
     job_id: str | None = None
-    version: int | None = None
+    version: Version | None = None
     rollout_id: str | None = None
     error: str | None = None
     log: list[str] = []
@@ -267,7 +282,7 @@ class ListRetrainings(msgspec.Struct, frozen=True, kw_only=True):
     """One page of a model's retrainings (all models when ``None``), newest first."""
 
     model: str | None = None
-    limit: int = 50
+    limit: Limit = 50
     cursor: str | None = None
 
 

@@ -129,6 +129,48 @@ def test_compatibility_rules_catch_breaking_changes() -> None:
     assert _schema.problems(old, major) == []
 
 
+def test_changed_bounds_need_the_minor_version_raised() -> None:
+    old = _schema.snapshot("registry")
+    loose = copy.deepcopy(old)
+    del loose["components"]["SetAlias"]["properties"]["version"]["maximum"]
+    bumped = copy.deepcopy(old)
+    bumped["version"][1] += 1
+
+    assert _schema.problems(loose, old) == [
+        "SetAlias.version changed its bounds (raise the minor version)"
+    ]
+    assert _schema.problems(loose, bumped) == []
+
+
+@pytest.mark.parametrize(
+    ("struct", "body"),
+    [
+        ("contracts.training:Split", {"seed": -1}),
+        ("contracts.training:Split", {"seed": 2**100}),
+        ("contracts.training:TrainingJobSpec", {"time_limit_s": 1e308}),
+        ("contracts.features:GetFeatureView", {"version": 2**31}),
+        ("contracts.registry:ListModels", {"limit": 0}),
+        ("contracts.features:Clip", {"min": float("inf")}),
+        ("contracts.monitoring:GetSummary", {"window_s": float("nan")}),
+    ],
+)
+def test_numeric_fields_refuse_values_outside_their_bounds(
+    struct: str, body: dict[str, Any]
+) -> None:
+    module, _, name = struct.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    required = {
+        "TrainingJobSpec": {"trainer": "mlp", "model": "m", "dataset": {"label": "y"}},
+        "GetFeatureView": {"name": "v"},
+        "Clip": {"input": "v:f"},
+        "GetSummary": {"model": "m"},
+    }.get(name, {})
+
+    msgspec.convert({**required}, cls)  # the required fields alone are fine
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert({**required, **body}, cls)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
