@@ -3,8 +3,9 @@
 :func:`bind` turns an implementation of a contract Protocol into an object with the same methods,
 each wrapped once (not per call) to enforce the call's deadline, open a tracing span and record
 the ``quarry_contract_call_duration_seconds`` histogram labelled by caller, module, method and
-placement. Unexpected exceptions become :class:`~contracts.common.InternalError`, as they would
-over a remote transport.
+placement. A driver's connection failure becomes :class:`~contracts.common.Unavailable` naming
+the dependency (:func:`app.kernel.errors.unavailable_from`); other unexpected exceptions become
+:class:`~contracts.common.InternalError`, as they would over a remote transport.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from app.kernel import context, metrics, telemetry
+from app.kernel.errors import unavailable_from
 from app.kernel.protocols import ContractMethod, describe
 from contracts.common import DeadlineExceeded, InternalError, QuarryError
 
@@ -97,7 +99,13 @@ def _span_name(labels: dict[str, str]) -> str:
     return f"{labels['module']}.{labels['method']}"
 
 
-def _internal(exc: Exception, labels: dict[str, str]) -> InternalError:
+def _unexpected(exc: Exception, labels: dict[str, str]) -> QuarryError:
+    """``unavailable`` for a dependency's failure (the dependency monitor logs outages: not one
+    line per call), else ``internal`` (logged with its stack trace)."""
+    outage = unavailable_from(exc, module=labels["module"])
+    if outage is not None:
+        _log.debug("%s: %s", _span_name(labels), outage.message, exc_info=exc)
+        return outage
     _log.exception("unexpected error in %s", _span_name(labels))
     return InternalError(f"unexpected error in {_span_name(labels)}: {type(exc).__name__}")
 
@@ -132,9 +140,10 @@ def _call_wrapper(
                 span.set_status(Status(StatusCode.ERROR, exc.code))
                 raise
             except Exception as exc:
-                outcome = "internal"
-                span.set_status(Status(StatusCode.ERROR, "internal"))
-                raise _internal(exc, labels) from exc
+                error = _unexpected(exc, labels)
+                outcome = error.code
+                span.set_status(Status(StatusCode.ERROR, error.code))
+                raise error from exc
             finally:
                 durations.record(time.perf_counter() - start, outcome)
 
@@ -176,9 +185,10 @@ def _stream_wrapper(
             outcome = "cancelled"
             raise
         except Exception as exc:
-            outcome = "internal"
-            span.set_status(Status(StatusCode.ERROR, "internal"))
-            raise _internal(exc, labels) from exc
+            error = _unexpected(exc, labels)
+            outcome = error.code
+            span.set_status(Status(StatusCode.ERROR, error.code))
+            raise error from exc
         finally:
             span.end()
             durations.record(time.perf_counter() - start, outcome)

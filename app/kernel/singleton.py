@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from app.kernel import metrics
+from app.kernel.backoff import Backoff
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -59,6 +60,9 @@ __all__ = [
 ]
 
 _log = logging.getLogger("quarry.singleton")
+
+BACKOFF_CAP_S = 30.0
+"""The longest wait between attempts while a singleton loop's lease or rounds keep failing."""
 
 
 class Lease:
@@ -283,9 +287,14 @@ async def run_as_singleton(
     Between rounds the lease is tried (or kept) every ``check_s``, so a standby takes over
     within about ``check_s`` of the leader letting go. A replica that becomes the leader waits a
     full interval before its first round, as the old one may just have run one. A failing round
-    is logged and the loop goes on. The lease is released on the way out.
+    or lease is retried with capped exponential backoff, logged once when the failures start
+    and once when they end, and the loop goes on. The lease is released on the way out.
     """
     log = logger or _log
+    # A lease or a round failing through an outage is logged once when it starts and once when
+    # it ends; the waits between attempts grow from check_s up to BACKOFF_CAP_S.
+    taking = Backoff(f"taking the lease of {lease.name}", log, base_s=check_s, cap_s=BACKOFF_CAP_S)
+    rounds = Backoff(f"a round of {lease.name}", log, base_s=check_s, cap_s=BACKOFF_CAP_S)
     gauge = metrics.shared(
         metrics.UpDownCounter,
         "quarry.singleton.leader",
@@ -297,11 +306,13 @@ async def run_as_singleton(
     leading, next_round = False, time.monotonic() + interval_s
     try:
         while True:
+            pause = 0.0
             try:
                 held = await lease.hold()
-            except Exception:
-                log.warning("cannot take the lease of %s", lease.name, exc_info=True)
-                held = False
+            except Exception as exc:
+                held, pause = False, taking.failed(exc)
+            else:
+                taking.succeeded()
             if held != leading:
                 leading = held
                 gauge.add(1 if held else -1, labels)
@@ -312,10 +323,13 @@ async def run_as_singleton(
             elif now >= next_round:
                 try:
                     await body()
-                except Exception:
-                    log.warning("a round of %s failed", lease.name, exc_info=True)
-                next_round = time.monotonic() + interval_s
-            await asyncio.sleep(max(0.0, min(check_s, next_round - time.monotonic())))
+                except Exception as exc:
+                    pause = rounds.failed(exc)
+                else:
+                    rounds.succeeded()
+                next_round = time.monotonic() + max(interval_s, pause)
+            wait = min(check_s, next_round - time.monotonic())
+            await asyncio.sleep(max(0.0, wait, pause))
     finally:
         if leading:
             gauge.add(-1, labels)

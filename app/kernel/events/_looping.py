@@ -1,10 +1,13 @@
 """A background loop with wake-ups, a graceful stop and ``drain`` bookkeeping.
 
 The in-process relay and the Redis Streams publisher and consumer are each one task running
-passes: a pass answers how long to sleep (0 to go again at once); a failing pass is logged and
-retried after ``poll_s``. A :meth:`Loop.settled` future is answered by the first pass that began
-after it was asked for and found nothing outstanding (the pass calls :meth:`Loop.answer` with the
-generation it began in). :func:`stop_loops` and :func:`settle` stop and drain several at once.
+passes: a pass answers how long to sleep (0 to go again at once). A failing pass is retried with
+capped exponential backoff (:class:`~app.kernel.backoff.Backoff`: one log line when the failures
+start, one when a pass works again), so a database or Redis outage neither floods the log nor
+stops the loop: it resumes by itself. A :meth:`Loop.settled` future is answered by the first
+pass that began after it was asked for and found nothing outstanding (the pass calls
+:meth:`Loop.answer` with the generation it began in). :func:`stop_loops` and :func:`settle`
+stop and drain several at once.
 """
 
 from __future__ import annotations
@@ -15,7 +18,14 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["Loop", "settle", "stop_loops", "wait_for_event"]
+from app.kernel.backoff import Backoff
+
+__all__ = ["BACKOFF_BASE_S", "BACKOFF_CAP_S", "Loop", "settle", "stop_loops", "wait_for_event"]
+
+BACKOFF_BASE_S = 0.25
+"""The wait after a loop's first failed pass; it doubles per failure, up to ``BACKOFF_CAP_S``."""
+BACKOFF_CAP_S = 5.0
+"""The longest wait between failing passes: how late, at most, a loop notices a recovery."""
 
 
 class Loop:
@@ -29,6 +39,7 @@ class Loop:
         logger: logging.Logger,
         extra: dict[str, Any],
         label: str | None = None,
+        module: str | None = None,
     ) -> None:
         self.name = name
         self.label = label if label is not None else name
@@ -36,6 +47,15 @@ class Loop:
         self.poll_s = poll_s
         self.log = logger
         self.extra = extra
+        self.backoff = Backoff(
+            f"{self.label} pass",
+            logger,
+            base_s=BACKOFF_BASE_S,
+            cap_s=BACKOFF_CAP_S,
+            module=module,
+            extra=extra,
+        )
+        """Paces the retries of failing passes and logs each run of failures once."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
@@ -110,10 +130,10 @@ class Loop:
                 generation = self._requested
                 try:
                     delay = await self.run_pass(generation)
-                except Exception:
-                    self.log.exception("%s pass failed; retrying", self.label, extra=self.extra)
-                    await wait_for_event(self.stopping, self.poll_s)
+                except Exception as exc:
+                    await wait_for_event(self.stopping, self.backoff.failed(exc))
                     continue
+                self.backoff.succeeded()
                 if delay > 0:
                     await wait_for_event(self._wakeup, delay)
         finally:

@@ -80,6 +80,7 @@ class Relay(Loop):
             logger=logger,
             extra={"publisher": module},
             label="event relay",
+            module=module,
         )
         self.module = module
         self.db = db

@@ -3,7 +3,9 @@
 A pass (1) prunes the inbox when it is time, (2) reclaims entries other consumers of the group
 left pending longer than ``claim_idle_s`` (``XAUTOCLAIM``: their process died between reading
 and acknowledging), (3) delivers due inbox rows (retries, resubmissions, leases that lapsed),
-(4) reads new entries (``XREADGROUP ... BLOCK``; the block is the pass's sleep).
+(4) reads new entries (``XREADGROUP ... BLOCK``; the block is the pass's sleep). After a failed
+pass (Redis or the database was down) it first takes back the entries it read itself but did
+not acknowledge (``XREADGROUP ... 0``), rather than leaving them to ``claim_idle_s``.
 
 An entry read from a stream is first written to the inbox, leased to this consumer, in one
 transaction; an event already there is not delivered again (deduplication by event id). Then
@@ -66,6 +68,8 @@ class StreamConsumer(Loop):
             poll_s=poll_s,
             logger=logger,
             extra={"subscriber": module, "consumer": consumer},
+            label=f"event consumer of {module}",
+            module=module,
         )
         self.module = module
         self.db = db
@@ -86,6 +90,7 @@ class StreamConsumer(Loop):
         self._next_prune = self._next_reclaim = 0.0
         self._reclaim_from: dict[str, bytes | str] = {}
         self._quiet = False
+        self._own_pending = False
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -134,6 +139,9 @@ class StreamConsumer(Loop):
             if "NOGROUP" in str(exc):  # the stream or group went away (a Redis restart)
                 self._groups_ready = False
             raise
+        except Exception:
+            self._own_pending = True  # entries read in this pass may be left unacknowledged
+            raise
 
     async def _pass(self, generation: int) -> float:
         if time.monotonic() >= self._next_prune:
@@ -143,6 +151,8 @@ class StreamConsumer(Loop):
         if not self._groups_ready:
             await self._ensure_groups()
         found = 0
+        if self._own_pending:
+            found += await self._read_own()
         if time.monotonic() >= self._next_reclaim:
             found += await self._reclaim()
             self._next_reclaim = time.monotonic() + min(self.poll_s, self._claim_idle_s)
@@ -191,6 +201,20 @@ class StreamConsumer(Loop):
         found = 0
         for stream, entries in batches:
             found += await self._process(_text(stream), entries)
+        return found
+
+    async def _read_own(self) -> int:
+        """Process the entries this consumer read but did not acknowledge, a batch per stream."""
+        client = self._require_redis()
+        response: Any = await client.xreadgroup(
+            self.module, self.consumer, dict.fromkeys(self.streams, "0"), count=_READ_BATCH
+        )
+        batches = response.items() if isinstance(response, dict) else (response or [])
+        found, more = 0, False
+        for stream, entries in batches:
+            more = more or len(entries) >= _READ_BATCH
+            found += await self._process(_text(stream), entries)
+        self._own_pending = more
         return found
 
     async def _reclaim(self) -> int:

@@ -60,6 +60,8 @@ class StreamPublisher(Loop):
             poll_s=poll_s,
             logger=logger,
             extra={"publisher": module, "stream": stream},
+            label=f"event publisher of {module}",
+            module=module,
         )
         self.module = module
         self.db = db
