@@ -25,13 +25,14 @@ from app.kernel.http.auth import auth_guard, auth_middleware
 from app.kernel.http.idempotency import IdempotencyMiddleware
 from app.kernel.http.ratelimit import rate_limiter
 from app.kernel.module import BuiltModule, ModuleContext, ModuleSpec
+from app.kernel.module_settings import configure_modules
 from app.kernel.rpc import RemoteModule, rpc_router
 from app.kernel.settings import ConfigError, Settings
 from app.kernel.tasks import make_task_queue
 from app.modules import features, inference, monitoring, registry, training
 from contracts.common import Unauthenticated, Unavailable
 
-__all__ = ["AVAILABLE_MODULES", "Platform", "create_app"]
+__all__ = ["AVAILABLE_MODULES", "Platform", "configure", "create_app"]
 
 AVAILABLE_MODULES: tuple[ModuleSpec, ...] = (
     registry.module,
@@ -49,9 +50,13 @@ class Platform:
     """The modules of one process, built and started."""
 
     def __init__(self, settings: Settings, *, extra_modules: Sequence[ModuleSpec] = ()) -> None:
-        self.settings = settings
         self.specs = {s.name: s for s in (*AVAILABLE_MODULES, *extra_modules)}
-        self.hosted = _hosted_specs(settings, self.specs)
+        self.settings = settings = configure(settings, self.specs.values())
+        self.hosted = [
+            spec
+            for spec in self.specs.values()
+            if settings.hosts(spec.name) or spec in extra_modules
+        ]
         self.bus = make_event_bus(settings)
         self.tasks = make_task_queue(settings)
         self.databases: dict[str, Database] = {}
@@ -122,6 +127,7 @@ class Platform:
         ctx = ModuleContext(
             name=spec.name,
             settings=self.settings,
+            config=self.settings.module_config(spec.settings) if spec.settings else None,
             db=db,
             outbox=outbox,
             tasks=self.tasks,
@@ -235,17 +241,11 @@ class _Started:
         return call
 
 
-def _hosted_specs(settings: Settings, specs: dict[str, ModuleSpec]) -> list[ModuleSpec]:
-    explicit = set(settings.modules) != set(_all_names())
-    missing = [m for m in settings.modules if m not in specs] if explicit else []
-    if missing:
-        raise ConfigError(
-            f"QUARRY_MODULES names {', '.join(missing)}, not available in this build"
-            f" (available: {', '.join(specs)})"
-        )
-    return [
-        spec for name, spec in specs.items() if settings.hosts(name) or name not in _all_names()
-    ]
+def configure(settings: Settings, specs: Iterable[ModuleSpec] = AVAILABLE_MODULES) -> Settings:
+    """``settings`` checked against the modules of this build (``specs``), with each module's own
+    settings loaded; a module name nothing answers to is a :class:`ConfigError` naming its
+    variable."""
+    return configure_modules(settings, {spec.name: spec.settings for spec in specs})
 
 
 def _remote_modules(settings: Settings, specs: dict[str, ModuleSpec]) -> dict[str, RemoteModule]:
@@ -283,12 +283,6 @@ def _check_event_placement(
                     f"module {publisher.name} publishes events that remote module {name}"
                     " subscribes to, but QUARRY_EVENTS_URL is memory://: set it to redis://..."
                 )
-
-
-def _all_names() -> Iterable[str]:
-    from app.kernel.settings import MODULE_NAMES
-
-    return MODULE_NAMES
 
 
 @asynccontextmanager

@@ -11,7 +11,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from app.bootstrap import AVAILABLE_MODULES, Platform, create_app
+from app.bootstrap import AVAILABLE_MODULES, Platform, configure, create_app
 from app.kernel.auth import KeyStore
 from app.kernel.db import Database
 from app.kernel.events import list_failed, list_failed_inbox, retry_failed, retry_failed_inbox
@@ -417,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     handler: Callable[[Settings, argparse.Namespace], int] = args.handler
     try:
-        settings = load_settings(config_file=args.config, **overrides)
+        settings = configure(load_settings(config_file=args.config, **overrides))
         return handler(settings, args)
     except ConfigError as exc:
         print(f"quarry: configuration error: {exc}", file=sys.stderr)

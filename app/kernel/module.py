@@ -55,6 +55,10 @@ class ModuleSpec:
     subscribes: tuple[type, ...] = ()
     migrations: str | None = None
     """Folder name under the ``migrations`` package holding this module's alembic environment."""
+    settings: type | None = None
+    """The module's own settings: a frozen, ``kw_only`` msgspec Struct read from
+    ``QUARRY_<NAME>_<FIELD>`` and the ``[<name>]`` table of ``quarry.toml``
+    (:mod:`app.kernel.module_settings`); handed to ``build`` as :attr:`ModuleContext.config`."""
 
 
 @dataclass(kw_only=True)
@@ -79,6 +83,8 @@ class ModuleContext:
     tasks: TaskQueue
     logger: logging.Logger
     dependencies: Mapping[type, Any]
+    config: Any = None
+    """This module's own settings (an instance of ``ModuleSpec.settings``), or ``None``."""
 
     def require(self, protocol: type[P]) -> P:
         """The bound implementation (local or remote) of a required contract."""

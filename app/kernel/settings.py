@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlparse
 
-__all__ = ["MODULE_NAMES", "ConfigError", "Settings", "load_settings"]
+import msgspec
 
-MODULE_NAMES = ("registry", "features", "monitoring", "inference", "training")
-"""Every module Quarry knows, in dependency order."""
+__all__ = ["ConfigError", "Settings", "load_settings"]
+
+S = TypeVar("S", bound=msgspec.Struct)
 
 _MiB = 1 << 20
 
@@ -33,8 +35,9 @@ class Settings:
 
     data_dir: Path = Path(".quarry")
     """QUARRY_DATA_DIR: where embedded databases, artifacts and the keys file live."""
-    modules: tuple[str, ...] = MODULE_NAMES
-    """QUARRY_MODULES: the modules this process hosts (``all`` or a comma-separated list)."""
+    modules: tuple[str, ...] | None = None
+    """QUARRY_MODULES: the modules this process hosts (``all``, i.e. ``None``, or a
+    comma-separated list, checked against the build by the composition root)."""
     remotes: Mapping[str, str] = field(default_factory=dict)
     """QUARRY_REMOTE_<M>: base URL of the process hosting module M."""
     database_urls: Mapping[str, str] = field(default_factory=dict)
@@ -140,6 +143,28 @@ class Settings:
     log_format: Literal["json", "console"] = "json"
     """QUARRY_LOG_FORMAT: ``json`` (structured) or ``console``."""
 
+    module_settings: Mapping[type, Any] = field(default_factory=dict)
+    """Each module's own settings, by their Struct type: :func:`configure_modules` loads them
+    (:mod:`app.kernel.module_settings`); tests give theirs with :meth:`with_module`."""
+    module_environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    """The ``QUARRY_*`` variables :func:`load_settings` saw, which module settings are read from."""
+    module_tables: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
+    """The ``[<module>]`` tables of ``quarry.toml``, checked when module settings are loaded."""
+
+    def with_module(self, *configs: Any) -> Settings:
+        """A copy with module settings ``configs`` (Structs such as ``InferenceSettings(...)``),
+        which win over the environment and ``quarry.toml``."""
+        given = {type(c): c for c in configs}
+        for kind in given:
+            if not isinstance(kind, type) or not hasattr(kind, "__struct_fields__"):
+                raise TypeError(f"module settings are msgspec Structs, not {kind.__name__}")
+        return dataclasses.replace(self, module_settings={**self.module_settings, **given})
+
+    def module_config(self, kind: type[S]) -> S:
+        """The module settings of type ``kind`` in effect (its defaults when none were loaded)."""
+        found = self.module_settings.get(kind)
+        return found if isinstance(found, kind) else kind()
+
     def database_url(self, module: str) -> str:
         """Module ``module``'s database URL."""
         return self.database_urls.get(module) or f"sqlite:///{self.data_dir / module}.db"
@@ -163,7 +188,8 @@ class Settings:
 
     def hosts(self, module: str) -> bool:
         """Whether this process builds ``module`` (a module with a remote URL never is)."""
-        return module in self.modules and module not in self.remotes
+        hosted = self.modules is None or module in self.modules
+        return hosted and module not in self.remotes
 
     def auth_required(self, host: str | None = None) -> bool:
         """Whether requests need keys when serving on ``host`` (``auto`` decides by it)."""
@@ -192,14 +218,11 @@ def _bool(value: str) -> bool:
     raise ValueError("expected true or false")
 
 
-def _modules(value: str) -> tuple[str, ...]:
-    names = [m.strip() for m in value.split(",") if m.strip()]
-    if names == ["all"]:
-        return MODULE_NAMES
-    unknown = [m for m in names if m not in MODULE_NAMES]
-    if unknown or not names:
-        raise ValueError(f"expected 'all' or a comma-separated subset of {', '.join(MODULE_NAMES)}")
-    return tuple(m for m in MODULE_NAMES if m in names)
+def _modules(value: str) -> tuple[str, ...] | None:
+    names = [m.strip().lower() for m in value.split(",") if m.strip()]
+    if not names:
+        raise ValueError("expected 'all' or a comma-separated list of modules")
+    return None if names == ["all"] else tuple(dict.fromkeys(names))
 
 
 def _choice(*allowed: str) -> Callable[[str], str]:
@@ -315,6 +338,8 @@ def _variable(name: str) -> str:
 
 
 def _parse(name: str, raw: Any, source: str) -> Any:
+    if name == "modules" and isinstance(raw, (tuple, list)):
+        return _modules(",".join(map(str, raw))) if raw else ()  # () hosts nothing
     if raw is None or not isinstance(raw, (str, int, float, bool, Path, tuple, list)):
         return raw
     text = ",".join(map(str, raw)) if isinstance(raw, (tuple, list)) else str(raw)
@@ -333,13 +358,15 @@ def _build(values: Mapping[str, Any]) -> Settings:
                 if mapping == "remotes"
                 else (f"QUARRY_{module.upper()}_DATABASE_URL")
             )
-            if module not in MODULE_NAMES:
-                raise ConfigError(f"{var}: unknown module {module!r}")
             try:
                 parsed[mapping] = {**parsed[mapping], module: check(url)}
             except ValueError as exc:
                 raise ConfigError(f"{var}={url!r} is not valid: {exc}") from None
     return Settings(**parsed)
+
+
+_REMOTE = re.compile(r"QUARRY_REMOTE_([A-Z][A-Z0-9_]*)")
+_DATABASE = re.compile(r"QUARRY_([A-Z][A-Z0-9_]*)_DATABASE_URL")
 
 
 def load_settings(
@@ -352,21 +379,28 @@ def load_settings(
 
     The TOML file is ``config_file``, else ``QUARRY_CONFIG``, else ``./quarry.toml`` if present;
     its keys are the setting names (``data_dir``, ``modules``, ...) plus tables ``[remote]`` and
-    ``[database]`` keyed by module. ``overrides`` (CLI flags) win over everything.
+    ``[database]`` keyed by module; any other table is a module's own (``[inference]``), kept in
+    :attr:`Settings.module_tables` with the ``QUARRY_*`` variables for :func:`configure_modules`.
+    ``overrides`` (CLI flags) win over everything.
     """
     env = os.environ if environ is None else environ
     values: dict[str, Any] = _from_toml(env, config_file)
+    kernel = {f.name for f in dataclasses.fields(Settings)}
+    tables = {
+        k: values.pop(k) for k, v in list(values.items()) if k not in kernel and isinstance(v, dict)
+    }
     for name in _PARSERS:
         if _variable(name) in env:
             values[name] = env[_variable(name)]
-    remotes = dict(values.pop("remote", {}))
-    databases = dict(values.pop("database", {}))
-    for module in MODULE_NAMES:
-        if url := env.get(f"QUARRY_REMOTE_{module.upper()}"):
-            remotes[module] = url
-        if url := env.get(f"QUARRY_{module.upper()}_DATABASE_URL"):
-            databases[module] = url
-    values |= {"remotes": remotes, "database_urls": databases}
+    remotes = dict(tables.pop("remote", {}))
+    databases = dict(tables.pop("database", {}))
+    for variable, url in env.items():
+        if url and (found := _REMOTE.fullmatch(variable)):
+            remotes[found[1].lower()] = url
+        elif url and (found := _DATABASE.fullmatch(variable)):
+            databases[found[1].lower()] = url
+    values |= {"remotes": remotes, "database_urls": databases, "module_tables": tables}
+    values["module_environ"] = {k: v for k, v in env.items() if k.startswith("QUARRY_")}
     values |= {k: v for k, v in overrides.items() if v is not None}
     unknown = sorted(set(values) - {f.name for f in dataclasses.fields(Settings)})
     if unknown:
