@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -241,11 +241,17 @@ class _Started:
         return call
 
 
-def configure(settings: Settings, specs: Iterable[ModuleSpec] = AVAILABLE_MODULES) -> Settings:
+def configure(
+    settings: Settings,
+    specs: Iterable[ModuleSpec] = AVAILABLE_MODULES,
+    *,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Settings:
     """``settings`` checked against the modules of this build (``specs``), with each module's own
-    settings loaded; a module name nothing answers to is a :class:`ConfigError` naming its
-    variable."""
-    return configure_modules(settings, {spec.name: spec.settings for spec in specs})
+    settings loaded and ``overrides`` (module -> setting -> value) applied over every source; a
+    module name nothing answers to is a :class:`ConfigError` naming its variable."""
+    by_name = {spec.name: spec.settings for spec in specs}
+    return configure_modules(settings, by_name, overrides=overrides)
 
 
 def _remote_modules(settings: Settings, specs: dict[str, ModuleSpec]) -> dict[str, RemoteModule]:

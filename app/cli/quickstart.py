@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from app.bootstrap import Platform, create_app
+from app.bootstrap import Platform, configure, create_app
 from app.kernel.settings import Settings
 from contracts.features import (
     Feature,
@@ -440,11 +440,9 @@ async def run(settings: Settings, *, serve: bool, out: Any = sys.stdout) -> int:
     import uvicorn
 
     quiet = {} if os.environ.get("QUARRY_LOG_LEVEL") else {"log_level": "WARNING"}
-    settings = settings.replace(
-        prediction_log_sample=1.0,
-        training_heartbeat_s=1.0,
-        monitoring_drift_interval_s=0,
-        **quiet,
+    settings = configure(
+        settings.replace(prediction_log_sample=1.0, training_heartbeat_s=1.0, **quiet),
+        overrides={"monitoring": {"drift_interval_s": 0}},
     )
     platform = Platform(settings)
     config = uvicorn.Config(

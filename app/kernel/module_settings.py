@@ -74,10 +74,14 @@ def load_module_settings(
 
 
 def configure_modules(
-    settings: Settings, modules: Mapping[str, type[msgspec.Struct] | None]
+    settings: Settings,
+    modules: Mapping[str, type[msgspec.Struct] | None],
+    *,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Settings:
     """``settings`` checked against ``modules`` (name -> settings Struct, in this build) and with
     every module's settings loaded; settings already given (:meth:`Settings.with_module`) stay.
+    ``overrides`` (module -> field -> value, as a command sets them) beat every other source.
 
     Raises :class:`ConfigError` for a module name nothing in ``modules`` answers to (in
     ``QUARRY_MODULES``, ``QUARRY_REMOTE_<M>``, ``QUARRY_<M>_DATABASE_URL`` or a ``quarry.toml``
@@ -89,7 +93,21 @@ def configure_modules(
         if kind is not None and kind not in loaded:
             table = settings.module_tables.get(name, {})
             loaded[kind] = load_module_settings(name, kind, settings.module_environ, table)
+    for name, changes in (overrides or {}).items():
+        kind = modules.get(name)
+        if kind is None:
+            raise ConfigError(f"module {name!r} has no settings to override")
+        loaded[kind] = _override(name, loaded[kind], changes)
     return replace(settings, module_settings=loaded)
+
+
+def _override(module: str, current: Any, changes: Mapping[str, Any]) -> Any:
+    fields = {info.name: info for info in msgspec.structs.fields(current)}
+    unknown = sorted(set(changes) - set(fields))
+    if unknown:
+        raise ConfigError(f"module {module} has no setting(s) {', '.join(unknown)}")
+    values = {k: _convert(fields[k].type, v, f"{module}.{k}") for k, v in changes.items()}
+    return msgspec.structs.replace(current, **values)
 
 
 def _check_names(settings: Settings, modules: Mapping[str, type[msgspec.Struct] | None]) -> None:

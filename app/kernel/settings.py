@@ -58,16 +58,6 @@ class Settings:
     """QUARRY_TRAINING_STALE_S: a running job silent this long is re-run (its worker died)."""
     trainers: tuple[str, ...] = ()
     """QUARRY_TRAINERS: comma-separated modules to import for ``@trainer`` plug-ins."""
-    monitoring_slo_ms: float = 100.0
-    """QUARRY_MONITORING_SLO_MS: the latency objective SLO compliance is measured against."""
-    monitoring_retention_s: float = 30 * 86400.0
-    """QUARRY_MONITORING_RETENTION_S: prediction records older than this are pruned."""
-    monitoring_drift_interval_s: float = 3600.0
-    """QUARRY_MONITORING_DRIFT_INTERVAL_S: how often scheduled drift checks run (0 = never)."""
-    monitoring_cost_fp: float = 1.0
-    """QUARRY_MONITORING_COST_FP: the cost of one false positive (binary classifiers)."""
-    monitoring_cost_fn: float = 1.0
-    """QUARRY_MONITORING_COST_FN: the cost of one false negative (binary classifiers)."""
     artifacts_url: str | None = None
     """QUARRY_ARTIFACTS_URL: a folder (default ``<data_dir>/artifacts``) or ``s3://bucket/prefix``."""
     auth: Literal["auto", "on", "off"] = "auto"
@@ -291,11 +281,6 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "training_heartbeat_s": _positive(float),
     "training_stale_s": _positive(float),
     "trainers": lambda value: tuple(p.strip() for p in value.split(",") if p.strip()),
-    "monitoring_slo_ms": _positive(float),
-    "monitoring_retention_s": _positive(float),
-    "monitoring_drift_interval_s": _positive(float, allow_zero=True),
-    "monitoring_cost_fp": _positive(float, allow_zero=True),
-    "monitoring_cost_fn": _positive(float, allow_zero=True),
     "artifacts_url": str,
     "auth": _choice("auto", "on", "off"),
     "api_keys_file": Path,

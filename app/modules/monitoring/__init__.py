@@ -6,6 +6,7 @@ Exports only ``module``.
 from __future__ import annotations
 
 from app.kernel.module import BuiltModule, Dependency, ModuleContext, ModuleSpec
+from app.modules.monitoring.settings import MonitoringSettings
 from contracts.monitoring import VERSION, DriftDetected, MonitoringService
 from contracts.registry import RegistryService
 
@@ -20,6 +21,7 @@ async def _build(ctx: ModuleContext) -> BuiltModule:
         outbox=ctx.outbox,
         registry=ctx.require(RegistryService),
         settings=ctx.settings,
+        config=ctx.config,
         logger=ctx.logger,
     )
     return BuiltModule(service=service, on_startup=[service.start], on_shutdown=[service.close])
@@ -40,4 +42,5 @@ module = ModuleSpec(
     requires=(Dependency(module="registry", protocol=RegistryService),),
     publishes=(DriftDetected,),
     migrations="monitoring",
+    settings=MonitoringSettings,
 )

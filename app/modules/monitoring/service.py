@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from app.kernel.db import Database
     from app.kernel.events import Outbox
     from app.kernel.settings import Settings
+    from app.modules.monitoring.settings import MonitoringSettings
 
 __all__ = ["LocalMonitoringService"]
 
@@ -67,14 +68,16 @@ class LocalMonitoringService:
         outbox: Outbox,
         registry: RegistryService,
         settings: Settings,
+        config: MonitoringSettings,
         logger: logging.Logger,
     ) -> None:
         self._db = db
         self._outbox = outbox
         self._registry = registry
         self._settings = settings
+        self._config = config
         self._log = logger
-        self._slo_s = settings.monitoring_slo_ms / 1000
+        self._slo_s = config.slo_ms / 1000
         self.live = LiveFigures(slo_s=self._slo_s)
         self._loops: list[asyncio.Task[None]] = []
         self._classes: dict[tuple[str, int], list[str] | None] = {}
@@ -84,7 +87,7 @@ class LocalMonitoringService:
     async def start(self) -> None:
         """Start the drift schedule and the retention loop."""
         self.live.register()
-        if self._settings.monitoring_drift_interval_s > 0:
+        if self._config.drift_interval_s > 0:
             self._singleton("drift_schedule", self._drift_round, self._drift_interval_s)
         self._singleton("retention", self._retention_round, self._retention_interval_s)
 
@@ -105,11 +108,11 @@ class LocalMonitoringService:
 
     @property
     def _drift_interval_s(self) -> float:
-        return self._settings.monitoring_drift_interval_s
+        return self._config.drift_interval_s
 
     @property
     def _retention_interval_s(self) -> float:
-        return min(3600.0, self._settings.monitoring_retention_s / 10)
+        return min(3600.0, self._config.retention_s / 10)
 
     async def _drift_round(self) -> None:
         interval = self._drift_interval_s
@@ -127,7 +130,7 @@ class LocalMonitoringService:
                 )
 
     async def _retention_round(self) -> None:
-        before = time.time() - self._settings.monitoring_retention_s
+        before = time.time() - self._config.retention_s
         pruned = await self._db.write(lambda c: store.prune(c, before))
         if pruned:
             self._log.info("pruned %d prediction records past retention", pruned)
@@ -429,8 +432,8 @@ class LocalMonitoringService:
         metrics, cost = figures.classification_metrics(
             np.array(truths),
             np.stack(probabilities),
-            self._settings.monitoring_cost_fp,
-            self._settings.monitoring_cost_fn,
+            self._config.cost_fp,
+            self._config.cost_fn,
         )
         return metrics, cost, value
 
