@@ -33,6 +33,7 @@ __all__ = [
     "Limit",
     "MethodInfo",
     "MethodNotAllowed",
+    "ModelLoadFailed",
     "ModelRef",
     "NotFound",
     "Page",
@@ -182,6 +183,23 @@ class Unavailable(QuarryError):
 
     def __init__(
         self, message: str, *, retry_after: float = 1.0, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, details={"retry_after": retry_after, **(details or {})})
+        self.retry_after = float(self.details["retry_after"])
+
+
+class ModelLoadFailed(QuarryError):
+    """A model version failed to load or warm up, so it cannot serve (HTTP 503 with
+    ``Retry-After``: when the load is tried again). The message says why.
+
+    Not an :class:`Unavailable`: the module is up and serves its other models, so a remote
+    caller neither retries the call nor counts it against the module's circuit breaker.
+    """
+
+    code = "model_load_failed"
+
+    def __init__(
+        self, message: str, *, retry_after: float = 30.0, details: dict[str, Any] | None = None
     ) -> None:
         super().__init__(message, details={"retry_after": retry_after, **(details or {})})
         self.retry_after = float(self.details["retry_after"])

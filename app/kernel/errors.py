@@ -22,6 +22,7 @@ from contracts.common import (
     InternalError,
     InvalidInput,
     MethodNotAllowed,
+    ModelLoadFailed,
     NotFound,
     PayloadTooLarge,
     PermissionDenied,
@@ -56,6 +57,7 @@ STATUS_BY_ERROR: dict[type[QuarryError], int] = {
     InternalError: 500,
     IntegrityError: 502,
     Unavailable: 503,
+    ModelLoadFailed: 503,
     DeadlineExceeded: 504,
 }
 
