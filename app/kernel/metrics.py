@@ -11,6 +11,14 @@ lacks reads ``""``), the label values and the buckets are the same.
 
 Instruments are created on first use by the code that records them (not at import time) and
 registered once with the ``prometheus_client`` registry that ``/metrics`` reads.
+
+**Bounded series.** Each instrument keeps at most :func:`series_limit` label sets (default
+:data:`DEFAULT_MAX_SERIES`, ``QUARRY_METRICS_MAX_SERIES``; an instrument may set its own). As
+OpenTelemetry's SDK does at its cardinality limit, an observation with a new label set beyond the
+cap is not dropped but folded into one overflow series labelled ``otel_metric_overflow="true"``
+(so totals stay right), and counted in ``quarry_metric_series_overflow_total{instrument=...}``,
+``instrument`` being the family name on ``/metrics``. Memory and ``/metrics`` stay bounded
+whatever label values callers make up.
 """
 
 from __future__ import annotations
@@ -36,21 +44,77 @@ from prometheus_client.core import (
 
 from app.kernel.telemetry import DURATION_BUCKETS
 
-__all__ = ["Counter", "Histogram", "Series", "UpDownCounter", "shared"]
+__all__ = [
+    "DEFAULT_MAX_SERIES",
+    "OVERFLOW_ATTRIBUTE",
+    "Counter",
+    "Histogram",
+    "Series",
+    "UpDownCounter",
+    "limit_series",
+    "series_limit",
+    "shared",
+]
 
 
 Key = tuple[tuple[str, Any], ...]
+
+DEFAULT_MAX_SERIES = 1000
+"""Label sets an instrument keeps unless told otherwise (:func:`limit_series`)."""
+OVERFLOW_ATTRIBUTE = "otel.metric.overflow"
+"""The attribute (``true``) of the one series that takes observations beyond the cap."""
+_OVERFLOW: Key = ((OVERFLOW_ATTRIBUTE, True),)
+_limit = DEFAULT_MAX_SERIES
+
+
+def limit_series(max_series: int) -> None:
+    """Cap every instrument of this process, present and future, at ``max_series`` label sets.
+
+    Series recorded before stay; only new label sets beyond the cap go to the overflow series.
+    Instruments created with their own ``max_series`` keep it.
+    """
+    global _limit  # noqa: PLW0603 - one cap per process, set from the settings at start-up
+    if max_series < 1:
+        raise ValueError(f"max_series must be at least 1, not {max_series}")
+    _limit = max_series
+
+
+def series_limit() -> int:
+    """The cap on label sets per instrument in effect for instruments without their own."""
+    return _limit
 
 
 class _Instrument:
     kind: type[Metric]
 
-    def __init__(self, name: str, *, unit: str = "", description: str = "") -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        unit: str = "",
+        description: str = "",
+        max_series: int | None = None,
+    ) -> None:
         self.name = sanitize_full_name(name)
         self.unit = map_unit(unit)
         self.description = description
+        self.max_series = max_series
+        """This instrument's own cap on label sets (``None``: :func:`series_limit`)."""
         self._lock = threading.Lock()
         _collector().add(self)
+
+    @property
+    def exposed_name(self) -> str:
+        """The family name on ``/metrics`` (the name and its unit, before any ``_total``)."""
+        suffix = f"_{self.unit}" if self.unit else ""
+        return self.name if self.name.endswith(suffix) else self.name + suffix
+
+    def overflowed(self) -> int:
+        """Observations recorded into the overflow series so far."""
+        raise NotImplementedError
+
+    def _full(self, size: int) -> bool:
+        return size >= (self.max_series if self.max_series is not None else _limit)
 
     def family(self) -> Metric | None:
         """The Prometheus family of everything recorded so far (``None`` before the first)."""
@@ -73,15 +137,22 @@ class _Instrument:
 
 
 class _Sum(_Instrument):
-    def __init__(self, name: str, *, unit: str = "", description: str = "") -> None:
-        super().__init__(name, unit=unit, description=description)
+    def __init__(self, name: str, **options: Any) -> None:
+        super().__init__(name, **options)
         self._values: dict[Key, float] = {}
+        self._overflowed = 0
 
     def add(self, amount: float, attributes: Mapping[str, Any] | None = None) -> None:
-        """Add ``amount`` to the series of ``attributes``."""
+        """Add ``amount`` to the series of ``attributes`` (or to the overflow series)."""
         key = tuple(sorted(attributes.items())) if attributes else ()
         with self._lock:
+            if key not in self._values and self._full(len(self._values)):
+                key = _OVERFLOW
+                self._overflowed += 1
             self._values[key] = self._values.get(key, 0) + amount
+
+    def overflowed(self) -> int:
+        return self._overflowed
 
     def _points(self) -> list[tuple[Key, Any]]:
         return [(key, float(value)) for key, value in self._values.items()]
@@ -129,19 +200,34 @@ class Histogram(_Instrument):
         unit: str = "",
         description: str = "",
         buckets: Sequence[float] = DURATION_BUCKETS,
+        max_series: int | None = None,
     ) -> None:
-        super().__init__(name, unit=unit, description=description)
+        super().__init__(name, unit=unit, description=description, max_series=max_series)
         self._bounds = tuple(buckets)
         self._series: dict[Key, Series] = {}
 
     def series(self, attributes: Mapping[str, Any]) -> Series:
-        """The series of ``attributes``, for a caller that records into it many times."""
+        """The series of ``attributes``, for a caller that records into it many times.
+
+        Beyond the cap, a new label set gets the overflow series.
+        """
         key = tuple(sorted(attributes.items()))
         found = self._series.get(key)
         if found is None:
             with self._lock:
-                found = self._series.setdefault(key, Series(self._bounds, self._lock))
+                found = self._series.get(key)
+                if found is None:
+                    if self._full(len(self._series)):
+                        key = _OVERFLOW
+                    found = self._series.setdefault(key, Series(self._bounds, self._lock))
         return found
+
+    def overflowed(self) -> int:
+        overflow = self._series.get(_OVERFLOW)
+        if overflow is None:
+            return 0
+        with self._lock:
+            return sum(overflow._counts)
 
     def record(self, value: float, attributes: Mapping[str, Any]) -> None:
         """Count ``value`` in the series of ``attributes``."""
@@ -175,10 +261,19 @@ class _Collector:
         self._instruments.append(instrument)
 
     def collect(self) -> Iterator[Metric]:
+        overflows = CounterMetricFamily(
+            "quarry_metric_series_overflow",
+            "Observations folded into an instrument's overflow series (its label sets at the cap).",
+            labels=["instrument"],
+        )
         for instrument in list(self._instruments):
             family = instrument.family()
             if family is not None:
                 yield family
+            if count := instrument.overflowed():
+                overflows.add_metric([instrument.exposed_name], float(count))
+        if overflows.samples:
+            yield overflows
 
     def describe(self) -> list[Metric]:
         return []  # families appear as they are recorded: nothing to check at registration

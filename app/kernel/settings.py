@@ -115,8 +115,11 @@ class Settings:
     module's database (a PostgreSQL advisory lock; a file lock beside a SQLite file)."""
     open_probes: bool = True
     """QUARRY_OPEN_PROBES: ``/healthz``, ``/readyz`` and ``/v2/health/*`` need no key."""
-    open_metrics: bool = True
-    """QUARRY_OPEN_METRICS: ``/metrics`` needs no key."""
+    metrics_auth: Literal["auto", "on", "off"] = "auto"
+    """QUARRY_METRICS_AUTH: ``/metrics`` needs a key with scope ``read`` (or the service token);
+    ``auto`` follows QUARRY_AUTH (off on a loopback address). Replaces QUARRY_OPEN_METRICS."""
+    metrics_max_series: int = 1000
+    """QUARRY_METRICS_MAX_SERIES: label sets per metric; later ones share an overflow series."""
     events_max_attempts: int = 5
     """QUARRY_EVENTS_MAX_ATTEMPTS: deliveries tried per subscriber before an event is failed."""
     events_retry_base_s: float = 1.0
@@ -309,7 +312,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "rate_limit_url": _url("memory", "redis", "rediss"),
     "locks_url": _url("redis", "rediss"),
     "open_probes": _bool,
-    "open_metrics": _bool,
+    "metrics_auth": _choice("auto", "on", "off"),
+    "metrics_max_series": _positive(int),
     "events_max_attempts": _positive(int),
     "events_retry_base_s": _positive(float, allow_zero=True),
     "events_poll_s": _positive(float),
@@ -374,6 +378,8 @@ def load_settings(
     """
     env = os.environ if environ is None else environ
     values: dict[str, Any] = _from_toml(env, config_file)
+    if "QUARRY_OPEN_METRICS" in env or "open_metrics" in values:
+        raise ConfigError("QUARRY_OPEN_METRICS was replaced by QUARRY_METRICS_AUTH (auto, on, off)")
     kernel = {f.name for f in dataclasses.fields(Settings)}
     tables = {
         k: values.pop(k) for k, v in list(values.items()) if k not in kernel and isinstance(v, dict)

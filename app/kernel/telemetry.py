@@ -2,8 +2,11 @@
 
 Set up once per process by :func:`configure` (idempotent). Tracing follows the standard
 ``OTEL_*`` variables (``OTEL_TRACES_EXPORTER`` = ``none`` | ``console`` | ``otlp``,
-``OTEL_TRACES_SAMPLER``, ``OTEL_SERVICE_NAME``). Metrics go through an OpenTelemetry meter to a
-Prometheus reader; every duration is in seconds with buckets starting below one millisecond.
+``OTEL_TRACES_SAMPLER``, ``OTEL_SERVICE_NAME``). Spans are recorded only while something receives
+them: with no exporter (the default) and no span processor added later, the sampler's decision is
+"drop", so no span is built, while every span still has a trace id, which logs show and
+``traceparent`` carries (unsampled) to the next process. Metrics go through an OpenTelemetry meter
+to a Prometheus reader; every duration is in seconds with buckets starting below one millisecond.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import Histogram, MeterProvider
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from prometheus_client import REGISTRY, generate_latest
 
 __all__ = [
@@ -69,8 +73,38 @@ def configure(
         _configured = True
 
 
+class _WhileExported(Sampler):
+    """The configured sampler once spans have somewhere to go; "drop" until then."""
+
+    def __init__(self, provider: _ExportingTracerProvider, sampler: Sampler) -> None:
+        self._provider = provider
+        self._sampler = sampler
+
+    def should_sample(self, parent_context: Any, *args: Any, **kwargs: Any) -> SamplingResult:
+        if self._provider.exporting:
+            return self._sampler.should_sample(parent_context, *args, **kwargs)
+        parent = trace.get_current_span(parent_context).get_span_context()
+        return SamplingResult(Decision.DROP, trace_state=parent.trace_state)
+
+    def get_description(self) -> str:
+        return f"WhileExported{{{self._sampler.get_description()}}}"
+
+
+class _ExportingTracerProvider(TracerProvider):
+    """A tracer provider that records spans only once a span processor is added."""
+
+    def __init__(self, resource: Resource) -> None:
+        super().__init__(resource=resource)
+        self.exporting = False
+        self.sampler = _WhileExported(self, self.sampler)
+
+    def add_span_processor(self, span_processor: SpanProcessor) -> None:
+        super().add_span_processor(span_processor)
+        self.exporting = True
+
+
 def _tracer_provider(resource: Resource) -> TracerProvider:
-    provider = TracerProvider(resource=resource)
+    provider = _ExportingTracerProvider(resource)
     exporter = _span_exporter(os.environ.get("OTEL_TRACES_EXPORTER", "none").strip().lower())
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
@@ -108,9 +142,44 @@ def meter(name: str = "quarry") -> metrics.Meter:
     return metrics.get_meter(name)
 
 
+class _Rendering:
+    """One render of ``/metrics`` that scrapes arriving while it runs wait for and share."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.text = b""
+        self.error: BaseException | None = None
+
+
+_rendering: _Rendering | None = None
+_rendering_lock = threading.Lock()
+
+
 def metrics_text() -> bytes:
-    """Every metric of this process in the Prometheus text format."""
-    return generate_latest(REGISTRY)
+    """Every metric of this process in the Prometheus text format.
+
+    Blocking (call it on a worker thread). Calls that overlap share one render, so a burst of
+    scrapes costs one render's CPU, not one each.
+    """
+    global _rendering  # noqa: PLW0603 - the render in flight, shared by every caller
+    with _rendering_lock:
+        rendering, leader = _rendering, _rendering is None
+        if rendering is None:
+            rendering = _rendering = _Rendering()
+    if leader:
+        try:
+            rendering.text = generate_latest(REGISTRY)
+        except BaseException as exc:
+            rendering.error = exc
+        finally:
+            with _rendering_lock:
+                _rendering = None
+            rendering.done.set()
+    else:
+        rendering.done.wait()
+    if rendering.error is not None:
+        raise rendering.error
+    return rendering.text
 
 
 def _add_trace_ids(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,7 @@ def env(redis_env: dict[str, str], postgres_schema_url: str, tmp_path: Path) -> 
         **databases,
         "QUARRY_API_KEYS_FILE": str(tmp_path / "api_keys.toml"),
         "QUARRY_AUTH": "on",
+        "QUARRY_METRICS_AUTH": "off",  # the test reads leaders from /metrics without a key
         "QUARRY_RATE_LIMIT_PER_S": "0.01",
         "QUARRY_RATE_LIMIT_BURST": str(BURST),
         "QUARRY_MONITORING_DRIFT_INTERVAL_S": "0.5",

@@ -9,6 +9,7 @@ process. Spans are caught by an in-memory exporter on the tracer provider that
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -37,7 +38,7 @@ from tests.integration.test_predict_by_entity import train_like
 
 TOKEN = "tracing-test-token"
 ROOT = Path(__file__).resolve().parents[2]
-PREDICT = "POST /v1/predict/churn"
+PREDICT = "POST /v1/predict/{model_ref}"
 
 
 # --- fixtures -------------------------------------------------------------------------------
@@ -95,11 +96,12 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     telemetry.configure(log_level="WARNING")
     provider = trace.get_tracer_provider()
     assert isinstance(provider, TracerProvider)
-    with telemetry.tracer("tests").start_as_current_span("probe") as probe:
-        assert probe.is_recording(), "the process-wide sampler drops root spans"
     exporter = InMemorySpanExporter()
     processor = SimpleSpanProcessor(exporter)
     provider.add_span_processor(processor)
+    with telemetry.tracer("tests").start_as_current_span("probe") as probe:
+        assert probe.is_recording(), "the process-wide sampler drops root spans"
+    exporter.clear()
     yield exporter
     processor.shutdown()  # the provider cannot drop a processor; a shut one exports nothing
 
@@ -222,6 +224,45 @@ async def test_predict_by_entity_is_one_trace_across_three_processes(
         assert served_here.parent is not None
         assert served_here.parent.is_remote
         assert served_here.parent.span_id == called_there.context.span_id
+
+
+# --- no exporter: no spans, trace ids still ------------------------------------------------
+
+NO_EXPORTER = """
+import logging
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from app.kernel import telemetry
+telemetry.configure(log_level="INFO")
+tracer = telemetry.tracer("tests")
+with tracer.start_as_current_span("unexported") as span:
+    print(span.is_recording(), f"{span.get_span_context().trace_id:032x}", flush=True)
+    logging.getLogger("tests").info("inside")
+trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+with tracer.start_as_current_span("exported") as span:
+    print(span.is_recording(), flush=True)
+"""
+
+
+def test_without_an_exporter_spans_are_not_recorded_but_logs_keep_trace_ids() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run(
+        [sys.executable, "-c", NO_EXPORTER],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    unexported, exported = done.stdout.decode().splitlines()
+    recording, trace_id = unexported.split()
+    assert recording == "False"
+    assert int(trace_id, 16) != 0
+    [logged] = [json.loads(line) for line in done.stderr.decode().splitlines() if "inside" in line]
+    assert logged["trace_id"] == trace_id
+    assert exported == "True"  # a span processor added later gets spans from then on
 
 
 # --- OTLP export ----------------------------------------------------------------------------

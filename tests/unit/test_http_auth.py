@@ -256,7 +256,7 @@ def test_the_openapi_schema_is_open(client: TestClient[Litestar]) -> None:
 
 
 def test_probes_and_metrics_can_be_closed(keys: KeyStore) -> None:
-    closed = Settings(open_probes=False, open_metrics=False)
+    closed = Settings(open_probes=False, metrics_auth="on")
     with client_for(keys, settings=closed) as closed_client:
         for path in ("/healthz", "/readyz", "/v2/health/live", "/metrics"):
             assert_error(closed_client.get(path), 401, "unauthenticated")

@@ -1,4 +1,5 @@
-"""HTTP tracing and metrics: a caller's trace continues, /metrics reads like OpenTelemetry's."""
+"""HTTP tracing and metrics: a caller's trace continues, /metrics reads like OpenTelemetry's,
+routes are labelled by their template and every instrument is capped."""
 
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ def echo(name: FromPath[str]) -> dict[str, str]:
     return {"name": name}
 
 
+@post("/v1/measured/{name:str}", status_code=200, sync_to_thread=False)
+def measured(name: FromPath[str]) -> dict[str, str]:
+    return {"name": name}
+
+
 class _Platform:
     def readiness(self) -> dict[str, bool]:
         return {}
@@ -34,7 +40,7 @@ class _Platform:
 def client(tmp_path: Any) -> Iterator[TestClient[Any]]:
     telemetry.configure(log_level="WARNING")
     app = create_http_app(
-        settings=Settings(data_dir=tmp_path), platform=_Platform(), route_handlers=[echo]
+        settings=Settings(data_dir=tmp_path), platform=_Platform(), route_handlers=[echo, measured]
     )
     with TestClient(app) as test_client:
         yield test_client
@@ -56,28 +62,43 @@ def test_a_sampled_caller_trace_gets_a_server_span_with_the_request_and_status(
     assert client.post("/v1/echo/traced", headers={"traceparent": parent}).status_code == 200
     exporter.shutdown()
 
-    [span] = [s for s in exporter.get_finished_spans() if s.name == "POST /v1/echo/traced"]
+    [span] = [s for s in exporter.get_finished_spans() if s.name == "POST /v1/echo/{name}"]
     assert f"{span.context.trace_id:032x}" == TRACE_ID
     assert span.kind == trace.SpanKind.SERVER
     assert span.attributes is not None
-    assert span.attributes["http.route"] == "POST /v1/echo/traced"
+    assert span.attributes["http.route"] == "/v1/echo/{name}"
+    assert span.attributes["url.path"] == "/v1/echo/traced"
     assert span.attributes["http.response.status_code"] == 200
 
 
 def test_requests_are_measured_with_the_opentelemetry_names_and_labels(
     client: TestClient[Any],
 ) -> None:
-    client.post("/v1/echo/measured", content=b"{}")
+    client.post("/v1/measured/raw-path", content=b"{}")
     text = client.get("/metrics").text
     labels = (
         'http_request_method="POST",http_response_status_code="200",'
-        'http_route="POST /v1/echo/measured",le="+Inf",network_protocol_version="1.1",'
+        'http_route="/v1/measured/{name}",le="+Inf",network_protocol_version="1.1",'
         'url_scheme="http"'
     )
     assert f"http_server_request_duration_seconds_bucket{{{labels}}} 1.0" in text
     assert f"http_server_request_body_size_bytes_bucket{{{labels}}} 1.0" in text
     assert 'http_server_active_requests{http_request_method="POST",url_scheme="http"} 0.0' in text
-    assert 'http_route="GET /metrics"' not in client.get("/metrics").text
+    assert 'http_route="/metrics"' not in client.get("/metrics").text
+    assert "raw-path" not in text
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/no/such/thing"), ("GET", "/v1/echo/x")])
+def test_unmatched_requests_share_one_route_label(
+    client: TestClient[Any], method: str, path: str
+) -> None:
+    status = client.request(method, path).status_code
+    text = client.get("/metrics").text
+
+    assert status in (404, 405)
+    unmatched = f'http_response_status_code="{status}",http_route="<unmatched>"'
+    assert f'{unmatched},le="+Inf"' in text
+    assert path not in text
 
 
 def test_histograms_count_cumulatively_and_fill_missing_labels() -> None:
@@ -92,3 +113,39 @@ def test_histograms_count_cumulatively_and_fill_missing_labels() -> None:
     assert 'quarry_test_sizes_bytes_bucket{extra="1",kind="a",le="2.5"} 0.0' in text
     assert 'quarry_test_sizes_bytes_sum{extra="",kind="a"} 0.0001' in text
     assert 'quarry_test_things_total{kind="a"} 2.0' in text
+
+
+def test_an_instrument_at_its_cap_folds_new_label_sets_into_one_overflow_series() -> None:
+    histogram = metrics.Histogram("quarry.test.capped", unit="s", max_series=2)
+    counter = metrics.Counter("quarry.test.capped.things", max_series=2)
+    for n in range(5):
+        histogram.record(0.5, {"user": f"u{n}"})
+        counter.add(1, {"user": f"u{n}"})
+    counter.add(1, {"user": "u0"})  # a known label set keeps its series
+    text = telemetry.metrics_text().decode()
+
+    assert 'quarry_test_capped_seconds_count{otel_metric_overflow="",user="u1"} 1.0' in text
+    assert 'quarry_test_capped_seconds_count{otel_metric_overflow="true",user=""} 3.0' in text
+    assert 'quarry_test_capped_things_total{otel_metric_overflow="",user="u0"} 2.0' in text
+    assert 'quarry_test_capped_things_total{otel_metric_overflow="true",user=""} 3.0' in text
+    assert "u2" not in text
+    overflow = "quarry_metric_series_overflow_total"
+    assert f'{overflow}{{instrument="quarry_test_capped_seconds"}} 3.0' in text
+    assert f'{overflow}{{instrument="quarry_test_capped_things"}} 3.0' in text
+
+
+def test_the_process_cap_applies_to_instruments_without_their_own() -> None:
+    gauge = metrics.UpDownCounter("quarry.test.process.capped")
+    metrics.limit_series(1)
+    try:
+        gauge.add(1, {"k": "a"})
+        gauge.add(1, {"k": "b"})
+        gauge.add(-1, {"k": "b"})
+    finally:
+        metrics.limit_series(metrics.DEFAULT_MAX_SERIES)
+    text = telemetry.metrics_text().decode()
+
+    assert 'quarry_test_process_capped{k="a",otel_metric_overflow=""} 1.0' in text
+    assert 'quarry_test_process_capped{k="",otel_metric_overflow="true"} 0.0' in text
+    overflow = 'quarry_metric_series_overflow_total{instrument="quarry_test_process_capped"}'
+    assert f"{overflow} 2.0" in text

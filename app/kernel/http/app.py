@@ -14,6 +14,7 @@ from litestar import Litestar, MediaType, Response, get
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
+from app.kernel import metrics as kernel_metrics
 from app.kernel import telemetry
 from app.kernel.http.context import RequestContextMiddleware
 from app.kernel.http.errors import exception_handlers, json_not_found
@@ -69,9 +70,15 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/metrics", opt={"open": "metrics"}, include_in_schema=False, sync_to_thread=False)
+@get(
+    "/metrics",
+    opt={"open": "metrics", "scope": "read"},
+    include_in_schema=False,
+    sync_to_thread=True,
+)
 def metrics() -> Response[bytes]:
-    """Prometheus text exposition of every metric of this process."""
+    """Prometheus text exposition of every metric of this process, rendered on a worker thread
+    (``sync_to_thread``) so a scrape never holds up the event loop."""
     return Response(telemetry.metrics_text(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
@@ -133,6 +140,7 @@ def create_http_app(
         logging_config=None,  # logs go through app.kernel.telemetry's structured handler
         debug=debug,
     )
+    kernel_metrics.limit_series(settings.metrics_max_series)
     # Where litestar puts its OpenTelemetry middleware: around the exception handler and router.
     app.asgi_handler = TracingMiddleware(
         app.asgi_handler, exclude=["/metrics", *PROBE_PATHS, RPC_PREFIX]

@@ -9,10 +9,11 @@ exception handlers.
 
 Rules, in order:
 
-1. ``/rpc/...`` always needs the service token or a valid key, whatever ``required`` says.
-2. Open paths (probes, metrics, the OpenAPI schema and Swagger UI) need nothing; a key sent
-   there is ignored. The schema is open because it describes routes, not data, and Swagger UI
-   has to load before a user can type a key into it.
+1. ``/rpc/...`` always needs the service token or a valid key, whatever ``required`` says; so
+   does ``/metrics`` when metrics auth is on (:func:`metrics_auth_required`).
+2. Open paths (probes, ``/metrics`` when metrics auth is off, the OpenAPI schema and Swagger UI)
+   need nothing; a key sent there is ignored. The schema is open because it describes routes,
+   not data, and Swagger UI has to load before a user can type a key into it.
 3. A presented key that is not valid is a 401, even when keys are not required.
 4. No key: a 401 when keys are required; otherwise the request acts as an anonymous principal
    holding every scope (rate-limited by client address).
@@ -53,25 +54,39 @@ __all__ = [
     "auth_guard",
     "auth_middleware",
     "default_open_paths",
+    "metrics_auth_required",
     "required_scope",
 ]
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _UNSET: Any = object()
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
+METRICS_PATH = "/metrics"
 
 
-def default_open_paths(settings: Settings) -> frozenset[str]:
-    """Paths open without a key: probes (``QUARRY_OPEN_PROBES``), ``/metrics``
-    (``QUARRY_OPEN_METRICS``) and the OpenAPI schema with Swagger UI (always).
+def metrics_auth_required(settings: Settings, host: str | None = None) -> bool:
+    """Whether a scrape of ``/metrics`` needs a ``read`` key or the service token
+    (``QUARRY_METRICS_AUTH``; ``auto`` does as QUARRY_AUTH does for a server bound to ``host``).
+
+    Label values are bounded, but they still name models, deployments and modules: a public
+    server keeps them to its key holders unless told otherwise.
+    """
+    if settings.metrics_auth != "auto":
+        return settings.metrics_auth == "on"
+    return settings.auth_required(host)
+
+
+def default_open_paths(settings: Settings, host: str | None = None) -> frozenset[str]:
+    """Paths open without a key: probes (``QUARRY_OPEN_PROBES``), ``/metrics`` (unless
+    :func:`metrics_auth_required`) and the OpenAPI schema with Swagger UI (always).
 
     An entry ending in ``/*`` opens everything under that prefix; any other entry is exact.
     """
     paths = {"/schema", "/schema/*"}
     if settings.open_probes:
         paths |= {"/healthz", "/readyz", "/v2/health/*"}
-    if settings.open_metrics:
-        paths.add("/metrics")
+    if not metrics_auth_required(settings, host):
+        paths.add(METRICS_PATH)
     return frozenset(paths)
 
 
@@ -89,6 +104,7 @@ class AuthMiddleware(ASGIMiddleware):
         keys: KeyStore | None,
         service_token: str | None = None,
         open_paths: Iterable[str] = (),
+        keyed_paths: Iterable[str] = (),
         limiter: RateLimiter | None = None,
     ) -> None:
         self.required = required
@@ -98,6 +114,8 @@ class AuthMiddleware(ASGIMiddleware):
         paths = set(open_paths)
         self._open_exact = frozenset(p for p in paths if not p.endswith("/*"))
         self._open_prefixes = tuple(sorted(p[:-1] for p in paths if p.endswith("/*")))
+        self._keyed = frozenset(keyed_paths)
+        """Exact paths that need a key even when keys are not ``required`` (``/metrics``)."""
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         """Answer 401/429 straight away, or run the app as the request's principal."""
@@ -120,13 +138,13 @@ class AuthMiddleware(ASGIMiddleware):
     def _authenticate(self, scope: Scope) -> tuple[Principal, bool]:
         """The caller, and whether the rate limit applies (not on open paths nor to services)."""
         path = scope["path"]
-        rpc = path == "/rpc" or path.startswith("/rpc/")
-        if not rpc and self.is_open(path):
+        keyed = path == "/rpc" or path.startswith("/rpc/") or path in self._keyed
+        if not keyed and self.is_open(path):
             return ANONYMOUS_PRINCIPAL, False
         token = _presented_key(scope)
         if token is not None:
             principal = self._verify(token)
-        elif rpc or self.required:
+        elif keyed or self.required:
             raise Unauthenticated(
                 "this request needs an API key: send 'Authorization: Bearer <key>'",
                 details={"path": path},
@@ -156,7 +174,8 @@ def auth_middleware(
         required=settings.auth_required(host),
         keys=keys,
         service_token=settings.service_token,
-        open_paths=default_open_paths(settings),
+        open_paths=default_open_paths(settings, host),
+        keyed_paths=[METRICS_PATH] if metrics_auth_required(settings, host) else [],
         limiter=limiter if limiter is not None else rate_limiter(settings),
     )
 

@@ -5,14 +5,20 @@ middleware), which on a 2-core VM cost ~450 µs of CPU per prediction at 1 % sam
 attributes collected, ``receive`` and ``send`` wrapped in child spans, and six SDK metric
 measurements, whether or not the request was sampled. Here:
 
-- the span is named ``"<METHOD> <path>"`` with ``http.route`` the same, as litestar names it, and
-  continues a ``traceparent`` sent by the caller; it is a server span whose request attributes,
-  response status code and error status follow the HTTP semantic conventions, and they are
-  computed only when the sampler records the span. ``receive``/``send`` get no child spans.
+- the span continues a ``traceparent`` sent by the caller; it is a server span whose request
+  attributes, response status code and error status follow the HTTP semantic conventions, and
+  they are computed only when the sampler records the span. ``receive``/``send`` get no child
+  spans.
 - the metrics keep the names, units, descriptions and labels the OpenTelemetry middleware gave
   them (``http.server.request.duration``, ``http.server.active_requests``,
   ``http.server.request.body.size``, ``http.server.response.body.size``), recorded through
   :mod:`app.kernel.metrics` at ~1 µs each.
+
+``http.route`` is the template of the route that answered (``/v1/predict/{model_ref}``), as the
+semantic conventions define it, and the span is named ``"<METHOD> <route>"``. A request no route
+matched (404, 405, or refused before routing) gets :data:`UNMATCHED_ROUTE` as its label and a span
+named after its method only. The raw path never becomes a label: a label value per path anyone
+requests would grow ``/metrics`` without bound and publish every URL asked for.
 """
 
 from __future__ import annotations
@@ -35,7 +41,10 @@ from opentelemetry.util.http import sanitize_method
 
 from app.kernel import metrics, telemetry
 
-__all__ = ["TracingMiddleware"]
+__all__ = ["UNMATCHED_ROUTE", "TracingMiddleware", "route_of"]
+
+UNMATCHED_ROUTE = "<unmatched>"
+"""The ``http.route`` label of a request that no route matched."""
 
 _PROPAGATED = frozenset({b"traceparent", b"tracestate", b"baggage"})
 
@@ -95,21 +104,15 @@ class TracingMiddleware:
             return
         started = time.perf_counter()
         instruments = _Instruments.get()
-        name = f"{scope['method']} {scope['path']}"
+        method = sanitize_method(scope["method"])
         parent, request_size = _read_headers(scope)
-        span = self._tracer.start_span(name, context=parent, kind=SpanKind.SERVER)
+        span = self._tracer.start_span(method, context=parent, kind=SpanKind.SERVER)
         if span.is_recording():
-            attributes = collect_request_attributes(scope, _StabilityMode.HTTP)  # type: ignore[no-untyped-call]
-            attributes["http.route"] = name
-            span.set_attributes(attributes)
-        labels = {
-            "http.request.method": sanitize_method(scope["method"]),
-            "url.scheme": scope.get("scheme", "http"),
-        }
+            span.set_attributes(collect_request_attributes(scope, _StabilityMode.HTTP))  # type: ignore[no-untyped-call]
+        labels = {"http.request.method": method, "url.scheme": scope.get("scheme", "http")}
         measured: dict[str, Any] = {
             **labels,
             "network.protocol.version": scope.get("http_version", "1.1"),
-            "http.route": name,
         }
         response_size: list[int] = []
 
@@ -132,6 +135,10 @@ class TracingMiddleware:
             raise
         finally:
             otel_context.detach(token)
+            measured["http.route"] = route = route_of(scope)
+            if route is not UNMATCHED_ROUTE and span.is_recording():
+                span.update_name(f"{method} {route}")
+                span.set_attribute("http.route", route)
             instruments.duration.record(max(time.perf_counter() - started, 0.0), measured)
             instruments.active.add(-1, labels)
             if response_size:
@@ -139,6 +146,12 @@ class TracingMiddleware:
             if request_size is not None:
                 instruments.request_size.record(request_size, measured)
             span.end()
+
+
+def route_of(scope: Any) -> str:
+    """The template of the route that answered ``scope``; :data:`UNMATCHED_ROUTE` if none did."""
+    template = scope.get("path_template")
+    return template if isinstance(template, str) and template else UNMATCHED_ROUTE
 
 
 def _read_headers(scope: Any) -> tuple[otel_context.Context | None, int | None]:
