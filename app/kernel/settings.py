@@ -48,10 +48,6 @@ class Settings:
     """QUARRY_EVENTS_URL: ``memory://`` (in-process delivery) or ``redis://...``."""
     redis_prefix: str = "quarry:"
     """QUARRY_REDIS_PREFIX: prefix of every Redis key, stream and queue Quarry creates."""
-    online_store_url: str | None = None
-    """QUARRY_ONLINE_STORE_URL: the features online store (default: the features database)."""
-    features_future_tolerance_s: float = 300.0
-    """QUARRY_FEATURES_FUTURE_TOLERANCE_S: how far ahead of now a pushed event may be stamped."""
     training_heartbeat_s: float = 5.0
     """QUARRY_TRAINING_HEARTBEAT_S: how often a running training job proves it is alive."""
     training_stale_s: float = 60.0
@@ -98,9 +94,6 @@ class Settings:
     """QUARRY_MAX_BODY_BYTES: largest public request body (413 above it)."""
     max_upload_bytes: int = 1024 * _MiB
     """QUARRY_MAX_UPLOAD_BYTES: largest model upload (413 above it)."""
-    max_tensor_bytes: int = 1 << 30
-    """QUARRY_MAX_TENSOR_BYTES: most bytes a model input or output may take by its static
-    dimensions alone (dynamic ones count as 1); the registry refuses larger ones at upload."""
     max_rpc_body_bytes: int = 256 * _MiB
     """QUARRY_MAX_RPC_BODY_BYTES: largest RPC request body."""
     rate_limit_per_s: float = 1000.0
@@ -115,11 +108,8 @@ class Settings:
     module's database (a PostgreSQL advisory lock; a file lock beside a SQLite file)."""
     open_probes: bool = True
     """QUARRY_OPEN_PROBES: ``/healthz``, ``/readyz`` and ``/v2/health/*`` need no key."""
-    metrics_auth: Literal["auto", "on", "off"] = "auto"
-    """QUARRY_METRICS_AUTH: ``/metrics`` needs a key with scope ``read`` (or the service token);
-    ``auto`` follows QUARRY_AUTH (off on a loopback address). Replaces QUARRY_OPEN_METRICS."""
-    metrics_max_series: int = 1000
-    """QUARRY_METRICS_MAX_SERIES: label sets per metric; later ones share an overflow series."""
+    open_metrics: bool = True
+    """QUARRY_OPEN_METRICS: ``/metrics`` needs no key."""
     events_max_attempts: int = 5
     """QUARRY_EVENTS_MAX_ATTEMPTS: deliveries tried per subscriber before an event is failed."""
     events_retry_base_s: float = 1.0
@@ -282,8 +272,6 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "broker_url": _url("memory", "redis", "rediss"),
     "events_url": _url("memory", "redis", "rediss"),
     "redis_prefix": str,
-    "online_store_url": _url("redis", "rediss", "sqlite", "postgresql"),
-    "features_future_tolerance_s": _positive(float, allow_zero=True),
     "training_heartbeat_s": _positive(float),
     "training_stale_s": _positive(float),
     "trainers": lambda value: tuple(p.strip() for p in value.split(",") if p.strip()),
@@ -305,15 +293,13 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "port": _positive(int),
     "max_body_bytes": _positive(int),
     "max_upload_bytes": _positive(int),
-    "max_tensor_bytes": _positive(int),
     "max_rpc_body_bytes": _positive(int),
     "rate_limit_per_s": _positive(float, allow_zero=True),
     "rate_limit_burst": _positive(int),
     "rate_limit_url": _url("memory", "redis", "rediss"),
     "locks_url": _url("redis", "rediss"),
     "open_probes": _bool,
-    "metrics_auth": _choice("auto", "on", "off"),
-    "metrics_max_series": _positive(int),
+    "open_metrics": _bool,
     "events_max_attempts": _positive(int),
     "events_retry_base_s": _positive(float, allow_zero=True),
     "events_poll_s": _positive(float),
@@ -378,8 +364,6 @@ def load_settings(
     """
     env = os.environ if environ is None else environ
     values: dict[str, Any] = _from_toml(env, config_file)
-    if "QUARRY_OPEN_METRICS" in env or "open_metrics" in values:
-        raise ConfigError("QUARRY_OPEN_METRICS was replaced by QUARRY_METRICS_AUTH (auto, on, off)")
     kernel = {f.name for f in dataclasses.fields(Settings)}
     tables = {
         k: values.pop(k) for k, v in list(values.items()) if k not in kernel and isinstance(v, dict)

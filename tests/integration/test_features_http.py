@@ -12,6 +12,7 @@ import pytest
 
 from app.bootstrap import Platform, create_app
 from app.kernel.settings import Settings
+from app.modules.features.settings import FeaturesSettings
 from tests.conftest import REDIS_URL
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -29,9 +30,8 @@ async def client(
     if request.param == "postgres-redis":
         settings = settings.replace(
             database_urls={"features": request.getfixturevalue("postgres_schema_url")},
-            online_store_url=REDIS_URL,
             redis_prefix=request.getfixturevalue("redis_namespace") + ":",
-        )
+        ).with_module(FeaturesSettings(online_store_url=REDIS_URL))
     async with Platform(settings) as platform:
         transport = httpx.ASGITransport(app=create_app(platform, host="127.0.0.1"))
         async with httpx.AsyncClient(transport=transport, base_url="http://q") as http:

@@ -6,6 +6,7 @@ Exports only ``module``.
 from __future__ import annotations
 
 from app.kernel.module import BuiltModule, ModuleContext, ModuleSpec
+from app.modules.features.settings import FeaturesSettings
 from contracts.features import VERSION, FeaturesService, FeatureViewChanged
 
 __all__ = ["module"]
@@ -15,12 +16,13 @@ async def _build(ctx: ModuleContext) -> BuiltModule:
     from app.modules.features.online import open_online_store
     from app.modules.features.service import LocalFeaturesService
 
+    config: FeaturesSettings = ctx.config
     service = LocalFeaturesService(
         db=ctx.db,
         outbox=ctx.outbox,
-        online=open_online_store(ctx.settings.online_store_url, ctx.db, ctx.settings.redis_prefix),
+        online=open_online_store(config.online_store_url, ctx.db, ctx.settings.redis_prefix),
         logger=ctx.logger,
-        future_tolerance_s=ctx.settings.features_future_tolerance_s,
+        future_tolerance_s=config.future_tolerance_s,
     )
     return BuiltModule(service=service, on_shutdown=[service.close])
 
@@ -39,4 +41,5 @@ module = ModuleSpec(
     routes=_routes,
     publishes=(FeatureViewChanged,),
     migrations="features",
+    settings=FeaturesSettings,
 )
