@@ -94,6 +94,9 @@ class Settings:
     """QUARRY_MAX_BODY_BYTES: largest public request body (413 above it)."""
     max_upload_bytes: int = 1024 * _MiB
     """QUARRY_MAX_UPLOAD_BYTES: largest model upload (413 above it)."""
+    max_tensor_bytes: int = 1 << 30
+    """QUARRY_MAX_TENSOR_BYTES: most bytes a model input or output may take by its static
+    dimensions alone (dynamic ones count as 1); the registry refuses larger ones at upload."""
     max_rpc_body_bytes: int = 256 * _MiB
     """QUARRY_MAX_RPC_BODY_BYTES: largest RPC request body."""
     rate_limit_per_s: float = 1000.0
@@ -108,8 +111,11 @@ class Settings:
     module's database (a PostgreSQL advisory lock; a file lock beside a SQLite file)."""
     open_probes: bool = True
     """QUARRY_OPEN_PROBES: ``/healthz``, ``/readyz`` and ``/v2/health/*`` need no key."""
-    open_metrics: bool = True
-    """QUARRY_OPEN_METRICS: ``/metrics`` needs no key."""
+    metrics_auth: Literal["auto", "on", "off"] = "auto"
+    """QUARRY_METRICS_AUTH: ``/metrics`` needs a key with scope ``read`` (or the service token);
+    ``auto`` follows QUARRY_AUTH (off on a loopback address). Replaces QUARRY_OPEN_METRICS."""
+    metrics_max_series: int = 1000
+    """QUARRY_METRICS_MAX_SERIES: label sets per metric; later ones share an overflow series."""
     events_max_attempts: int = 5
     """QUARRY_EVENTS_MAX_ATTEMPTS: deliveries tried per subscriber before an event is failed."""
     events_retry_base_s: float = 1.0
@@ -293,13 +299,15 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "port": _positive(int),
     "max_body_bytes": _positive(int),
     "max_upload_bytes": _positive(int),
+    "max_tensor_bytes": _positive(int),
     "max_rpc_body_bytes": _positive(int),
     "rate_limit_per_s": _positive(float, allow_zero=True),
     "rate_limit_burst": _positive(int),
     "rate_limit_url": _url("memory", "redis", "rediss"),
     "locks_url": _url("redis", "rediss"),
     "open_probes": _bool,
-    "open_metrics": _bool,
+    "metrics_auth": _choice("auto", "on", "off"),
+    "metrics_max_series": _positive(int),
     "events_max_attempts": _positive(int),
     "events_retry_base_s": _positive(float, allow_zero=True),
     "events_poll_s": _positive(float),
@@ -368,6 +376,8 @@ def load_settings(
     tables = {
         k: values.pop(k) for k, v in list(values.items()) if k not in kernel and isinstance(v, dict)
     }
+    if "QUARRY_OPEN_METRICS" in env or "open_metrics" in values:
+        raise ConfigError("QUARRY_OPEN_METRICS was replaced by QUARRY_METRICS_AUTH (auto, on, off)")
     for name in _PARSERS:
         if _variable(name) in env:
             values[name] = env[_variable(name)]
