@@ -26,13 +26,22 @@ from app.kernel.http.idempotency import IdempotencyMiddleware
 from app.kernel.http.ratelimit import rate_limiter
 from app.kernel.module import BuiltModule, ModuleContext, ModuleSpec
 from app.kernel.module_settings import configure_modules
+from app.kernel.reach import Dependency, check_reachable, database_dependency
 from app.kernel.rpc import RemoteModule, rpc_router
 from app.kernel.settings import ConfigError, Settings
 from app.kernel.tasks import make_task_queue
 from app.modules import features, inference, monitoring, registry, training
+from app.modules.features.settings import FeaturesSettings
 from contracts.common import Unauthenticated, Unavailable
 
-__all__ = ["AVAILABLE_MODULES", "Platform", "configure", "create_app"]
+__all__ = [
+    "AVAILABLE_MODULES",
+    "Platform",
+    "configure",
+    "create_app",
+    "dependencies",
+    "remote_clients",
+]
 
 AVAILABLE_MODULES: tuple[ModuleSpec, ...] = (
     registry.module,
@@ -69,9 +78,22 @@ class Platform:
 
     # --- lifecycle --------------------------------------------------------------------------
 
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` has finished and :meth:`stop` has not been called since."""
+        return self._started
+
     async def start(self) -> None:
-        """Migrate, build and start every hosted module; then start events and tasks."""
+        """Check that every server this process needs answers, then migrate, build and start
+        every hosted module, then events and tasks. Starting a started platform does nothing.
+
+        Raises :class:`~app.kernel.reach.Unreachable` naming the server and its setting when
+        a Redis or PostgreSQL server does not answer, before any work.
+        """
+        if self._started:
+            return
         telemetry.configure(log_level=self.settings.log_level, log_format=self.settings.log_format)
+        await asyncio.to_thread(check_reachable, dependencies(self.settings, self.hosted))
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             for spec in self.hosted:
@@ -289,6 +311,24 @@ def _check_event_placement(
                     f"module {publisher.name} publishes events that remote module {name}"
                     " subscribes to, but QUARRY_EVENTS_URL is memory://: set it to redis://..."
                 )
+
+
+def dependencies(settings: Settings, hosted: Iterable[ModuleSpec]) -> list[Dependency]:
+    """The servers a process hosting ``hosted`` needs at start-up, with the settings naming them:
+    each hosted module's database, the broker, the event streams, the lease store, and the online
+    store when features are hosted."""
+    names = [spec.name for spec in hosted]
+    needed = [database_dependency(name, settings.database_url(name)) for name in names]
+    needed += [
+        Dependency("QUARRY_BROKER_URL", settings.broker_url),
+        Dependency("QUARRY_EVENTS_URL", settings.events_url),
+    ]
+    if settings.locks_url:
+        needed.append(Dependency("QUARRY_LOCKS_URL", settings.locks_url))
+    online = settings.module_config(FeaturesSettings).online_store_url
+    if online and features.module.name in names:
+        needed.append(Dependency("QUARRY_ONLINE_STORE_URL", online))
+    return needed
 
 
 @asynccontextmanager
