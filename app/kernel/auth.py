@@ -99,11 +99,16 @@ def parse_scopes(scopes: Iterable[str] | str) -> tuple[str, ...]:
 
 
 def check_scope(principal: Principal, needed: str) -> None:
-    """Raise :class:`PermissionDenied` unless ``principal`` may use scope ``needed``."""
-    if not principal.allows(needed):
+    """Raise :class:`PermissionDenied` unless ``principal`` may use scope ``needed``.
+
+    The message and details name the scope as users write it (``'read'``), also when ``needed``
+    is a :class:`~contracts.common.Scope` member, whose ``repr`` is ``<Scope.READ: 'read'>``.
+    """
+    name = str(needed)  # a StrEnum's str() is its value
+    if not principal.allows(name):
         raise PermissionDenied(
-            f"this operation needs an API key with scope {needed!r}",
-            details={"needed_scope": needed, "key_id": principal.key_id},
+            f"this operation needs an API key with scope {name!r}",
+            details={"needed_scope": name, "key_id": principal.key_id},
         )
 
 
