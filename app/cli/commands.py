@@ -1,4 +1,9 @@
-"""The ``quarry`` command."""
+"""The ``quarry`` command: one handler per command, and :func:`main`, which runs one.
+
+A failing command prints one line on stderr naming what failed and the setting or flag to
+change, and exits with a documented status (:mod:`app.cli.fatal`); ``--debug`` adds the
+traceback.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +14,30 @@ import sys
 import threading
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, TypeVar
+
+import msgspec
 
 from app.bootstrap import AVAILABLE_MODULES, Platform, configure, create_app
+from app.cli.fatal import EXIT_INTERRUPTED, report
+from app.cli.listen import listen
+from app.cli.parser import build_parser
 from app.kernel.auth import KeyStore
 from app.kernel.db import Database
 from app.kernel.events import list_failed, list_failed_inbox, retry_failed, retry_failed_inbox
+from app.kernel.module import ModuleSpec
+from app.kernel.reach import check_reachable, database_dependency
 from app.kernel.settings import ConfigError, Settings, load_settings
-from contracts.common import QuarryError
+from contracts.inference import InferenceService
+from contracts.training import TrainingJob, TrainingJobSpec, TrainingService
 
-__all__ = ["main"]
+__all__ = ["HANDLERS", "main"]
+
+T = TypeVar("T")
 
 
-def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
@@ -29,7 +45,7 @@ def _run(coro: Coroutine[Any, Any, Any]) -> Any:
     return uvloop.run(coro)
 
 
-# --- serve / migrate / modules ---------------------------------------------------------------
+# --- serve / quickstart / worker / migrate / modules -----------------------------------------
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -38,8 +54,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     seconds to finish, the modules stop (task workers finish their tasks) and the process exits."""
     import uvicorn
 
+    sock = listen(settings.host, settings.port)  # a busy port fails here, before any work
+    platform = Platform(settings)
+
     class DrainingServer(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: Any) -> None:
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             if platform.draining or args.drain_delay <= 0:
                 super().handle_exit(sig, frame)  # a second signal stops at once
                 return
@@ -48,8 +67,6 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             timer = threading.Timer(args.drain_delay, super().handle_exit, (sig, frame))
             timer.daemon = True
             timer.start()
-
-    platform = Platform(settings)
 
     async def serve() -> None:
         app = create_app(platform, host=settings.host)
@@ -63,12 +80,23 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=args.drain_timeout,
         )
         server = DrainingServer(config)
+        # Started here rather than in uvicorn's lifespan (where starting again does nothing), so
+        # a failure reaches `main` as itself instead of as uvicorn's logged traceback. The
+        # lifespan still stops the platform, before uvicorn re-raises a signal it handled.
+        await platform.start()
         print(f"quarry serving on http://{settings.host}:{settings.port}", file=sys.stderr)
-        await server.serve()
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            if platform.started:  # uvicorn ended before its lifespan could stop it
+                await platform.stop()
         if not server.started:
             raise SystemExit(1)
 
-    _run(serve())
+    try:
+        _run(serve())
+    finally:
+        sock.close()
     return 0
 
 
@@ -79,11 +107,10 @@ def _quickstart(settings: Settings, args: argparse.Namespace) -> int:
     from app.cli import quickstart
 
     fresh = settings.data_dir / f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}"
-    return int(_run(quickstart.run(settings.replace(data_dir=fresh), serve=not args.no_serve)))
+    return _run(quickstart.run(settings.replace(data_dir=fresh), serve=not args.no_serve))
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
-
     from app.kernel.tasks import run_worker
 
     if settings.broker_url.startswith("memory://"):
@@ -95,27 +122,41 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     thread = threading.Thread(target=loop.run_forever, name="quarry-loop", daemon=True)
     thread.start()
     platform = Platform(settings)
-    asyncio.run_coroutine_threadsafe(platform.start(), loop).result()
-    queues = {q.strip() for q in args.queues.split(",")} if args.queues else None
-    print(f"quarry worker: {', '.join(platform.built) or 'no modules'}", file=sys.stderr)
     try:
+        asyncio.run_coroutine_threadsafe(platform.start(), loop).result()
+        queues = {q.strip() for q in args.queues.split(",")} if args.queues else None
+        print(f"quarry worker: {', '.join(platform.built) or 'no modules'}", file=sys.stderr)
         run_worker(platform.tasks, queues=queues, threads=args.threads)
     finally:
-        asyncio.run_coroutine_threadsafe(platform.stop(), loop).result()
+        if platform.started:
+            asyncio.run_coroutine_threadsafe(platform.stop(), loop).result()
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
+        if not thread.is_alive():
+            loop.close()
     return 0
 
 
+def _reachable_databases(
+    settings: Settings, specs: Sequence[ModuleSpec]
+) -> list[tuple[ModuleSpec, str]]:
+    """Each module of ``specs`` with its database URL, once every database has answered."""
+    found = [(spec, settings.database_url(spec.name)) for spec in specs]
+    check_reachable(database_dependency(spec.name, url) for spec, url in found)
+    return found
+
+
 def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
-    for spec in AVAILABLE_MODULES:
-        if settings.hosts(spec.name) and spec.migrations:
-            db = Database(spec.name, settings.database_url(spec.name))
-            try:
-                db.migrate(spec.migrations)
-            finally:
-                db.dispose()
-            print(f"{spec.name}: migrated ({db.url.split('://', 1)[0]})")
+    hosted = [s for s in AVAILABLE_MODULES if settings.hosts(s.name) and s.migrations]
+    for spec, url in _reachable_databases(settings, hosted):
+        if not spec.migrations:
+            continue
+        db = Database(spec.name, url)
+        try:
+            db.migrate(spec.migrations)
+        finally:
+            db.dispose()
+        print(f"{spec.name}: migrated ({url.split('://', 1)[0]})")
     return 0
 
 
@@ -137,7 +178,7 @@ def _modules(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-# --- keys ------------------------------------------------------------------------------------
+# --- keys / events ---------------------------------------------------------------------------
 
 
 def _keys(settings: Settings, args: argparse.Namespace) -> int:
@@ -157,18 +198,17 @@ def _keys(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-# --- events ----------------------------------------------------------------------------------
-
-
 def _events(settings: Settings, args: argparse.Namespace) -> int:
     # Publishers keep failed deliveries (memory://), subscribers their inbox (redis://).
-    modules = [
-        s for s in AVAILABLE_MODULES if (s.publishes or s.subscribes) and settings.hosts(s.name)
+    specs = [
+        s
+        for s in AVAILABLE_MODULES
+        if (s.publishes or s.subscribes)
+        and settings.hosts(s.name)
+        and args.module in (None, s.name)
     ]
-    if args.module:
-        modules = [s for s in modules if s.name == args.module]
-    for spec in modules:
-        db = Database(spec.name, settings.database_url(spec.name))
+    for spec, url in _reachable_databases(settings, specs):
+        db = Database(spec.name, url)
         try:
             if args.events_command == "failed":
                 rows = list_failed(db, spec.name) if spec.publishes else []
@@ -194,12 +234,10 @@ def _events(settings: Settings, args: argparse.Namespace) -> int:
 
 def _train(settings: Settings, args: argparse.Namespace) -> int:
     """Submit a job spec (or follow ``--job``) and show its progress until it ends."""
-    import msgspec
-
     from app.bootstrap import remote_clients
-    from contracts.training import GetTrainingJob, SubmitTrainingJob, TrainingJobSpec
+    from contracts.training import GetTrainingJob, SubmitTrainingJob
 
-    spec = None
+    spec: TrainingJobSpec | None = None
     if args.job is None:
         if args.spec is None:
             raise ConfigError("give a job spec file (quarry train SPEC.json) or --job ID")
@@ -211,7 +249,7 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
         except msgspec.DecodeError as exc:
             raise ConfigError(f"{args.spec} is not a valid job spec: {exc}") from None
 
-    async def follow(training: Any) -> Any:
+    async def follow(training: TrainingService) -> TrainingJob:
         if spec is not None:
             job = await training.submit_job(SubmitTrainingJob(spec=spec))
         else:
@@ -224,7 +262,7 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
         bar.show(job, final=True)
         return job
 
-    async def run() -> Any:
+    async def run() -> TrainingJob:
         if args.url:
             async with remote_clients(args.url, args.api_key) as clients:
                 return await follow(clients["training"])
@@ -244,7 +282,7 @@ def _rollouts(settings: Settings, args: argparse.Namespace) -> int:
     from app.bootstrap import remote_clients
     from contracts.inference import AbortRollout, GetRollout, ListRollouts, PromoteRollout
 
-    async def ask(inference: Any) -> Any:
+    async def ask(inference: InferenceService) -> dict[str, Any]:
         command = args.rollouts_command
         if command == "list":
             page = await inference.list_rollouts(
@@ -253,12 +291,12 @@ def _rollouts(settings: Settings, args: argparse.Namespace) -> int:
             return {"items": [_plain(r) for r in page.items], "next_cursor": page.next_cursor}
         if command == "show":
             return _plain(await inference.get_rollout(GetRollout(id=args.id)))
-        kind = PromoteRollout if command == "promote" else AbortRollout
-        asked = kind(id=args.id, **({"reason": args.reason} if args.reason else {}))
-        done = await getattr(inference, f"{command}_rollout")(asked)
-        return _plain(done)
+        reason = {"reason": args.reason} if args.reason else {}
+        if command == "promote":
+            return _plain(await inference.promote_rollout(PromoteRollout(id=args.id, **reason)))
+        return _plain(await inference.abort_rollout(AbortRollout(id=args.id, **reason)))
 
-    async def run() -> Any:
+    async def run() -> dict[str, Any]:
         if args.url:
             async with remote_clients(args.url, args.api_key) as clients:
                 return await ask(clients["inference"])
@@ -279,7 +317,7 @@ class _ProgressBar:
         self._last = ""
         self._tty = sys.stderr.isatty()
 
-    def show(self, job: Any, *, final: bool = False) -> None:
+    def show(self, job: TrainingJob, *, final: bool = False) -> None:
         done = job.epoch / job.epochs if job.epochs else 0.0
         filled = int(self.WIDTH * min(done, 1.0))
         metrics = " ".join(f"{k}={v:.4g}" for k, v in sorted(job.metrics.items())[:4])
@@ -296,137 +334,47 @@ class _ProgressBar:
         print(("\r" if self._tty else "") + line, end=end, file=sys.stderr, flush=True)
 
 
-def _plain(row: Any) -> dict[str, Any]:
-    import msgspec
-
+def _plain(row: msgspec.Struct) -> dict[str, Any]:
     return dict(msgspec.to_builtins(row))
 
 
-# --- parser ----------------------------------------------------------------------------------
+# --- main ------------------------------------------------------------------------------------
 
-
-def _modules_parser(sub: Any) -> None:
-    """``quarry modules [--graph]``."""
-    modules = sub.add_parser("modules", help="list modules and where they run")
-    modules.add_argument(
-        "--graph", action="store_true", help="print the module graph as a Mermaid flowchart"
-    )
-    modules.set_defaults(handler=_modules)
-
-
-def _rollouts_parser(sub: Any) -> None:
-    """``quarry rollouts list|show|promote|abort``, in-process or against ``--url``."""
-    rollouts = sub.add_parser("rollouts", help="inspect, promote or abort progressive rollouts")
-    rollouts_sub = rollouts.add_subparsers(dest="rollouts_command", required=True)
-    listed = rollouts_sub.add_parser("list", help="rollouts, newest first")
-    listed.add_argument("--deployment", help="only this deployment's rollouts")
-    listed.add_argument("--limit", type=int, default=50, help="how many (default 50)")
-    rollouts_sub.add_parser("show", help="a rollout and its decisions").add_argument("id")
-    for name, text in (
-        ("promote", "all traffic to the candidate now"),
-        ("abort", "all traffic back to the baseline now"),
-    ):
-        cmd = rollouts_sub.add_parser(name, help=text)
-        cmd.add_argument("id")
-        cmd.add_argument("--reason", help="recorded in the rollout's history")
-    for cmd in rollouts_sub.choices.values():
-        cmd.add_argument("--url", help="a running server (default: run the platform in-process)")
-        cmd.add_argument("--api-key", help="an API key with the read or admin scope (with --url)")
-    rollouts.set_defaults(handler=_rollouts)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="quarry", description="Quarry ML platform")
-    parser.add_argument("--config", help="a quarry.toml file (default ./quarry.toml)")
-    parser.add_argument("--data-dir", help="where embedded data lives (QUARRY_DATA_DIR)")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    serve = sub.add_parser("serve", help="serve the HTTP API")
-    serve.add_argument("--modules", help="modules to host (QUARRY_MODULES), e.g. registry,features")
-    serve.add_argument("--host", help="address to bind (QUARRY_HOST, default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to bind (QUARRY_PORT, default 8000)")
-    serve.add_argument("--drain-timeout", type=int, default=15, help="seconds to finish requests")
-    serve.add_argument(
-        "--drain-delay",
-        type=float,
-        default=2.0,
-        help="seconds /readyz fails before the listener closes on SIGTERM",
-    )
-    serve.set_defaults(handler=_serve)
-
-    worker = sub.add_parser("worker", help="run task workers (needs QUARRY_BROKER_URL=redis://)")
-    worker.add_argument("--modules", help="modules whose tasks to run (default: all hosted)")
-    worker.add_argument("--queues", help="comma-separated queues (default: every declared one)")
-    worker.add_argument("--threads", type=int, default=8, help="worker threads")
-    worker.set_defaults(handler=_worker)
-
-    migrate = sub.add_parser("migrate", help="upgrade every hosted module's database")
-    migrate.add_argument("--modules", help="modules to migrate (default: every hosted one)")
-    migrate.set_defaults(handler=_migrate)
-
-    _modules_parser(sub)
-
-    keys = sub.add_parser("keys", help="manage API keys")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    create = keys_sub.add_parser("create", help="create a key (shown once)")
-    create.add_argument("--scopes", required=True, help="comma-separated: admin,read,predict,...")
-    create.add_argument("--name", default="key", help="a label for the key")
-    keys_sub.add_parser("list", help="list keys (never the secrets)")
-    revoke = keys_sub.add_parser("revoke", help="revoke a key")
-    revoke.add_argument("key_id")
-    keys.set_defaults(handler=_keys)
-
-    quick = sub.add_parser(
-        "quickstart", help="ingest, train, deploy, drift, retrain and roll out, then serve"
-    )
-    quick.add_argument("--host", help="address to serve on (default 127.0.0.1)")
-    quick.add_argument("--port", type=int, help="port to serve on (default 8000)")
-    quick.add_argument("--no-serve", action="store_true", help="exit after the rollout stage")
-    quick.set_defaults(handler=_quickstart)
-
-    train = sub.add_parser("train", help="submit a training job and follow it")
-    train.add_argument("spec", nargs="?", help="the job spec as JSON (a file, or - for stdin)")
-    train.add_argument("--job", help="follow an existing job instead of submitting one")
-    train.add_argument("--url", help="a running server (default: run the platform in-process)")
-    train.add_argument("--api-key", help="an API key with the train scope (with --url)")
-    train.add_argument("--no-wait", action="store_true", help="answer once the job is queued")
-    train.set_defaults(handler=_train)
-
-    _rollouts_parser(sub)
-
-    events = sub.add_parser("events", help="inspect and resubmit failed event deliveries")
-    events_sub = events.add_subparsers(dest="events_command", required=True)
-    for name, text in (("failed", "list failed deliveries"), ("retry", "deliver failed again")):
-        cmd = events_sub.add_parser(name, help=text)
-        cmd.add_argument("--module", help="the publishing module (default: all)")
-        if name == "retry":
-            cmd.add_argument("--event", help="only this event id")
-            cmd.add_argument("--subscriber", help="only this subscriber")
-    events.set_defaults(handler=_events)
-    return parser
+HANDLERS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "serve": _serve,
+    "worker": _worker,
+    "migrate": _migrate,
+    "modules": _modules,
+    "keys": _keys,
+    "quickstart": _quickstart,
+    "train": _train,
+    "rollouts": _rollouts,
+    "events": _events,
+}
+"""The handler of each command: settings and parsed arguments in, exit status out."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``quarry`` command."""
-    args = _parser().parse_args(argv)
+    """Entry point of the ``quarry`` command: run one command and answer its exit status.
+
+    Any failure is one line on stderr (after its traceback with ``--debug``), with the status
+    :mod:`app.cli.fatal` documents.
+    """
+    args = build_parser().parse_args(argv)
     overrides = {
         "data_dir": args.data_dir,
         "modules": getattr(args, "modules", None),
         "host": getattr(args, "host", None),
         "port": getattr(args, "port", None),
     }
-    handler: Callable[[Settings, argparse.Namespace], int] = args.handler
+    settings: Settings | None = None
     try:
         settings = configure(load_settings(config_file=args.config, **overrides))
-        return handler(settings, args)
-    except ConfigError as exc:
-        print(f"quarry: configuration error: {exc}", file=sys.stderr)
-        return 2
-    except QuarryError as exc:
-        print(f"quarry: {exc.code}: {exc.message}", file=sys.stderr)
-        return 1
+        return HANDLERS[args.command](settings, args)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # every failure ends here, as one readable line
+        return report(exc, debug=args.debug, settings=settings)
 
 
 if __name__ == "__main__":

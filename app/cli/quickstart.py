@@ -439,6 +439,9 @@ async def run(settings: Settings, *, serve: bool, out: Any = sys.stdout) -> int:
     """
     import uvicorn
 
+    from app.cli.listen import listen
+
+    sock = listen(settings.host, settings.port)  # a busy port fails here, before any work
     quiet = {} if os.environ.get("QUARRY_LOG_LEVEL") else {"log_level": "WARNING"}
     settings = configure(
         settings.replace(prediction_log_sample=1.0, training_heartbeat_s=1.0, **quiet),
@@ -454,10 +457,18 @@ async def run(settings: Settings, *, serve: bool, out: Any = sys.stdout) -> int:
         lifespan="on",
     )
     server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
+    # Started before uvicorn (its lifespan then has nothing to do), so a failure is raised here
+    # rather than logged by uvicorn as a traceback.
+    try:
+        await platform.start()
+    except BaseException:
+        sock.close()
+        raise
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if serving.done():
-            print(f"quarry quickstart: cannot serve on {settings.host}:{settings.port}", file=out)
+            await platform.stop()
+            serving.result()  # raises what stopped uvicorn, if anything did
             return 1
         await asyncio.sleep(0.05)
     base = f"http://{settings.host}:{settings.port}"
