@@ -28,6 +28,7 @@ from app.modules.registry.lookup import (
 from app.modules.registry.profiles import check_profile
 from app.modules.registry.signature import read_signature
 from app.modules.registry.validation import (
+    DEFAULT_MAX_TENSOR_BYTES,
     check_alias,
     check_chunk_size,
     check_limit,
@@ -85,8 +86,10 @@ class LocalRegistryService:
         outbox: Outbox,
         artifacts: ArtifactStore,
         logger: logging.Logger | None = None,
+        max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
     ) -> None:
         self._db = db
+        self._max_tensor_bytes = max_tensor_bytes
         self._outbox = outbox
         self._blobs = ArtifactKeeper(db, artifacts, logger or logging.getLogger("quarry.registry"))
 
@@ -112,7 +115,9 @@ class LocalRegistryService:
             await asyncio.to_thread(check_profile, profile)
         key = _idempotency_key()
         data = bytes(request.artifact)
-        signature = await asyncio.to_thread(read_signature, data)
+        signature = await asyncio.to_thread(
+            read_signature, data, max_tensor_bytes=self._max_tensor_bytes
+        )
         digest = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
         await self._blobs.put(digest, data)
 
@@ -389,6 +394,7 @@ async def build(ctx: ModuleContext) -> BuiltModule:
         outbox=ctx.outbox,
         artifacts=open_artifact_store(ctx.settings.artifacts_location),
         logger=ctx.logger,
+        max_tensor_bytes=ctx.settings.max_tensor_bytes,
     )
 
     async def sweep_artifacts() -> None:

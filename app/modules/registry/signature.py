@@ -2,7 +2,10 @@
 
 The registry refuses anything ``onnx`` cannot load and check, and anything an Open Inference
 Protocol server could not feed: non-tensor inputs, dtypes outside the protocol, inputs of unknown
-rank and tensors stored in external files (the registry keeps exactly one file per version).
+rank, and inputs or outputs whose static dimensions alone exceed ``QUARRY_MAX_TENSOR_BYTES``. A
+model is data, never a path to the host: a tensor with external data anywhere in it (subgraphs,
+functions and sparse initializers included; see :mod:`app.kernel.onnx_external`) is refused, or
+ONNX Runtime would read that file from the server when it loads the model.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto
 
+from app.kernel.onnx_external import external_tensors
+from app.modules.registry.validation import DEFAULT_MAX_TENSOR_BYTES, check_tensor_sizes
 from contracts.common import InvalidInput
 from contracts.registry import Signature, TensorSpec
 
@@ -35,11 +40,13 @@ OIP_DTYPES: dict[int, str] = {
 _MAX_MESSAGE = 300
 
 
-def read_signature(data: bytes) -> Signature:
+def read_signature(data: bytes, *, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES) -> Signature:
     """Load and check the ONNX model in ``data`` and answer its inputs and outputs.
 
     Raises :class:`InvalidInput` (HTTP 400) with a message saying what is wrong when ``data`` is
-    not a valid ONNX model or has inputs or outputs the registry cannot describe.
+    not a valid ONNX model, keeps tensors in external files, or has inputs or outputs the
+    registry cannot describe or whose static dimensions alone take more than
+    ``max_tensor_bytes``.
     """
     model = _load(data)
     graph = model.graph
@@ -48,10 +55,12 @@ def read_signature(data: bytes) -> Signature:
     outputs = list(graph.output)
     if not inputs or not outputs:
         raise InvalidInput("the ONNX graph declares no inputs or no outputs")
-    return Signature(
+    signature = Signature(
         inputs=[_spec(v, "input", need_rank=True) for v in inputs],
         outputs=[_spec(v, "output", need_rank=False) for v in outputs],
     )
+    check_tensor_sizes(signature, max_tensor_bytes)
+    return signature
 
 
 def _load(data: bytes) -> onnx.ModelProto:
@@ -63,13 +72,14 @@ def _load(data: bytes) -> onnx.ModelProto:
         raise InvalidInput(
             f"the model file is not an ONNX model: {_short(exc)}", details={"reason": "parse"}
         ) from None
-    for tensor in _all_initializers(model):
-        if tensor.data_location == TensorProto.EXTERNAL:
-            raise InvalidInput(
-                f"the ONNX model keeps tensor {tensor.name!r} in an external file; save it with"
-                " every tensor inside the model file (save_as_external_data=False)",
-                details={"reason": "external_data"},
-            )
+    external = external_tensors(model)
+    if external:
+        raise InvalidInput(
+            f"the ONNX model keeps {len(external)} tensor(s) in external files, first at"
+            f" {_cut(external[0])}; save it with every tensor inside the model file"
+            " (onnx.save_model(..., save_as_external_data=False))",
+            details={"reason": "external_data", "tensors": [_cut(w) for w in external[:10]]},
+        )
     try:
         onnx.checker.check_model(model)
     except Exception as exc:
@@ -77,13 +87,6 @@ def _load(data: bytes) -> onnx.ModelProto:
             f"the ONNX model is not valid: {_short(exc)}", details={"reason": "check"}
         ) from None
     return model
-
-
-def _all_initializers(model: onnx.ModelProto) -> list[TensorProto]:
-    tensors = list(model.graph.initializer)
-    for node in model.graph.node:
-        tensors.extend(attr.t for attr in node.attribute if attr.HasField("t"))
-    return tensors
 
 
 def _spec(value: onnx.ValueInfoProto, kind: str, *, need_rank: bool) -> TensorSpec:
@@ -118,5 +121,8 @@ def _spec(value: onnx.ValueInfoProto, kind: str, *, need_rank: bool) -> TensorSp
 
 
 def _short(exc: Exception) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    return _cut(" ".join(str(exc).split()) or type(exc).__name__)
+
+
+def _cut(text: str) -> str:
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."

@@ -1,4 +1,4 @@
-"""Checks on what callers send the registry, and its opaque page cursors."""
+"""Checks on what callers send the registry (fields, model signatures), and its page cursors."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from typing import Any
 from app.kernel import cursors
 from app.kernel.cursors import encode_cursor
 from contracts.common import NAME_PATTERN, InvalidInput, ModelRef, validate_name
-from contracts.registry import RESERVED_ALIASES
+from contracts.registry import RESERVED_ALIASES, Signature
 
 __all__ = [
+    "DEFAULT_MAX_TENSOR_BYTES",
+    "ELEMENT_BYTES",
     "MAX_CHUNK",
     "MAX_LIMIT",
     "MAX_VERSION",
@@ -21,6 +23,7 @@ __all__ = [
     "check_metrics",
     "check_ref",
     "check_str_map",
+    "check_tensor_sizes",
     "check_text",
     "check_version_number",
     "could_prefix_a_name",
@@ -37,6 +40,26 @@ MAX_CHUNK = 64 << 20
 
 MAX_VERSION = 2**31 - 1
 """The largest version number: the version columns are 32-bit integers (PostgreSQL INTEGER)."""
+
+DEFAULT_MAX_TENSOR_BYTES = 1 << 30
+"""The default of ``QUARRY_MAX_TENSOR_BYTES``: 1 GiB for one row of an input or output."""
+
+ELEMENT_BYTES: dict[str, int] = {
+    "BOOL": 1,
+    "UINT8": 1,
+    "INT8": 1,
+    "UINT16": 2,
+    "INT16": 2,
+    "FP16": 2,
+    "UINT32": 4,
+    "INT32": 4,
+    "FP32": 4,
+    "UINT64": 8,
+    "INT64": 8,
+    "FP64": 8,
+    "BYTES": 32,  # what ONNX Runtime allocates per string element (a std::string), empty or not
+}
+"""Bytes per element of each Open Inference Protocol dtype in ONNX Runtime's memory."""
 
 MAX_TAG_KEY = 250
 MAX_TAG_VALUE = 5000
@@ -153,6 +176,32 @@ def check_text(value: Any, field: str) -> str:
     if "\x00" in value:
         raise _nul(field)
     return value
+
+
+def check_tensor_sizes(signature: Signature, max_bytes: int) -> Signature:
+    """Refuse inputs and outputs whose static dimensions alone exceed ``max_bytes``.
+
+    Dynamic dimensions (``-1``) count as 1, so this is the size of the smallest tensor the model
+    accepts or produces: a model that declares a ``[2**40]`` input could never be fed, and
+    warming it up would exhaust the server's memory.
+    """
+    for kind, specs in (("input", signature.inputs), ("output", signature.outputs)):
+        for spec in specs:
+            elements = math.prod(1 if d < 0 else d for d in spec.shape)
+            size = ELEMENT_BYTES.get(spec.dtype, 8) * elements
+            if size > max_bytes:
+                raise InvalidInput(
+                    f"{kind} {spec.name!r} declares static dimensions {list(spec.shape)} of"
+                    f" {spec.dtype}: {size} bytes at the least, over the limit of {max_bytes}"
+                    " (QUARRY_MAX_TENSOR_BYTES)",
+                    details={
+                        "reason": "tensor_too_large",
+                        kind: spec.name,
+                        "bytes": size,
+                        "max": max_bytes,
+                    },
+                )
+    return signature
 
 
 def could_prefix_a_name(prefix: Any) -> bool:
