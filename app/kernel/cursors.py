@@ -1,13 +1,16 @@
 """Opaque page cursors: the sort key of a page's last item, checked when it comes back.
 
 A cursor is the URL-safe base64 of ``[kind, *key]`` as JSON; ``kind`` names what is paged, so a
-cursor of one list is refused by another. Anything a client changed is ``InvalidInput``.
+cursor of one list is refused by another. Anything a client changed is ``InvalidInput``, and so
+is a key no column holds (an integer past 64 bits, a float that is not finite), which would
+otherwise reach the database and fail there.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import math
 from typing import Any
 
 import msgspec
@@ -26,7 +29,8 @@ def encode_cursor(kind: str, *key: str | int | float) -> str:
 def decode_cursor(cursor: str, kind: str, *types: type) -> tuple[Any, ...]:
     """The sort key inside ``cursor``; it must be of ``kind`` with parts of ``types``.
 
-    An ``int`` part is accepted where ``float`` is asked for (JSON does not keep ``1.0``).
+    An ``int`` part is accepted where ``float`` is asked for (JSON does not keep ``1.0``); an
+    ``int`` part must fit a signed 64-bit column and a ``float`` part be finite.
     """
     try:
         key = msgspec.json.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
@@ -47,6 +51,8 @@ def decode_cursor(cursor: str, kind: str, *types: type) -> tuple[Any, ...]:
 
 
 def _fits(value: Any, kind: type) -> bool:
+    if type(value) is int and kind in (int, float):
+        return -(2**63) <= value < 2**63
     if kind is float:
-        return type(value) in (int, float)
+        return type(value) is float and math.isfinite(value)
     return type(value) is kind

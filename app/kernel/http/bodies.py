@@ -1,8 +1,10 @@
-"""What every module's routes share: bodies decoded to a Struct or a 400, JSON answers, and the
-scope a route needs, read from the contract method it serves."""
+"""What every module's routes share: bodies decoded to a Struct or a 400, path and query
+parameters checked against the same contract types, JSON answers, and the scope a route needs,
+read from the contract method it serves."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -11,7 +13,14 @@ from litestar import Response
 
 from contracts.common import InvalidInput, method_info
 
-__all__ = ["contract_scope", "decode_body", "json_response", "too_deep"]
+__all__ = [
+    "checked_param",
+    "contract_scope",
+    "decode_body",
+    "from_params",
+    "json_response",
+    "too_deep",
+]
 
 T_co = TypeVar("T_co", covariant=True)
 T = TypeVar("T")
@@ -38,6 +47,42 @@ def decode_body(
         raise InvalidInput(f"malformed {kind} body: {exc}") from None
     except RecursionError:
         raise too_deep(kind) from None
+
+
+def from_params(request_type: type[T], /, **params: Any) -> T:
+    """The contract request ``request_type`` built from a route's path and query parameters.
+
+    The fields are checked as a decoded body's would be, bounds included (``?version=`` past a
+    32-bit column, ``?limit=0``): ``InvalidInput`` naming the parameter, never a 500 from deeper
+    down. Parameters left ``None`` take the request's default.
+    """
+    fields = {name: value for name, value in params.items() if value is not None}
+    try:
+        return msgspec.convert(fields, request_type)
+    except msgspec.ValidationError as exc:
+        raise _invalid_param(str(exc)) from None
+
+
+def checked_param(value: T, bounded: Any, *, name: str) -> T:
+    """``value``, a path or query parameter, checked against a bounded contract type (such as
+    :data:`contracts.common.Version`); ``InvalidInput`` naming ``name`` when it is outside."""
+    try:
+        msgspec.convert(value, bounded)
+    except msgspec.ValidationError as exc:
+        raise _invalid_param(f"{exc} - at `$.{name}`") from None
+    return value
+
+
+_WHERE = re.compile(r"^(?P<reason>.*) - at `\$\.?(?P<field>[^`]*)`$", re.DOTALL)
+
+
+def _invalid_param(message: str) -> InvalidInput:
+    found = _WHERE.match(message)
+    reason, field = (found["reason"], found["field"]) if found else (message, "")
+    return InvalidInput(
+        f"invalid {field or 'parameter'}: {reason[:1].lower()}{reason[1:]}",
+        details={"field": field} if field else {},
+    )
 
 
 def too_deep(kind: str) -> InvalidInput:

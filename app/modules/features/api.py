@@ -19,7 +19,8 @@ from litestar import Request, Response, Router, get, post, put
 from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
 
-from app.kernel.http.bodies import contract_scope, decode_body, json_response
+from app.kernel.http.bodies import contract_scope, decode_body, from_params, json_response
+from contracts.common import Count, PositiveCount
 from contracts.features import (
     Feature,
     FeaturesService,
@@ -49,7 +50,7 @@ class ViewBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     entities: list[str]
     features: list[Feature]
-    ttl_seconds: int = 0
+    ttl_seconds: Count = 0
     description: str = ""
     tags: dict[str, str] = {}
 
@@ -67,7 +68,7 @@ class RowsBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     rows: list[dict[str, Value]]
     to: Literal["online", "offline", "online_and_offline"] = "online_and_offline"
-    chunk_rows: int = 10_000
+    chunk_rows: PositiveCount = 10_000
 
 
 class OnlineBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -112,14 +113,16 @@ def _view_handlers(service: FeaturesService) -> list[Any]:
         limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
     ) -> Response[bytes]:
         """One page of feature views (latest versions) ordered by name."""
-        return json_response(await service.list_views(ListFeatureViews(limit=limit, cursor=cursor)))
+        request = from_params(ListFeatureViews, limit=limit, cursor=cursor)
+        return json_response(await service.list_views(request))
 
     @get("/{name:str}", opt=contract_scope(FeaturesService.get_view))
     async def get_view(
         name: FromPath[str], version: FromQuery[int | None] = None
     ) -> Response[bytes]:
         """A feature view: its latest version, or ``?version=N``."""
-        return json_response(await service.get_view(GetFeatureView(name=name, version=version)))
+        request = from_params(GetFeatureView, name=name, version=version)
+        return json_response(await service.get_view(request))
 
     @put("/{name:str}", opt=contract_scope(FeaturesService.put_view), status_code=200)
     async def put_view(name: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -157,18 +160,16 @@ def _service_handlers(service: FeaturesService) -> list[Any]:
         limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
     ) -> Response[bytes]:
         """One page of feature services (latest versions) ordered by name."""
-        return json_response(
-            await service.list_services(ListFeatureServices(limit=limit, cursor=cursor))
-        )
+        request = from_params(ListFeatureServices, limit=limit, cursor=cursor)
+        return json_response(await service.list_services(request))
 
     @get("/{name:str}", opt=contract_scope(FeaturesService.get_service))
     async def get_service(
         name: FromPath[str], version: FromQuery[int | None] = None
     ) -> Response[bytes]:
         """A feature service: its latest version, or ``?version=N``."""
-        return json_response(
-            await service.get_service(GetFeatureService(name=name, version=version))
-        )
+        request = from_params(GetFeatureService, name=name, version=version)
+        return json_response(await service.get_service(request))
 
     @put("/{name:str}", opt=contract_scope(FeaturesService.put_service), status_code=200)
     async def put_service(name: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:

@@ -18,10 +18,18 @@ import numpy as np
 from litestar import Request, Response, Router, delete, get, post, put
 from litestar.params import FromPath, FromQuery
 
-from app.kernel.http.bodies import contract_scope, decode_body, json_response
+from app.kernel.http.bodies import contract_scope, decode_body, from_params, json_response
 from app.kernel.settings import Settings
 from app.modules.inference.oip import oip_routes
-from contracts.common import Conflict, InvalidInput, NotFound, Scope, Tensor
+from contracts.common import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PositiveCount,
+    Scope,
+    Seconds,
+    Tensor,
+)
 from contracts.features import Value
 from contracts.inference import (
     AbortRollout,
@@ -83,8 +91,8 @@ class DeploymentBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     sticky_input: str | None = None
     shadows: list[str] = []
     fallbacks: list[FallbackBody] = []
-    cache_ttl_s: float = 0
-    cache_max_entries: int = 1000
+    cache_ttl_s: Seconds = 0
+    cache_max_entries: PositiveCount = 1000
 
 
 class BatchJobBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -92,7 +100,7 @@ class BatchJobBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
     model: str
     inputs: dict[str, list[Any]]
-    chunk_rows: int = 1024
+    chunk_rows: PositiveCount = 1024
 
 
 class RolloutBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -211,7 +219,9 @@ def _deployment_handlers(service: InferenceService) -> list[Any]:
         limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
     ) -> Response[bytes]:
         """One page of deployments ordered by name: ``{"items": [...], "next_cursor": ...}``."""
-        page = await service.list_deployments(ListDeployments(limit=limit, cursor=cursor))
+        page = await service.list_deployments(
+            from_params(ListDeployments, limit=limit, cursor=cursor)
+        )
         items = [_deployment_json(d) for d in page.items]
         return json_response({"items": items, "next_cursor": page.next_cursor})
 
@@ -310,7 +320,7 @@ async def _rollout_page(
     service: InferenceService, deployment: str | None, limit: int, cursor: str | None
 ) -> Response[bytes]:
     page = await service.list_rollouts(
-        ListRollouts(deployment=deployment, limit=limit, cursor=cursor)
+        from_params(ListRollouts, deployment=deployment, limit=limit, cursor=cursor)
     )
     items = [_rollout_json(r) for r in page.items]
     return json_response({"items": items, "next_cursor": page.next_cursor})

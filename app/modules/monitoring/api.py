@@ -18,8 +18,8 @@ import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.params import FromPath, FromQuery
 
-from app.kernel.http.bodies import contract_scope, decode_body, json_response
-from contracts.common import InvalidInput
+from app.kernel.http.bodies import contract_scope, decode_body, from_params, json_response
+from contracts.common import Count, Finite, InvalidInput, Share
 from contracts.features import Value
 from contracts.monitoring import (
     GetDriftReport,
@@ -41,8 +41,8 @@ class DriftBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
     window: str | float = 3600.0
     psi: bool = False
-    share_threshold: float = 0.5
-    min_rows: int = 30
+    share_threshold: Share = 0.5
+    min_rows: Count = 30
 
 
 class FeedbackBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -50,7 +50,7 @@ class FeedbackBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
     prediction_id: str
     label: Value = None
-    value: float | None = None
+    value: Finite | None = None
 
 
 _DRIFT = msgspec.json.Decoder(DriftBody)
@@ -78,7 +78,9 @@ def routes(service: MonitoringService) -> list[Any]:
         name: FromPath[str], window: FromQuery[str] = "5m", version: FromQuery[int | None] = None
     ) -> Response[bytes]:
         """QPS, error rate, latency quantiles, SLO compliance and prediction figures."""
-        request = GetSummary(model=name, version=version, window_s=parse_window(window))
+        request = from_params(
+            GetSummary, model=name, version=version, window_s=parse_window(window)
+        )
         return json_response(await service.get_summary(request))
 
     @get("/models/{name:str}/realised", opt=contract_scope(MonitoringService.get_realised_metrics))
@@ -89,8 +91,12 @@ def routes(service: MonitoringService) -> list[Any]:
         version: FromQuery[int | None] = None,
     ) -> Response[bytes]:
         """Quality, cost and value realised from feedback."""
-        request = GetRealisedMetrics(
-            model=name, version=version, window_s=parse_window(window), buckets=buckets
+        request = from_params(
+            GetRealisedMetrics,
+            model=name,
+            version=version,
+            window_s=parse_window(window),
+            buckets=buckets,
         )
         return json_response(await service.get_realised_metrics(request))
 
@@ -104,7 +110,8 @@ def routes(service: MonitoringService) -> list[Any]:
         body = (
             decode_body(_DRIFT, raw, what="body", example=example) if raw.strip() else DriftBody()
         )
-        check = RunDriftCheck(
+        check = from_params(
+            RunDriftCheck,
             model=model,
             window_s=parse_window(body.window),
             psi=body.psi,
@@ -118,7 +125,7 @@ def routes(service: MonitoringService) -> list[Any]:
         model: FromPath[str], limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
     ) -> Response[bytes]:
         """One page of the model's drift reports, newest first."""
-        request = ListDriftReports(model=model, limit=limit, cursor=cursor)
+        request = from_params(ListDriftReports, model=model, limit=limit, cursor=cursor)
         return json_response(await service.list_drift_reports(request))
 
     @get("/reports/{report_id:str}", opt=contract_scope(MonitoringService.get_drift_report))

@@ -41,11 +41,20 @@ from litestar.params import (
 from litestar.response import Stream
 
 from app.kernel import context
+from app.kernel.http.bodies import checked_param, from_params
 from app.kernel.http.openapi import error_responses
 from app.kernel.settings import Settings
 from app.modules.registry.profiles import ReferenceProfileView, view
-from app.modules.registry.validation import MAX_LIMIT, MAX_VERSION
-from contracts.common import NAME_PATTERN, InvalidInput, Page, method_info, validate_name
+from contracts.common import (
+    MAX_INT32,
+    MAX_PAGE,
+    NAME_PATTERN,
+    InvalidInput,
+    Page,
+    Version,
+    method_info,
+    validate_name,
+)
 from contracts.registry import (
     AliasInfo,
     ArchiveVersion,
@@ -81,7 +90,7 @@ class ModelPatch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 class AliasTarget(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The body of ``PUT /v1/registry/models/{name}/aliases/{alias}``."""
 
-    version: Annotated[int, msgspec.Meta(ge=1, le=MAX_VERSION)]
+    version: Version
 
 
 class VersionMetadata(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -123,8 +132,8 @@ class UploadOperation(Operation):
         )
 
 
-# Path and query parameters, documented with the rules the service checks (which stays the one
-# that enforces them, with its own messages, for remote callers too).
+# Path and query parameters, documented with the bounds of the contract types they are checked
+# against (names and aliases: the rules the service checks, for remote callers too).
 _NAME = {"pattern": NAME_PATTERN, "max_length": 128}
 _ALIAS = {"pattern": "^(?![Ll][Aa][Tt][Ee][Ss][Tt]$)(?![vV][0-9]+$)" + NAME_PATTERN[1:]}
 ModelName = Annotated[str, PathParameter(description="The model's name.", schema_extra=_NAME)]
@@ -138,12 +147,12 @@ AliasName = Annotated[
 VersionNumber = Annotated[
     int,
     PathParameter(
-        description="A version number.", schema_extra={"minimum": 1, "maximum": MAX_VERSION}
+        description="A version number.", schema_extra={"minimum": 1, "maximum": MAX_INT32}
     ),
 ]
 Limit = Annotated[
     int,
-    QueryParameter(description="Page size.", schema_extra={"minimum": 1, "maximum": MAX_LIMIT}),
+    QueryParameter(description="Page size.", schema_extra={"minimum": 1, "maximum": MAX_PAGE}),
 ]
 IdempotencyKey = Annotated[
     str | None,
@@ -189,7 +198,9 @@ def _model_handlers(service: RegistryService) -> list[Any]:
         ] = None,
     ) -> Page[ModelInfo]:
         """One page of models ordered by name."""
-        request = ListModels(limit=limit, cursor=cursor, prefix=prefix, tags=_tag_filter(tag))
+        request = from_params(
+            ListModels, limit=limit, cursor=cursor, prefix=prefix, tags=_tag_filter(tag)
+        )
         return await service.list_models(request)
 
     @get("/models/{name:str}", opt=_opt(RegistryService.get_model))
@@ -215,8 +226,8 @@ def _version_handlers(service: RegistryService, settings: Settings) -> list[Any]
         include_archived: FromQuery[bool] = True,
     ) -> Page[VersionInfo]:
         """One page of a model's versions, newest first."""
-        request = ListVersions(
-            name=name, limit=limit, cursor=cursor, include_archived=include_archived
+        request = from_params(
+            ListVersions, name=name, limit=limit, cursor=cursor, include_archived=include_archived
         )
         return await service.list_versions(request)
 
@@ -251,7 +262,8 @@ def _version_handlers(service: RegistryService, settings: Settings) -> list[Any]
     )
     async def archive_version(name: ModelName, version: VersionNumber) -> VersionInfo:
         """Archive a version: bare names stop resolving to it; ``name:N`` still does."""
-        return await service.archive_version(ArchiveVersion(name=name, version=version))
+        request = from_params(ArchiveVersion, name=name, version=version)
+        return await service.archive_version(request)
 
     @post(
         "/models/{name:str}/versions/{version:int}/restore",
@@ -260,7 +272,7 @@ def _version_handlers(service: RegistryService, settings: Settings) -> list[Any]
     )
     async def restore_version(name: ModelName, version: VersionNumber) -> VersionInfo:
         """Restore an archived version."""
-        request = ArchiveVersion(name=name, version=version, archived=False)
+        request = from_params(ArchiveVersion, name=name, version=version, archived=False)
         return await service.archive_version(request)
 
     @delete(
@@ -271,7 +283,7 @@ def _version_handlers(service: RegistryService, settings: Settings) -> list[Any]
     )
     async def delete_version(name: ModelName, version: VersionNumber) -> VersionDeleted:
         """Delete a version no alias points at."""
-        return await service.delete_version(DeleteVersion(name=name, version=version))
+        return await service.delete_version(from_params(DeleteVersion, name=name, version=version))
 
     @get(
         "/models/{name:str}/versions/{version:int}/artifact",
@@ -435,6 +447,7 @@ def _tag_filter(pairs: list[str] | None) -> dict[str, str]:
 
 
 def _ref(name: str, version: int) -> str:
+    checked_param(version, Version, name="version")
     return f"{validate_name(name, what='model name')}:{version}"
 
 

@@ -15,7 +15,7 @@ import msgspec
 from litestar import Request, Response, Router, get, post, put
 from litestar.params import FromPath, FromQuery
 
-from app.kernel.http.bodies import contract_scope, decode_body, json_response
+from app.kernel.http.bodies import contract_scope, decode_body, from_params, json_response
 from contracts.common import InvalidInput
 from contracts.training import (
     CancelTrainingJob,
@@ -60,10 +60,8 @@ def routes(service: TrainingService) -> list[Any]:
         """One page of jobs, newest first."""
         if status is not None and status not in _STATUSES:
             raise InvalidInput(f"status must be one of {', '.join(_STATUSES)}")
-        page = await service.list_jobs(
-            ListTrainingJobs(limit=limit, cursor=cursor, status=status)  # type: ignore[arg-type]
-        )
-        return json_response(page)
+        request = from_params(ListTrainingJobs, limit=limit, cursor=cursor, status=status)
+        return json_response(await service.list_jobs(request))
 
     @get("/jobs/{job_id:str}", opt=contract_scope(TrainingService.get_job))
     async def get_job(job_id: FromPath[str]) -> Response[bytes]:
@@ -121,10 +119,8 @@ def _retraining_handlers(service: TrainingService) -> list[Any]:
         cursor: FromQuery[str | None] = None,
     ) -> Response[bytes]:
         """One page of retrainings, newest first."""
-        page = await service.list_retrainings(
-            ListRetrainings(model=model, limit=limit, cursor=cursor)
-        )
-        return json_response(page)
+        request = from_params(ListRetrainings, model=model, limit=limit, cursor=cursor)
+        return json_response(await service.list_retrainings(request))
 
     @get("/retrainings/{saga_id:str}", opt=contract_scope(TrainingService.get_retraining))
     async def get_retraining(saga_id: FromPath[str]) -> Response[bytes]:
