@@ -92,8 +92,6 @@ class Settings:
     """QUARRY_PORT: the port ``quarry serve`` binds."""
     max_body_bytes: int = 32 * _MiB
     """QUARRY_MAX_BODY_BYTES: largest public request body (413 above it)."""
-    max_upload_bytes: int = 1024 * _MiB
-    """QUARRY_MAX_UPLOAD_BYTES: largest model upload (413 above it)."""
     max_tensor_bytes: int = 1 << 30
     """QUARRY_MAX_TENSOR_BYTES: most bytes a model input or output may take by its static
     dimensions alone (dynamic ones count as 1); the registry refuses larger ones at upload."""
@@ -298,7 +296,6 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "host": str,
     "port": _positive(int),
     "max_body_bytes": _positive(int),
-    "max_upload_bytes": _positive(int),
     "max_tensor_bytes": _positive(int),
     "max_rpc_body_bytes": _positive(int),
     "rate_limit_per_s": _positive(float, allow_zero=True),

@@ -23,6 +23,7 @@ from app.bootstrap import Platform, create_app
 from app.kernel.http.openapi import StructDefaultsSchemaPlugin
 from app.kernel.settings import Settings
 from app.modules.registry import module
+from app.modules.registry.settings import RegistrySettings
 from contracts.common import method_info
 from contracts.registry import RegisterVersion, RegistryService
 from tests.contract.registry_behaviour import reference_profile
@@ -34,8 +35,8 @@ MAX_UPLOAD = 64 * 1024
 @pytest.fixture
 def client(tmp_path: Path, database_url: str) -> Iterator[TestClient[Litestar]]:
     """The real app (kernel middleware, error handlers, auth off on loopback) on each database."""
-    settings = Settings(
-        data_dir=tmp_path, max_upload_bytes=MAX_UPLOAD, database_urls={"registry": database_url}
+    settings = Settings(data_dir=tmp_path, database_urls={"registry": database_url}).with_module(
+        RegistrySettings(max_upload_bytes=MAX_UPLOAD)
     )
     with TestClient(create_app(Platform(settings), host="127.0.0.1")) as test_client:
         yield test_client
@@ -314,7 +315,9 @@ def test_the_reference_profile_answers_as_json_rows(
 
 
 def test_every_route_carries_its_contract_scope(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, max_upload_bytes=MAX_UPLOAD)
+    settings = Settings(data_dir=tmp_path).with_module(
+        RegistrySettings(max_upload_bytes=MAX_UPLOAD)
+    )
     app = Litestar(route_handlers=module.routes(object(), settings))  # type: ignore[arg-type]
     scopes = {m.scope.value for m in map(method_info, vars(RegistryService).values()) if m}
 
@@ -334,7 +337,9 @@ def test_every_route_carries_its_contract_scope(tmp_path: Path) -> None:
 
 
 def test_the_openapi_schema_builds(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, max_upload_bytes=MAX_UPLOAD)
+    settings = Settings(data_dir=tmp_path).with_module(
+        RegistrySettings(max_upload_bytes=MAX_UPLOAD)
+    )
     app = Litestar(
         route_handlers=module.routes(object(), settings),  # type: ignore[arg-type]
         plugins=[StructDefaultsSchemaPlugin()],

@@ -6,6 +6,7 @@ Its whole public surface is :data:`module`; everything else in this package is p
 from app.kernel.module import ModuleSpec
 from app.modules.registry.api import routes
 from app.modules.registry.service import build
+from app.modules.registry.settings import RegistrySettings
 from contracts.registry import VERSION, ModelAliasChanged, ModelVersionRegistered, RegistryService
 
 __all__ = ["module"]
@@ -18,5 +19,6 @@ module = ModuleSpec(
     routes=routes,
     publishes=(ModelVersionRegistered, ModelAliasChanged),
     migrations="registry",
+    settings=RegistrySettings,
 )
 """The registry's declaration for the composition root."""

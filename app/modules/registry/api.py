@@ -45,6 +45,7 @@ from app.kernel.http.bodies import checked_param, from_params
 from app.kernel.http.openapi import error_responses
 from app.kernel.settings import Settings
 from app.modules.registry.profiles import ReferenceProfileView, view
+from app.modules.registry.settings import RegistrySettings
 from contracts.common import (
     MAX_INT32,
     MAX_PAGE,
@@ -234,7 +235,7 @@ def _version_handlers(service: RegistryService, settings: Settings) -> list[Any]
     @post(
         "/models/{name:str}/versions",
         opt=_opt(RegistryService.register_version),
-        request_max_body_size=settings.max_upload_bytes,
+        request_max_body_size=settings.module_config(RegistrySettings).max_upload_bytes,
         status_code=201,
         operation_class=UploadOperation,
     )
