@@ -155,6 +155,10 @@ class ModelStatus(msgspec.Struct, frozen=True, kw_only=True):
     outputs: list[TensorSpec] = []
     providers: list[str] = []
     error: str | None = None
+    """Why the last load failed (``state`` ``failed``): predictions answer 503
+    ``model_load_failed`` with this reason."""
+    retry_at: datetime | None = None
+    """When a failed load is tried again on the next use; an explicit load tries at once."""
 
 
 class Route(msgspec.Struct, frozen=True, kw_only=True):

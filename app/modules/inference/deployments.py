@@ -27,6 +27,7 @@ from contracts.common import (
     DeadlineExceeded,
     InternalError,
     InvalidInput,
+    ModelLoadFailed,
     NotFound,
     Page,
     QuarryError,
@@ -48,7 +49,7 @@ DEPLOYMENT_TTL_S = 2.0
 PRIMARY_SHARE = 0.8
 """With fallbacks, the share of the call's remaining time the primary route may use."""
 MAX_LIST = 500
-FALLIBLE = (Unavailable, DeadlineExceeded, InternalError)
+FALLIBLE = (Unavailable, ModelLoadFailed, DeadlineExceeded, InternalError)
 """Failures of the primary that fallbacks answer for (input errors are the caller's)."""
 
 PredictModel = Callable[[str, Predict], Awaitable[Prediction]]

@@ -1,17 +1,29 @@
-"""Reference resolution and model loading: which versions are served, loading or failed."""
+"""Reference resolution and model loading: which versions are served, loading or failed.
+
+A version that fails to load or warm up (a model ONNX Runtime refuses, one that cannot run, a
+hash mismatch, memory that runs out) is *failed*: its status says why, and predictions answer
+503 ``model_load_failed`` with ``Retry-After`` at once, without loading it again. The next use
+after a backoff (:data:`RETRY_FIRST_S`, doubling per consecutive failure up to
+:data:`RETRY_MAX_S`) tries again, and an explicit load (``POST .../load``) tries at once; a
+successful load, or unloading the version, clears the failed state. Failures to reach the
+registry are not the model's: they answer as they are and the next use tries again.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from app.kernel.settings import Settings
 from app.modules.inference.artifact_cache import cache_for
 from app.modules.inference.batching import Batcher
 from app.modules.inference.runtime import LoadedModel, ModelCache, load_model, select_providers
-from contracts.common import ModelRef, QuarryError, Unavailable
+from app.modules.inference.settings import InferenceSettings
+from contracts.common import IntegrityError, ModelLoadFailed, ModelRef, QuarryError
 from contracts.inference import ModelStatus
 from contracts.registry import (
     FetchArtifact,
@@ -21,11 +33,16 @@ from contracts.registry import (
     read_artifact,
 )
 
-__all__ = ["REF_TTL_S", "Key", "Loader", "Served"]
+__all__ = ["REF_TTL_S", "RETRY_FIRST_S", "RETRY_MAX_S", "Key", "Loader", "Served"]
 
 Key = tuple[str, int]
 REF_TTL_S = 10.0
 """How long a resolved alias or bare name is trusted without an event saying it moved."""
+RETRY_FIRST_S = 30.0
+"""How long a failed load stands before the next use tries again; doubles per failure."""
+RETRY_MAX_S = 600.0
+"""The longest a failed load stands before the next use tries again."""
+_MAX_REASON = 500
 
 
 @dataclass
@@ -43,9 +60,26 @@ class _Resolved:
 
 
 @dataclass
+class _Failure:
+    reason: str
+    failures: int
+    retry_at: float
+    """``time.monotonic()`` after which the next use loads again."""
+    retry_at_utc: datetime
+
+    def error(self, key: Key) -> ModelLoadFailed:
+        name, version = key
+        return ModelLoadFailed(
+            f"model {name}:{version} failed to load: {self.reason}",
+            retry_after=max(1.0, self.retry_at - time.monotonic()),
+            details={"model": name, "version": version, "failures": self.failures},
+        )
+
+
+@dataclass
 class _Loads:
     tasks: dict[Key, asyncio.Task[Served]] = field(default_factory=dict)
-    failed: dict[Key, str] = field(default_factory=dict)
+    failed: dict[Key, _Failure] = field(default_factory=dict)
 
 
 class Loader:
@@ -56,10 +90,11 @@ class Loader:
     ) -> None:
         self._registry = registry
         self._settings = settings
+        self._config = config = settings.module_config(InferenceSettings)
         self._log = logger
-        self._providers = select_providers(settings.inference_providers)
+        self._providers = select_providers(config.providers)
         self._cache = ModelCache(
-            max_models=settings.max_loaded_models, max_bytes=settings.max_loaded_bytes
+            max_models=config.max_loaded_models, max_bytes=config.max_loaded_bytes
         )
         self._artifacts = cache_for(settings, logger)
         self._served: dict[Key, Served] = {}
@@ -72,6 +107,11 @@ class Loader:
 
     def is_served(self, key: Key) -> bool:
         return key in self._served
+
+    def may_load(self, key: Key) -> bool:
+        """Whether a use may start loading ``key``: not failed, or its backoff has passed."""
+        failure = self._loads.failed.get(key)
+        return failure is None or time.monotonic() >= failure.retry_at
 
     # --- resolution -------------------------------------------------------------------------
 
@@ -112,6 +152,9 @@ class Loader:
         if served is not None:
             self._cache.get(key)  # mark recently used
             return served
+        failure = self._loads.failed.get(key)
+        if failure is not None and key not in self._loads.tasks and not self.may_load(key):
+            raise failure.error(key)
         return await asyncio.shield(self.load(key))
 
     def load(self, key: Key) -> asyncio.Task[Served]:
@@ -119,22 +162,25 @@ class Loader:
         if task is None:
             task = asyncio.ensure_future(self._load_now(key))
             self._loads.tasks[key] = task
-            task.add_done_callback(lambda _t: self._loads.tasks.pop(key, None))
+            task.add_done_callback(functools.partial(self._loaded, key))
         return task
+
+    def _loaded(self, key: Key, task: asyncio.Task[Served]) -> None:
+        self._loads.tasks.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: a failure is the version's status, not a lost error
 
     async def _load_now(self, key: Key) -> Served:
         name, version = key
         info = await self._registry.get_version(GetVersion(ref=f"{name}:{version}"))
         try:
-            model = await self._build(info)
-        except QuarryError as exc:
-            self._loads.failed[key] = exc.message
-            self._log.error("model %s:%s failed to load: %s", name, version, exc.message)
-            raise Unavailable(
-                f"model {name}:{version} cannot be served: {exc.message}",
-                retry_after=30,
-                details={"model": name, "version": version},
-            ) from None
+            data = await self._artifact(info)
+        except IntegrityError as exc:
+            raise self._failed(key, exc) from None
+        try:
+            model = await self._build(info, data)
+        except Exception as exc:  # whatever the model does, it becomes its failed state
+            raise self._failed(key, exc) from None
         served = Served(model=model, batcher=self._batcher(model))
         self._served[key] = served
         self._loads.failed.pop(key, None)
@@ -144,6 +190,26 @@ class Loader:
                 await gone.batcher.close()
         self._log.info("model %s:%s ready on %s", name, version, ",".join(model.providers))
         return served
+
+    def _failed(self, key: Key, exc: Exception) -> ModelLoadFailed:
+        earlier = self._loads.failed.get(key)
+        failures = 1 if earlier is None else earlier.failures + 1
+        backoff = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** min(failures - 1, 16))
+        failure = _Failure(
+            reason=_reason(exc),
+            failures=failures,
+            retry_at=time.monotonic() + backoff,
+            retry_at_utc=datetime.now(UTC) + timedelta(seconds=backoff),
+        )
+        self._loads.failed[key] = failure
+        self._log.error(
+            "model %s:%s failed to load (failure %d, next try on use in %.0f s): %s",
+            *key,
+            failures,
+            backoff,
+            failure.reason,
+        )
+        return failure.error(key)
 
     async def _artifact(self, info: VersionInfo) -> bytes:
         """The version's bytes: from this host's cache when there, else through the registry."""
@@ -158,8 +224,7 @@ class Loader:
             await asyncio.to_thread(cache.write, info.sha256, data)
         return data
 
-    async def _build(self, info: VersionInfo) -> LoadedModel:
-        data = await self._artifact(info)
+    async def _build(self, info: VersionInfo, data: bytes) -> LoadedModel:
         model = await asyncio.to_thread(
             load_model,
             info.name,
@@ -167,20 +232,24 @@ class Loader:
             data,
             info.signature,
             providers=self._providers,
-            intra_op_threads=self._settings.inference_threads,
+            intra_op_threads=self._config.threads,
             sha256=info.sha256,
         )
         model.lineage = info.lineage
-        await asyncio.to_thread(model.warm_up, min(2, self._settings.max_batch_size))
+        await asyncio.to_thread(
+            model.warm_up,
+            min(2, self._config.max_batch_size),
+            max_bytes=self._settings.max_tensor_bytes,
+        )
         return model
 
     def _batcher(self, model: LoadedModel) -> Batcher:
         return Batcher(
             model,
-            max_batch_size=self._settings.max_batch_size,
-            max_queue_delay_ms=self._settings.max_queue_delay_ms,
-            max_queue_rows=self._settings.max_queue_rows,
-            runners=self._settings.inference_runners,
+            max_batch_size=self._config.max_batch_size,
+            max_queue_delay_ms=self._config.max_queue_delay_ms,
+            max_queue_rows=self._config.max_queue_rows,
+            runners=self._config.runners,
         )
 
     async def unload(self, key: Key) -> None:
@@ -213,8 +282,23 @@ class Loader:
             )
         if key in self._loads.tasks:
             return ModelStatus(model=name, version=version, state="loading")
-        if key in self._loads.failed:
+        failure = self._loads.failed.get(key)
+        if failure is not None:
             return ModelStatus(
-                model=name, version=version, state="failed", error=self._loads.failed[key]
+                model=name,
+                version=version,
+                state="failed",
+                error=failure.reason,
+                retry_at=failure.retry_at_utc,
             )
         return ModelStatus(model=name, version=version, state="unloaded")
+
+
+def _reason(exc: Exception) -> str:
+    """Why a load failed, in one line: the error's message, or the exception's type and text."""
+    if isinstance(exc, QuarryError):
+        text = exc.message
+    else:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 3] + "..."

@@ -2,6 +2,12 @@
 
 ``onnxruntime`` is imported only inside functions, so this module imports without it; using it
 then fails with a message saying which extra to install.
+
+A model is data, never a path to the host. Sessions are built from bytes, with no model path;
+a model with external data anywhere in it is refused before ONNX Runtime sees it (the registry
+refuses it at upload too, so this guards against artifacts that bypassed the registry), and the
+session options leave ONNX Runtime nothing to resolve an external-data location against: its
+folder is ``/dev/null``, under which no file can exist, so the working directory is irrelevant.
 """
 
 from __future__ import annotations
@@ -9,6 +15,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import math
+import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +50,10 @@ CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 _SHORT_NAMES = {"cpu": CPU, "cuda": CUDA, "tensorrt": "TensorrtExecutionProvider"}
 _MAX_MESSAGE = 400
+_OUT_OF_MEMORY = ("Failed to allocate memory", "bad_alloc", "out of memory")
+"""How ONNX Runtime's messages say an allocation failed (its exceptions carry no such kind)."""
+_NO_FOLDER = os.devnull
+"""Where ONNX Runtime looks for external data: a device, not a folder, so nothing is there."""
 _log = logging.getLogger("quarry.inference")
 
 
@@ -144,28 +156,41 @@ class LoadedModel:
             raise ort_error(exc, f"model {self.name}:{self.version} failed to run") from None
         return dict(zip(self.output_names, outputs, strict=True))
 
-    def warm_up(self, max_rows: int = 1) -> bool:
+    def warm_up(self, max_rows: int = 1, *, max_bytes: int | None = None) -> bool:
         """Run synthetic batches (zeros, empty strings) of 1 and ``max_rows`` rows.
 
         The first real request is then not the one paying for ONNX Runtime's lazy set-up.
-        Answers whether it ran: a model that cannot take zeros is logged, not refused.
+        Answers whether it ran: a model that cannot take zeros (ONNX Runtime refuses the values
+        or the guessed sizes of dynamic dimensions) is logged, not refused. What no request
+        could get past raises: a feed larger than ``max_bytes`` (:class:`InvalidInput`),
+        ONNX Runtime failing to allocate memory (:class:`InternalError`), a ``MemoryError``.
         """
         for rows in sorted({1, max(1, max_rows)}):
-            feeds = {spec.name: _synthetic(spec, rows) for spec in self.signature.inputs}
+            feeds = {spec.name: _synthetic(spec, rows, max_bytes) for spec in self.signature.inputs}
             try:
                 self.run(feeds)
             except QuarryError as exc:
+                if any(sign in exc.message for sign in _OUT_OF_MEMORY):
+                    raise
                 _log.warning("warm-up of %s:%s skipped: %s", self.name, self.version, exc.message)
                 return False
         return True
 
 
-def _synthetic(spec: TensorSpec, rows: int) -> Array:
+def _synthetic(spec: TensorSpec, rows: int, max_bytes: int | None) -> Array:
     shape = [rows if i == 0 else 1 for i in range(len(spec.shape))]
     shape = [want if want >= 0 else got for want, got in zip(spec.shape, shape, strict=True)]
+    dtype = np.dtype(object) if spec.dtype == "BYTES" else np.dtype(numpy_dtype(spec.dtype))
+    size = math.prod(shape) * dtype.itemsize
+    if max_bytes is not None and size > max_bytes:
+        raise InvalidInput(
+            f"input {spec.name!r} of shape {shape} takes {size} bytes, over the limit of"
+            f" {max_bytes} (QUARRY_MAX_TENSOR_BYTES)",
+            details={"input": spec.name, "bytes": size, "max": max_bytes},
+        )
     if spec.dtype == "BYTES":
         return np.full(shape, "", dtype=object)
-    return np.zeros(shape, dtype=numpy_dtype(spec.dtype))
+    return np.zeros(shape, dtype=dtype)
 
 
 def load_model(
@@ -180,9 +205,10 @@ def load_model(
 ) -> LoadedModel:
     """Verify ``data`` against ``sha256`` and open an ONNX Runtime session on it (blocking).
 
-    Raises :class:`IntegrityError` on a hash mismatch, :class:`InvalidInput` when ONNX Runtime
-    refuses the model, and :class:`Unavailable` when it fails for other reasons (memory, device)
-    or none of the asked-for providers loaded. ``intra_op_threads`` 0 means one per core.
+    Raises :class:`IntegrityError` on a hash mismatch, :class:`InvalidInput` when the model keeps
+    tensors in external files or ONNX Runtime refuses it, and :class:`Unavailable` when it fails
+    for other reasons (memory, device) or none of the asked-for providers loaded.
+    ``intra_op_threads`` 0 means one per core.
     """
     digest = hashlib.sha256(data).hexdigest()
     if digest != sha256:
@@ -190,6 +216,7 @@ def load_model(
             f"model {name}:{version} bytes hash to {digest}, not the recorded {sha256}",
             details={"model": name, "version": version},
         )
+    _refuse_external_data(name, version, data)
     ort = _ort()
     try:
         session = ort.InferenceSession(
@@ -212,8 +239,33 @@ def load_model(
     )
 
 
+def _refuse_external_data(name: str, version: int, data: bytes) -> None:
+    import onnx
+
+    from app.kernel.onnx_external import external_tensors
+
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception:
+        return  # ONNX Runtime cannot parse it either, and says why; the options still guard
+    external = external_tensors(model)
+    if external:
+        raise InvalidInput(
+            f"model {name}:{version} keeps {len(external)} tensor(s) in external files (first at"
+            f" {external[0][:_MAX_MESSAGE]}); a served model must hold every tensor in its bytes",
+            details={"model": name, "version": version, "reason": "external_data"},
+        )
+
+
 def _session_options(ort: ModuleType, intra_op_threads: int) -> onnxruntime.SessionOptions:
     options = ort.SessionOptions()
+    # bytes are parsed as ONNX only (never as an ORT-format file), and a relative external-data
+    # location resolves under /dev/null, where nothing can exist (absolute ones and ones that
+    # climb out with ".." ONNX Runtime refuses by itself)
+    options.add_session_config_entry("session.load_model_format", "ONNX")
+    options.add_session_config_entry(
+        "session.model_external_initializers_file_folder_path", _NO_FOLDER
+    )
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
