@@ -77,11 +77,21 @@ class BatchJobs:
 
     async def start(self) -> None:
         """Capture the event loop jobs run on; on the embedded broker, requeue unfinished jobs
-        (its messages do not outlive the process)."""
+        (its messages do not outlive the process). A job that cannot be sent is failed with the
+        reason; the others are sent all the same."""
         self._loop = asyncio.get_running_loop()
         if self._tasks.in_process:
             for job_id in await self._db.read(store.unfinished_jobs):
-                self._actor.send(job_id)
+                try:
+                    self._actor.send(job_id)
+                except Exception as exc:  # this job's alone: it must not stop the start-up
+                    await self._fail_at_start(job_id, exc)
+
+    async def _fail_at_start(self, job_id: str, exc: Exception) -> None:
+        self._log.error("batch job %s failed at start-up", job_id, exc_info=exc)
+        reason = f"failed at start-up: it could not be queued again: {exc}"
+        now = datetime.now(UTC)
+        await self._db.write(lambda conn: store.finish_job(conn, job_id, "failed", reason, now))
 
     def close(self) -> None:
         """Cancel the jobs running on this loop (they resume from ``rows_done`` later)."""

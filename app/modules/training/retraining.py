@@ -87,8 +87,10 @@ class Retrainings:
 
     async def put_policy(self, policy: RetrainingPolicy) -> RetrainingPolicy:
         validate_name(policy.model, what="model name")
-        if policy.interval_s < 0:
-            raise InvalidInput("interval_s must be 0 (no schedule) or more")
+        try:  # the contract's bounds, also for a policy built in-process
+            msgspec.convert(msgspec.to_builtins(policy), RetrainingPolicy)
+        except msgspec.ValidationError as exc:
+            raise InvalidInput(f"invalid retraining policy: {exc}") from None
         if policy.deployment is not None:
             validate_name(policy.deployment, what="deployment name")
         now = time.time()
@@ -138,21 +140,28 @@ class Retrainings:
             )
 
     async def schedule_round(self) -> None:
-        """Start the retrainings whose schedule is due."""
+        """Start the retrainings whose schedule is due; one model's failure is logged and the
+        others are scheduled all the same."""
         now = time.time()
         rows = await self._db.read(lambda c: c.execute(sa.select(policies)).all())
         for row in rows:
-            policy = msgspec.convert(row.spec, RetrainingPolicy)
-            due = (row.last_scheduled_at or 0) + policy.interval_s
-            if not (policy.enabled and policy.interval_s > 0 and due <= now):
-                continue
-            slot = int(now // policy.interval_s)
-            await self._db.write(
-                lambda c, m=row.model: c.execute(
-                    policies.update().where(policies.c.model == m).values(last_scheduled_at=now)
-                )
+            try:
+                await self._schedule(row, now)
+            except Exception:
+                self._log.warning("retraining schedule of %s failed", row.model, exc_info=True)
+
+    async def _schedule(self, row: Any, now: float) -> None:
+        policy = msgspec.convert(row.spec, RetrainingPolicy)
+        due = (row.last_scheduled_at or 0) + policy.interval_s
+        if not (policy.enabled and policy.interval_s > 0 and due <= now):
+            return
+        slot = int(now // policy.interval_s)
+        await self._db.write(
+            lambda c: c.execute(
+                policies.update().where(policies.c.model == row.model).values(last_scheduled_at=now)
             )
-            await self.start(policy.model, f"schedule:{slot}", "on schedule")
+        )
+        await self.start(policy.model, f"schedule:{slot}", "on schedule")
 
     async def start(self, model: str, trigger: str, reason: str) -> Retraining:
         """Start a retraining for ``trigger`` — or answer the one it already started."""
@@ -208,7 +217,7 @@ class Retrainings:
                 f"model {model!r} was never trained by a job here: no spec to retrain from",
                 details={"model": model},
             )
-        return _refreshed(msgspec.convert(row.spec, TrainingJobSpec))
+        return _refreshed(store.read_spec(row.spec))
 
     # --- steps ------------------------------------------------------------------------------
 
@@ -228,6 +237,9 @@ class Retrainings:
                 await self.advance(saga_id)
             except QuarryError as exc:  # a dependency is down: the next round tries again
                 self._log.warning("retraining %s could not advance: %s", saga_id, exc.message)
+            except Exception as exc:  # it never will: fail it, and the others go on
+                self._log.error("retraining %s failed", saga_id, exc_info=True)
+                await self._update(saga_id, status="failed", error=str(exc))
 
     async def advance(self, saga_id: str) -> Retraining:
         """Take the next step of one saga (a finished one is left alone)."""

@@ -16,14 +16,17 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from app.kernel import context, singleton
 from app.kernel.cursors import decode_cursor, encode_cursor
+from app.kernel.settings import ConfigError
 from app.modules.training import store
 from app.modules.training.evaluation import check_gate
 from app.modules.training.retraining import Retrainings
 from app.modules.training.runner import JobRunner
 from app.modules.training.trainers import TrainerRegistry
-from contracts.common import InvalidInput, NotFound, Page, validate_name
+from contracts.common import MAX_TIME_LIMIT_S, InvalidInput, NotFound, Page, validate_name
 from contracts.features import FeaturesService, GetFeatureService
 from contracts.inference import InferenceService
 from contracts.registry import GetModel, RegistryService
@@ -86,6 +89,11 @@ class LocalTrainingService:
         self._features = features
         self._log = logger
         self._settings = settings
+        if not 0 < settings.training_max_time_limit_s <= MAX_TIME_LIMIT_S:
+            raise ConfigError(
+                "QUARRY_TRAINING_MAX_TIME_LIMIT_S must be above 0 and at most"
+                f" {MAX_TIME_LIMIT_S:.0f} seconds (30 days)"
+            )
         self._trainers = trainers or TrainerRegistry.default()
         self._trainers.discover(settings.trainers)
         self.runner = JobRunner(
@@ -120,13 +128,12 @@ class LocalTrainingService:
     # --- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Capture the loop contract calls run on; start the watchdog."""
+        """Capture the loop contract calls run on; take up the queued jobs; start the watchdog."""
         self.runner.loop = asyncio.get_running_loop()
-        if self._tasks.in_process:  # the embedded broker's messages died with the last process
-            for job_id in await self._db.read(
-                lambda conn: store.stale_or_queued(conn, 0.0, queued=True)
-            ):
-                await self._send(job_id)
+        for job_id in await self._db.read(
+            lambda conn: store.stale_or_queued(conn, 0.0, queued=True)
+        ):
+            await self._resume(job_id)
         lease = singleton.lease("training.watchdog", db=self._db, settings=self._settings)
         watch = singleton.run_as_singleton(
             lease, self._watch, interval_s=self._settings.training_heartbeat_s, logger=self._log
@@ -156,6 +163,34 @@ class LocalTrainingService:
                 await self._send(job_id)
         await self.retrainings.schedule_round()
         await self.retrainings.advance_all()
+
+    async def _resume(self, job_id: str) -> None:
+        """Take up a job queued before this start: on the embedded broker, whose messages died
+        with the last process, send it again. A job that cannot run (a spec stored before
+        today's bounds) or be sent is failed with the reason; the others start all the same."""
+        try:
+            problem = await self._db.read(lambda conn: store.spec_problem(conn, job_id))
+            if problem is None and self._tasks.in_process:
+                await self._send(job_id)
+        except Exception as exc:  # whatever it was, it is this job's alone
+            problem = f"it could not be queued again at start-up: {exc}"
+        if problem is None:
+            return
+        self._log.error("training job %s failed: %s", job_id, problem)
+        reason = f"failed at start-up: {problem}"
+        now = time.time()
+
+        def fail(conn: Any) -> None:
+            model = store.model_of(conn, job_id)
+            if model is not None and store.finish(
+                conn, job_id, None, now, status="failed", error=reason
+            ):
+                finished = TrainingJobFinished(
+                    id=job_id, model=model, status="failed", error=reason
+                )
+                self._outbox.add(conn, finished)
+
+        await self._db.write(fail)
 
     async def _send(self, job_id: str) -> None:
         job = await self._db.read(lambda conn: store.get(conn, job_id))
@@ -250,8 +285,14 @@ class LocalTrainingService:
             raise InvalidInput("split.validation must be between 0 and 1 (exclusive)")
         if not 1 <= spec.max_attempts <= MAX_ATTEMPTS:
             raise InvalidInput(f"max_attempts must be between 1 and {MAX_ATTEMPTS}")
-        if spec.time_limit_s <= 0:
-            raise InvalidInput("time_limit_s must be positive")
+        _check_bounds(spec)
+        longest = self._settings.training_max_time_limit_s
+        if not 0 < spec.time_limit_s <= longest:
+            raise InvalidInput(
+                f"time_limit_s must be above 0 and at most {longest:g} seconds"
+                " (QUARRY_TRAINING_MAX_TIME_LIMIT_S)",
+                details={"field": "time_limit_s", "maximum": longest},
+            )
         if dataset.feature_service:
             await self._check_feature_service(dataset.feature_service)
         if spec.gate is not None:
@@ -286,6 +327,15 @@ class LocalTrainingService:
                 f" (aliases: {known})",
                 details={"model": model, "alias": alias},
             )
+
+
+def _check_bounds(spec: TrainingJobSpec) -> None:
+    """The contract's bounds (seed, time limit...), also for a spec built in-process, which
+    no decoder checked."""
+    try:
+        msgspec.convert(msgspec.to_builtins(spec), TrainingJobSpec)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(f"invalid job spec: {exc}") from None
 
 
 def _check_dataset(dataset: Dataset) -> None:

@@ -5,10 +5,15 @@ A job runs only while it holds the row: :func:`claim` takes a queued job, or a r
 heartbeat went stale (its worker died), and stamps it with a fresh ``owner``; every later write
 of a run (:func:`beat`, :func:`progress`, :func:`finish`) names that owner, so a run that lost
 the job can change nothing. Times are epoch seconds (floats) so that staleness compares simply.
+
+A stored spec is read back through the contract, whose bounds may be tighter than the checks it
+passed when it was stored: :func:`spec_problem` says what no longer fits, and reads show such
+fields at their defaults (:func:`read_spec`) so that one old row never breaks a list.
 """
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,10 +31,13 @@ __all__ = [
     "get",
     "insert",
     "jobs",
+    "model_of",
     "page",
     "policies",
     "progress",
+    "read_spec",
     "retrainings",
+    "spec_problem",
     "stale_or_queued",
 ]
 
@@ -88,10 +96,54 @@ def _when(seconds: float | None) -> datetime | None:
     return None if seconds is None else datetime.fromtimestamp(seconds, tz=UTC)
 
 
+def read_spec(raw: Any) -> TrainingJobSpec:
+    """A stored job spec; a field that breaks today's bounds reads as its default."""
+    for _ in range(32):  # each round drops one field; a spec has far fewer bounded ones
+        try:
+            return msgspec.convert(raw, TrainingJobSpec)
+        except msgspec.ValidationError as exc:
+            raw = _without(raw, str(exc))
+            if raw is None:
+                raise
+    return msgspec.convert(raw, TrainingJobSpec)
+
+
+def _without(raw: Any, problem: str) -> Any:
+    """``raw`` without the field ``problem`` (msgspec's message) points at, or ``None``."""
+    _, _, where = problem.rpartition(" - at `$.")
+    path = where.rstrip("`").split(".") if where else []
+    if not raw or not path or not all(part.isidentifier() for part in path):
+        return None
+    trimmed = copy.deepcopy(raw)
+    node = trimmed
+    for part in path[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or path[-1] not in node:
+        return None
+    del node[path[-1]]
+    return trimmed
+
+
+def spec_problem(conn: Connection, job_id: str) -> str | None:
+    """What in job ``job_id``'s stored spec breaks the contract, or ``None`` when it fits."""
+    raw = conn.execute(sa.select(jobs.c.spec).where(jobs.c.id == job_id)).scalar()
+    try:
+        msgspec.convert(raw, TrainingJobSpec)
+    except msgspec.ValidationError as exc:
+        return f"its stored spec is not valid: {exc}"
+    return None
+
+
+def model_of(conn: Connection, job_id: str) -> str | None:
+    """The model job ``job_id`` trains, read without decoding its spec."""
+    found: str | None = conn.execute(sa.select(jobs.c.model).where(jobs.c.id == job_id)).scalar()
+    return found
+
+
 def _job(row: Any) -> TrainingJob:
     return TrainingJob(
         id=row.id,
-        spec=msgspec.convert(row.spec, TrainingJobSpec),
+        spec=read_spec(row.spec),
         status=row.status,
         attempt=row.attempt,
         epoch=row.epoch,
