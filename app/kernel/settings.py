@@ -52,6 +52,9 @@ class Settings:
     """QUARRY_TRAINING_HEARTBEAT_S: how often a running training job proves it is alive."""
     training_stale_s: float = 60.0
     """QUARRY_TRAINING_STALE_S: a running job silent this long is re-run (its worker died)."""
+    training_max_time_limit_s: float = 30 * 86400.0
+    """QUARRY_TRAINING_MAX_TIME_LIMIT_S: the longest time limit a training job may ask for
+    (default and most: 30 days, the contract's ceiling)."""
     trainers: tuple[str, ...] = ()
     """QUARRY_TRAINERS: comma-separated modules to import for ``@trainer`` plug-ins."""
     artifacts_url: str | None = None
@@ -278,6 +281,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "redis_prefix": str,
     "training_heartbeat_s": _positive(float),
     "training_stale_s": _positive(float),
+    "training_max_time_limit_s": _positive(float),
     "trainers": lambda value: tuple(p.strip() for p in value.split(",") if p.strip()),
     "artifacts_url": str,
     "auth": _choice("auto", "on", "off"),
