@@ -11,18 +11,16 @@ import argparse
 import asyncio
 import json
 import sys
-import threading
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 
-from app.bootstrap import AVAILABLE_MODULES, Platform, configure, create_app
+from app.bootstrap import AVAILABLE_MODULES, Platform, configure
 from app.cli.fatal import EXIT_INTERRUPTED, report
-from app.cli.listen import listen
 from app.cli.parser import build_parser
+from app.cli.serving import quickstart, run, serve, worker
 from app.kernel.auth import KeyStore
 from app.kernel.db import Database
 from app.kernel.events import list_failed, list_failed_inbox, retry_failed, retry_failed_inbox
@@ -33,108 +31,6 @@ from contracts.inference import InferenceService
 from contracts.training import TrainingJob, TrainingJobSpec, TrainingService
 
 __all__ = ["HANDLERS", "main"]
-
-T = TypeVar("T")
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
-        return asyncio.run(coro)
-    return uvloop.run(coro)
-
-
-# --- serve / quickstart / worker / migrate / modules -----------------------------------------
-
-
-def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    """Serve until SIGTERM/SIGINT: then readiness fails for ``--drain-delay`` seconds (load
-    balancers stop sending), the listener closes, in-flight requests get ``--drain-timeout``
-    seconds to finish, the modules stop (task workers finish their tasks) and the process exits."""
-    import uvicorn
-
-    sock = listen(settings.host, settings.port)  # a busy port fails here, before any work
-    platform = Platform(settings)
-
-    class DrainingServer(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            if platform.draining or args.drain_delay <= 0:
-                super().handle_exit(sig, frame)  # a second signal stops at once
-                return
-            platform.draining = True
-            print(f"quarry draining for {args.drain_delay} s", file=sys.stderr)
-            timer = threading.Timer(args.drain_delay, super().handle_exit, (sig, frame))
-            timer.daemon = True
-            timer.start()
-
-    async def serve() -> None:
-        app = create_app(platform, host=settings.host)
-        config = uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=args.drain_timeout,
-        )
-        server = DrainingServer(config)
-        # Started here rather than in uvicorn's lifespan (where starting again does nothing), so
-        # a failure reaches `main` as itself instead of as uvicorn's logged traceback. The
-        # lifespan still stops the platform, before uvicorn re-raises a signal it handled.
-        await platform.start()
-        print(f"quarry serving on http://{settings.host}:{settings.port}", file=sys.stderr)
-        try:
-            await server.serve(sockets=[sock])
-        finally:
-            if platform.started:  # uvicorn ended before its lifespan could stop it
-                await platform.stop()
-        if not server.started:
-            raise SystemExit(1)
-
-    try:
-        _run(serve())
-    finally:
-        sock.close()
-    return 0
-
-
-def _quickstart(settings: Settings, args: argparse.Namespace) -> int:
-    """Every stage of the loop in a fresh data directory, then serve (unless ``--no-serve``)."""
-    import time
-
-    from app.cli import quickstart
-
-    fresh = settings.data_dir / f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}"
-    return _run(quickstart.run(settings.replace(data_dir=fresh), serve=not args.no_serve))
-
-
-def _worker(settings: Settings, args: argparse.Namespace) -> int:
-    from app.kernel.tasks import run_worker
-
-    if settings.broker_url.startswith("memory://"):
-        raise ConfigError(
-            "QUARRY_BROKER_URL is memory://, so tasks run inside `quarry serve`;"
-            " set it to redis://... to run separate workers"
-        )
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="quarry-loop", daemon=True)
-    thread.start()
-    platform = Platform(settings)
-    try:
-        asyncio.run_coroutine_threadsafe(platform.start(), loop).result()
-        queues = {q.strip() for q in args.queues.split(",")} if args.queues else None
-        print(f"quarry worker: {', '.join(platform.built) or 'no modules'}", file=sys.stderr)
-        run_worker(platform.tasks, queues=queues, threads=args.threads)
-    finally:
-        if platform.started:
-            asyncio.run_coroutine_threadsafe(platform.stop(), loop).result()
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        if not thread.is_alive():
-            loop.close()
-    return 0
 
 
 def _reachable_databases(
@@ -262,14 +158,14 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
         bar.show(job, final=True)
         return job
 
-    async def run() -> TrainingJob:
+    async def submitted() -> TrainingJob:
         if args.url:
             async with remote_clients(args.url, args.api_key) as clients:
                 return await follow(clients["training"])
         async with Platform(settings) as platform:
             return await follow(platform.client("training", caller="cli"))
 
-    job = _run(run())
+    job = run(submitted())
     print(json.dumps(_plain(job), indent=2, default=str))
     return 0 if job.status in ("succeeded", "queued", "running") else 1
 
@@ -296,14 +192,14 @@ def _rollouts(settings: Settings, args: argparse.Namespace) -> int:
             return _plain(await inference.promote_rollout(PromoteRollout(id=args.id, **reason)))
         return _plain(await inference.abort_rollout(AbortRollout(id=args.id, **reason)))
 
-    async def run() -> dict[str, Any]:
+    async def answer() -> dict[str, Any]:
         if args.url:
             async with remote_clients(args.url, args.api_key) as clients:
                 return await ask(clients["inference"])
         async with Platform(settings) as platform:
             return await ask(platform.client("inference", caller="cli"))
 
-    print(json.dumps(_run(run()), indent=2, default=str))
+    print(json.dumps(run(answer()), indent=2, default=str))
     return 0
 
 
@@ -341,12 +237,12 @@ def _plain(row: msgspec.Struct) -> dict[str, Any]:
 # --- main ------------------------------------------------------------------------------------
 
 HANDLERS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
-    "serve": _serve,
-    "worker": _worker,
+    "serve": serve,
+    "worker": worker,
     "migrate": _migrate,
     "modules": _modules,
     "keys": _keys,
-    "quickstart": _quickstart,
+    "quickstart": quickstart,
     "train": _train,
     "rollouts": _rollouts,
     "events": _events,
