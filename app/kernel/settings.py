@@ -57,6 +57,8 @@ class Settings:
     (default and most: 30 days, the contract's ceiling)."""
     trainers: tuple[str, ...] = ()
     """QUARRY_TRAINERS: comma-separated modules to import for ``@trainer`` plug-ins."""
+    training_processes: int = 1
+    """QUARRY_TRAINING_PROCESSES: training jobs a process runs at once, each in a child process."""
     artifacts_url: str | None = None
     """QUARRY_ARTIFACTS_URL: a folder (default ``<data_dir>/artifacts``) or ``s3://bucket/prefix``."""
     auth: Literal["auto", "on", "off"] = "auto"
@@ -283,6 +285,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "training_stale_s": _positive(float),
     "training_max_time_limit_s": _positive(float),
     "trainers": lambda value: tuple(p.strip() for p in value.split(",") if p.strip()),
+    "training_processes": _positive(int),
     "artifacts_url": str,
     "auth": _choice("auto", "on", "off"),
     "api_keys_file": Path,

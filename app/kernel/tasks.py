@@ -4,9 +4,10 @@ Modules declare actors in ``build`` against the broker handed over here (never w
 module-level ``@dramatiq.actor``, which would bind dramatiq's global default broker). With
 ``QUARRY_BROKER_URL=redis://...`` the messages go through dramatiq's ``RedisBroker`` under a
 key namespace (``<namespace>:<queue>``), and ``quarry worker`` runs the workers
-(:func:`run_worker`). A message whose actor failed and used up its retries is dead-lettered:
-:meth:`TaskQueue.dead_letters` lists those, :meth:`TaskQueue.requeue_dead_letters` sends them
-again.
+(:func:`run_worker`). A queue can have worker threads of its own (:meth:`TaskQueue.dedicate`):
+at most that many of its messages run at once, and they never hold up other queues. A message
+whose actor failed and used up its retries is dead-lettered: :meth:`TaskQueue.dead_letters`
+lists those, :meth:`TaskQueue.requeue_dead_letters` sends them again.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import dramatiq
 import msgspec
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import q_name
 
 if TYPE_CHECKING:
     from app.kernel.settings import Settings
@@ -79,7 +81,8 @@ class TaskQueue:
         self.broker: dramatiq.Broker = self._make_broker(
             url, namespace, heartbeat_timeout_ms, maintenance_per_million
         )
-        self._worker: dramatiq.Worker | None = None
+        self._workers: list[dramatiq.Worker] = []
+        self._dedicated: dict[str, int] = {}
 
     @staticmethod
     def _make_broker(
@@ -126,27 +129,48 @@ class TaskQueue:
         )
         return declare(fn)
 
+    def dedicate(self, queue_name: str, threads: int) -> None:
+        """Run ``queue_name``'s messages on ``threads`` worker threads of their own: at most
+        ``threads`` of them at once, whatever thread count :meth:`start_workers` is given, and
+        never holding up (or held up by) the other queues' messages. Call before starting."""
+        if threads < 1:
+            raise ValueError(f"a dedicated queue needs at least one thread, got {threads}")
+        self._dedicated[queue_name] = threads
+
     def start_workers(self, queues: set[str] | None = None, *, threads: int | None = None) -> None:
         """Start ``threads`` (default ``worker_threads``) worker threads consuming ``queues``
-        (all declared queues by default). Does nothing when no actor is declared."""
-        if self._worker is not None or not self.broker.get_declared_actors():
+        (all declared queues by default), plus each dedicated queue's own threads. Does nothing
+        when no actor is declared."""
+        if self._workers or not self.broker.get_declared_actors():
             return  # nothing to run: no idle threads polling an empty broker
         count = threads if threads is not None else self.worker_threads
+        declared = self.broker.get_declared_queues()
+        wanted = set(queues) if queues is not None else {q_name(name) for name in declared}
+        groups = [({name}, self._dedicated[name]) for name in sorted(wanted & set(self._dedicated))]
+        shared = wanted - set(self._dedicated)
+        if shared:
+            groups.append((shared, count))
         # In-process queues are polled every 100 ms rather than every second, so stopping (each
         # consumer finishes its current poll) takes a tenth of the time.
         poll_ms = 100 if self.in_process else 1000
-        self._worker = dramatiq.Worker(
-            self.broker, queues=queues, worker_threads=count, worker_timeout=poll_ms
-        )
-        self._worker.start()
-        _log.info("task workers started", extra={"threads": count})
+        if len(groups) > 1 and not any(
+            isinstance(f, _SeveralWorkers) for f in self.broker.logger.filters
+        ):
+            self.broker.logger.addFilter(_SeveralWorkers())
+        for names, n in groups:
+            worker = dramatiq.Worker(
+                self.broker, queues=names, worker_threads=n, worker_timeout=poll_ms
+            )
+            worker.start()
+            self._workers.append(worker)
+            _log.info("task workers started", extra={"threads": n, "queues": sorted(names)})
 
     def stop(self, timeout_ms: int = 10_000) -> None:
         """Stop the workers, letting running tasks finish within ``timeout_ms``; then close
         the broker's connections."""
-        if self._worker is not None:
-            self._worker.stop(timeout=timeout_ms)
-            self._worker = None
+        for worker in self._workers:
+            worker.stop(timeout=timeout_ms)
+        self._workers = []
         self.broker.close()
         client = getattr(self.broker, "client", None)
         if client is not None:  # the Redis broker leaves its connection pool open
@@ -205,6 +229,14 @@ class TaskQueue:
         return f"{self.namespace}:{queue_name}.XQ"
 
 
+class _SeveralWorkers(logging.Filter):
+    """Each worker adds dramatiq's worker middleware to the broker, and dramatiq warns about a
+    second one: expected with dedicated queues, so not logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "_WorkerMiddleware" not in record.getMessage()
+
+
 def _dead_letter(message: Any, failed_at: float | None, *, counted: bool) -> DeadLetter:
     """``counted``: the message's ``retries`` option counts its last run (the stub broker keeps
     the message as the worker left it; Redis keeps it as it was last enqueued)."""
@@ -254,9 +286,9 @@ def run_worker(
     stop: threading.Event | None = None,
     timeout_ms: int = 10_000,
 ) -> None:
-    """Run ``threads`` worker threads on ``queue`` (its ``queues``, all declared by default)
-    until SIGTERM or SIGINT, or until ``stop`` is set; then let running tasks finish within
-    ``timeout_ms`` and close the queue.
+    """Run ``threads`` worker threads on ``queue`` (its ``queues``, all declared by default; a
+    dedicated queue runs on its own threads) until SIGTERM or SIGINT, or until ``stop`` is set;
+    then let running tasks finish within ``timeout_ms`` and close the queue.
 
     Declare the actors first. The signal handlers are installed only when called on the main
     thread, and the previous ones are restored on return.
