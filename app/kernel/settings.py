@@ -67,30 +67,6 @@ class Settings:
     """QUARRY_API_KEYS_FILE: hashed API keys (default ``<data_dir>/api_keys.toml``)."""
     service_token: str | None = None
     """QUARRY_SERVICE_TOKEN: the shared secret modules present to each other over RPC."""
-    inference_providers: str = "auto"
-    """QUARRY_INFERENCE_PROVIDERS: ``auto`` (CUDA when it really loads, else CPU) or a list."""
-    inference_threads: int = 0
-    """QUARRY_INFERENCE_THREADS: ONNX Runtime intra-op threads per session (0 = one per core)."""
-    inference_runners: int = 1
-    """QUARRY_INFERENCE_RUNNERS: batches of one model version run at the same time."""
-    max_batch_size: int = 64
-    """QUARRY_MAX_BATCH_SIZE: most rows one ``session.run`` takes."""
-    max_queue_delay_ms: float = 0.0
-    """QUARRY_MAX_QUEUE_DELAY_MS: how long a batch may wait to fill (0 = never wait)."""
-    max_queue_rows: int = 4096
-    """QUARRY_MAX_QUEUE_ROWS: rows waiting per model version before requests get 503."""
-    max_loaded_models: int = 16
-    """QUARRY_MAX_LOADED_MODELS: model versions kept loaded (least recently used go first)."""
-    max_loaded_bytes: int = 4 << 30
-    """QUARRY_MAX_LOADED_BYTES: artifact bytes kept loaded."""
-    artifact_cache_bytes: int = 10 << 30
-    """QUARRY_ARTIFACT_CACHE_BYTES: artifact bytes an inference host keeps on disk (0 = none).
-
-    The copies live in ``<data_dir>/artifact-cache`` (least recently used go first); not kept
-    when the registry runs in the same process on a local folder, whose bytes are already here.
-    """
-    prediction_log_sample: float = 0.1
-    """QUARRY_PREDICTION_LOG_SAMPLE: share of predictions whose inputs are logged (0..1)."""
     host: str = "127.0.0.1"
     """QUARRY_HOST: the address ``quarry serve`` binds."""
     port: int = 8000
@@ -239,13 +215,6 @@ def _positive(kind: Callable[[str], Any], *, allow_zero: bool = False) -> Callab
     return parse
 
 
-def _fraction(value: str) -> float:
-    number = float(value)
-    if not 0.0 <= number <= 1.0:
-        raise ValueError("expected a number between 0 and 1")
-    return number
-
-
 def _url(*schemes: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         if urlparse(value).scheme not in schemes:
@@ -290,16 +259,6 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "auth": _choice("auto", "on", "off"),
     "api_keys_file": Path,
     "service_token": str,
-    "inference_providers": str,
-    "prediction_log_sample": _fraction,
-    "inference_threads": _positive(int, allow_zero=True),
-    "inference_runners": _positive(int),
-    "max_batch_size": _positive(int),
-    "max_queue_delay_ms": _positive(float, allow_zero=True),
-    "max_queue_rows": _positive(int),
-    "max_loaded_models": _positive(int),
-    "max_loaded_bytes": _positive(int),
-    "artifact_cache_bytes": _positive(int, allow_zero=True),
     "host": str,
     "port": _positive(int),
     "max_body_bytes": _positive(int),

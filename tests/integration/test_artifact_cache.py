@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.bootstrap import Platform
+from app.bootstrap import Platform, configure
 from app.kernel.settings import Settings, load_settings
 from app.modules.inference.artifact_cache import ArtifactCache, cache_for
 from app.modules.inference.service import LocalInferenceService
+from app.modules.inference.settings import InferenceSettings
 from contracts.common import Tensor
 from contracts.inference import LoadModel, Predict, UnloadModel
 from contracts.registry import ArtifactChunk, FetchArtifact, RegisterVersion
@@ -62,9 +63,7 @@ def inference_settings(data_dir: Path, **changes: Any) -> Settings:
         data_dir=data_dir,
         modules=("inference",),
         remotes={"registry": "http://registry.invalid:8000"},
-        inference_threads=1,
-        **changes,
-    )
+    ).with_module(InferenceSettings(threads=1, **changes))
 
 
 @pytest.fixture
@@ -151,7 +150,7 @@ async def test_the_cache_stays_under_its_bound_dropping_the_least_recently_used(
         await service.close()
 
     kept = {p.name for p in cached(host)}
-    assert sum(p.stat().st_size for p in cached(host)) <= settings.artifact_cache_bytes
+    assert sum(p.stat().st_size for p in cached(host)) <= 2 * size + size // 2
     assert kept == {hashlib.sha256(linear_onnx(seed=s)).hexdigest() for s in (0, 2)}
     assert registry.fetches == ["lin:1", "lin:2", "lin:3"]
 
@@ -176,5 +175,6 @@ def test_a_host_with_the_registry_on_a_local_folder_keeps_no_copies(tmp_path: Pa
 
 def test_the_bound_is_read_from_the_environment(tmp_path: Path) -> None:
     env = {"QUARRY_DATA_DIR": str(tmp_path), "QUARRY_ARTIFACT_CACHE_BYTES": "1048576"}
-    assert load_settings(env, config_file=os.devnull).artifact_cache_bytes == 1 << 20
-    assert Settings().artifact_cache_bytes == 10 << 30
+    loaded = configure(load_settings(env, config_file=os.devnull))
+    assert loaded.module_config(InferenceSettings).artifact_cache_bytes == 1 << 20
+    assert configure(Settings()).module_config(InferenceSettings).artifact_cache_bytes == 10 << 30

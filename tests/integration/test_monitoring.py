@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.bootstrap import Platform, create_app
 from app.kernel.settings import Settings
+from app.modules.inference.settings import InferenceSettings
 from app.modules.monitoring.settings import MonitoringSettings
 from app.modules.training.profile import reference_profile
 from contracts.common import Conflict, InvalidInput, NotFound, Tensor, UnprocessableInput
@@ -59,8 +60,10 @@ async def q(tmp_path: Path) -> AsyncIterator[Q]:
     settings = Settings(
         data_dir=tmp_path,
         modules=("registry", "monitoring", "inference"),
-        prediction_log_sample=1.0,
-    ).with_module(MonitoringSettings(cost_fp=5.0, cost_fn=2.0))
+    ).with_module(
+        InferenceSettings(prediction_log_sample=1.0),
+        MonitoringSettings(cost_fp=5.0, cost_fn=2.0),
+    )
     async with Platform(settings) as platform:
         yield Q(platform)
 

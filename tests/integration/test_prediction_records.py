@@ -14,6 +14,7 @@ from app.bootstrap import Platform
 from app.kernel.settings import Settings
 from app.modules.inference.records import Recorder
 from app.modules.inference.service import LocalInferenceService
+from app.modules.inference.settings import InferenceSettings
 from contracts.common import NotFound, Tensor, UnprocessableInput
 from contracts.inference import InferenceService, Predict, PredictionRecord
 from contracts.registry import RegisterVersion, RegistryService
@@ -43,8 +44,8 @@ class BlockedSink:
 async def _platform(
     tmp_path: Path, sample: float, modules: tuple[str, ...] = ("registry", "inference")
 ) -> Platform:
-    settings = Settings(
-        data_dir=tmp_path, events_poll_s=0.05, prediction_log_sample=sample, modules=modules
+    settings = Settings(data_dir=tmp_path, events_poll_s=0.05, modules=modules).with_module(
+        InferenceSettings(prediction_log_sample=sample)
     )
     return await Platform(settings).__aenter__()
 

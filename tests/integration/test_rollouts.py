@@ -20,6 +20,7 @@ from app.bootstrap import Platform, create_app
 from app.kernel.settings import Settings
 from app.modules.inference._rollout_judge import check_policy, judge
 from app.modules.inference.service import LocalInferenceService
+from app.modules.inference.settings import InferenceSettings
 from contracts.common import Conflict, InvalidInput, Tensor, Unavailable, UnprocessableInput
 from contracts.inference import (
     AbortRollout,
@@ -83,7 +84,9 @@ class Q:
 
 
 def _settings(data_dir: Path, modules: tuple[str, ...]) -> Settings:
-    return Settings(data_dir=data_dir, modules=modules, prediction_log_sample=0.0)
+    return Settings(data_dir=data_dir, modules=modules).with_module(
+        InferenceSettings(prediction_log_sample=0.0)
+    )
 
 
 @pytest.fixture

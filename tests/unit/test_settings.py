@@ -16,6 +16,8 @@ import pytest
 from app.bootstrap import AVAILABLE_MODULES, configure
 from app.kernel.module_settings import Alias, configure_modules, load_module_settings
 from app.kernel.settings import ConfigError, Settings, load_settings
+from app.modules.inference.settings import InferenceSettings
+from app.modules.monitoring.settings import MonitoringSettings
 
 
 class _Knobs(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,7 +68,8 @@ def test_module_lists_and_per_module_urls() -> None:
         )
     )
     assert settings.modules == ("inference", "registry")
-    assert settings.hosts("registry") and not settings.hosts("training")
+    assert settings.hosts("registry")
+    assert not settings.hosts("training")
     assert settings.database_url("registry") == "postgresql://db/registry"
     assert settings.remotes["features"] == "http://features:8002"
 
@@ -122,6 +125,15 @@ def test_settings_given_in_code_win_over_the_environment() -> None:
         ),
         ({"QUARRY_MODULES": ","}, "QUARRY_MODULES"),
         ({"QUARRY_BROKER_URL": "amqp://x"}, "QUARRY_BROKER_URL"),
+        (
+            {"QUARRY_PREDICTION_LOG_SAMPLE": "1.5"},
+            "QUARRY_PREDICTION_LOG_SAMPLE='1.5' is not valid: expected a number between 0 and 1",
+        ),
+        ({"QUARRY_INFERENCE_MAX_BATCH_SIZE": "many"}, "QUARRY_INFERENCE_MAX_BATCH_SIZE='many'"),
+        (
+            {"QUARRY_ONLINE_STORE_URL": "ftp://x"},
+            "expected a redis://, sqlite:/// or postgresql://",
+        ),
         ({"QUARRY_REMOTE_REGISTRY": "registry:8001"}, "QUARRY_REMOTE_REGISTRY"),
         ({"QUARRY_REMOTE_BILLING": "http://billing:8001"}, "QUARRY_REMOTE_BILLING: unknown module"),
         ({"QUARRY_REGISTRY_DATABASE_URL": "mysql://x"}, "QUARRY_REGISTRY_DATABASE_URL"),
@@ -135,11 +147,36 @@ def test_bad_values_fail_naming_the_variable(env: dict[str, str], named: str) ->
     assert named in str(raised.value)
 
 
+def test_modules_read_their_own_variables_older_names_and_quarry_toml_tables(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "quarry.toml"
+    config.write_text("[inference]\nmax_batch_size = 8\nprediction_log_sample = 1\n")
+    env = {"QUARRY_MAX_BATCH_SIZE": "16", "QUARRY_MONITORING_SLO_MS": "250"}
+
+    settings = configure(load_settings(env, config_file=config))
+
+    inference = settings.module_config(InferenceSettings)
+    assert (inference.max_batch_size, inference.prediction_log_sample) == (16, 1.0)
+    assert settings.module_config(MonitoringSettings).slo_ms == 250.0
+    env["QUARRY_INFERENCE_MAX_BATCH_SIZE"] = "32"  # the module's own name beats the older one
+    again = configure(load_settings(env, config_file=config))
+    assert again.module_config(InferenceSettings).max_batch_size == 32
+    assert configure(load_settings({}, config_file=config)).module_config(
+        InferenceSettings
+    ) == InferenceSettings(max_batch_size=8, prediction_log_sample=1.0)
+
+
 def test_unknown_toml_keys_and_missing_config_files_are_errors(tmp_path: Path) -> None:
     config = tmp_path / "quarry.toml"
     config.write_text("prot = 1\n")
     with pytest.raises(ConfigError, match="prot"):
         load_settings({}, config_file=config)
+    config.write_text("[inference]\nmax_batch = 8\n")
+    with pytest.raises(
+        ConfigError, match=r"unknown setting\(s\) in the \[inference\] table.*max_batch"
+    ):
+        configure(load_settings({}, config_file=config))
     config.write_text("[billing]\nseats = 1\n")
     with pytest.raises(ConfigError, match=r"\[billing\]"):
         configure(load_settings({}, config_file=config))

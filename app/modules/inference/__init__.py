@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from app.kernel.module import BuiltModule, Dependency, ModuleContext, ModuleSpec
+from app.modules.inference.settings import InferenceSettings
 from contracts.features import FeaturesService
 from contracts.inference import VERSION, InferenceService, RolloutChanged
 from contracts.monitoring import MonitoringService
@@ -55,4 +56,5 @@ module = ModuleSpec(
     publishes=(RolloutChanged,),
     subscribes=(ModelAliasChanged, ModelVersionRegistered),
     migrations="inference",
+    settings=InferenceSettings,
 )

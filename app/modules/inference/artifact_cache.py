@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from app.kernel.settings import Settings
+from app.modules.inference.settings import InferenceSettings
 
 __all__ = ["ArtifactCache", "cache_for"]
 
@@ -119,11 +120,10 @@ def cache_for(settings: Settings, logger: logging.Logger) -> ArtifactCache | Non
 
     The registry running in this process on a local folder already keeps every artifact here.
     """
-    if settings.artifact_cache_bytes <= 0:
+    max_bytes = settings.module_config(InferenceSettings).artifact_cache_bytes
+    if max_bytes <= 0:
         return None
     location = settings.artifacts_location
     if settings.hosts("registry") and (location.startswith("file://") or "://" not in location):
         return None
-    return ArtifactCache(
-        settings.data_dir / "artifact-cache", max_bytes=settings.artifact_cache_bytes, logger=logger
-    )
+    return ArtifactCache(settings.data_dir / "artifact-cache", max_bytes=max_bytes, logger=logger)

@@ -22,6 +22,7 @@ from app.kernel.settings import Settings
 from app.modules.inference.artifact_cache import cache_for
 from app.modules.inference.batching import Batcher
 from app.modules.inference.runtime import LoadedModel, ModelCache, load_model, select_providers
+from app.modules.inference.settings import InferenceSettings
 from contracts.common import IntegrityError, ModelLoadFailed, ModelRef, QuarryError
 from contracts.inference import ModelStatus
 from contracts.registry import (
@@ -89,10 +90,11 @@ class Loader:
     ) -> None:
         self._registry = registry
         self._settings = settings
+        self._config = config = settings.module_config(InferenceSettings)
         self._log = logger
-        self._providers = select_providers(settings.inference_providers)
+        self._providers = select_providers(config.providers)
         self._cache = ModelCache(
-            max_models=settings.max_loaded_models, max_bytes=settings.max_loaded_bytes
+            max_models=config.max_loaded_models, max_bytes=config.max_loaded_bytes
         )
         self._artifacts = cache_for(settings, logger)
         self._served: dict[Key, Served] = {}
@@ -230,13 +232,13 @@ class Loader:
             data,
             info.signature,
             providers=self._providers,
-            intra_op_threads=self._settings.inference_threads,
+            intra_op_threads=self._config.threads,
             sha256=info.sha256,
         )
         model.lineage = info.lineage
         await asyncio.to_thread(
             model.warm_up,
-            min(2, self._settings.max_batch_size),
+            min(2, self._config.max_batch_size),
             max_bytes=self._settings.max_tensor_bytes,
         )
         return model
@@ -244,10 +246,10 @@ class Loader:
     def _batcher(self, model: LoadedModel) -> Batcher:
         return Batcher(
             model,
-            max_batch_size=self._settings.max_batch_size,
-            max_queue_delay_ms=self._settings.max_queue_delay_ms,
-            max_queue_rows=self._settings.max_queue_rows,
-            runners=self._settings.inference_runners,
+            max_batch_size=self._config.max_batch_size,
+            max_queue_delay_ms=self._config.max_queue_delay_ms,
+            max_queue_rows=self._config.max_queue_rows,
+            runners=self._config.runners,
         )
 
     async def unload(self, key: Key) -> None:

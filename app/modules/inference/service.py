@@ -24,6 +24,7 @@ from app.modules.inference.inputs import prepare_inputs
 from app.modules.inference.loading import Loader
 from app.modules.inference.records import MonitoringSink, Recorder
 from app.modules.inference.rollouts import Rollouts
+from app.modules.inference.settings import InferenceSettings
 from contracts.common import (
     ModelRef,
     NotFound,
@@ -96,6 +97,7 @@ class LocalInferenceService:
         outbox: Outbox | None = None,
     ) -> None:
         self._settings = settings
+        self._config = settings.module_config(InferenceSettings)
         self._features = features
         self._registry = registry
         self._log = logger or logging.getLogger("quarry.inference")
@@ -109,7 +111,7 @@ class LocalInferenceService:
         )
         self.records = recorder or Recorder(
             MonitoringSink(monitoring) if monitoring is not None else None,
-            sample=settings.prediction_log_sample,
+            sample=self._config.prediction_log_sample,
             logger=self._log,
         )
         """Prediction records of this process, handed to monitoring in the background."""
@@ -196,7 +198,7 @@ class LocalInferenceService:
             _BUILT_INPUTS.set(inputs)  # what the prediction record logs for this call
             request = msgspec.structs.replace(request, inputs=inputs, coerce=True)
         arrays = _arrays(request, {s.name: s.dtype for s in signature.inputs})
-        feeds, rows = prepare_inputs(signature, arrays, max_rows=self._settings.max_queue_rows)
+        feeds, rows = prepare_inputs(signature, arrays, max_rows=self._config.max_queue_rows)
         outputs = await served.batcher.submit(feeds, rows, context.current().deadline)
         return Prediction(
             model=served.model.name,

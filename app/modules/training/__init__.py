@@ -1,6 +1,7 @@
 """The training module: offline batch training jobs on the task queue. Exports only ``module``.
 
-Serving hosts never import torch: it is imported when a job runs, on the worker that runs it.
+Serving hosts never import torch: it is imported in each job's own training process (a child of
+the process that runs the job), which does the fitting, export and evaluation.
 """
 
 from __future__ import annotations

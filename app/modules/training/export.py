@@ -3,6 +3,7 @@
 The exported graph takes float32 ``[N, k]`` (``features`` by default, any ``N``) and answers
 ``probabilities`` (softmax of the logits, float32 ``[N, C]``) for classification or
 ``prediction`` (float32 ``[N]``) for regression. torch is imported inside the functions only.
+These run in a job's training process (see ``child.py``), never in the serving process.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from contracts.common import InvalidInput
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["OPSET", "ParityError", "check_parity", "export_onnx", "output_name"]
+__all__ = ["OPSET", "ParityError", "check_parity", "export_onnx", "output_name", "run_onnx"]
 
 OPSET = 18
 """The ONNX opset of exported models."""
@@ -82,17 +83,16 @@ def check_parity(
     task: str,
     rtol: float = 1e-4,
     atol: float = 1e-5,
+    threads: int = 0,
 ) -> float:
-    """Run ``x`` through onnxruntime (CPU) and through ``module``; the largest absolute
-    difference of their outputs. ``ParityError`` when they disagree beyond ``rtol``/``atol``."""
-    import onnxruntime as ort
+    """Run ``x`` through onnxruntime (CPU, ``threads`` intra-op threads; 0: one per core) and
+    through ``module``; the largest absolute difference of their outputs. ``ParityError`` when
+    they disagree beyond ``rtol``/``atol``."""
     import torch
 
     name = output_name(task)
     rows = np.ascontiguousarray(x, dtype=np.float32)
-    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    feeds = {session.get_inputs()[0].name: rows}
-    got = np.asarray(session.run([name], feeds)[0])
+    got = run_onnx(onnx_bytes, rows, threads=threads)[name]
     with torch.no_grad():
         expected = _wrap(module, task)(torch.from_numpy(rows)).numpy()
     if got.shape != expected.shape:
@@ -108,6 +108,22 @@ def check_parity(
             f" (rtol={rtol:g}, atol={atol:g})"
         )
     return diff
+
+
+def run_onnx(onnx_bytes: bytes, x: np.ndarray, *, threads: int = 0) -> dict[str, np.ndarray]:
+    """Every output of the model on float32 rows ``x``, with ONNX Runtime on the CPU
+    (``threads`` intra-op threads; 0: one per core)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(
+        onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"]
+    )
+    feeds = {session.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)}
+    outputs = session.run(None, feeds)
+    return {o.name: np.asarray(v) for o, v in zip(session.get_outputs(), outputs, strict=True)}
 
 
 def _wrap(module: torch.nn.Module, task: str) -> torch.nn.Module:

@@ -2,19 +2,25 @@
 
 The run claims the job row (so a redelivered message, or a second worker, does nothing), checks
 whether an earlier attempt already registered the version (then it only records it), and
-otherwise: prepares the dataset, trains with the named trainer (reporting epochs, which also
-heartbeats and checks for cancellation), exports to ONNX, checks parity with torch on held-out
-rows, evaluates on the validation split, applies the gate (evaluating the baseline version on the
-same rows), and registers the version with its lineage and reference profile under an
-idempotency key naming the job. The job's one outcome and ``TrainingJobFinished`` are written in
-one transaction.
+otherwise: starts the job's training process (``process.py``; it imports torch while the run
+prepares the dataset through the features contract), hands it the arrays, and waits while it
+trains with the named trainer, exports to ONNX, checks parity with torch on held-out rows and
+evaluates on the validation split. Its epochs are recorded as they come (which also heartbeats);
+cancellation, the job's time limit and shutdown kill it. Then the run applies the gate
+(evaluating the baseline version on the same rows) and registers the version with its lineage
+and reference profile under an idempotency key naming the job. The job's one outcome and
+``TrainingJobFinished`` are written in one transaction.
+
+This process never imports torch: a training process that crashes or runs out of memory ends
+alone, and its job runs again while it has attempts left (``max_attempts``), else fails with
+the reason.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -22,7 +28,6 @@ from importlib import metadata
 from typing import Any, TypeVar
 
 import msgspec
-import numpy as np
 from dramatiq.middleware import TimeLimitExceeded
 
 from app.kernel import context
@@ -32,7 +37,10 @@ from app.modules.training import store
 from app.modules.training.dataset import JobFailed, Prepared, prepare
 from app.modules.training.evaluation import judge
 from app.modules.training.evaluation import metrics as evaluate
-from app.modules.training.trainers import TrainerRegistry, TrainingData, pick_device
+from app.modules.training.heartbeat import Cancelled, Heartbeat, Superseded, TimedOut
+from app.modules.training.process import WAITING, TrainingProcess, thread_budget
+from app.modules.training.trainers import Trainer, TrainerRegistry
+from app.modules.training.work import Done, Epoch, Failed, Work
 from contracts.common import (
     DeadlineExceeded,
     InvalidInput,
@@ -55,24 +63,18 @@ from contracts.registry import (
 )
 from contracts.training import GateVerdict, TrainingJob, TrainingJobFinished
 
-__all__ = ["Cancelled", "JobRunner", "Superseded"]
+__all__ = ["Cancelled", "JobRunner", "ProcessDied", "Superseded"]
 
 T = TypeVar("T")
 TRANSIENT = (Unavailable, DeadlineExceeded)
 """Errors worth a retry of the message (the job goes back to queued)."""
 CALL_TIMEOUT_S = 300.0
+POLL_S = 0.5
+"""How often a run waiting on its training process checks cancellation, limits and shutdown."""
 
 
-class Cancelled(Exception):
-    """Cancellation was asked for; the run stops at its next check."""
-
-
-class TimedOut(Exception):
-    """The run went past its job's ``time_limit_s`` (checked at every epoch and stage)."""
-
-
-class Superseded(Exception):
-    """Another run took the job (this one's heartbeat went stale): this one stops quietly."""
+class ProcessDied(Exception):
+    """The job's training process ended without an answer (a crash, a kill, out of memory)."""
 
 
 class JobRunner:
@@ -87,6 +89,9 @@ class JobRunner:
         features: FeaturesService | None,
         inference: InferenceService | None,
         trainers: TrainerRegistry,
+        trainer_modules: tuple[str, ...],
+        processes: int,
+        resend: Callable[[str], Awaitable[None]],
         heartbeat_s: float,
         stale_s: float,
         logger: logging.Logger,
@@ -97,6 +102,9 @@ class JobRunner:
         self._features = features
         self._inference = inference
         self._trainers = trainers
+        self._trainer_modules = list(trainer_modules)
+        self._threads = thread_budget(processes)
+        self._resend = resend
         self._heartbeat_s = heartbeat_s
         self._stale_s = stale_s
         self._log = logger
@@ -139,7 +147,14 @@ class JobRunner:
         job = self._db.read_sync(lambda conn: store.get(conn, job_id))
         assert job is not None
         self._log.info("training job %s: attempt %d", job_id, job.attempt)
-        beat = _Heartbeat(self, job_id, owner, time.monotonic() + job.spec.time_limit_s)
+        beat = Heartbeat(
+            job_id,
+            beat=lambda: self.beat(job_id, owner),
+            progress=lambda e, n, m: self.progress(job_id, owner, e, n, m),
+            interval_s=self._heartbeat_s,
+            deadline=time.monotonic() + job.spec.time_limit_s,
+            logger=self._log,
+        )
         beat.start()
         try:
             self._run(job, owner, beat)
@@ -150,6 +165,8 @@ class JobRunner:
         except (TimedOut, TimeLimitExceeded):
             limit = job.spec.time_limit_s
             self._finish(job, owner, status="failed", error=f"ran past its time limit ({limit} s)")
+        except ProcessDied as exc:
+            self._retry_or_fail(job, owner, str(exc))
         except TRANSIENT as exc:
             # Back to queued: the task queue retries the message (with backoff).
             self._db.write_sync(lambda conn: _requeue(conn, job_id, owner))
@@ -162,7 +179,7 @@ class JobRunner:
         finally:
             beat.stop()
 
-    def _run(self, job: TrainingJob, owner: str, beat: _Heartbeat) -> None:
+    def _run(self, job: TrainingJob, owner: str, beat: Heartbeat) -> None:
         earlier = self._registered_by(job)
         if earlier is not None:  # an earlier attempt died after registering: keep its version
             self._finish(job, owner, status="succeeded", version=earlier.version)
@@ -170,48 +187,22 @@ class JobRunner:
         spec = job.spec
         trainer = self._trainers.get(spec.trainer)
         hyperparameters = self._trainers.check_hyperparameters(spec.trainer, spec.hyperparameters)
-        data = prepare(spec.dataset, spec.split, trainer.task, self._features, self.call)
+        process = TrainingProcess(job.id, threads=self._threads, logger=self._log)
+        try:  # the process imports torch while the dataset is prepared here
+            data = prepare(spec.dataset, spec.split, trainer.task, self._features, self.call)
+            beat.check()
+            process.send(self._work(job, trainer, hyperparameters, data))
+            done = self._wait(process, beat)
+        finally:
+            process.kill()
+        verdict = self._gate(job, data, done.scores)
         beat.check()
-        _limit_threads()
-
-        def report(epoch: int, epochs: int, metrics: dict[str, float]) -> None:
-            beat.progress(epoch, epochs, metrics)
-
-        module, train_metrics = trainer.fn(
-            TrainingData(
-                x_train=data.x_train,
-                y_train=data.y_train,
-                x_valid=data.x_valid,
-                y_valid=data.y_valid,
-                columns=data.columns,
-                classes=data.classes,
-                hyperparameters=hyperparameters,
-                device=pick_device(spec.device),
-                seed=spec.split.seed,
-                report=report,
-            )
-        )
-        beat.check()
-        from app.modules.training.export import check_parity, export_onnx
-        from app.modules.training.profile import reference_profile
-
-        module = module.cpu().eval()
-        onnx_bytes = export_onnx(module, len(data.columns), task=trainer.task)
-        parity = check_parity(onnx_bytes, module, data.x_valid[:256], task=trainer.task)
-        valid_outputs = _run_onnx(onnx_bytes, data.x_valid)
-        scores = evaluate(trainer.task, data.y_valid, valid_outputs)
-        verdict = self._gate(job, data, scores)
-        beat.check()
-        train_outputs = _run_onnx(onnx_bytes, data.x_train)
-        profile = reference_profile(
-            data.columns, data.x_train, train_outputs, task=trainer.task, seed=spec.split.seed
-        )
         request = RegisterVersion(
             name=spec.model,
-            artifact=onnx_bytes,
+            artifact=done.onnx,
             description=spec.description or f"trained by job {job.id} ({spec.trainer})",
             tags=_verdict_tags(verdict),
-            metrics={**scores, "parity_max_abs_diff": parity},
+            metrics={**done.scores, "parity_max_abs_diff": done.parity},
             params={"trainer": spec.trainer, **{k: str(v) for k, v in hyperparameters.items()}},
             lineage=Lineage(
                 training_job_id=job.id,
@@ -222,7 +213,7 @@ class JobRunner:
                 | {"rows": str(data.rows)}
                 | ({"classes": json.dumps(data.classes)} if data.classes else {}),
             ),
-            reference_profile=profile,
+            reference_profile=done.profile,
         )
         version = self.call(
             lambda: self._registry.register_version(request), key=f"training-job-{job.id}"
@@ -234,10 +225,74 @@ class JobRunner:
                     SetAlias(name=spec.model, alias=gate.promote_to or "", version=version.version)
                 )
             )
-        final = {**{f"train_{k}": float(v) for k, v in train_metrics.items()}, **scores}
+        final = {**{f"train_{k}": v for k, v in done.train_metrics.items()}, **done.scores}
         self._finish(
             job, owner, status="succeeded", version=version.version, metrics=final, verdict=verdict
         )
+
+    # --- the training process ---------------------------------------------------------------
+
+    def _work(
+        self, job: TrainingJob, trainer: Trainer, hyperparameters: dict[str, Any], data: Prepared
+    ) -> Work:
+        module = trainer.fn.__module__
+        modules = self._trainer_modules + ([module] if module != "__main__" else [])
+        return Work(
+            job_id=job.id,
+            trainer=trainer.name,
+            trainer_origin=trainer.origin,
+            trainer_modules=list(dict.fromkeys(modules)),
+            sys_path=[p for p in sys.path if p],
+            task=trainer.task,
+            hyperparameters=hyperparameters,
+            device=job.spec.device,
+            seed=job.spec.split.seed,
+            columns=data.columns,
+            classes=data.classes,
+            x_train=Tensor.from_numpy(data.x_train),
+            y_train=Tensor.from_numpy(data.y_train),
+            x_valid=Tensor.from_numpy(data.x_valid),
+            y_valid=Tensor.from_numpy(data.y_valid),
+        )
+
+    def _wait(self, process: TrainingProcess, beat: Heartbeat) -> Done:
+        """Record the process's epochs until its answer; stop on cancellation, the time limit
+        or shutdown (the caller kills the process)."""
+        while True:
+            beat.check()
+            if self.loop is None:
+                raise Unavailable("the training module is stopping", retry_after=5)
+            reply = process.reply(timeout=POLL_S)
+            if reply is WAITING:
+                continue
+            if reply is None:
+                raise ProcessDied(process.exit_reason())
+            if isinstance(reply, Epoch):
+                beat.progress(reply.epoch, reply.epochs, reply.metrics)
+            elif isinstance(reply, Failed):
+                raise JobFailed(reply.reason)
+            elif isinstance(reply, Done):
+                return reply
+
+    def _retry_or_fail(self, job: TrainingJob, owner: str, reason: str) -> None:
+        """The process died: run the job again while it has attempts left, else fail it."""
+        attempts = job.spec.max_attempts
+        if job.attempt >= attempts:
+            error = f"{reason} (attempt {job.attempt} of {attempts})"
+            self._finish(job, owner, status="failed", error=error)
+            return
+        self._log.warning(
+            "training job %s: %s; running it again (attempt %d of %d next)",
+            job.id,
+            reason,
+            job.attempt + 1,
+            attempts,
+        )
+        if self._db.write_sync(lambda conn: _back_to_queue(conn, job.id, owner, reason)):
+            try:
+                self.call(lambda: self._resend(job.id))
+            except QuarryError:  # stopping: queued jobs are sent again at start-up
+                self._log.warning("training job %s stays queued until start-up", job.id)
 
     # --- gate -------------------------------------------------------------------------------
 
@@ -386,67 +441,22 @@ class JobRunner:
         return self._heartbeat_s
 
 
-class _Heartbeat:
-    """Keeps a run's heartbeat fresh from a thread; remembers cancellation and loss."""
-
-    def __init__(self, runner: JobRunner, job_id: str, owner: str, deadline: float) -> None:
-        self._runner = runner
-        self._deadline = deadline
-        self._job_id = job_id
-        self._owner = owner
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{job_id}", daemon=True)
-        self.cancelled = False
-        self.lost = False
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._runner.heartbeat_s):
-            try:
-                self._note(self._runner.beat(self._job_id, self._owner))
-            except Exception:  # a database hiccup: the next beat may work
-                self._runner._log.warning("heartbeat of job %s failed", self._job_id, exc_info=True)
-
-    def _note(self, flag: bool | None) -> None:
-        if flag is None:
-            self.lost = True
-        elif flag:
-            self.cancelled = True
-
-    def progress(self, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
-        self._note(self._runner.progress(self._job_id, self._owner, epoch, epochs, metrics))
-        self.check()
-
-    def check(self) -> None:
-        if self.lost:
-            raise Superseded(self._job_id)
-        if self.cancelled:
-            raise Cancelled(self._job_id)
-        if time.monotonic() > self._deadline:
-            raise TimedOut(self._job_id)
-
-
-def _limit_threads() -> None:
-    """Half the cores per training run: a run must not starve the process's other work."""
-    import os
-
-    from app.modules.training.trainers import import_torch
-
-    import_torch().set_num_threads(max(1, (os.cpu_count() or 1) // 2))
-
-
 def _requeue(conn: Any, job_id: str, owner: str) -> None:
     conn.execute(
         store.jobs.update()
         .where(store.jobs.c.id == job_id, store.jobs.c.owner == owner)
         .values(status="queued", owner=None, attempt=store.jobs.c.attempt - 1)
     )
+
+
+def _back_to_queue(conn: Any, job_id: str, owner: str, reason: str) -> bool:
+    """Queue the job again after a failed attempt (which counts), keeping why it failed."""
+    result = conn.execute(
+        store.jobs.update()
+        .where(store.jobs.c.id == job_id, store.jobs.c.owner == owner)
+        .values(status="queued", owner=None, error=reason, updated_at=time.time())
+    )
+    return bool(result.rowcount == 1)
 
 
 def _reason(exc: Exception) -> str:
@@ -460,15 +470,6 @@ def _verdict_tags(verdict: GateVerdict | None) -> dict[str, str]:
     if verdict.reasons:
         tags["gate_reasons"] = "; ".join(verdict.reasons)[:1000]
     return tags
-
-
-def _run_onnx(onnx_bytes: bytes, x: np.ndarray) -> dict[str, np.ndarray]:
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    outputs = session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})
-    return {o.name: np.asarray(v) for o, v in zip(session.get_outputs(), outputs, strict=True)}
 
 
 def _library_versions() -> dict[str, str]:

@@ -103,6 +103,9 @@ class LocalTrainingService:
             features=features,
             inference=inference,
             trainers=self._trainers,
+            trainer_modules=settings.trainers,
+            processes=settings.training_processes,
+            resend=self._send,
             heartbeat_s=settings.training_heartbeat_s,
             stale_s=settings.training_stale_s,
             logger=logger,
@@ -114,6 +117,7 @@ class LocalTrainingService:
             max_retries=MAX_RETRIES,
             time_limit_ms=24 * 3600 * 1000,  # each message carries its job's own limit
         )
+        tasks.dedicate(QUEUE, settings.training_processes)  # one training process per thread
         self._watchdog: asyncio.Task[None] | None = None
         self._resent: dict[str, float] = {}
         self.retrainings = Retrainings(
