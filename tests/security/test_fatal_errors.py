@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,21 @@ def test_every_command_reports_an_unreachable_server_in_one_line(
     assert err.startswith("quarry: cannot reach ")
     assert setting in err
     assert SECRET not in err
+
+
+def test_a_missing_onnxruntime_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if neither extra were installed
+    monkeypatch.setenv("QUARRY_LOG_LEVEL", "WARNING")  # migrations log at INFO
+
+    status = main(["--data-dir", str(tmp_path), "rollouts", "list"])
+
+    err = capsys.readouterr().err
+    assert status == EXIT_CONFIG
+    assert err.count("\n") == 1
+    assert "ONNX Runtime cannot be imported" in err
+    assert "quarryml[cpu]" in err
 
 
 def test_quickstart_on_a_busy_port_stops_before_any_stage(
