@@ -19,6 +19,7 @@ from litestar import Litestar
 from app.kernel import calls, telemetry
 from app.kernel.auth import KeyStore
 from app.kernel.db import Database
+from app.kernel.dependencies import DependencyMonitor
 from app.kernel.events import Outbox, StreamEventBus, event_type_name, make_event_bus
 from app.kernel.http.app import ModuleStatus, create_http_app
 from app.kernel.http.auth import auth_guard, auth_middleware
@@ -71,6 +72,12 @@ class Platform:
         self.databases: dict[str, Database] = {}
         self.built: dict[str, BuiltModule] = {}
         self.remotes = _remote_modules(settings, self.specs)
+        self.health = DependencyMonitor()
+        """The servers this process uses, checked in the background (``/readyz``, ``/metrics``)."""
+        self.health.add_settings(settings)
+        online = settings.module_config(FeaturesSettings).online_store_url
+        if online and online.startswith("redis"):  # a module's own server, watched all the same
+            self.health.add_redis("online_store", online, serving=True)
         _check_event_placement(settings, self.specs, self.hosted)
         self._started = False
         self.draining = False
@@ -105,6 +112,7 @@ class Platform:
             for built in self.built.values():
                 for hook in built.on_startup:
                     await hook()
+            await self.health.start()
         except BaseException:
             await self.stop()
             raise
@@ -113,6 +121,7 @@ class Platform:
 
     async def stop(self) -> None:
         """Stop hooks, events, tasks and database pools, in reverse order of starting."""
+        await self.health.stop()
         for built in reversed(list(self.built.values())):
             for hook in built.on_shutdown:
                 try:
@@ -139,6 +148,7 @@ class Platform:
     async def _build(self, spec: ModuleSpec) -> None:
         db = Database(spec.name, self.settings.database_url(spec.name))
         self.databases[spec.name] = db
+        self.health.add_database(spec.name, db)
         if spec.migrations:
             await asyncio.to_thread(db.migrate, spec.migrations)
         outbox = Outbox(spec.name, spec.publishes)
@@ -385,4 +395,5 @@ def create_app(platform: Platform, *, host: str | None = None) -> Litestar:
         guards=[auth_guard],
         on_startup=[platform.start],
         on_shutdown=[platform.stop, limiter.aclose],
+        dependencies=platform.health,
     )

@@ -80,12 +80,10 @@ class Backoff:
         return nominal * (1.0 + 0.25 * random.random())
 
     def _log_start(self, exc: BaseException) -> None:
-        outage = unavailable_from(exc, module=self.module)
-        if outage is None and isinstance(exc, Unavailable):
-            outage = exc
+        outage = exc if isinstance(exc, Unavailable) else unavailable_from(exc, module=self.module)
         if outage is not None:
             self.log.warning(
-                "%s failed: %s; retrying with backoff (at least every %.0f s) until it works",
+                "%s failed: %s; retrying with backoff (at most %.0f s apart) until it works",
                 self.what,
                 outage.message,
                 self.cap_s,

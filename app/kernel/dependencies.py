@@ -140,11 +140,11 @@ class DependencyMonitor:
         self.add(name, "redis", check, serving=serving)
 
     def add_settings(self, settings: Settings) -> None:
-        """Watch the Redis servers ``settings`` name: broker, events, online store, locks."""
+        """Watch the Redis servers ``settings`` name: broker, events, locks (a module's own, such
+        as the features online store, are added by the composition root)."""
         for name, url, serving in (
             ("broker", settings.broker_url, True),
             ("events", settings.events_url, False),
-            ("online_store", settings.online_store_url, True),
             ("locks", settings.locks_url, False),
         ):
             if url and url.startswith("redis"):

@@ -157,7 +157,7 @@ def unavailable_from(exc: BaseException, *, module: str | None = None) -> Unavai
     if module:
         details["module"] = module
     return Unavailable(
-        f"{failure.kind} is {what}{where} ({type(exc).__name__}); try again shortly",
+        f"{failure.kind} is {what}{where} ({type(exc).__name__})",
         retry_after=1.0,
         details=details,
     )

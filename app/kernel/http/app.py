@@ -16,6 +16,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from app.kernel import metrics as kernel_metrics
 from app.kernel import telemetry
+from app.kernel.dependencies import DependencyMonitor, DependencyStatus
 from app.kernel.http.context import RequestContextMiddleware
 from app.kernel.http.errors import exception_handlers, json_not_found
 from app.kernel.http.methods import QuarryLitestar, truthful_options_allow
@@ -47,6 +48,8 @@ class ModulesAnswer(msgspec.Struct, frozen=True, kw_only=True):
     """``GET /v1/modules``."""
 
     modules: list[ModuleStatus]
+    dependencies: list[DependencyStatus] = []
+    """The servers this process uses (databases, Redis) and whether each answers."""
 
 
 class PlatformView(Protocol):
@@ -82,25 +85,40 @@ def metrics() -> Response[bytes]:
     return Response(telemetry.metrics_text(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-def _platform_routes(platform: PlatformView) -> list[Any]:
+def _platform_routes(platform: PlatformView, health: DependencyMonitor | None) -> list[Any]:
     @get("/readyz", opt={"open": "probe"}, include_in_schema=False, sync_to_thread=False)
     def readyz() -> Response[dict[str, Any]]:
-        """Readiness of this process's own modules (remote ones are reported by /v1/modules)."""
+        """Readiness of this process's own modules and of the servers it needs for serving, as
+        last checked in the background (remote modules are reported by /v1/modules)."""
         modules = platform.readiness()
-        ready = all(modules.values()) and not platform.draining
-        status = "draining" if platform.draining else "ready" if ready else "starting"
+        down = health.unavailable() if health is not None else []
+        status = _status(platform.draining, all(modules.values()), down)
+        body: dict[str, Any] = {"status": status, "modules": modules}
+        if health is not None:
+            body["dependencies"] = {d.name: d.up for d in health.statuses()}
+        if down:
+            body["unavailable"] = down
+        ready = status == "ready"
         return Response(
-            {"status": status, "modules": modules},
-            status_code=200 if ready else 503,
-            headers={} if ready else {"Retry-After": "1"},
+            body, status_code=200 if ready else 503, headers={} if ready else {"Retry-After": "1"}
         )
 
     @get("/v1/modules", opt={"scope": "read"}, sync_to_thread=False, media_type=MediaType.JSON)
     def modules() -> ModulesAnswer:
-        """Where each module runs, its contract version and its circuit breaker."""
-        return ModulesAnswer(modules=platform.module_statuses())
+        """Where each module runs, its contract version and its circuit breaker; each server
+        this process uses and whether it answers."""
+        statuses = health.statuses() if health is not None else []
+        return ModulesAnswer(modules=platform.module_statuses(), dependencies=statuses)
 
     return [readyz, modules]
+
+
+def _status(draining: bool, modules_ready: bool, down: list[str]) -> str:
+    if draining:
+        return "draining"
+    if not modules_ready:
+        return "starting"
+    return "unavailable" if down else "ready"
 
 
 def create_http_app(
@@ -113,14 +131,21 @@ def create_http_app(
     on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
     on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
     debug: bool = False,
+    dependencies: DependencyMonitor | None = None,
 ) -> Litestar:
     """Build the HTTP app. ``middleware`` (auth, idempotency...) runs inside the request context.
 
     Every route also answers ``HEAD`` (as ``GET``, without the body) and ``OPTIONS``; every error,
     whatever raised it, is ``{"error", "code", "details"}`` (documented so in the schema).
+    ``dependencies`` feeds ``/readyz`` and ``/v1/modules`` the state of the servers in use.
     """
     app = QuarryLitestar(
-        route_handlers=[healthz, metrics, *_platform_routes(platform), *route_handlers],
+        route_handlers=[
+            healthz,
+            metrics,
+            *_platform_routes(platform, dependencies),
+            *route_handlers,
+        ],
         middleware=[RequestContextMiddleware, *middleware],
         guards=list(guards),
         on_startup=list(on_startup),

@@ -2,9 +2,11 @@
 
 :meth:`Recorder.record` never awaits: it appends to a bounded buffer (a full buffer drops the
 record and counts it). A background task started with the module hands batches to the sink; a
-slow sink fills the buffer and costs drops, never prediction latency. Records never go through
-the transactional outbox. Without a monitoring module the default sink drops every batch
-(counted), with one start-up warning.
+slow sink fills the buffer and costs drops, never prediction latency. A sink that is unavailable
+(monitoring or its database down) gets its batch back in the buffer and is tried again with
+capped backoff, logged once per outage: records are kept up to the bound, never more. Records
+never go through the transactional outbox. Without a monitoring module the default sink drops
+every batch (counted), with one start-up warning.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from app.kernel import metrics
-from contracts.common import Tensor
+from app.kernel.backoff import Backoff
+from app.kernel.errors import dependency_failure
+from contracts.common import DeadlineExceeded, Tensor, Unavailable
 from contracts.inference import PredictionRecord
 from contracts.monitoring import MonitoringService, RecordPredictions
 
@@ -39,6 +43,8 @@ INTERVAL_S = 0.5
 """How long a partial batch waits before it is handed over."""
 STOP_FLUSH_S = 2.0
 """How long shutdown waits for the last batches to be written."""
+RETRY_CAP_S = 10.0
+"""The longest wait between attempts while the sink is unavailable."""
 
 
 class PredictionSink(Protocol):
@@ -96,6 +102,10 @@ class Recorder:
         self._buffer: deque[PredictionRecord] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._backoff = Backoff(
+            "writing prediction records", self._log, base_s=interval_s, cap_s=RETRY_CAP_S
+        )
+        self._pause = 0.0
         self.recorded = 0
         """Records produced in this process."""
         self.written = 0
@@ -185,8 +195,12 @@ class Recorder:
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval_s)
+            if self._pause:  # the sink is unavailable: a full buffer does not hurry the retry
+                await asyncio.sleep(self._pause)
+                self._pause = 0.0
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._interval_s)
             self._wake.clear()
             await self._drain()
 
@@ -201,8 +215,21 @@ class Recorder:
                 raise
             except _Unbound:
                 self._drop(len(batch))
-            except Exception:
+            except Exception as exc:
+                if isinstance(exc, (Unavailable, DeadlineExceeded)) or dependency_failure(exc):
+                    self._keep(batch)
+                    self._pause = self._backoff.failed(exc)
+                    return
                 self._drop(len(batch))
                 self._log.exception("prediction records could not be written")
             else:
                 self.written += len(batch)
+                self._backoff.succeeded()
+
+    def _keep(self, batch: list[PredictionRecord]) -> None:
+        """Put ``batch`` back in front of the buffer; what no longer fits is dropped (newest)."""
+        self._buffer.extendleft(reversed(batch))
+        over = len(self._buffer) - self._capacity
+        for _ in range(max(0, over)):
+            self._buffer.pop()
+        self._drop(max(0, over))
