@@ -18,15 +18,16 @@ import pytest
 
 from app.bootstrap import Platform, create_app
 from app.cli import main
-from app.cli.fatal import EXIT_CONFIG, EXIT_UNAVAILABLE
+from app.cli.fatal import EXIT_CONFIG, EXIT_FAILURE, EXIT_UNAVAILABLE, explain
 from app.kernel.auth import KeyStore
 from app.kernel.rpc import RemoteModule
-from app.kernel.settings import Settings
-from contracts.common import PermissionDenied
+from app.kernel.settings import ConfigError, Settings
+from contracts.common import PermissionDenied, Unavailable
 from contracts.registry import VERSION, GetModel, RegistryService
 from tests.fakes.server import QUARRY, free_port
 
 SECRET = "hunter2"
+REMOTE = {"module": "registry", "url": "http://r:8001"}
 
 
 @pytest.fixture
@@ -184,6 +185,41 @@ def test_quickstart_on_a_busy_port_stops_before_any_stage(
     )
     assert "[stage]" not in captured.out
     assert list(tmp_path.iterdir()) == []
+
+
+def _raised(exc: BaseException, cause: BaseException) -> BaseException:
+    try:
+        raise exc from cause
+    except BaseException as raised:
+        return raised
+
+
+@pytest.mark.parametrize(
+    ("failure", "line", "status"),
+    [
+        (
+            ExceptionGroup("lifespan", [_raised(RuntimeError("startup"), ConfigError("QUARRY_X"))]),
+            "configuration error: QUARRY_X",
+            EXIT_CONFIG,
+        ),
+        (
+            _raised(RuntimeError("wrapped"), OSError(28, "No space left on device")),
+            "OSError: [Errno 28] No space left on device (--debug shows the traceback)",
+            EXIT_FAILURE,
+        ),
+        (
+            Unavailable("module registry at http://r:8001 is unreachable", details=REMOTE),
+            "unavailable: module registry at http://r:8001 is unreachable (QUARRY_REMOTE_REGISTRY)",
+            EXIT_UNAVAILABLE,
+        ),
+    ],
+)
+def test_wrapped_failures_are_told_by_their_cause(
+    failure: BaseException, line: str, status: int
+) -> None:
+    settings = Settings(remotes={"registry": "http://r:8001"})
+
+    assert explain(failure, settings) == (line, status)
 
 
 # --- scope names -----------------------------------------------------------------------------
