@@ -2,7 +2,7 @@
 
 SQLite (the embedded default) runs in WAL mode with foreign keys on; write transactions take
 the write lock up front (``BEGIN IMMEDIATE``) so concurrent writers wait instead of failing.
-PostgreSQL runs through psycopg 3.
+PostgreSQL runs through psycopg 3, with a connection timeout of ``CONNECT_TIMEOUT_S``.
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["Database", "alembic_env", "create_engine"]
+__all__ = ["CONNECT_TIMEOUT_S", "Database", "alembic_env", "create_engine"]
 
 T = TypeVar("T")
 
 _READ_ONLY = "quarry_read_only"
+CONNECT_TIMEOUT_S = 5
+"""Seconds a new PostgreSQL connection may take (``connect_timeout`` in the URL overrides it)."""
 
 
 def create_engine(url: str) -> Engine:
@@ -32,7 +34,12 @@ def create_engine(url: str) -> Engine:
         url = "postgresql+psycopg" + url[len(scheme) :]
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # A server that does not answer (a host gone, a firewall dropping packets) fails a connection
+    # attempt after this long rather than the operating system's minutes; the URL may say otherwise.
+    connect_args = {} if "connect_timeout" in url else {"connect_timeout": CONNECT_TIMEOUT_S}
+    return sa.create_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args
+    )
 
 
 def _sqlite_engine(url: str) -> Engine:
