@@ -12,8 +12,10 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -23,6 +25,7 @@ from app.kernel.settings import Settings
 from app.modules.features.settings import FeaturesSettings
 from tests.fakes.models import linear_onnx
 from tests.fakes.private_servers import PrivatePostgres, PrivateRedis
+from tests.fakes.server import Server
 from tests.fakes.subscriber import Listener, listener_module
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(300)]
@@ -43,31 +46,53 @@ class Stack:
         self.redis, self.pg, self.http, self.listener = redis, pg, http, listener
 
 
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    redis = await asyncio.to_thread(PrivateRedis(tmp_path / "redis").start)
-    pg = PrivatePostgres()
-    try:
-        await asyncio.to_thread(pg.start)
-        urls = {m: await asyncio.to_thread(pg.create_database, m) for m in MODULES}
-        settings = Settings(
-            data_dir=tmp_path / "data",
-            database_urls=urls,
-            events_url=redis.url,
+class Servers:
+    """A private Redis and PostgreSQL (one database per module)."""
+
+    def __init__(self, redis: PrivateRedis, pg: PrivatePostgres, urls: dict[str, str]) -> None:
+        self.redis, self.pg, self.urls = redis, pg, urls
+
+    def settings(self, data_dir: Path, **changes: Any) -> Settings:
+        return Settings(
+            data_dir=data_dir,
+            database_urls=self.urls,
+            events_url=self.redis.url,
             events_poll_s=0.2,
             rate_limit_url="memory://",  # a Redis limiter's client closes with the app lifespan
             auth="off",
             log_format="console",
             log_level="WARNING",
-        ).with_module(FeaturesSettings(online_store_url=redis.url))
-        listener = Listener()
-        async with Platform(settings, extra_modules=[listener_module(listener)]) as platform:
-            transport = httpx.ASGITransport(app=create_app(platform, host="127.0.0.1"))
-            async with httpx.AsyncClient(transport=transport, base_url="http://q") as http:
-                yield Stack(redis, pg, http, listener)
+            **changes,
+        ).with_module(FeaturesSettings(online_store_url=self.redis.url))
+
+
+@pytest.fixture
+async def servers(tmp_path: Path) -> AsyncIterator[Servers]:
+    redis = await asyncio.to_thread(PrivateRedis(tmp_path / "redis").start)
+    pg = PrivatePostgres()
+    try:
+        await asyncio.to_thread(pg.start)
+        urls = {m: await asyncio.to_thread(pg.create_database, m) for m in MODULES}
+        yield Servers(redis, pg, urls)
     finally:
         redis.kill()
         await asyncio.to_thread(pg.destroy)
+
+
+@asynccontextmanager
+async def serving(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=create_app(platform, host="127.0.0.1"))
+    async with httpx.AsyncClient(transport=transport, base_url="http://q") as http:
+        yield http
+
+
+@pytest.fixture
+async def stack(servers: Servers, tmp_path: Path) -> AsyncIterator[Stack]:
+    listener = Listener()
+    settings = servers.settings(tmp_path / "data")
+    platform = Platform(settings, extra_modules=[listener_module(listener)])
+    async with platform, serving(platform) as http:
+        yield Stack(servers.redis, servers.pg, http, listener)
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str, within_s: float = 30) -> None:
@@ -185,6 +210,47 @@ async def test_redis_then_postgresql_go_away_and_come_back(
     assert len(calls) == len(set(calls)), "an event was delivered twice"
     assert sorted(e.version for e in stack.listener.seen) == [1, 2, 3, 4]
     assert_few_log_lines(caplog.records)
+
+
+async def test_a_remote_module_passes_its_outage_on_as_unavailable(
+    servers: Servers, tmp_path: Path
+) -> None:
+    token = "outage-test-service-token-0123456789"
+    env = {
+        "QUARRY_MODULES": "registry",
+        "QUARRY_REGISTRY_DATABASE_URL": servers.urls["registry"],
+        "QUARRY_EVENTS_URL": servers.redis.url,
+        "QUARRY_RATE_LIMIT_URL": "memory://",
+        "QUARRY_SERVICE_TOKEN": token,
+        "QUARRY_AUTH": "off",
+    }
+    remote = await asyncio.to_thread(Server(tmp_path / "registry", env=env).start)
+    settings = servers.settings(
+        tmp_path / "main", remotes={"registry": remote.url}, service_token=token
+    )
+    try:
+        async with Platform(settings) as platform, serving(platform) as http:
+            assert (await upload(http, seed=0)).status_code == 201
+
+            await asyncio.to_thread(servers.pg.stop_immediately)
+            answer = await http.get("/v1/registry/models/p")  # answered by the remote process
+            assert_unavailable(answer, "postgresql")
+            assert answer.json()["details"]["module"] == "registry"
+            async with httpx.AsyncClient(base_url=remote.url) as direct:
+                readiness = await direct.get("/readyz")
+                assert readiness.status_code == 503
+                assert readiness.json()["unavailable"] == ["registry.database"]
+                assert (await direct.get("/healthz")).status_code == 200
+
+                await asyncio.to_thread(servers.pg.start)
+                await eventually(lambda: ready(direct), "the remote's readiness after PostgreSQL")
+            await eventually(lambda: model_found(http), "the registry through the remote")
+    finally:
+        await asyncio.to_thread(remote.stop)
+
+
+async def model_found(http: httpx.AsyncClient) -> bool:
+    return (await http.get("/v1/registry/models/p")).status_code == 200
 
 
 def assert_few_log_lines(records: list[logging.LogRecord]) -> None:
