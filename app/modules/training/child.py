@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["NICENESS", "main"]
 
-NICENESS = 10
+NICENESS = 19
 """How much a training process lowers its priority: serving in the parent wins the CPU."""
 
 _log = logging.getLogger("quarry.training.child")
@@ -49,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     threads = max(1, parser.parse_args(argv).threads)
     answers = _take_stdout()
     faulthandler.enable()  # a native crash leaves its Python stack in the log
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(name)s: %(message)s")
+    # warnings and errors only: the exporter's passes log every step at INFO
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(name)s: %(message)s")
     _lower_priority()
     try:
         _import_torch(threads)

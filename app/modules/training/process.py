@@ -30,9 +30,10 @@ _TAIL = 5
 
 
 def thread_budget(processes: int) -> int:
-    """Threads each of ``processes`` training processes gets: the cores but one (left to
-    serving) shared between them, at least one each."""
-    return max(1, ((os.cpu_count() or 1) - 1) // max(1, processes))
+    """Threads each of ``processes`` training processes gets: the cores this process may run on
+    but one (left to serving) shared between them, at least one each."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, ((cores or 1) - 1) // max(1, processes))
 
 
 class TrainingProcess:
