@@ -444,9 +444,10 @@ async def run(settings: Settings, *, serve: bool, out: Any = sys.stdout) -> int:
     sock = listen(settings.host, settings.port)  # a busy port fails here, before any work
     quiet = {} if os.environ.get("QUARRY_LOG_LEVEL") else {"log_level": "WARNING"}
     settings = configure(
-        settings.replace(training_heartbeat_s=1.0, **quiet),
+        settings.replace(**quiet),
         overrides={
             "inference": {"prediction_log_sample": 1.0},
+            "training": {"heartbeat_s": 1.0},
             "monitoring": {"drift_interval_s": 0},
         },
     )

@@ -48,17 +48,6 @@ class Settings:
     """QUARRY_EVENTS_URL: ``memory://`` (in-process delivery) or ``redis://...``."""
     redis_prefix: str = "quarry:"
     """QUARRY_REDIS_PREFIX: prefix of every Redis key, stream and queue Quarry creates."""
-    training_heartbeat_s: float = 5.0
-    """QUARRY_TRAINING_HEARTBEAT_S: how often a running training job proves it is alive."""
-    training_stale_s: float = 60.0
-    """QUARRY_TRAINING_STALE_S: a running job silent this long is re-run (its worker died)."""
-    training_max_time_limit_s: float = 30 * 86400.0
-    """QUARRY_TRAINING_MAX_TIME_LIMIT_S: the longest time limit a training job may ask for
-    (default and most: 30 days, the contract's ceiling)."""
-    trainers: tuple[str, ...] = ()
-    """QUARRY_TRAINERS: comma-separated modules to import for ``@trainer`` plug-ins."""
-    training_processes: int = 1
-    """QUARRY_TRAINING_PROCESSES: training jobs a process runs at once, each in a child process."""
     artifacts_url: str | None = None
     """QUARRY_ARTIFACTS_URL: a folder (default ``<data_dir>/artifacts``) or ``s3://bucket/prefix``."""
     auth: Literal["auto", "on", "off"] = "auto"
@@ -124,11 +113,15 @@ class Settings:
 
     def with_module(self, *configs: Any) -> Settings:
         """A copy with module settings ``configs`` (Structs such as ``InferenceSettings(...)``),
-        which win over the environment and ``quarry.toml``."""
+        which win over the environment and ``quarry.toml``; checked against their bounds."""
         given = {type(c): c for c in configs}
-        for kind in given:
-            if not isinstance(kind, type) or not hasattr(kind, "__struct_fields__"):
+        for kind, config in given.items():
+            if not isinstance(config, msgspec.Struct):
                 raise TypeError(f"module settings are msgspec Structs, not {kind.__name__}")
+            try:  # a Struct's constructor does not check its fields' bounds: converting does
+                msgspec.convert(msgspec.to_builtins(config), kind)
+            except msgspec.ValidationError as exc:
+                raise ConfigError(f"{kind.__name__}: {exc}") from None
         return dataclasses.replace(self, module_settings={**self.module_settings, **given})
 
     def module_config(self, kind: type[S]) -> S:
@@ -250,11 +243,6 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "broker_url": _url("memory", "redis", "rediss"),
     "events_url": _url("memory", "redis", "rediss"),
     "redis_prefix": str,
-    "training_heartbeat_s": _positive(float),
-    "training_stale_s": _positive(float),
-    "training_max_time_limit_s": _positive(float),
-    "trainers": lambda value: tuple(p.strip() for p in value.split(",") if p.strip()),
-    "training_processes": _positive(int),
     "artifacts_url": str,
     "auth": _choice("auto", "on", "off"),
     "api_keys_file": Path,

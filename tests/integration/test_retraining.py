@@ -14,6 +14,7 @@ import pytest
 from app.bootstrap import Platform
 from app.kernel.events import EventMeta
 from app.kernel.settings import Settings
+from app.modules.training.settings import TrainingSettings
 from contracts.common import NotFound
 from contracts.inference import Predict, RolloutPolicy
 from contracts.monitoring import DriftDetected
@@ -44,7 +45,8 @@ class Q:
 
 @pytest.fixture
 async def q(tmp_path: Path) -> AsyncIterator[Q]:
-    settings = Settings(data_dir=tmp_path, training_heartbeat_s=60.0, training_stale_s=120.0)
+    config = TrainingSettings(heartbeat_s=60.0, stale_s=120.0)
+    settings = Settings(data_dir=tmp_path).with_module(config)
     async with Platform(settings) as platform:
         yield Q(platform)
 

@@ -14,6 +14,7 @@ import pytest
 
 from app.bootstrap import Platform
 from app.kernel.settings import Settings
+from app.modules.training.settings import TrainingSettings
 from contracts.common import InvalidInput
 from contracts.features import (
     Feature,
@@ -116,11 +117,8 @@ class Connected:
 
 @pytest.fixture
 async def q(tmp_path: Path) -> AsyncIterator[Any]:
-    settings = Settings(
-        data_dir=tmp_path,
-        training_heartbeat_s=0.2,
-        training_stale_s=1.0,
-        trainers=("tests.fakes.trainers",),
+    settings = Settings(data_dir=tmp_path).with_module(
+        TrainingSettings(heartbeat_s=0.2, stale_s=1.0, trainers=("tests.fakes.trainers",))
     )
     async with Platform(settings) as platform:
         yield Connected(platform)

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from app.bootstrap import Platform, create_app
 from app.kernel.cursors import decode_cursor, encode_cursor
 from app.kernel.settings import Settings
+from app.modules.training.settings import TrainingSettings
 from contracts.common import InvalidInput
 
 HUGE = "99999999999999999999"  # past 64 bits: SQLite's OverflowError
@@ -45,7 +46,8 @@ async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    async for http in serve(Settings(data_dir=tmp_path, training_max_time_limit_s=7200.0)):
+    settings = Settings(data_dir=tmp_path).with_module(TrainingSettings(max_time_limit_s=7200.0))
+    async for http in serve(settings):
         yield http
 
 

@@ -107,6 +107,8 @@ def test_settings_given_in_code_win_over_the_environment() -> None:
     loaded = configure_modules(Settings(module_environ={"QUARRY_DEMO_SIZE": "5"}), {"demo": _Knobs})
     assert loaded.module_config(_Knobs).size == 5
     assert Settings().module_config(_Knobs) == _Knobs()  # nothing loaded: the defaults
+    with pytest.raises(ConfigError, match=r"_Knobs: Expected `int` >= 1 - at `\$.size`"):
+        Settings().with_module(_Knobs(size=0))
     assert Settings().replace(port=9001).port == 9001
 
 

@@ -7,6 +7,7 @@ the process that runs the job), which does the fitting, export and evaluation.
 from __future__ import annotations
 
 from app.kernel.module import BuiltModule, Dependency, ModuleContext, ModuleSpec
+from app.modules.training.settings import TrainingSettings
 from contracts.features import FeaturesService
 from contracts.inference import InferenceService
 from contracts.monitoring import DriftDetected
@@ -57,4 +58,5 @@ module = ModuleSpec(
     publishes=(TrainingJobFinished,),
     subscribes=(DriftDetected,),
     migrations="training",
+    settings=TrainingSettings,
 )

@@ -25,6 +25,7 @@ from app.modules.training import store
 from app.modules.training.evaluation import check_gate
 from app.modules.training.retraining import Retrainings
 from app.modules.training.runner import JobRunner
+from app.modules.training.settings import TrainingSettings
 from app.modules.training.trainers import TrainerRegistry
 from contracts.common import MAX_TIME_LIMIT_S, InvalidInput, NotFound, Page, validate_name
 from contracts.features import FeaturesService, GetFeatureService
@@ -89,13 +90,14 @@ class LocalTrainingService:
         self._features = features
         self._log = logger
         self._settings = settings
-        if not 0 < settings.training_max_time_limit_s <= MAX_TIME_LIMIT_S:
+        self._config = config = settings.module_config(TrainingSettings)
+        if not 0 < config.max_time_limit_s <= MAX_TIME_LIMIT_S:
             raise ConfigError(
                 "QUARRY_TRAINING_MAX_TIME_LIMIT_S must be above 0 and at most"
                 f" {MAX_TIME_LIMIT_S:.0f} seconds (30 days)"
             )
         self._trainers = trainers or TrainerRegistry.default()
-        self._trainers.discover(settings.trainers)
+        self._trainers.discover(config.trainers)
         self.runner = JobRunner(
             db=db,
             outbox=outbox,
@@ -103,11 +105,11 @@ class LocalTrainingService:
             features=features,
             inference=inference,
             trainers=self._trainers,
-            trainer_modules=settings.trainers,
-            processes=settings.training_processes,
+            trainer_modules=config.trainers,
+            processes=config.processes,
             resend=self._send,
-            heartbeat_s=settings.training_heartbeat_s,
-            stale_s=settings.training_stale_s,
+            heartbeat_s=config.heartbeat_s,
+            stale_s=config.stale_s,
             logger=logger,
         )
         self._actor = tasks.actor(
@@ -117,7 +119,7 @@ class LocalTrainingService:
             max_retries=MAX_RETRIES,
             time_limit_ms=24 * 3600 * 1000,  # each message carries its job's own limit
         )
-        tasks.dedicate(QUEUE, settings.training_processes)  # one training process per thread
+        tasks.dedicate(QUEUE, config.processes)  # one training process per thread
         self._watchdog: asyncio.Task[None] | None = None
         self._resent: dict[str, float] = {}
         self.retrainings = Retrainings(
@@ -140,7 +142,7 @@ class LocalTrainingService:
             await self._resume(job_id)
         lease = singleton.lease("training.watchdog", db=self._db, settings=self._settings)
         watch = singleton.run_as_singleton(
-            lease, self._watch, interval_s=self._settings.training_heartbeat_s, logger=self._log
+            lease, self._watch, interval_s=self._config.heartbeat_s, logger=self._log
         )
         self._watchdog = asyncio.create_task(watch, name="training-watchdog")
 
@@ -155,7 +157,7 @@ class LocalTrainingService:
     async def _watch(self) -> None:
         """One watchdog round (in the replica leading ``training.watchdog``): re-send the jobs
         whose heartbeat went silent; a failing round is logged and the next one may work."""
-        stale = self._settings.training_stale_s
+        stale = self._config.stale_s
         now = time.time()
         ids = await self._db.read(
             lambda conn: store.stale_or_queued(conn, now - stale, queued=False)
@@ -290,7 +292,7 @@ class LocalTrainingService:
         if not 1 <= spec.max_attempts <= MAX_ATTEMPTS:
             raise InvalidInput(f"max_attempts must be between 1 and {MAX_ATTEMPTS}")
         _check_bounds(spec)
-        longest = self._settings.training_max_time_limit_s
+        longest = self._config.max_time_limit_s
         if not 0 < spec.time_limit_s <= longest:
             raise InvalidInput(
                 f"time_limit_s must be above 0 and at most {longest:g} seconds"
