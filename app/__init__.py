@@ -35,8 +35,10 @@ async def connect(
 ) -> AsyncIterator[Quarry]:
     """Run the platform in this process, or with ``url`` reach a running server over RPC.
 
-    In-process, keyword arguments override settings, e.g. ``connect(data_dir="/tmp/q")``; the rest
-    comes from the environment and ``quarry.toml`` as for ``quarry serve``. Remotely, ``api_key``
+    In-process, keyword arguments override settings, e.g. ``connect(data_dir="/tmp/q")``, and a
+    mapping named after a module overrides that module's own, e.g.
+    ``connect(inference={"max_batch_size": 1})``; the rest comes from the environment and
+    ``quarry.toml`` as for ``quarry serve``. Remotely, ``api_key``
     is an API key (its scopes limit what may be called) or the service token.
     """
     if url is not None:
@@ -45,10 +47,13 @@ async def connect(
         async with remote_clients(url, api_key) as clients:
             yield Quarry(clients)
         return
-    from app.bootstrap import Platform
+    from app.bootstrap import Platform, configure
     from app.kernel.settings import load_settings
 
-    async with Platform(load_settings(**settings)) as platform:
+    by_module = {k: v for k, v in settings.items() if isinstance(v, dict)}
+    kernel = {k: v for k, v in settings.items() if k not in by_module}
+    loaded = configure(load_settings(**kernel), overrides=by_module)
+    async with Platform(loaded) as platform:
         yield Quarry({spec.name: platform.client(spec.name) for spec in platform.reachable})
 
 
