@@ -47,10 +47,13 @@ async def connect(
         async with remote_clients(url, api_key) as clients:
             yield Quarry(clients)
         return
-    from app.bootstrap import Platform, configure
-    from app.kernel.settings import load_settings
+    import dataclasses
 
-    by_module = {k: v for k, v in settings.items() if isinstance(v, dict)}
+    from app.bootstrap import Platform, configure
+    from app.kernel.settings import Settings, load_settings
+
+    names = {f.name for f in dataclasses.fields(Settings)}
+    by_module = {k: v for k, v in settings.items() if isinstance(v, dict) and k not in names}
     kernel = {k: v for k, v in settings.items() if k not in by_module}
     loaded = configure(load_settings(**kernel), overrides=by_module)
     async with Platform(loaded) as platform:
