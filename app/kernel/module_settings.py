@@ -112,9 +112,7 @@ def _override(module: str, current: Any, changes: Mapping[str, Any]) -> Any:
 
 def _check_names(settings: Settings, modules: Mapping[str, type[msgspec.Struct] | None]) -> None:
     known = ", ".join(modules)
-    if settings.modules is not None and (
-        not settings.modules or any(m not in modules for m in settings.modules)
-    ):
+    if settings.modules is not None and any(m not in modules for m in settings.modules):
         raise ConfigError(
             f"QUARRY_MODULES={','.join(settings.modules)!r} is not valid: expected 'all' or a"
             f" comma-separated subset of {known}"

@@ -72,6 +72,8 @@ def test_module_lists_and_per_module_urls() -> None:
     assert not settings.hosts("training")
     assert settings.database_url("registry") == "postgresql://db/registry"
     assert settings.remotes["features"] == "http://features:8002"
+    gateway = configure(Settings(modules=()))  # hosts nothing, reaches modules elsewhere
+    assert not any(gateway.hosts(spec.name) for spec in AVAILABLE_MODULES)
 
 
 def test_a_module_setting_comes_from_its_variable_then_its_alias_then_its_table() -> None:
