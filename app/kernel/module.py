@@ -11,6 +11,10 @@ from contracts.common import Unavailable
 if TYPE_CHECKING:
     import logging
 
+    # PEP 747: a parameter typed ``TypeForm[P]`` takes a Protocol class and answers ``P``, where
+    # ``type[P]`` would refuse it (mypy's type-abstract: only concrete classes are ``type[P]``).
+    from typing_extensions import TypeForm
+
     from app.kernel.db import Database
     from app.kernel.events import EventHandler, Outbox
     from app.kernel.settings import Settings
@@ -86,16 +90,20 @@ class ModuleContext:
     config: Any = None
     """This module's own settings (an instance of ``ModuleSpec.settings``), or ``None``."""
 
-    def require(self, protocol: type[P]) -> P:
-        """The bound implementation (local or remote) of a required contract."""
-        try:
-            return cast(P, self.dependencies[protocol])
-        except KeyError:
-            raise LookupError(f"{self.name} did not declare {protocol.__name__}") from None
+    def require(self, protocol: TypeForm[P]) -> P:
+        """The bound implementation (local or remote) of a required contract.
 
-    def optional(self, protocol: type[P]) -> P | None:
+        ``protocol`` is the contract's Protocol class (``ctx.require(RegistryService)``).
+        """
+        key = cast(type, protocol)  # a Protocol class: the key ``dependencies`` is bound under
+        try:
+            return cast(P, self.dependencies[key])
+        except KeyError:
+            raise LookupError(f"{self.name} did not declare {key.__name__}") from None
+
+    def optional(self, protocol: TypeForm[P]) -> P | None:
         """The bound implementation of an optional contract, or ``None`` when it is not bound."""
-        return cast("P | None", self.dependencies.get(protocol))
+        return cast("P | None", self.dependencies.get(cast(type, protocol)))
 
 
 def unbound(feature: str, variable: str) -> Unavailable:
