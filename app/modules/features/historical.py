@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from contracts.features import Value
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = ["CHUNK_ROWS", "iter_point_in_time", "point_in_time"]
 
@@ -111,7 +114,8 @@ def iter_point_in_time(
 
 
 def _copy(conn: Connection, table: str, keys: Sequence[tuple[str, int]]) -> None:
-    raw = conn.connection.driver_connection
+    # Only called on PostgreSQL, through a checked-out connection: the driver's is psycopg's.
+    raw = cast("psycopg.Connection[Any]", conn.connection.driver_connection)
     with (
         raw.cursor() as cursor,
         cursor.copy(f"COPY {table} (idx, entity_key, ts) FROM STDIN") as copy,

@@ -9,7 +9,7 @@ replaces it. :func:`open_online_store` picks one by URL.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import msgspec
 import sqlalchemy as sa
@@ -223,7 +223,10 @@ class RedisOnlineStore:
             return [{} for _ in entity_keys]
         fields = [f"{kind}:{view}" for view in views for kind in ("t", "v")]
         if len(entity_keys) == 1:
-            stored = await self.client.hmget(self.key(entity_keys[0]), fields)
+            # The client decodes no responses (no ``decode_responses``): replies are bytes.
+            stored = cast(
+                "list[bytes | None]", await self.client.hmget(self.key(entity_keys[0]), fields)
+            )
             answers: list[Any] = [
                 _decode.decode(a) if i % 2 and a is not None else a for i, a in enumerate(stored)
             ]

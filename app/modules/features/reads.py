@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy.engine import Connection
+
 from app.modules.features import historical
 from app.modules.features.keys import encode_entity_key, from_micros
 from app.modules.features.online import OnlineStore
@@ -121,7 +123,7 @@ def check_entity_rows(resolved: Resolved, entity_rows: Sequence[Mapping[str, Val
 
 
 def read_historical(
-    conn: object, resolved: Resolved, entity_rows: Sequence[Mapping[str, Value]]
+    conn: Connection, resolved: Resolved, entity_rows: Sequence[Mapping[str, Value]]
 ) -> list[dict[str, Value]]:
     """Point-in-time rows for one chunk: each entity row extended with ``view:feature`` values.
 
@@ -138,7 +140,7 @@ def read_historical(
         entity_columns(columns)
         keys = entity_keys(view, columns, len(entity_rows))
         found = historical.point_in_time(
-            conn,  # type: ignore[arg-type]
+            conn,
             name,
             view.ttl_seconds * 1_000_000,
             list(zip(keys, times, strict=True)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -50,6 +51,7 @@ from contracts.features import (
     StreamRows,
     TransformRows,
     TransformState,
+    Value,
 )
 
 __all__ = ["LocalFeaturesService"]
@@ -77,7 +79,7 @@ class LocalFeaturesService:
         self._log = logger
         self._tolerance_s = future_tolerance_s
         self._vectors = Vectorizer(self)
-        self._immutable: dict[tuple[object, ...], object] = {}
+        self._immutable: dict[tuple[object, ...], FeatureService | TransformState] = {}
 
     async def close(self) -> None:
         """Release the online store's connections."""
@@ -153,8 +155,8 @@ class LocalFeaturesService:
     async def get_service(self, request: GetFeatureService) -> FeatureService:
         name, version = _service_ref(request.name, request.version)
         known = self._immutable.get(("service", name, version)) if version else None
-        if known is not None:
-            return known  # type: ignore[no-any-return]
+        if isinstance(known, FeatureService):
+            return known
 
         def get(conn: Connection) -> FeatureService | None:
             if version is None:
@@ -183,7 +185,7 @@ class LocalFeaturesService:
         return await self._write(view, rows, request.to)
 
     async def _write(
-        self, view: FeatureView, rows: list[tuple[str, int, dict]], to: str
+        self, view: FeatureView, rows: list[tuple[str, int, dict[str, Value]]], to: str
     ) -> PushResult:
         if to != "online":
             await self._db.write(lambda conn: store.write_offline(conn, view.name, rows))
@@ -279,7 +281,9 @@ class LocalFeaturesService:
         check_entity_rows(resolved, request.entity_rows)
         for start in range(0, len(request.entity_rows), request.chunk_rows):
             chunk = request.entity_rows[start : start + request.chunk_rows]
-            rows = await self._db.read(lambda conn, c=chunk: read_historical(conn, resolved, c))
+            rows = await self._db.read(
+                functools.partial(read_historical, resolved=resolved, entity_rows=chunk)
+            )
             yield HistoricalChunk(offset=start, rows=rows)
 
     # --- transforms -------------------------------------------------------------------------
@@ -311,15 +315,15 @@ class LocalFeaturesService:
 
     async def get_transform_state(self, request: GetTransformState) -> TransformState:
         known = self._immutable.get(("state", request.id))
-        if known is not None:
-            return known  # type: ignore[no-any-return]
+        if isinstance(known, TransformState):
+            return known
         state = await self._db.read(lambda conn: store.get_state(conn, request.id))
         if state is None:
             raise NotFound(f"no transform state {request.id!r}")
         self._remember(("state", state.id), state)
         return state
 
-    def _remember(self, key: tuple[object, ...], value: object) -> None:
+    def _remember(self, key: tuple[object, ...], value: FeatureService | TransformState) -> None:
         """Keep a service version or transform state (both never change) for later calls:
         predicting by entity reads them on every request."""
         if len(self._immutable) >= IMMUTABLE_CACHE:
@@ -334,6 +338,7 @@ class LocalFeaturesService:
         service = await self.get_service(
             GetFeatureService(name=request.service, version=request.version)
         )
+        state: TransformState | None
         if request.state is not None:
             state = await self.get_transform_state(GetTransformState(id=request.state))
         else:
@@ -348,8 +353,8 @@ class LocalFeaturesService:
         return await self._vectors.online(service, state, request.entities, request.overrides)
 
     async def read_online_columns(
-        self, resolved: Resolved, entities: dict, rows: int
-    ) -> list[list]:
+        self, resolved: Resolved, entities: dict[str, Sequence[Value]], rows: int
+    ) -> list[list[Value]]:
         """Raw online values per reference (``None`` when missing, null or too old)."""
         columns = await read_online(self._online, resolved, entities, rows)
         return [column.values for column in columns]

@@ -290,6 +290,7 @@ def _load(
         if dtypes[ref] == "string":
             table.data[ref] = np.fromiter(values, dtype=object, count=table.rows)
         elif dtypes[ref] == "float_vector":
+            # the "vector_dims" params hold the int _fit_dimension found for each vector ref
             dim = int(dims[ref])  # type: ignore[arg-type]
             table.data[ref] = _load_vectors(ref, values, dim)
             table.labels[ref] = [f"{ref}[{i}]" for i in range(dim)]
@@ -505,4 +506,5 @@ def _category_number(category: str, kind: str) -> float:
 def _fill(column: np.ndarray, value: Value) -> np.ndarray:
     if column.dtype == object:
         return np.fromiter((value if v is None else v for v in column), object, len(column))
+    # a numeric column's fill value is a number: fitted, or given and checked by _check_fill
     return np.where(np.isnan(column), float(value), column)  # type: ignore[arg-type]
