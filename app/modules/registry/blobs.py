@@ -9,6 +9,7 @@ version for longer than a failed registration's clean-up or the start-up sweep.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -87,7 +88,7 @@ class ArtifactKeeper:
             d for d, mtime in self._artifacts.blobs() if d not in referenced and mtime < cutoff
         ]
         removed = sum(
-            self._db.write_sync(lambda conn, d=digest: self.release(conn, d)) for digest in stale
+            self._db.write_sync(functools.partial(self.release, digest=digest)) for digest in stale
         )
         if temporary or removed:
             self._log.info(

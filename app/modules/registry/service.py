@@ -103,13 +103,10 @@ class LocalRegistryService:
         that key answers the first version (``Conflict`` if the bytes differ).
         """
         name = validate_name(request.name, what="model name")
-        fields = {
-            "description": check_text(request.description, "description"),
-            "tags": check_str_map(request.tags, "tags"),
-            "metrics": check_metrics(request.metrics),
-            "params": check_str_map(request.params, "params"),
-            "lineage": request.lineage,
-        }
+        description = check_text(request.description, "description")
+        tags = check_str_map(request.tags, "tags")
+        metrics = check_metrics(request.metrics)
+        params = check_str_map(request.params, "params")
         profile = request.reference_profile
         if profile is not None:
             await asyncio.to_thread(check_profile, profile)
@@ -143,7 +140,11 @@ class LocalRegistryService:
                 status=store.READY,
                 created_at=now,
                 has_reference_profile=profile is not None,
-                **fields,
+                description=description,
+                tags=tags,
+                metrics=metrics,
+                params=params,
+                lineage=request.lineage,
             )
             store.insert_version(conn, info, key)
             if profile is not None:

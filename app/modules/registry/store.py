@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import sqlalchemy as sa
@@ -117,8 +117,8 @@ reference_profiles = sa.Table(
 )
 """One msgpack-encoded :class:`~contracts.registry.ReferenceProfile` per version that has one."""
 
-READY = "ready"
-ARCHIVED = "archived"
+READY: Final = "ready"
+ARCHIVED: Final = "archived"
 
 _PROFILE_ENCODER = msgspec.msgpack.Encoder()
 _PROFILE_DECODER = msgspec.msgpack.Decoder(ReferenceProfile)
@@ -218,7 +218,9 @@ def _model_infos(conn: Connection, rows: Sequence[Row[Any]]) -> list[ModelInfo]:
         r.model: r
         for r in conn.execute(
             sa.select(
-                versions.c.model, sa.func.count().label("count"), latest_ready.label("latest")
+                versions.c.model,
+                sa.func.count().label("version_count"),
+                latest_ready.label("latest"),
             )
             .where(versions.c.model.in_(names))
             .group_by(versions.c.model)
@@ -237,7 +239,7 @@ def _model_infos(conn: Connection, rows: Sequence[Row[Any]]) -> list[ModelInfo]:
                 tags=dict(row.tags),
                 aliases=dict(sorted(by_model[row.name].items())),
                 latest_version=stat.latest if stat is not None else None,
-                version_count=stat.count if stat is not None else 0,
+                version_count=stat.version_count if stat is not None else 0,
                 created_at=_utc(row.created_at),
                 updated_at=_utc(row.updated_at),
             )
