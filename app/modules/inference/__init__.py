@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from app.kernel.module import BuiltModule, Dependency, ModuleContext, ModuleSpec
 from app.modules.inference.settings import InferenceSettings
 from contracts.features import FeaturesService
 from contracts.inference import VERSION, InferenceService, RolloutChanged
 from contracts.monitoring import MonitoringService
 from contracts.registry import ModelAliasChanged, ModelVersionRegistered, RegistryService
+
+if TYPE_CHECKING:
+    from app.kernel.settings import Settings
 
 __all__ = ["module"]
 
@@ -36,10 +41,10 @@ async def _build(ctx: ModuleContext) -> BuiltModule:
     )
 
 
-def _routes(service: InferenceService, settings: object) -> list[object]:
+def _routes(service: InferenceService, settings: Settings) -> list[object]:
     from app.modules.inference.api import routes
 
-    return routes(service, settings)  # type: ignore[arg-type]
+    return routes(service, settings)
 
 
 module = ModuleSpec(

@@ -267,6 +267,7 @@ def _input_tensor(item: RequestInput, binary: memoryview, offset: int) -> tuple[
         )
     raw = binary[offset : offset + size]
     _check_binary(item, raw, count)
+    # item.datatype is a TensorDType: the first check of this function refused any other name
     return Tensor(dtype=item.datatype, shape=tuple(item.shape), data=raw), offset + size  # type: ignore[arg-type]
 
 
@@ -306,6 +307,7 @@ def _json_tensor(item: RequestInput, count: int) -> Tensor:
         return Tensor(dtype="BYTES", shape=tuple(item.shape), data=memoryview(data))
     array = _json_numbers(item, count)
     return Tensor(
+        # a TensorDType: _input_tensor refused any other name before calling this
         dtype=item.datatype,  # type: ignore[arg-type]
         shape=tuple(item.shape),
         data=array.data.cast("B"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -162,7 +163,7 @@ class BatchJobs:
             )
         for offset in await self._db.read(lambda conn: store.result_offsets(conn, job_id)):
             outputs = await self._db.read(
-                lambda conn, at=offset: store.read_chunk(conn, job_id, "output", at)
+                functools.partial(store.read_chunk, job_id=job_id, kind="output", offset=offset)
             )
             if outputs is not None:
                 yield BatchResultChunk(offset=offset, outputs=outputs)
@@ -196,7 +197,7 @@ class BatchJobs:
         offset = job.rows_done
         while offset < job.rows:
             inputs = await self._db.read(
-                lambda conn, at=offset: store.read_chunk(conn, job_id, "input", at)
+                functools.partial(store.read_chunk, job_id=job_id, kind="input", offset=offset)
             )
             if inputs is None:
                 await self._fail(job_id, f"the inputs at row {offset} are missing")

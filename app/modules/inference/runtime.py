@@ -21,7 +21,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -66,7 +66,7 @@ def _ort() -> ModuleType:
             " `pip install quarryml[cpu]` (onnxruntime) or `pip install quarryml[gpu]`"
             " (onnxruntime-gpu)"
         ) from None
-    return onnxruntime
+    return cast(ModuleType, onnxruntime)  # untyped (no stubs): the module object itself
 
 
 def select_providers(setting: str) -> list[str]:
