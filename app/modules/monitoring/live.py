@@ -122,5 +122,5 @@ class _Collector:
 @functools.cache
 def _collector() -> _Collector:
     collector = _Collector()
-    REGISTRY.register(collector)  # type: ignore[arg-type]
+    REGISTRY.register(collector)
     return collector

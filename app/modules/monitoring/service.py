@@ -199,7 +199,8 @@ class LocalMonitoringService:
         done = await self._db.read(
             lambda c: store.logged(c, model, version, since, until, with_inputs=True)
         )
-        rows, outputs = [], {}
+        rows: list[np.ndarray] = []
+        outputs: dict[str, list[np.ndarray]] = {}
         for item in done:
             if not item.inputs:
                 continue
@@ -461,7 +462,8 @@ def _series(
     rows: list[tuple[float, float, str]], since: float, until: float
 ) -> tuple[list[tuple[datetime, float | None]], list[tuple[datetime, float | None]]]:
     step = (until - since) / SERIES_BUCKETS
-    latency, errors = [], []
+    latency: list[tuple[datetime, float | None]] = []
+    errors: list[tuple[datetime, float | None]] = []
     for b in range(SERIES_BUCKETS):
         start = since + b * step
         part = [r for r in rows if start <= r[0] < start + step]
