@@ -74,9 +74,7 @@ def load_rows(
         if service is None or features is None:
             raise JobFailed("entity_rows need a feature_service to read the features from")
         wanted = [*refs, *([dataset.label] if ":" in dataset.label else [])]
-        rows = call(
-            lambda: _historical(features, wanted, dataset.entity_rows)  # type: ignore[arg-type]
-        )
+        rows = call(lambda: _historical(features, wanted, dataset.entity_rows))
     else:
         rows = list(dataset.rows)
     if not rows:
@@ -122,6 +120,7 @@ def encode_labels(task: str, labels: Sequence[Value]) -> tuple[np.ndarray, list[
         index = {c: i for i, c in enumerate(classes)}
         return np.array([index[n] for n in names], dtype=np.int64), classes
     try:
+        # float() is the check: a label that is no number raises TypeError or ValueError
         y = np.array([float(v) for v in labels], dtype=np.float32)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise JobFailed("regression labels must be numbers") from None

@@ -117,13 +117,13 @@ class TrainingProcess:
         assert stdin is not None
         # a child that died first: its answers (or its exit) say why; stdin stays open after
         with contextlib.suppress(OSError, ValueError):
-            write(stdin, work)  # type: ignore[arg-type]
+            write(stdin, work)
 
     def _read(self) -> None:
         stdout = self._process.stdout
         assert stdout is not None
         try:
-            while (reply := read(stdout)) is not None:  # type: ignore[arg-type]
+            while (reply := read(stdout)) is not None:
                 self._replies.put(reply)
         except (OSError, ValueError):  # closed by kill()
             pass

@@ -61,7 +61,7 @@ from contracts.registry import (
     SetAlias,
     VersionInfo,
 )
-from contracts.training import GateVerdict, TrainingJob, TrainingJobFinished
+from contracts.training import GateVerdict, JobStatus, TrainingJob, TrainingJobFinished
 
 __all__ = ["Cancelled", "JobRunner", "ProcessDied", "Superseded"]
 
@@ -71,6 +71,8 @@ TRANSIENT = (Unavailable, DeadlineExceeded)
 CALL_TIMEOUT_S = 300.0
 POLL_S = 0.5
 """How often a run waiting on its training process checks cancellation, limits and shutdown."""
+PROGRESS_S = 1.0
+"""Epochs are recorded at most this often (and the last one always): each is a write."""
 
 
 class ProcessDied(Exception):
@@ -256,8 +258,10 @@ class JobRunner:
         )
 
     def _wait(self, process: TrainingProcess, beat: Heartbeat) -> Done:
-        """Record the process's epochs until its answer; stop on cancellation, the time limit
-        or shutdown (the caller kills the process)."""
+        """Record the process's epochs (at most one a second) until its answer; stop on
+        cancellation, the time limit or shutdown (the caller kills the process)."""
+        unrecorded: Epoch | None = None
+        recorded_at = -PROGRESS_S
         while True:
             beat.check()
             if self.loop is None:
@@ -267,12 +271,16 @@ class JobRunner:
                 continue
             if reply is None:
                 raise ProcessDied(process.exit_reason())
-            if isinstance(reply, Epoch):
-                beat.progress(reply.epoch, reply.epochs, reply.metrics)
-            elif isinstance(reply, Failed):
+            if isinstance(reply, Failed):
                 raise JobFailed(reply.reason)
-            elif isinstance(reply, Done):
+            last = reply if isinstance(reply, Epoch) else unrecorded
+            due = isinstance(reply, Done) or time.monotonic() - recorded_at >= PROGRESS_S
+            if last is not None and due:
+                beat.progress(last.epoch, last.epochs, last.metrics)
+                recorded_at, last = time.monotonic(), None
+            if isinstance(reply, Done):
                 return reply
+            unrecorded = last
 
     def _retry_or_fail(self, job: TrainingJob, owner: str, reason: str) -> None:
         """The process died: run the job again while it has attempts left, else fail it."""
@@ -370,7 +378,7 @@ class JobRunner:
         job: TrainingJob,
         owner: str,
         *,
-        status: str,
+        status: JobStatus,
         error: str | None = None,
         version: int | None = None,
         metrics: dict[str, float] | None = None,
@@ -394,7 +402,7 @@ class JobRunner:
                     TrainingJobFinished(
                         id=job.id,
                         model=job.spec.model,
-                        status=status,  # type: ignore[arg-type]
+                        status=status,
                         version=version,
                         error=error,
                         gate_passed=None if verdict is None else verdict.passed,

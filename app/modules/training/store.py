@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 import msgspec
 import sqlalchemy as sa
@@ -92,6 +92,10 @@ retrainings = sa.Table(
 """One row per retraining saga, unique by its trigger (see ``retraining.py``)."""
 
 
+@overload
+def _when(seconds: float) -> datetime: ...
+@overload
+def _when(seconds: float | None) -> datetime | None: ...
 def _when(seconds: float | None) -> datetime | None:
     return None if seconds is None else datetime.fromtimestamp(seconds, tz=UTC)
 
@@ -154,8 +158,8 @@ def _job(row: Any) -> TrainingJob:
         version=row.version,
         verdict=None if row.verdict is None else msgspec.convert(row.verdict, GateVerdict),
         cancel_requested=bool(row.cancel_requested),
-        created_at=_when(row.created_at),  # type: ignore[arg-type]
-        updated_at=_when(row.updated_at),  # type: ignore[arg-type]
+        created_at=_when(row.created_at),
+        updated_at=_when(row.updated_at),
     )
 
 

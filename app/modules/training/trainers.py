@@ -30,6 +30,7 @@ from contracts.training import TrainerInfo
 
 if TYPE_CHECKING:
     import torch
+    from typing_extensions import TypeIs
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -330,7 +331,7 @@ def _first_line(doc: str | None) -> str:
     return text.splitlines()[0] if text else ""
 
 
-def _is_value(value: object) -> bool:
+def _is_value(value: object) -> TypeIs[Value]:
     if value is None or isinstance(value, bool | int | float | str):
         return True
     return isinstance(value, list) and all(
@@ -351,17 +352,17 @@ def _coerce(key: str, value: object, default: Value) -> Value:
     ok: Value | None = None
     if default is None:
         if _is_value(value):
-            return value  # type: ignore[return-value]
+            return value
     elif isinstance(default, bool):
         ok = value if isinstance(value, bool) else None
     elif isinstance(default, int):
         ok = value if isinstance(value, int) and not isinstance(value, bool) else None
     elif isinstance(default, float):
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        ok = float(value) if number else None  # type: ignore[arg-type]
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            ok = float(value)
     elif isinstance(default, str):
         ok = value if isinstance(value, str) else None
-    elif isinstance(value, list) and _is_value(value):
+    elif _is_value(value) and isinstance(value, list):
         ok = [float(v) for v in value]
     if ok is not None:
         return ok

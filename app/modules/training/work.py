@@ -8,7 +8,7 @@ Everything here is numpy and msgspec only: the side that starts a child never im
 
 from __future__ import annotations
 
-from typing import BinaryIO
+from typing import IO
 
 import msgspec
 
@@ -78,33 +78,33 @@ _work = msgspec.msgpack.Decoder(Work)
 _reply = msgspec.msgpack.Decoder(Reply)
 
 
-def write(stream: BinaryIO, message: Work | Reply) -> None:
+def write(stream: IO[bytes], message: Work | Reply) -> None:
     """Send one message (and flush)."""
     body = _encoder.encode(message)
     stream.write(len(body).to_bytes(_LENGTH, "big") + body)
     stream.flush()
 
 
-def read_work(stream: BinaryIO) -> Work | None:
+def read_work(stream: IO[bytes]) -> Work | None:
     """The work sent on ``stream``; ``None`` when it closed first."""
     body = _read(stream)
     return None if body is None else _work.decode(body)
 
 
-def read(stream: BinaryIO) -> Reply | None:
+def read(stream: IO[bytes]) -> Reply | None:
     """The next reply on ``stream``; ``None`` when it closed (the child exited)."""
     body = _read(stream)
     return None if body is None else _reply.decode(body)
 
 
-def _read(stream: BinaryIO) -> bytes | None:
+def _read(stream: IO[bytes]) -> bytes | None:
     head = _exactly(stream, _LENGTH)
     if head is None:
         return None
     return _exactly(stream, int.from_bytes(head, "big"))
 
 
-def _exactly(stream: BinaryIO, size: int) -> bytes | None:
+def _exactly(stream: IO[bytes], size: int) -> bytes | None:
     chunks, left = [], size
     while left:
         chunk = stream.read(left)
