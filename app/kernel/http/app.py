@@ -12,12 +12,12 @@ from typing import Any, Literal, Protocol
 import msgspec
 from litestar import Litestar, MediaType, Response, get
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from app.kernel import metrics as kernel_metrics
 from app.kernel import telemetry
 from app.kernel.dependencies import DependencyMonitor, DependencyStatus
 from app.kernel.http.context import RequestContextMiddleware
+from app.kernel.http.docs import LocalSwaggerRenderPlugin
 from app.kernel.http.errors import exception_handlers, json_not_found
 from app.kernel.http.methods import QuarryLitestar, truthful_options_allow
 from app.kernel.http.openapi import ErrorResponsesPlugin, StructDefaultsSchemaPlugin
@@ -103,7 +103,13 @@ def _platform_routes(platform: PlatformView, health: DependencyMonitor | None) -
             body, status_code=200 if ready else 503, headers={} if ready else {"Retry-After": "1"}
         )
 
-    @get("/v1/modules", opt={"scope": "read"}, sync_to_thread=False, media_type=MediaType.JSON)
+    @get(
+        "/v1/modules",
+        opt={"scope": "read"},
+        sync_to_thread=False,
+        media_type=MediaType.JSON,
+        tags=["platform"],
+    )
     def modules() -> ModulesAnswer:
         """Where each module runs, its contract version and its circuit breaker; each server
         this process uses and whether it answers."""
@@ -160,7 +166,7 @@ def create_http_app(
             title="Quarry",
             version="1.0.0",
             path="/schema",
-            render_plugins=[SwaggerRenderPlugin(path="/swagger")],
+            render_plugins=[LocalSwaggerRenderPlugin(path="/swagger")],
         ),
         logging_config=None,  # logs go through app.kernel.telemetry's structured handler
         debug=debug,

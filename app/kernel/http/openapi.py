@@ -6,24 +6,51 @@ Structs that refuse unknown fields with ``additionalProperties: false``.
 
 litestar documents its own ``{"status_code", "detail"}`` body for 400; :class:`ErrorResponsesPlugin`
 documents Quarry's ``{"error", "code", "details"}`` for every error status a route can answer.
+
+Many routes read their body themselves (raw bytes decoded by :mod:`app.kernel.http.bodies`, JSON or
+msgpack, errors in Quarry's shape) and encode their answer themselves; :func:`documented` declares
+the body and the answer they really take and give, without changing how either is handled.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import msgspec
 from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
+from litestar.di import Provide
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import (
+    Example,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    Operation,
+    Reference,
+    RequestBody,
+)
+from litestar.params import Body
 from litestar.plugins import ReceiveRoutePlugin
 from litestar.plugins.core._msgspec import kwarg_definition_from_field
 from litestar.routes import BaseRoute, HTTPRoute
 from litestar.types.empty import Empty
 from litestar.typing import FieldDefinition
 
-__all__ = ["Error", "ErrorResponsesPlugin", "StructDefaultsSchemaPlugin", "error_responses"]
+__all__ = [
+    "JSON",
+    "MSGPACK",
+    "Error",
+    "ErrorResponsesPlugin",
+    "NoBody",
+    "StructDefaultsSchemaPlugin",
+    "documented",
+    "error_responses",
+]
+
+JSON = "application/json"
+MSGPACK = "application/x-msgpack"
 
 
 class Error(msgspec.Struct, frozen=True, kw_only=True):
@@ -32,6 +59,10 @@ class Error(msgspec.Struct, frozen=True, kw_only=True):
     error: str
     code: str
     details: dict[str, Any]
+
+
+class NoBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An action that takes no body: send nothing, or an empty JSON object."""
 
 
 _DESCRIPTIONS = {
@@ -68,6 +99,96 @@ def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
         )
         for status in statuses
     }
+
+
+def documented(
+    *,
+    body: Any = None,
+    answer: Any = None,
+    status: int = 200,
+    media_types: tuple[str, ...] = (JSON,),
+    answer_media_types: tuple[str, ...] | None = None,
+    body_required: bool = True,
+    body_example: Any = None,
+    answer_example: Any = None,
+    errors: tuple[int, ...] = (),
+    description: str | None = None,
+) -> dict[str, Any]:
+    """Route keyword arguments declaring what a handler that decodes and encodes by itself takes
+    and gives: ``@post("/x", **documented(body=Thing, answer=Done, status=201))``.
+
+    ``body`` is the request body type (in each of ``media_types``; optional unless
+    ``body_required``), ``answer`` the type of the ``status`` answer (in ``answer_media_types``,
+    by default those of the body; ``str`` with ``text/html`` for a page, ``bytes`` for
+    ``application/octet-stream``); ``errors`` are the route's own error statuses. The body is
+    declared through a dependency the handler never asks for, so litestar documents it but never
+    decodes it: the handler's own decoding, and its errors, stay what they are.
+    """
+    kwargs: dict[str, Any] = {}
+    responses = error_responses(*errors)
+    if body is not None:
+
+        def declared_body(data: Annotated[body, Body(media_type=media_types[0])]) -> None:
+            """Never called: its ``data`` parameter declares the body in the schema."""
+
+        kwargs["dependencies"] = {"declared_body": Provide(declared_body, sync_to_thread=False)}
+    answer_types = answer_media_types or media_types
+    if answer is not None:
+        responses[status] = ResponseSpec(
+            data_container=answer,
+            description=description or _success(status),
+            media_type=answer_types[0],
+            generate_examples=False,
+        )
+    kwargs["responses"] = responses
+    kwargs["operation_class"] = _operation_class(
+        body_types=media_types if body is not None else (),
+        body_required=body_required,
+        body_example=body_example,
+        status=str(status),
+        answer_types=answer_types if answer is not None else (),
+        answer_example=answer_example,
+    )
+    return kwargs
+
+
+def _success(status: int) -> str:
+    return {201: "Created", 202: "Accepted"}.get(status, "OK")
+
+
+def _operation_class(
+    *,
+    body_types: tuple[str, ...],
+    body_required: bool,
+    body_example: Any,
+    status: str,
+    answer_types: tuple[str, ...],
+    answer_example: Any,
+) -> type[Operation]:
+    @dataclass
+    class DocumentedOperation(Operation):
+        def __post_init__(self) -> None:
+            if isinstance(self.request_body, RequestBody) and body_types:
+                self.request_body.required = body_required
+                _spread(self.request_body.content, body_types, body_example)
+            answer = (self.responses or {}).get(status)
+            if isinstance(answer, OpenAPIResponse) and answer.content and answer_types:
+                _spread(answer.content, answer_types, answer_example)
+
+    return DocumentedOperation
+
+
+def _spread(
+    content: dict[str, OpenAPIMediaType], media_types: tuple[str, ...], example: Any
+) -> None:
+    """The first media type's schema given to the others too, ``example`` shown as JSON."""
+    schema = content[media_types[0]].schema
+    for media_type in media_types:
+        shown = example is not None and media_type == JSON
+        examples: dict[str, Example | Reference] | None = (
+            {"example": Example(value=example)} if shown else None
+        )
+        content[media_type] = OpenAPIMediaType(schema=schema, examples=examples)
 
 
 class ErrorResponsesPlugin(ReceiveRoutePlugin):
