@@ -57,10 +57,11 @@ __all__ = [
     "UnloadModel",
 ]
 
-VERSION = (1, 3)
+VERSION = (1, 4)
 """Contract version ``(major, minor)``; remote calls refuse a different major.
 
 1.3: numeric fields carry their bounds (versions, limits, chunk sizes, durations, percents).
+1.4: ``Rollout.follows``: the alias a deployment followed when its rollout started.
 """
 
 
@@ -337,6 +338,11 @@ class Rollout(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
     updated_at: datetime
     next_check_at: datetime | None = None
+    follows: str | None = None
+    """The alias reference (``name@alias``) the deployment followed when the rollout started,
+    or ``None`` when it was pinned to a version. A rollout started from an alias ends with the
+    deployment following an alias again: the promoted alias (``policy.promote_alias``) when it
+    is promoted with one, this one when it is rolled back or aborted."""
 
 
 class GetRollout(msgspec.Struct, frozen=True, kw_only=True):

@@ -133,7 +133,9 @@ async def test_a_healthy_candidate_reaches_100_percent_and_is_promoted(q: Q) -> 
     assert [s.action for s in rollout.history] == ["start", "advance", "advance", "promote"]
     assert all("within limits" in s.reason for s in rollout.history[1:])
     assert rollout.history[-1].figures["candidate_error_rate"] == 0.0
-    assert await q.routes() == [Route(model=f"{MODEL}:2", weight=100.0)]
+    # started from the champion, the deployment follows it again once it moved to v2
+    assert rollout.follows == f"{MODEL}@champion"
+    assert await q.routes() == [Route(model=f"{MODEL}@champion", weight=100.0)]
     champion = await q.registry.get_alias(GetAlias(name=MODEL, alias="champion"))
     assert champion.version == 2
 
@@ -153,7 +155,7 @@ async def test_a_candidate_that_fails_is_rolled_back_on_its_own(q: Q) -> None:
         "candidate error rate 1.00 exceeds the baseline's 0.00 by more than 0.02"
     )
     assert last.figures["candidate_requests"] == failed
-    assert await q.routes() == [Route(model=f"{MODEL}:1", weight=100.0)]
+    assert await q.routes() == [Route(model=f"{MODEL}@champion", weight=100.0)]
     champion = await q.registry.get_alias(GetAlias(name=MODEL, alias="champion"))
     assert champion.version == 1
 
@@ -179,7 +181,7 @@ async def test_promote_and_abort_by_hand(q: Q) -> None:
     rollout = await _start(q)
     aborted = await q.inference.abort_rollout(AbortRollout(id=rollout.id))
     assert (aborted.status, aborted.history[-1].reason) == ("aborted", "aborted by hand")
-    assert await q.routes() == [Route(model=f"{MODEL}:1", weight=100.0)]
+    assert await q.routes() == [Route(model=f"{MODEL}@champion", weight=100.0)]
     again = await q.inference.promote_rollout(PromoteRollout(id=rollout.id))
     assert again.status == "aborted"  # a finished rollout is answered as it is
 
@@ -187,7 +189,7 @@ async def test_promote_and_abort_by_hand(q: Q) -> None:
     promoted = await q.inference.promote_rollout(PromoteRollout(id=second.id, reason="looks good"))
     assert (promoted.status, promoted.percent) == ("promoted", 100)
     assert promoted.history[-1].reason == "looks good"
-    assert await q.routes() == [Route(model=f"{MODEL}:2", weight=100.0)]
+    assert await q.routes() == [Route(model=f"{MODEL}@champion", weight=100.0)]
     champion = await q.registry.get_alias(GetAlias(name=MODEL, alias="champion"))
     assert champion.version == 2
 

@@ -55,6 +55,8 @@ FALLIBLE = (Unavailable, ModelLoadFailed, DeadlineExceeded, InternalError)
 PredictModel = Callable[[str, Predict], Awaitable[Prediction]]
 """Answers a request from one model reference (no deployment lookup)."""
 Resolve = Callable[[str], Awaitable[Key]]
+Refresh = Callable[[str], Awaitable[None]]
+"""Re-resolves the references to one model (its aliases and bare name) at once."""
 
 ROUTED: ContextVar[tuple[str, Key] | None] = ContextVar("routed", default=None)
 """The deployment and version a deployment request was routed to, so that a failure after the
@@ -79,12 +81,14 @@ class Deployments:
         logger: logging.Logger,
         predict_model: PredictModel,
         resolve: Resolve,
+        refresh: Refresh | None = None,
     ) -> None:
         self._registry = registry
         self._db = db
         self._log = logger
         self._predict_model = predict_model
         self._resolve = resolve
+        self._refresh = refresh
         self._known: dict[str, tuple[Deployment | None, float]] = {}
         self._cache = ResponseCache()
         self._shadows = _Shadows()
@@ -157,6 +161,15 @@ class Deployments:
         found = await self._db.read(lambda conn: store.get_deployment(conn, name))
         self._known[name] = (found, time.monotonic())
         return found
+
+    async def alias_moved(self, model: str) -> None:
+        """An alias of ``model`` moved (or its bare name may resolve elsewhere): routes that
+        name it (``model@alias``, a bare ``model``) resolve again, the new version warmed
+        before traffic moves, and cached answers of every deployment are dropped."""
+        if self._refresh is not None:
+            await self._refresh(model)
+        self._known.clear()
+        self._cache.caches.clear()
 
     def shadow_counts(self, name: str) -> tuple[int, int]:
         return self._shadows.runs.get(name, 0), self._shadows.failures.get(name, 0)

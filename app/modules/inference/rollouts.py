@@ -94,6 +94,7 @@ class Rollouts:
         candidate = await self._pin(request.candidate)
         current = await self._current(name)
         baseline = await self._baseline(request, current, candidate)
+        follows = _follows(request, current, candidate)
         if baseline == candidate:
             raise InvalidInput(f"the candidate {candidate} is the baseline: nothing to roll out")
         for ref in (baseline, candidate):  # a cold load must not count as the version's latency
@@ -114,6 +115,7 @@ class Rollouts:
             created_at=now,
             updated_at=now,
             next_check_at=now + timedelta(seconds=request.policy.interval_s),
+            follows=follows,
         )
 
         def insert(conn: Connection) -> bool:
@@ -279,6 +281,7 @@ class Rollouts:
             assert ref.version is not None
             alias = SetAlias(name=ref.name, alias=rollout.policy.promote_alias, version=ref.version)
             await self._registry.set_alias(alias)
+            await self._deployments.alias_moved(ref.name)  # this process follows it at once
         entry = RolloutStep(at=now, action=action, percent=percent, reason=reason, figures=figures)
         changed = msgspec.structs.replace(
             rollout,
@@ -288,7 +291,7 @@ class Rollouts:
             updated_at=now,
             next_check_at=None,
         )
-        routes = _routes(rollout.baseline, rollout.candidate, percent)
+        routes = [Route(model=_final_route(rollout, promoted), weight=100.0)]
         done = await self._write(stored, changed, stored.step_started_at, routes)
         if done is not None:
             self._log.info("rollout %s: %s (%s)", rollout.id, status, reason)
@@ -382,6 +385,31 @@ class Rollouts:
             except (NotFound, InvalidInput):  # no feedback to judge by
                 return None
         return answers[0], answers[1]
+
+
+def _follows(request: StartRollout, current: Deployment | None, candidate: str) -> str | None:
+    """The alias the deployment follows as the rollout starts: the baseline named as
+    ``name@alias``, else the deployment's one route naming an alias, else (no deployment) the
+    champion the baseline is taken from; ``None`` when it is pinned to a version."""
+    if request.baseline is not None:
+        named = request.baseline
+    elif current is not None:
+        named = current.routes[0].model  # one route: _baseline refuses more
+    else:
+        named = f"{ModelRef.parse(candidate).name}@champion"
+    return named if ModelRef.parse(named).alias is not None else None
+
+
+def _final_route(rollout: Rollout, promoted: bool) -> str:
+    """Where a finished rollout leaves all the traffic: a deployment started from an alias
+    follows one again (the promoted alias, else the one it followed); a pinned one stays
+    pinned (to the candidate when promoted, else to the baseline)."""
+    if promoted:
+        alias = rollout.policy.promote_alias
+        if rollout.follows is not None and alias:
+            return f"{ModelRef.parse(rollout.candidate).name}@{alias}"
+        return rollout.candidate
+    return rollout.follows or rollout.baseline
 
 
 def _routes(baseline: str, candidate: str, percent: float) -> list[Route]:

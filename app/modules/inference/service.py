@@ -108,6 +108,7 @@ class LocalInferenceService:
             logger=self._log,
             predict_model=self._predict_model,
             resolve=self._loader.resolve,
+            refresh=self._loader.refresh,
         )
         self.records = recorder or Recorder(
             MonitoringSink(monitoring) if monitoring is not None else None,
@@ -304,8 +305,9 @@ class LocalInferenceService:
     # --- events -----------------------------------------------------------------------------
 
     async def on_alias_changed(self, event: ModelAliasChanged, _meta: EventMeta) -> None:
-        """Load and warm the alias's new version, then switch the references that follow it."""
-        await self._loader.refresh(event.name)
+        """Load and warm the alias's new version, then switch the references (and the
+        deployment routes) that follow it."""
+        await self._deployments.alias_moved(event.name)
 
     async def on_version_registered(self, event: ModelVersionRegistered, _meta: EventMeta) -> None:
         """A new version may change what a bare name resolves to."""
