@@ -100,8 +100,9 @@ class Settings:
     """QUARRY_TASK_WORKER_THREADS: in-process task workers (``memory://`` broker)."""
     log_level: str = "INFO"
     """QUARRY_LOG_LEVEL: DEBUG, INFO, WARNING or ERROR."""
-    log_format: Literal["json", "console"] = "json"
-    """QUARRY_LOG_FORMAT: ``json`` (structured) or ``console``."""
+    log_format: Literal["auto", "json", "console"] = "auto"
+    """QUARRY_LOG_FORMAT: ``json`` (structured), ``console`` (for people), or ``auto``: console
+    when stderr is a terminal, json otherwise."""
 
     module_settings: Mapping[type, Any] = field(default_factory=dict)
     """Each module's own settings, by their Struct type: :func:`configure_modules` loads them
@@ -267,7 +268,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "events_claim_idle_s": _positive(float),
     "task_worker_threads": _positive(int),
     "log_level": _log_level,
-    "log_format": _choice("json", "console"),
+    "log_format": _choice("auto", "json", "console"),
 }
 
 

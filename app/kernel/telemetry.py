@@ -47,9 +47,13 @@ _configured = False
 
 
 def configure(
-    *, service_name: str = "quarry", log_level: str = "INFO", log_format: str = "json"
+    *, service_name: str = "quarry", log_level: str = "INFO", log_format: str = "auto"
 ) -> None:
-    """Set up tracing, metrics and logging for this process (later calls only adjust logging)."""
+    """Set up tracing, metrics and logging for this process (later calls only adjust logging).
+
+    ``log_format`` is ``json``, ``console``, or ``auto``: console when stderr is a terminal (a
+    person reads it), json otherwise (a log collector does).
+    """
     global _configured  # noqa: PLW0603 - process-wide providers can be installed once only
     _configure_logging(log_level, log_format)
     with _lock:
@@ -190,6 +194,13 @@ def _add_trace_ids(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str,
     return event
 
 
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        return False
+
+
 def _configure_logging(level: str, fmt: str) -> None:
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -199,6 +210,8 @@ def _configure_logging(level: str, fmt: str) -> None:
         _add_trace_ids,
         structlog.stdlib.ExtraAdder(),
     ]
+    if fmt == "auto":
+        fmt = "console" if _is_terminal(sys.stderr) else "json"
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
