@@ -15,8 +15,6 @@ from typing import Literal
 
 import msgspec
 import numpy as np
-from scipy import stats
-from scipy.spatial import distance
 
 from contracts.monitoring import FeatureDrift
 
@@ -147,6 +145,8 @@ def population_stability_index(reference: np.ndarray, current: np.ndarray) -> fl
 
 
 def _numerical(name: str, ref: np.ndarray, cur: np.ndarray) -> FeatureDrift:
+    from scipy import stats  # imported on first use: scipy.stats takes seconds to import
+
     if len(ref) <= LARGE_REFERENCE_ROWS:
         result = stats.ks_2samp(ref, cur)
         return _by_p_value(name, "ks", (result.statistic, result.pvalue), ref, cur)
@@ -156,6 +156,9 @@ def _numerical(name: str, ref: np.ndarray, cur: np.ndarray) -> FeatureDrift:
 
 
 def _categorical(name: str, ref: np.ndarray, cur: np.ndarray) -> FeatureDrift:
+    from scipy import stats  # imported on first use, as in _numerical
+    from scipy.spatial import distance
+
     labels = np.union1d(ref, cur)
     ref_counts = _counts(ref, labels)
     cur_counts = _counts(cur, labels)
