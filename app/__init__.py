@@ -7,6 +7,7 @@ The composition root is imported lazily, so ``import app`` does no I/O and loads
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -40,12 +41,19 @@ async def connect(
     ``connect(inference={"max_batch_size": 1})``; the rest comes from the environment and
     ``quarry.toml`` as for ``quarry serve``. Remotely, ``api_key``
     is an API key (its scopes limit what may be called) or the service token.
+
+    In-process, only warnings and errors are logged unless a level is asked for
+    (``connect(log_level="INFO")``, ``QUARRY_LOG_LEVEL`` or ``log_level`` in ``quarry.toml``).
+    ``q.inference.predict`` also takes numpy arrays, lists and DataFrames as inputs
+    (:mod:`app.client`).
     """
+    from app.client import with_conveniences
+
     if url is not None:
         from app.bootstrap import remote_clients
 
         async with remote_clients(url, api_key) as clients:
-            yield Quarry(clients)
+            yield Quarry(with_conveniences(clients))
         return
     import dataclasses
 
@@ -56,8 +64,12 @@ async def connect(
     by_module = {k: v for k, v in settings.items() if isinstance(v, dict) and k not in names}
     kernel = {k: v for k, v in settings.items() if k not in by_module}
     loaded = configure(load_settings(**kernel), overrides=by_module)
+    asked = "log_level" in kernel or "QUARRY_LOG_LEVEL" in os.environ
+    if not asked and loaded.log_level == Settings.log_level:  # nobody asked: stay quiet
+        loaded = loaded.replace(log_level="WARNING")
     async with Platform(loaded) as platform:
-        yield Quarry({spec.name: platform.client(spec.name) for spec in platform.reachable})
+        clients = {spec.name: platform.client(spec.name) for spec in platform.reachable}
+        yield Quarry(with_conveniences(clients))
 
 
 class SyncQuarry:

@@ -10,9 +10,10 @@ offline vectors agree.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import msgspec
 
@@ -443,6 +444,21 @@ class HistoricalFeatures(msgspec.Struct, frozen=True, kw_only=True):
     """Entity rows in request order, each extended with ``view:feature`` values."""
 
     rows: list[dict[str, Value]]
+
+    def to_pandas(self) -> Any:
+        """The rows as a pandas ``DataFrame``, one column per key, in request order.
+
+        pandas is optional: it is imported here, on first use, and never by the contracts
+        themselves; without it this raises ``ImportError`` saying how to install it.
+        """
+        try:
+            pandas = importlib.import_module("pandas")
+        except ImportError:
+            raise ImportError(
+                "HistoricalFeatures.to_pandas() needs pandas: pip install pandas"
+                " (or use .rows, a list of dicts)"
+            ) from None
+        return pandas.DataFrame.from_records(self.rows)
 
 
 class HistoricalChunk(msgspec.Struct, frozen=True, kw_only=True):
