@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from app.bootstrap import AVAILABLE_MODULES, Platform, configure
+from app.cli.example_model import example_model
 from app.cli.fatal import EXIT_INTERRUPTED, report
 from app.cli.parser import build_parser
 from app.cli.serving import quickstart, run, serve, worker
@@ -246,6 +247,7 @@ HANDLERS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "train": _train,
     "rollouts": _rollouts,
     "events": _events,
+    "example-model": example_model,
 }
 """The handler of each command: settings and parsed arguments in, exit status out."""
 

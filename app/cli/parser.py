@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     _train_parser(sub)
     _rollouts_parser(sub)
     _events_parser(sub)
+    example = sub.add_parser("example-model", help="write a small ONNX model to try Quarry with")
+    example.add_argument("path", help="where to write it, e.g. model.onnx")
+    example.add_argument("--features", type=int, default=3, help="width of input x (default 3)")
     return parser
 
 
