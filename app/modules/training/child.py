@@ -141,6 +141,7 @@ def _take_stdout() -> BinaryIO:
 
 
 def _lower_priority() -> None:
+    """Nice 19, before torch starts its threads (which inherit it)."""
     try:
         os.nice(NICENESS)
     except (AttributeError, OSError):  # not on this platform, or not allowed
