@@ -28,6 +28,7 @@ from contracts.common import (
 __all__ = [
     "RESERVED_ALIASES",
     "VERSION",
+    "AliasChange",
     "AliasInfo",
     "ArchiveVersion",
     "ArtifactChunk",
@@ -41,6 +42,7 @@ __all__ = [
     "GetVersion",
     "Histogram",
     "Lineage",
+    "ListAliasHistory",
     "ListModels",
     "ListVersions",
     "ModelAliasChanged",
@@ -49,6 +51,7 @@ __all__ = [
     "ReferenceProfile",
     "RegisterVersion",
     "RegistryService",
+    "RollbackAlias",
     "SetAlias",
     "Signature",
     "TensorSpec",
@@ -58,10 +61,11 @@ __all__ = [
     "read_artifact",
 ]
 
-VERSION = (1, 2)
+VERSION = (1, 3)
 """Contract version ``(major, minor)``; remote calls refuse a different major.
 
 1.2: numeric fields carry their bounds (versions, sizes, limits, chunk sizes, metrics).
+1.3: alias history and rollback (``rollback_alias``, ``list_alias_history``, ``SetAlias.reason``).
 """
 
 RESERVED_ALIASES = frozenset({"latest"})
@@ -220,6 +224,8 @@ class SetAlias(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     alias: str
     version: Version
+    reason: str = ""
+    """Why it moved, kept in the alias history."""
 
 
 class GetAlias(msgspec.Struct, frozen=True, kw_only=True):
@@ -234,6 +240,38 @@ class DeleteAlias(msgspec.Struct, frozen=True, kw_only=True):
 
     name: str
     alias: str
+
+
+class RollbackAlias(msgspec.Struct, frozen=True, kw_only=True):
+    """Point ``alias`` back at the version it pointed at before its last move (a rollback of a
+    rollback goes one step further back, it does not redo)."""
+
+    name: str
+    alias: str = "champion"
+    reason: str = ""
+    """Why, kept in the alias history."""
+
+
+class ListAliasHistory(msgspec.Struct, frozen=True, kw_only=True):
+    """One page of an alias's changes, newest first."""
+
+    name: str
+    alias: str = "champion"
+    limit: Limit = 50
+    cursor: str | None = None
+
+
+class AliasChange(msgspec.Struct, frozen=True, kw_only=True):
+    """One change of an alias: ``version`` is where it points after (``None``: deleted),
+    ``previous_version`` where it pointed before (``None``: it was not set)."""
+
+    name: str
+    alias: str
+    action: Literal["set", "delete", "rollback"]
+    version: Version | None = None
+    previous_version: Version | None = None
+    reason: str = ""
+    at: datetime
 
 
 class ArchiveVersion(msgspec.Struct, frozen=True, kw_only=True):
@@ -396,6 +434,17 @@ class RegistryService(Protocol):
     @method(scope=Scope.ADMIN)
     async def delete_alias(self, request: DeleteAlias) -> AliasInfo:
         """Remove an alias and answer what it pointed at."""
+        ...
+
+    @method(scope=Scope.ADMIN)
+    async def rollback_alias(self, request: RollbackAlias) -> AliasChange:
+        """Move an alias back to its previous version, the reason recorded; ``Conflict`` when
+        its history holds no earlier version, or that version is archived or deleted."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def list_alias_history(self, request: ListAliasHistory) -> Page[AliasChange]:
+        """One page of an alias's changes, newest first (kept since contract 1.3)."""
         ...
 
     @method(scope=Scope.ADMIN, idempotent=True)

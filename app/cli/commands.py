@@ -21,6 +21,7 @@ from app.bootstrap import AVAILABLE_MODULES, Platform, configure
 from app.cli.example_model import example_model
 from app.cli.fatal import EXIT_INTERRUPTED, report
 from app.cli.parser import build_parser
+from app.cli.rollback import rollback
 from app.cli.serving import quickstart, run, serve, worker
 from app.kernel.auth import KeyStore
 from app.kernel.db import Database
@@ -246,6 +247,7 @@ HANDLERS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "quickstart": quickstart,
     "train": _train,
     "rollouts": _rollouts,
+    "rollback": rollback,
     "events": _events,
     "example-model": example_model,
 }

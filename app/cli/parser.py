@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import Any, TypeAlias
 
+from app.cli import rollback
+
 __all__ = ["build_parser"]
 
 _Commands: TypeAlias = "argparse._SubParsersAction[_Parser]"
@@ -55,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     _quickstart_parser(sub)
     _train_parser(sub)
     _rollouts_parser(sub)
+    rollback.add_parser(sub)
     _events_parser(sub)
     example = sub.add_parser("example-model", help="write a small ONNX model to try Quarry with")
     example.add_argument("path", help="where to write it, e.g. model.onnx")

@@ -47,6 +47,7 @@ def test_migrations_match_the_declared_tables(database_url: str) -> None:
         "registry_versions",
         "registry_aliases",
         "registry_reference_profiles",
+        "registry_alias_history",
         "registry_outbox",
         "registry_event_deliveries",
     }

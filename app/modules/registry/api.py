@@ -57,6 +57,7 @@ from contracts.common import (
     validate_name,
 )
 from contracts.registry import (
+    AliasChange,
     AliasInfo,
     ArchiveVersion,
     DeleteAlias,
@@ -67,18 +68,27 @@ from contracts.registry import (
     GetReferenceProfile,
     GetVersion,
     Lineage,
+    ListAliasHistory,
     ListModels,
     ListVersions,
     ModelInfo,
     RegisterVersion,
     RegistryService,
+    RollbackAlias,
     SetAlias,
     UpdateModel,
     VersionDeleted,
     VersionInfo,
 )
 
-__all__ = ["AliasTarget", "ModelPatch", "UploadOperation", "VersionMetadata", "routes"]
+__all__ = [
+    "AliasTarget",
+    "ModelPatch",
+    "RollbackBody",
+    "UploadOperation",
+    "VersionMetadata",
+    "routes",
+]
 
 
 class ModelPatch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -92,6 +102,14 @@ class AliasTarget(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """The body of ``PUT /v1/registry/models/{name}/aliases/{alias}``."""
 
     version: Version
+    reason: str = ""
+
+
+class RollbackBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The body of ``POST /v1/registry/models/{name}/rollback``."""
+
+    alias: str = "champion"
+    reason: str = ""
 
 
 class VersionMetadata(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -358,15 +376,37 @@ def _alias_handlers(service: RegistryService) -> list[Any]:
     async def set_alias(
         name: ModelName, alias: AliasName, data: JSONBody[AliasTarget]
     ) -> AliasInfo:
-        """Point an alias at a version, moving it if it exists."""
-        return await service.set_alias(SetAlias(name=name, alias=alias, version=data.version))
+        """Point an alias at a version, moving it if it exists (``reason`` goes in its history)."""
+        move = SetAlias(name=name, alias=alias, version=data.version, reason=data.reason)
+        return await service.set_alias(move)
 
     @delete(path, opt=_opt(RegistryService.delete_alias), status_code=200)
     async def delete_alias(name: ModelName, alias: AliasName) -> AliasInfo:
         """Remove an alias; answers the version it pointed at."""
         return await service.delete_alias(DeleteAlias(name=name, alias=alias))
 
-    return [get_alias, set_alias, delete_alias]
+    @get(f"{path}/history", opt=_opt(RegistryService.list_alias_history))
+    async def alias_history(
+        name: ModelName, alias: AliasName, limit: Limit = 50, cursor: FromQuery[str | None] = None
+    ) -> Page[AliasChange]:
+        """One page of an alias's moves (set, delete, rollback) with their reasons, newest first."""
+        asked = from_params(ListAliasHistory, name=name, alias=alias, limit=limit, cursor=cursor)
+        return await service.list_alias_history(asked)
+
+    @post(
+        "/models/{name:str}/rollback",
+        opt=_opt(RegistryService.rollback_alias),
+        status_code=200,
+        responses=error_responses(409),
+    )
+    async def rollback(name: ModelName, data: JSONBody[RollbackBody]) -> AliasChange:
+        """Move an alias (default ``champion``) back to the version it pointed at before its
+        last move, with the reason recorded in its history; deployments and bare names that
+        follow it follow. 409 when its history holds no earlier live version."""
+        asked = RollbackAlias(name=name, alias=data.alias, reason=data.reason)
+        return await service.rollback_alias(asked)
+
+    return [get_alias, set_alias, delete_alias, alias_history, rollback]
 
 
 # --- helpers --------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from app.kernel import context
 from app.kernel.db import Database
 from app.kernel.events import Outbox
 from app.kernel.module import BuiltModule, ModuleContext
-from app.modules.registry import store
+from app.modules.registry import alias_history, store
 from app.modules.registry.artifacts import ArtifactStore, open_artifact_store
 from app.modules.registry.blobs import SWEEP_GRACE_S, ArtifactKeeper
 from app.modules.registry.lookup import (
@@ -43,6 +43,7 @@ from app.modules.registry.validation import (
 )
 from contracts.common import Conflict, InvalidInput, ModelRef, NotFound, Page, validate_name
 from contracts.registry import (
+    AliasChange,
     AliasInfo,
     ArchiveVersion,
     ArtifactChunk,
@@ -53,6 +54,7 @@ from contracts.registry import (
     GetModel,
     GetReferenceProfile,
     GetVersion,
+    ListAliasHistory,
     ListModels,
     ListVersions,
     ModelAliasChanged,
@@ -60,6 +62,7 @@ from contracts.registry import (
     ModelVersionRegistered,
     ReferenceProfile,
     RegisterVersion,
+    RollbackAlias,
     SetAlias,
     UpdateModel,
     VersionDeleted,
@@ -301,6 +304,7 @@ class LocalRegistryService:
         name = validate_name(request.name, what="model name")
         alias = check_alias(request.alias)
         number = check_version_number(request.version)
+        reason = check_text(request.reason, "reason")
 
         def change(conn: Connection) -> AliasInfo:
             info = locked_version(conn, name, number)
@@ -312,11 +316,16 @@ class LocalRegistryService:
                 )
             previous = store.get_alias(conn, name, alias)
             if previous != number:
-                store.put_alias(conn, name, alias, number, exists=previous is not None)
-                self._outbox.add(
+                self._move_alias(
                     conn,
-                    ModelAliasChanged(
-                        name=name, alias=alias, version=number, previous_version=previous
+                    AliasChange(
+                        name=name,
+                        alias=alias,
+                        action="set",
+                        version=number,
+                        previous_version=previous,
+                        reason=reason,
+                        at=alias_history.now(),
                     ),
                 )
             return AliasInfo(name=name, alias=alias, version=number)
@@ -349,13 +358,81 @@ class LocalRegistryService:
             if previous is None:
                 raise no_alias(name, alias)
             store.delete_alias(conn, name, alias)
+            change = AliasChange(
+                name=name,
+                alias=alias,
+                action="delete",
+                previous_version=previous,
+                at=alias_history.now(),
+            )
             self._outbox.add(
                 conn,
                 ModelAliasChanged(name=name, alias=alias, version=None, previous_version=previous),
             )
+            alias_history.record(conn, change)
             return AliasInfo(name=name, alias=alias, version=previous)
 
         return await self._db.write(delete)
+
+    async def rollback_alias(self, request: RollbackAlias) -> AliasChange:
+        """Move an alias back to where it pointed before its last move, the reason recorded;
+        what follows it (bare names, ``name@alias`` routes) follows on ``ModelAliasChanged``."""
+        name = validate_name(request.name, what="model name")
+        alias = check_alias(request.alias)
+        reason = check_text(request.reason, "reason") or "rolled back"
+
+        def roll_back(conn: Connection) -> AliasChange:
+            if not store.lock_model(conn, name):
+                raise no_model(name)
+            target = alias_history.previous_version(conn, name, alias)
+            change = AliasChange(
+                name=name,
+                alias=alias,
+                action="rollback",
+                version=target,
+                previous_version=store.get_alias(conn, name, alias),
+                reason=reason,
+                at=alias_history.now(),
+            )
+            self._move_alias(conn, change)
+            return change
+
+        return await self._db.write(roll_back)
+
+    async def list_alias_history(self, request: ListAliasHistory) -> Page[AliasChange]:
+        """One page of an alias's changes, newest first."""
+        name = validate_name(request.name, what="model name")
+        alias = check_alias(request.alias)
+        limit = check_limit(request.limit)
+        before = decode_cursor(request.cursor, "ah", int)[0] if request.cursor else None
+
+        def read(conn: Connection) -> list[tuple[int, AliasChange]]:
+            require_model(conn, name)
+            return alias_history.page_changes(conn, name, alias, before, limit)
+
+        rows = await self._db.read(read)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(
+            items=[change for _, change in rows],
+            next_cursor=encode_cursor("ah", rows[-1][0]) if more else None,
+        )
+
+    def _move_alias(self, conn: Connection, change: AliasChange) -> None:
+        """Point the alias at ``change.version``, with its event and its history line."""
+        assert change.version is not None
+        exists = change.previous_version is not None
+        store.put_alias(conn, change.name, change.alias, change.version, exists=exists)
+        self._outbox.add(
+            conn,
+            ModelAliasChanged(
+                name=change.name,
+                alias=change.alias,
+                version=change.version,
+                previous_version=change.previous_version,
+            ),
+        )
+        alias_history.record(conn, change)
 
     # --- housekeeping -----------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from contracts.registry import Lineage, ModelInfo, ReferenceProfile, Signature, 
 __all__ = [
     "ARCHIVED",
     "READY",
+    "alias_history",
     "aliases",
     "aliases_of",
     "allocate_version",
@@ -116,6 +117,21 @@ reference_profiles = sa.Table(
     ),
 )
 """One msgpack-encoded :class:`~contracts.registry.ReferenceProfile` per version that has one."""
+
+alias_history = sa.Table(
+    "registry_alias_history",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(128), nullable=False),
+    sa.Column("alias", sa.String(128), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("version", sa.Integer, nullable=True),
+    sa.Column("previous_version", sa.Integer, nullable=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_registry_alias_history_alias", "model", "alias", "id"),
+)
+"""Every move of an alias, oldest first by ``id`` (no foreign key: a version may go later)."""
 
 READY: Final = "ready"
 ARCHIVED: Final = "archived"
