@@ -20,7 +20,11 @@ from app.kernel.http.context import RequestContextMiddleware
 from app.kernel.http.docs import LocalSwaggerRenderPlugin
 from app.kernel.http.errors import exception_handlers, json_not_found
 from app.kernel.http.methods import QuarryLitestar, truthful_options_allow
-from app.kernel.http.openapi import ErrorResponsesPlugin, StructDefaultsSchemaPlugin
+from app.kernel.http.openapi import (
+    DocstringsPlugin,
+    ErrorResponsesPlugin,
+    StructDefaultsSchemaPlugin,
+)
 from app.kernel.http.request import QuarryRequest
 from app.kernel.http.tracing import TracingMiddleware
 from app.kernel.settings import Settings
@@ -156,7 +160,7 @@ def create_http_app(
         guards=list(guards),
         on_startup=list(on_startup),
         on_shutdown=list(on_shutdown),
-        plugins=[StructDefaultsSchemaPlugin(), ErrorResponsesPlugin()],
+        plugins=[StructDefaultsSchemaPlugin(), ErrorResponsesPlugin(), DocstringsPlugin()],
         exception_handlers=exception_handlers,
         request_class=QuarryRequest,
         after_request=json_not_found,

@@ -14,6 +14,8 @@ the body and the answer they really take and give, without changing how either i
 
 from __future__ import annotations
 
+import inspect
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -25,11 +27,14 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import (
     Example,
+    OpenAPIFormat,
     OpenAPIMediaType,
     OpenAPIResponse,
+    OpenAPIType,
     Operation,
     Reference,
     RequestBody,
+    Schema,
 )
 from litestar.params import Body
 from litestar.plugins import ReceiveRoutePlugin
@@ -37,20 +42,31 @@ from litestar.plugins.core._msgspec import kwarg_definition_from_field
 from litestar.routes import BaseRoute, HTTPRoute
 from litestar.types.empty import Empty
 from litestar.typing import FieldDefinition
+from litestar.utils.helpers import unwrap_partial
+
+from contracts.common import NAME_PATTERN
 
 __all__ = [
     "JSON",
+    "MODEL_REF_PATTERN",
     "MSGPACK",
+    "DocstringsPlugin",
     "Error",
     "ErrorResponsesPlugin",
     "NoBody",
     "StructDefaultsSchemaPlugin",
     "documented",
     "error_responses",
+    "summary_of",
 ]
 
 JSON = "application/json"
 MSGPACK = "application/x-msgpack"
+
+_NAME = NAME_PATTERN[1:-1]
+MODEL_REF_PATTERN = f"^{_NAME}(:[0-9]{{1,19}}|@{_NAME})?$"
+"""A model reference as a path parameter: ``name``, ``name:N`` or ``name@alias`` (what
+:meth:`contracts.common.ModelRef.parse` takes, but for the version's range)."""
 
 
 class Error(msgspec.Struct, frozen=True, kw_only=True):
@@ -113,6 +129,7 @@ def documented(
     answer_example: Any = None,
     errors: tuple[int, ...] = (),
     description: str | None = None,
+    raw_answers: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Route keyword arguments declaring what a handler that decodes and encodes by itself takes
     and gives: ``@post("/x", **documented(body=Thing, answer=Done, status=201))``.
@@ -120,16 +137,24 @@ def documented(
     ``body`` is the request body type (in each of ``media_types``; optional unless
     ``body_required``), ``answer`` the type of the ``status`` answer (in ``answer_media_types``,
     by default those of the body; ``str`` with ``text/html`` for a page, ``bytes`` for
-    ``application/octet-stream``); ``errors`` are the route's own error statuses. The body is
-    declared through a dependency the handler never asks for, so litestar documents it but never
-    decodes it: the handler's own decoding, and its errors, stay what they are.
+    ``application/octet-stream``); ``raw_answers`` maps other media types the answer may come
+    in (raw bytes, NDJSON lines) to what they hold; ``errors`` are the route's own error
+    statuses. The body is declared through a dependency the handler never asks for, so litestar
+    documents it but never decodes it: the handler's own decoding, and its errors, stay as they
+    are.
     """
     kwargs: dict[str, Any] = {}
     responses = error_responses(*errors)
     if body is not None:
 
-        def declared_body(data: Annotated[body, Body(media_type=media_types[0])]) -> None:
+        def declared_body(data: Any) -> None:
             """Never called: its ``data`` parameter declares the body in the schema."""
+
+        # set here, not written in the signature: postponed annotations cannot see ``body``
+        declared_body.__annotations__ = {
+            "data": Annotated[body, Body(media_type=media_types[0])],
+            "return": None,
+        }
 
         kwargs["dependencies"] = {"declared_body": Provide(declared_body, sync_to_thread=False)}
     answer_types = answer_media_types or media_types
@@ -148,6 +173,7 @@ def documented(
         status=str(status),
         answer_types=answer_types if answer is not None else (),
         answer_example=answer_example,
+        raw_answers=dict(raw_answers or {}),
     )
     return kwargs
 
@@ -164,6 +190,7 @@ def _operation_class(
     status: str,
     answer_types: tuple[str, ...],
     answer_example: Any,
+    raw_answers: dict[str, str],
 ) -> type[Operation]:
     @dataclass
     class DocumentedOperation(Operation):
@@ -174,8 +201,19 @@ def _operation_class(
             answer = (self.responses or {}).get(status)
             if isinstance(answer, OpenAPIResponse) and answer.content and answer_types:
                 _spread(answer.content, answer_types, answer_example)
+                for media_type, holds in raw_answers.items():
+                    answer.content[media_type] = OpenAPIMediaType(schema=_raw(media_type, holds))
 
     return DocumentedOperation
+
+
+def _raw(media_type: str, holds: str) -> Schema:
+    binary = media_type == "application/octet-stream"
+    return Schema(
+        type=OpenAPIType.STRING,
+        format=OpenAPIFormat.BINARY if binary else None,
+        description=holds,
+    )
 
 
 def _spread(
@@ -210,6 +248,36 @@ class ErrorResponsesPlugin(ReceiveRoutePlugin):
                 statuses.add(409)
             own: Mapping[int, ResponseSpec] = handler.responses or {}
             handler.responses = {**error_responses(*sorted(statuses - set(own))), **own}
+
+
+class DocstringsPlugin(ReceiveRoutePlugin):
+    """Each operation's summary and description from its handler's docstring: the summary is
+    the first paragraph up to its first full stop or colon, the description the whole text."""
+
+    def receive_route(self, route: BaseRoute) -> None:
+        """Fill in the summary and description each handler of ``route`` does not set itself."""
+        if not isinstance(route, HTTPRoute):
+            return
+        for handler in route.route_handlers:
+            text = inspect.getdoc(unwrap_partial(handler.fn))
+            if not isinstance(handler, HTTPRouteHandler) or not text:
+                continue
+            if handler.summary is None:
+                handler.summary = summary_of(text)
+            if handler.description is None:
+                handler.description = text
+
+
+def summary_of(docstring: str) -> str:
+    """The first paragraph of ``docstring`` up to its first full stop or colon."""
+    first = " ".join(docstring.split("\n\n", 1)[0].split())
+    stops = (i for i, pair in enumerate(itertools.pairwise(first)) if pair in _STOPS)
+    # a stop inside ``literal text`` is not one
+    cut = next((i for i in stops if first[:i].count("``") % 2 == 0), len(first))
+    return first[:cut].rstrip(".")
+
+
+_STOPS = {(".", " "), (":", " ")}
 
 
 class StructDefaultsSchemaPlugin(StructSchemaPlugin):

@@ -12,30 +12,37 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from litestar import Request, Response, Router, get, post, put
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromQuery, PathParameter
 from litestar.response import Stream
 
 from app.kernel.http.bodies import contract_scope, decode_body, from_params, json_response
-from contracts.common import Count, PositiveCount
+from app.kernel.http.openapi import documented
+from contracts.common import NAME_PATTERN, Count, Page, PositiveCount
 from contracts.features import (
     Feature,
+    FeatureService,
     FeaturesService,
+    FeatureView,
     GetFeatureService,
     GetFeatureView,
     GetHistoricalFeatures,
     GetOnlineFeatures,
     GetTransformState,
+    HistoricalFeatures,
     ListFeatureServices,
     ListFeatureViews,
+    OnlineFeatures,
+    PushResult,
     PushRows,
     PutFeatureService,
     PutFeatureView,
     StreamRows,
     Transform,
+    TransformState,
     Value,
 )
 
@@ -43,6 +50,27 @@ __all__ = ["routes"]
 
 NDJSON = "application/x-ndjson"
 T = TypeVar("T")
+
+Name = Annotated[
+    str,
+    PathParameter(
+        description="The view's or service's name.", schema_extra={"pattern": NAME_PATTERN}
+    ),
+]
+StateId = Annotated[str, PathParameter(description="The transform state's id.")]
+
+ONLINE_EXAMPLE = {"features": ["users:age"], "entities": {"user_id": [1, 2]}}
+ONLINE_ANSWER_EXAMPLE = {
+    "metadata": {"feature_names": ["user_id", "users:age"]},
+    "results": [
+        {"values": [1, 2], "statuses": ["PRESENT", "PRESENT"], "event_timestamps": [None, None]},
+        {
+            "values": [31.0, None],
+            "statuses": ["PRESENT", "NOT_FOUND"],
+            "event_timestamps": ["2026-01-01T00:00:00Z", None],
+        },
+    ],
+}
 
 
 class ViewBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -102,14 +130,24 @@ def _decode(raw: bytes, body_type: type[T], example: str) -> T:
 def routes(service: FeaturesService) -> list[Any]:
     """Public routes of the features module, calling ``service`` (local or remote)."""
     return [
-        Router(path="/v1/features/views", route_handlers=_view_handlers(service)),
-        Router(path="/v1/features/services", route_handlers=_service_handlers(service)),
-        Router(path="/v1/features", route_handlers=_read_handlers(service)),
+        Router(
+            path="/v1/features/views", route_handlers=_view_handlers(service), tags=["features"]
+        ),
+        Router(
+            path="/v1/features/services",
+            route_handlers=_service_handlers(service),
+            tags=["features"],
+        ),
+        Router(path="/v1/features", route_handlers=_read_handlers(service), tags=["features"]),
     ]
 
 
 def _view_handlers(service: FeaturesService) -> list[Any]:
-    @get("/", opt=contract_scope(FeaturesService.list_views))
+    @get(
+        "/",
+        opt=contract_scope(FeaturesService.list_views),
+        **documented(answer=Page[FeatureView]),
+    )
     async def list_views(
         limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
     ) -> Response[bytes]:
@@ -117,24 +155,40 @@ def _view_handlers(service: FeaturesService) -> list[Any]:
         request = from_params(ListFeatureViews, limit=limit, cursor=cursor)
         return json_response(await service.list_views(request))
 
-    @get("/{name:str}", opt=contract_scope(FeaturesService.get_view))
-    async def get_view(
-        name: FromPath[str], version: FromQuery[int | None] = None
-    ) -> Response[bytes]:
+    @get(
+        "/{name:str}",
+        opt=contract_scope(FeaturesService.get_view),
+        **documented(answer=FeatureView),
+    )
+    async def get_view(name: Name, version: FromQuery[int | None] = None) -> Response[bytes]:
         """A feature view: its latest version, or ``?version=N``."""
         request = from_params(GetFeatureView, name=name, version=version)
         return json_response(await service.get_view(request))
 
-    @put("/{name:str}", opt=contract_scope(FeaturesService.put_view), status_code=200)
-    async def put_view(name: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+    @put(
+        "/{name:str}",
+        opt=contract_scope(FeaturesService.put_view),
+        status_code=200,
+        **documented(body=ViewBody, answer=FeatureView),
+    )
+    async def put_view(name: Name, request: Request[Any, Any, Any]) -> Response[bytes]:
         """Create a view, or give it a new version when it changes."""
         example = '{"entities": ["user_id"], "features": [{"name": "age", "dtype": "float"}]}'
         body = _decode(await request.body(), ViewBody, example)
         view = await service.put_view(PutFeatureView(name=name, **msgspec.structs.asdict(body)))
         return json_response(view)
 
-    @post("/{name:str}/rows", opt=contract_scope(FeaturesService.push), status_code=200)
-    async def push_rows(name: FromPath[str], request: Request[Any, Any, Any]) -> Response[Any]:
+    @post(
+        "/{name:str}/rows",
+        opt=contract_scope(FeaturesService.push),
+        status_code=200,
+        **documented(
+            body=RowsBody,
+            answer=PushResult,
+            raw_answers={NDJSON: "With Accept: application/x-ndjson: one IngestProgress a line"},
+        ),
+    )
+    async def push_rows(name: Name, request: Request[Any, Any, Any]) -> Response[Any]:
         """Push rows (atomic per request; per chunk with ``Accept: application/x-ndjson``)."""
         example = '{"rows": [{"user_id": 1, "event_timestamp": "...", "age": 30.0}]}'
         body = _decode(await request.body(), RowsBody, example)
@@ -156,7 +210,11 @@ async def _lines(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[bytes]:
 
 
 def _service_handlers(service: FeaturesService) -> list[Any]:
-    @get("/", opt=contract_scope(FeaturesService.list_services))
+    @get(
+        "/",
+        opt=contract_scope(FeaturesService.list_services),
+        **documented(answer=Page[FeatureService]),
+    )
     async def list_services(
         limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
     ) -> Response[bytes]:
@@ -164,16 +222,23 @@ def _service_handlers(service: FeaturesService) -> list[Any]:
         request = from_params(ListFeatureServices, limit=limit, cursor=cursor)
         return json_response(await service.list_services(request))
 
-    @get("/{name:str}", opt=contract_scope(FeaturesService.get_service))
-    async def get_service(
-        name: FromPath[str], version: FromQuery[int | None] = None
-    ) -> Response[bytes]:
+    @get(
+        "/{name:str}",
+        opt=contract_scope(FeaturesService.get_service),
+        **documented(answer=FeatureService),
+    )
+    async def get_service(name: Name, version: FromQuery[int | None] = None) -> Response[bytes]:
         """A feature service: its latest version, or ``?version=N``."""
         request = from_params(GetFeatureService, name=name, version=version)
         return json_response(await service.get_service(request))
 
-    @put("/{name:str}", opt=contract_scope(FeaturesService.put_service), status_code=200)
-    async def put_service(name: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+    @put(
+        "/{name:str}",
+        opt=contract_scope(FeaturesService.put_service),
+        status_code=200,
+        **documented(body=ServiceBody, answer=FeatureService),
+    )
+    async def put_service(name: Name, request: Request[Any, Any, Any]) -> Response[bytes]:
         """Create a feature service, or give it a new version when it changes."""
         body = _decode(await request.body(), ServiceBody, '{"features": ["view:feature"]}')
         return json_response(
@@ -184,7 +249,17 @@ def _service_handlers(service: FeaturesService) -> list[Any]:
 
 
 def _read_handlers(service: FeaturesService) -> list[Any]:
-    @post("/online", opt=contract_scope(FeaturesService.get_online), status_code=200)
+    @post(
+        "/online",
+        opt=contract_scope(FeaturesService.get_online),
+        status_code=200,
+        **documented(
+            body=OnlineBody,
+            answer=OnlineFeatures,
+            body_example=ONLINE_EXAMPLE,
+            answer_example=ONLINE_ANSWER_EXAMPLE,
+        ),
+    )
     async def online(request: Request[Any, Any, Any]) -> Response[bytes]:
         """Latest values per entity, column-oriented like Feast's feature server."""
         example = '{"features": ["view:feature"], "entities": {"user_id": [1, 2]}}'
@@ -196,7 +271,12 @@ def _read_handlers(service: FeaturesService) -> list[Any]:
         )
         return json_response(answer)
 
-    @post("/historical", opt=contract_scope(FeaturesService.get_historical), status_code=200)
+    @post(
+        "/historical",
+        opt=contract_scope(FeaturesService.get_historical),
+        status_code=200,
+        **documented(body=HistoricalBody, answer=HistoricalFeatures),
+    )
     async def historical(request: Request[Any, Any, Any]) -> Stream:
         """Point-in-time correct rows in request order: ``{"rows": [...]}``, streamed."""
         example = (
@@ -215,9 +295,11 @@ def _read_handlers(service: FeaturesService) -> list[Any]:
         return Stream(_rows_document(first, chunks), media_type="application/json")
 
     @get(
-        "/transform-states/{state_id:str}", opt=contract_scope(FeaturesService.get_transform_state)
+        "/transform-states/{state_id:str}",
+        opt=contract_scope(FeaturesService.get_transform_state),
+        **documented(answer=TransformState),
     )
-    async def transform_state(state_id: FromPath[str]) -> Response[bytes]:
+    async def transform_state(state_id: StateId) -> Response[bytes]:
         """A fitted transform state: the statistics and the model input columns."""
         return json_response(await service.get_transform_state(GetTransformState(id=state_id)))
 

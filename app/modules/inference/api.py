@@ -6,31 +6,52 @@ and batch jobs (``/v1/inference/batch-jobs``).
 Bodies are JSON (``{"inputs": {"x": [[...]]}, "outputs": [...]}``) or msgpack with the same shape
 (``Content-Type: application/x-msgpack``); answers use the request's format. A deployment's
 default fallback answer is given, and shown, as rows per output like prediction outputs.
+
+In JSON answers the elements of a ``BYTES`` output are strings when they are UTF-8 text, and
+base64 only when they are not; msgpack answers carry them as raw bytes.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 import numpy as np
 from litestar import Request, Response, Router, delete, get, post, put
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromQuery, PathParameter
 
 from app.kernel.http.bodies import contract_scope, decode_body, from_params, json_response
+from app.kernel.http.openapi import JSON, NoBody, documented
 from app.kernel.settings import Settings
+from app.modules.inference.http_bodies import (
+    BATCH_EXAMPLE,
+    PREDICT_ANSWER_EXAMPLE,
+    PREDICT_EXAMPLE,
+    BatchJobBody,
+    BatchResults,
+    DeploymentBody,
+    DeploymentView,
+    FallbackBody,
+    ModelRef,
+    Name,
+    PredictAnswer,
+    PredictBody,
+    ReasonBody,
+    RolloutBody,
+    array_rows,
+    json_rows,
+    raw_rows,
+)
 from app.modules.inference.oip import oip_routes
 from contracts.common import (
     Conflict,
     InvalidInput,
     NotFound,
-    PositiveCount,
+    Page,
     Scope,
-    Seconds,
     Tensor,
 )
-from contracts.features import Value
 from contracts.inference import (
     AbortRollout,
     BatchJob,
@@ -52,8 +73,6 @@ from contracts.inference import (
     PromoteRollout,
     PutDeployment,
     Rollout,
-    RolloutPolicy,
-    Route,
     StartRollout,
     SubmitBatchJob,
 )
@@ -62,61 +81,7 @@ __all__ = ["routes"]
 
 MSGPACK = "application/x-msgpack"
 
-
-class PredictBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``POST /v1/predict/{model_ref}``: rows per input (or entities), the outputs wanted.
-
-    By entity: ``{"entities": {"user_id": [1, 2]}, "features": {"view:feature": [v, null]}}``.
-    """
-
-    inputs: dict[str, list[Any]] = {}
-    outputs: list[str] = []
-    entities: dict[str, list[Value]] = {}
-    features: dict[str, list[Value]] = {}
-
-
-class FallbackBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """A fallback: another model (``kind="model"``) or a fixed answer, rows per output."""
-
-    kind: Literal["model", "default"]
-    model: str | None = None
-    outputs: dict[str, list[Any]] = {}
-
-
-class DeploymentBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``PUT /v1/inference/deployments/{name}``: the deployment (its name is in the path)."""
-
-    routes: list[Route]
-    sticky_header: str | None = None
-    sticky_input: str | None = None
-    shadows: list[str] = []
-    fallbacks: list[FallbackBody] = []
-    cache_ttl_s: Seconds = 0
-    cache_max_entries: PositiveCount = 1000
-
-
-class BatchJobBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``POST /v1/inference/batch-jobs``: the model reference and rows per input."""
-
-    model: str
-    inputs: dict[str, list[Any]]
-    chunk_rows: PositiveCount = 1024
-
-
-class RolloutBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``POST /v1/inference/deployments/{name}/rollouts``: the candidate, optionally the baseline
-    and the policy (each field of :class:`RolloutPolicy` defaults)."""
-
-    candidate: str
-    baseline: str | None = None
-    policy: RolloutPolicy = RolloutPolicy()
-
-
-class ReasonBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``POST /v1/inference/rollouts/{id}/promote`` or ``/abort``: an optional reason."""
-
-    reason: str | None = None
-
+Id = Annotated[str, PathParameter(description="The identifier it was given at creation.")]
 
 STICKY_TTL_S = 5.0
 """How long the predict route trusts what it learnt of a deployment's sticky header."""
@@ -152,9 +117,25 @@ def routes(service: InferenceService, settings: Settings) -> list[Any]:
         sticky_headers[model_ref] = (header, time.monotonic())
         return header
 
-    @post("/v1/predict/{model_ref:str}", opt={"scope": Scope.PREDICT.value}, status_code=200)
-    async def predict(model_ref: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
-        """Predict with the model (or deployment) a reference resolves to."""
+    @post(
+        "/v1/predict/{model_ref:str}",
+        opt={"scope": Scope.PREDICT.value},
+        status_code=200,
+        **documented(
+            body=PredictBody,
+            answer=PredictAnswer,
+            media_types=(JSON, MSGPACK),
+            body_example=PREDICT_EXAMPLE,
+            answer_example=PREDICT_ANSWER_EXAMPLE,
+            errors=(422,),
+        ),
+    )
+    async def predict(model_ref: ModelRef, request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Predict with the model (or deployment) a reference resolves to.
+
+        Rows per input in, rows per output out, as JSON or msgpack (the answer uses the
+        request's format). A shape or dtype the model does not take is 422.
+        """
         packed = request.headers.get("content-type", "").startswith(MSGPACK)
         body = _decode(await request.body(), packed)
         header = await sticky_header(model_ref)
@@ -170,51 +151,65 @@ def routes(service: InferenceService, settings: Settings) -> list[Any]:
                 features=body.features,
             )
         )
-        answer = _answer(prediction)
+        answer = _answer(prediction, packed=packed)
         if packed:
             return Response(_MSGPACK_OUT.encode(answer), media_type=MSGPACK)
         return Response(_JSON_OUT.encode(answer), media_type="application/json")
 
     @get("/v1/inference/models/{model_ref:str}", opt={"scope": Scope.READ.value})
-    async def status(model_ref: FromPath[str]) -> ModelStatus:
+    async def status(model_ref: ModelRef) -> ModelStatus:
         """Whether the version a reference resolves to is loaded (without loading it)."""
         return await service.model_status(GetModelStatus(model=model_ref))
 
-    @post("/v1/inference/models/{model_ref:str}/load", opt={"scope": Scope.READ.value})
-    async def load(model_ref: FromPath[str]) -> ModelStatus:
+    @post(
+        "/v1/inference/models/{model_ref:str}/load",
+        opt={"scope": Scope.READ.value},
+        **documented(body=NoBody, answer=ModelStatus, status=201, body_required=False),
+    )
+    async def load(model_ref: ModelRef) -> ModelStatus:
         """Load and warm a version; answers once it is ready (or failed)."""
         return await service.load_model(LoadModel(model=model_ref))
 
     return [
-        Router(path="/", route_handlers=[predict, status, load]),
+        Router(path="/", route_handlers=[predict, status, load], tags=["inference"]),
         Router(
             path="/v1/inference/deployments",
             route_handlers=[*_deployment_handlers(service), *_rollout_start_handlers(service)],
+            tags=["inference"],
         ),
-        Router(path="/v1/inference/rollouts", route_handlers=_rollout_handlers(service)),
-        Router(path="/v1/inference/batch-jobs", route_handlers=_batch_job_handlers(service)),
+        Router(
+            path="/v1/inference/rollouts",
+            route_handlers=_rollout_handlers(service),
+            tags=["inference"],
+        ),
+        Router(
+            path="/v1/inference/batch-jobs",
+            route_handlers=_batch_job_handlers(service),
+            tags=["inference"],
+        ),
         *oip_routes(service, settings),
     ]
 
 
-def _answer(prediction: Prediction) -> dict[str, Any]:
-    answer: dict[str, Any] = {
-        "outputs": {k: t.to_numpy().tolist() for k, t in prediction.outputs.items()},
-        "model": prediction.model,
-        "version": prediction.version,
-        "prediction_id": prediction.prediction_id,
-    }
-    if prediction.deployment is not None:
-        answer["deployment"] = prediction.deployment
-    if prediction.fallback is not None:
-        answer["fallback"] = prediction.fallback
-    if prediction.cached:
-        answer["cached"] = True
-    return answer
+def _answer(prediction: Prediction, *, packed: bool) -> PredictAnswer:
+    rows = raw_rows if packed else json_rows
+    return PredictAnswer(
+        outputs={k: rows(t) for k, t in prediction.outputs.items()},
+        model=prediction.model,
+        version=prediction.version,
+        prediction_id=prediction.prediction_id,
+        deployment=prediction.deployment,
+        fallback=prediction.fallback,
+        cached=prediction.cached,
+    )
 
 
 def _deployment_handlers(service: InferenceService) -> list[Any]:
-    @get("/", opt=contract_scope(InferenceService.list_deployments))
+    @get(
+        "/",
+        opt=contract_scope(InferenceService.list_deployments),
+        **documented(answer=Page[DeploymentView]),
+    )
     async def list_deployments(
         limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
     ) -> Response[bytes]:
@@ -225,24 +220,43 @@ def _deployment_handlers(service: InferenceService) -> list[Any]:
         items = [_deployment_json(d) for d in page.items]
         return json_response({"items": items, "next_cursor": page.next_cursor})
 
-    @get("/{name:str}", opt=contract_scope(InferenceService.get_deployment))
-    async def get_deployment(name: FromPath[str]) -> Response[bytes]:
+    @get(
+        "/{name:str}",
+        opt=contract_scope(InferenceService.get_deployment),
+        **documented(answer=DeploymentView),
+    )
+    async def get_deployment(name: Name) -> Response[bytes]:
         """A deployment by name."""
         return json_response(
             _deployment_json(await service.get_deployment(GetDeployment(name=name)))
         )
 
-    @put("/{name:str}", opt=contract_scope(InferenceService.put_deployment), status_code=200)
-    async def put_deployment(
-        name: FromPath[str], request: Request[Any, Any, Any]
-    ) -> Response[bytes]:
+    @put(
+        "/{name:str}",
+        opt=contract_scope(InferenceService.put_deployment),
+        status_code=200,
+        **documented(
+            body=DeploymentBody,
+            answer=DeploymentView,
+            body_example={
+                "routes": [{"model": "iris:3", "weight": 0.9}, {"model": "iris:4", "weight": 0.1}]
+            },
+            errors=(422,),
+        ),
+    )
+    async def put_deployment(name: Name, request: Request[Any, Any, Any]) -> Response[bytes]:
         """Create or replace a deployment; answers it as stored."""
         deployment = _deployment_body(name, await request.body())
         stored = await service.put_deployment(PutDeployment(deployment=deployment))
         return json_response(_deployment_json(stored))
 
-    @delete("/{name:str}", opt=contract_scope(InferenceService.delete_deployment), status_code=200)
-    async def delete_deployment(name: FromPath[str]) -> Response[bytes]:
+    @delete(
+        "/{name:str}",
+        opt=contract_scope(InferenceService.delete_deployment),
+        status_code=200,
+        **documented(answer=DeploymentView),
+    )
+    async def delete_deployment(name: Name) -> Response[bytes]:
         """Delete a deployment; answers what was deleted."""
         gone = await service.delete_deployment(DeleteDeployment(name=name))
         return json_response(_deployment_json(gone))
@@ -252,11 +266,14 @@ def _deployment_handlers(service: InferenceService) -> list[Any]:
 
 def _rollout_start_handlers(service: InferenceService) -> list[Any]:
     @post(
-        "/{name:str}/rollouts", opt=contract_scope(InferenceService.start_rollout), status_code=201
+        "/{name:str}/rollouts",
+        opt=contract_scope(InferenceService.start_rollout),
+        status_code=201,
+        **documented(
+            body=RolloutBody, answer=Rollout, status=201, body_example={"candidate": "iris:4"}
+        ),
     )
-    async def start_rollout(
-        name: FromPath[str], request: Request[Any, Any, Any]
-    ) -> Response[bytes]:
+    async def start_rollout(name: Name, request: Request[Any, Any, Any]) -> Response[bytes]:
         """Start moving the deployment's traffic to a candidate; answers the rollout (201)."""
         example = '{"candidate": "<model ref>"}'
         body = decode_body(_ROLLOUT, await request.body(), what="body", example=example)
@@ -270,9 +287,13 @@ def _rollout_start_handlers(service: InferenceService) -> list[Any]:
         )
         return json_response(_rollout_json(rollout), status_code=201)
 
-    @get("/{name:str}/rollouts", opt=contract_scope(InferenceService.list_rollouts))
+    @get(
+        "/{name:str}/rollouts",
+        opt=contract_scope(InferenceService.list_rollouts),
+        **documented(answer=Page[Rollout]),
+    )
     async def list_deployment_rollouts(
-        name: FromPath[str], limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
+        name: Name, limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
     ) -> Response[bytes]:
         """One page of the deployment's rollouts, newest first."""
         return await _rollout_page(service, name, limit, cursor)
@@ -281,7 +302,9 @@ def _rollout_start_handlers(service: InferenceService) -> list[Any]:
 
 
 def _rollout_handlers(service: InferenceService) -> list[Any]:
-    @get("/", opt=contract_scope(InferenceService.list_rollouts))
+    @get(
+        "/", opt=contract_scope(InferenceService.list_rollouts), **documented(answer=Page[Rollout])
+    )
     async def list_rollouts(
         deployment: FromQuery[str | None] = None,
         limit: FromQuery[int] = 50,
@@ -290,24 +313,34 @@ def _rollout_handlers(service: InferenceService) -> list[Any]:
         """One page of rollouts (of every deployment, or ``?deployment=``), newest first."""
         return await _rollout_page(service, deployment, limit, cursor)
 
-    @get("/{rollout_id:str}", opt=contract_scope(InferenceService.get_rollout))
-    async def get_rollout(rollout_id: FromPath[str]) -> Response[bytes]:
+    @get(
+        "/{rollout_id:str}",
+        opt=contract_scope(InferenceService.get_rollout),
+        **documented(answer=Rollout),
+    )
+    async def get_rollout(rollout_id: Id) -> Response[bytes]:
         """A rollout with its history of decisions and their reasons."""
         return json_response(_rollout_json(await service.get_rollout(GetRollout(id=rollout_id))))
 
-    @post("/{rollout_id:str}/promote", opt=contract_scope(InferenceService.promote_rollout))
-    async def promote_rollout(
-        rollout_id: FromPath[str], request: Request[Any, Any, Any]
-    ) -> Response[bytes]:
+    @post(
+        "/{rollout_id:str}/promote",
+        opt=contract_scope(InferenceService.promote_rollout),
+        status_code=200,
+        **documented(body=ReasonBody, answer=Rollout, body_required=False, errors=(409,)),
+    )
+    async def promote_rollout(rollout_id: Id, request: Request[Any, Any, Any]) -> Response[bytes]:
         """Promote a running rollout now (``{"reason": ...}`` optional)."""
         reason = _reason(await request.body())
         asked = PromoteRollout(id=rollout_id, **({"reason": reason} if reason else {}))
         return json_response(_rollout_json(await service.promote_rollout(asked)), status_code=200)
 
-    @post("/{rollout_id:str}/abort", opt=contract_scope(InferenceService.abort_rollout))
-    async def abort_rollout(
-        rollout_id: FromPath[str], request: Request[Any, Any, Any]
-    ) -> Response[bytes]:
+    @post(
+        "/{rollout_id:str}/abort",
+        opt=contract_scope(InferenceService.abort_rollout),
+        status_code=200,
+        **documented(body=ReasonBody, answer=Rollout, body_required=False, errors=(409,)),
+    )
+    async def abort_rollout(rollout_id: Id, request: Request[Any, Any, Any]) -> Response[bytes]:
         """Abort a running rollout now: all traffic back to the baseline."""
         reason = _reason(await request.body())
         asked = AbortRollout(id=rollout_id, **({"reason": reason} if reason else {}))
@@ -338,7 +371,12 @@ def _reason(raw: bytes) -> str | None:
 
 
 def _batch_job_handlers(service: InferenceService) -> list[Any]:
-    @post("/", opt=contract_scope(InferenceService.submit_batch_job), status_code=202)
+    @post(
+        "/",
+        opt=contract_scope(InferenceService.submit_batch_job),
+        status_code=202,
+        **documented(body=BatchJobBody, answer=BatchJob, status=202, body_example=BATCH_EXAMPLE),
+    )
     async def submit_batch_job(request: Request[Any, Any, Any]) -> Response[bytes]:
         """Queue a batch job (JSON ``{"model", "inputs": {name: rows}}``); answers the job."""
         example = '{"model": "<ref>", "inputs": {...}}'
@@ -354,12 +392,16 @@ def _batch_job_handlers(service: InferenceService) -> list[Any]:
         return json_response(job, 202)
 
     @get("/{job_id:str}", opt=contract_scope(InferenceService.get_batch_job))
-    async def get_batch_job(job_id: FromPath[str]) -> BatchJob:
+    async def get_batch_job(job_id: Id) -> BatchJob:
         """A batch job's status and progress (``rows_done`` of ``rows``)."""
         return await service.get_batch_job(GetBatchJob(id=job_id))
 
-    @get("/{job_id:str}/results", opt=contract_scope(InferenceService.fetch_batch_results))
-    async def batch_results(job_id: FromPath[str]) -> Response[bytes]:
+    @get(
+        "/{job_id:str}/results",
+        opt=contract_scope(InferenceService.fetch_batch_results),
+        **documented(answer=BatchResults, errors=(409,)),
+    )
+    async def batch_results(job_id: Id) -> Response[bytes]:
         """A succeeded job's outputs, rows per output in input order (409 until it succeeds)."""
         job = await service.get_batch_job(GetBatchJob(id=job_id))
         if job.status != "succeeded":
@@ -371,9 +413,9 @@ def _batch_job_handlers(service: InferenceService) -> list[Any]:
         async for chunk in service.fetch_batch_results(FetchBatchResults(id=job_id)):
             for name, tensor in chunk.outputs.items():
                 parts.setdefault(name, []).append(tensor.to_numpy())
-        outputs = {name: np.concatenate(arrays).tolist() for name, arrays in parts.items()}
+        outputs = {name: array_rows(np.concatenate(arrays)) for name, arrays in parts.items()}
         return json_response(
-            {"id": job.id, "model": job.model, "version": job.version, "outputs": outputs}
+            BatchResults(id=job.id, model=job.model, version=job.version, outputs=outputs)
         )
 
     return [submit_batch_job, get_batch_job, batch_results]
@@ -402,17 +444,24 @@ def _deployment_body(name: str, raw: bytes) -> Deployment:
     )
 
 
-def _deployment_json(deployment: Deployment) -> dict[str, Any]:
-    value: dict[str, Any] = msgspec.to_builtins(deployment)
-    value["fallbacks"] = [
-        {
-            "kind": f.kind,
-            "model": f.model,
-            "outputs": {k: t.to_numpy().tolist() for k, t in f.outputs.items()},
-        }
+def _deployment_json(deployment: Deployment) -> DeploymentView:
+    fallbacks = [
+        FallbackBody(
+            kind=f.kind, model=f.model, outputs={k: json_rows(t) for k, t in f.outputs.items()}
+        )
         for f in deployment.fallbacks
     ]
-    return value
+    return DeploymentView(
+        name=deployment.name,
+        routes=deployment.routes,
+        sticky_header=deployment.sticky_header,
+        sticky_input=deployment.sticky_input,
+        shadows=deployment.shadows,
+        fallbacks=fallbacks,
+        cache_ttl_s=deployment.cache_ttl_s,
+        cache_max_entries=deployment.cache_max_entries,
+        updated_at=deployment.updated_at,
+    )
 
 
 def _decode(raw: bytes, packed: bool) -> PredictBody:

@@ -13,21 +13,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from importlib import metadata
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, Router, get, post
-from litestar.params import FromPath
+from litestar.params import PathParameter
 
+from app.kernel.http.openapi import JSON, documented
 from app.kernel.numbers import INT32_MAX, parse_int
 from app.kernel.settings import Settings
 from app.modules.inference._oip_codec import (
     HEADER_LENGTH,
+    InferenceRequest,
+    InferenceResponse,
     decode_content,
     encode_prediction,
     parse_infer_request,
 )
-from contracts.common import Scope, Unavailable, method_info, validate_name
+from contracts.common import NAME_PATTERN, Scope, Unavailable, method_info, validate_name
 from contracts.inference import InferenceService, LoadModel, ModelStatus, Predict
 from contracts.registry import TensorSpec
 
@@ -36,6 +39,29 @@ __all__ = ["ModelMetadata", "ServerMetadata", "TensorMetadata", "oip_routes"]
 PLATFORM = "onnxruntime_onnx"
 EXTENSIONS = ["binary_tensor_data"]
 _PROBE = {"scope": Scope.READ.value, "open": "probe"}
+
+ModelName = Annotated[
+    str,
+    PathParameter(
+        description="The model: resolves like a bare name (deployment, `champion`, latest).",
+        schema_extra={"pattern": NAME_PATTERN},
+    ),
+]
+ModelVersion = Annotated[
+    str | None,
+    PathParameter(description="A version number.", schema_extra={"pattern": "^[0-9]{1,10}$"}),
+]
+
+INFER_EXAMPLE = {
+    "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]
+}
+INFER_ANSWER_EXAMPLE = {
+    "model_name": "iris",
+    "model_version": "3",
+    "id": "0b7e2f9c5d1a4e3f8a6b2c9d0e1f2a3b",
+    "parameters": {},
+    "outputs": [{"name": "label", "datatype": "BYTES", "shape": [1], "data": ["setosa"]}],
+}
 
 
 class ServerMetadata(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,6 +78,14 @@ class TensorMetadata(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     datatype: str
     shape: list[int]
+
+
+class ModelReady(msgspec.Struct, frozen=True, kw_only=True):
+    """``GET /v2/models/{m}[/versions/{v}]/ready`` once the version is loaded and warmed."""
+
+    name: str
+    version: str
+    ready: bool
 
 
 class ModelMetadata(msgspec.Struct, frozen=True, kw_only=True):
@@ -71,7 +105,7 @@ def oip_routes(service: InferenceService, settings: Settings) -> list[Any]:
         *_model_handlers(service),
         _infer_handler(service, settings),
     ]
-    return [Router(path="/v2", route_handlers=handlers, tags=["open inference protocol"])]
+    return [Router(path="/v2", route_handlers=handlers, tags=["Open Inference Protocol"])]
 
 
 def _opt(contract_method: Callable[..., Any]) -> dict[str, Any]:
@@ -122,7 +156,7 @@ def _server_handlers(version: str) -> list[Any]:
 
 def _model_handlers(service: InferenceService) -> list[Any]:
     @get(_model_paths(), opt=_opt(InferenceService.load_model))
-    async def model_metadata(m: FromPath[str], v: FromPath[str | None] = None) -> ModelMetadata:
+    async def model_metadata(m: ModelName, v: ModelVersion = None) -> ModelMetadata:
         """A model's version, platform, inputs and outputs (loading it first if need be)."""
         status = await _loaded(service, m, _ref(m, v))
         return ModelMetadata(
@@ -133,8 +167,12 @@ def _model_handlers(service: InferenceService) -> list[Any]:
             outputs=_tensors(status.outputs),
         )
 
-    @get(_model_paths("/ready"), opt=_opt(InferenceService.load_model))
-    async def model_ready(m: FromPath[str], v: FromPath[str | None] = None) -> Response[Any]:
+    @get(
+        _model_paths("/ready"),
+        opt=_opt(InferenceService.load_model),
+        **documented(answer=ModelReady, description="Loaded and warmed (400 until then)"),
+    )
+    async def model_ready(m: ModelName, v: ModelVersion = None) -> Response[Any]:
         """200 once the model is loaded and warmed, else 400; asking starts the load."""
         status = await service.load_model(LoadModel(model=_ref(m, v), wait=False))
         if status.state == "ready":
@@ -145,11 +183,28 @@ def _model_handlers(service: InferenceService) -> list[Any]:
 
 
 def _infer_handler(service: InferenceService, settings: Settings) -> Any:
-    @post(_model_paths("/infer"), opt=_opt(InferenceService.predict), status_code=200)
+    @post(
+        _model_paths("/infer"),
+        opt=_opt(InferenceService.predict),
+        status_code=200,
+        **documented(
+            body=InferenceRequest,
+            answer=InferenceResponse,
+            media_types=(JSON,),
+            body_example=INFER_EXAMPLE,
+            answer_example=INFER_ANSWER_EXAMPLE,
+            raw_answers={"application/octet-stream": "JSON answer then binary outputs"},
+        ),
+    )
     async def infer(
-        m: FromPath[str], request: Request[Any, Any, Any], v: FromPath[str | None] = None
+        m: ModelName, request: Request[Any, Any, Any], v: ModelVersion = None
     ) -> Response[bytes]:
-        """Run the model on JSON and/or binary tensors; answers JSON, or JSON + binary data."""
+        """Run the model on JSON and/or binary tensors; answers JSON, or JSON + binary data.
+
+        With the binary tensor extension the body is the JSON request followed by the tensors'
+        bytes, its JSON length in the ``Inference-Header-Content-Length`` header; binary outputs
+        come back the same way (``application/octet-stream``, with that header).
+        """
         ref = _ref(m, v)
         body = decode_content(
             await request.body(), request.headers.get("content-encoding"), settings.max_body_bytes

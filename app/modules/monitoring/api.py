@@ -12,28 +12,45 @@ Windows are seconds or a number with a unit: ``30s``, ``5m``, ``2h``, ``1d``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, Router, get, post
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromQuery, PathParameter
 
 from app.kernel.http.bodies import contract_scope, decode_body, from_params, json_response
-from contracts.common import Count, Finite, InvalidInput, Share
+from app.kernel.http.openapi import MODEL_REF_PATTERN, documented
+from contracts.common import NAME_PATTERN, Count, Finite, InvalidInput, Page, Share
 from contracts.features import Value
 from contracts.monitoring import (
+    DriftReport,
+    Feedback,
     GetDriftReport,
     GetRealisedMetrics,
     GetSummary,
     ListDriftReports,
     MonitoringService,
+    RealisedMetrics,
     RunDriftCheck,
     SubmitFeedback,
+    Summary,
 )
 
 __all__ = ["parse_window", "routes"]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+ModelName = Annotated[
+    str, PathParameter(description="The model's name.", schema_extra={"pattern": NAME_PATTERN})
+]
+ModelRef = Annotated[
+    str,
+    PathParameter(
+        description="A model reference (`name`, `name:N`, `name@alias`).",
+        schema_extra={"pattern": MODEL_REF_PATTERN},
+    ),
+]
+ReportId = Annotated[str, PathParameter(description="The drift report's id.")]
 
 
 class DriftBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -73,9 +90,13 @@ def parse_window(text: str | float) -> float:
 def routes(service: MonitoringService) -> list[Any]:
     """Public routes of the monitoring module, calling ``service`` (local or remote)."""
 
-    @get("/models/{name:str}/summary", opt=contract_scope(MonitoringService.get_summary))
+    @get(
+        "/models/{name:str}/summary",
+        opt=contract_scope(MonitoringService.get_summary),
+        **documented(answer=Summary),
+    )
     async def summary(
-        name: FromPath[str], window: FromQuery[str] = "5m", version: FromQuery[int | None] = None
+        name: ModelName, window: FromQuery[str] = "5m", version: FromQuery[int | None] = None
     ) -> Response[bytes]:
         """QPS, error rate, latency quantiles, SLO compliance and prediction figures."""
         request = from_params(
@@ -83,9 +104,13 @@ def routes(service: MonitoringService) -> list[Any]:
         )
         return json_response(await service.get_summary(request))
 
-    @get("/models/{name:str}/realised", opt=contract_scope(MonitoringService.get_realised_metrics))
+    @get(
+        "/models/{name:str}/realised",
+        opt=contract_scope(MonitoringService.get_realised_metrics),
+        **documented(answer=RealisedMetrics),
+    )
     async def realised(
-        name: FromPath[str],
+        name: ModelName,
         window: FromQuery[str] = "1d",
         buckets: FromQuery[int] = 1,
         version: FromQuery[int | None] = None,
@@ -101,9 +126,12 @@ def routes(service: MonitoringService) -> list[Any]:
         return json_response(await service.get_realised_metrics(request))
 
     @post(
-        "/drift/{model:str}", opt=contract_scope(MonitoringService.run_drift_check), status_code=200
+        "/drift/{model:str}",
+        opt=contract_scope(MonitoringService.run_drift_check),
+        status_code=200,
+        **documented(body=DriftBody, answer=DriftReport, body_required=False),
     )
-    async def run_check(model: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+    async def run_check(model: ModelRef, request: Request[Any, Any, Any]) -> Response[bytes]:
         """Run a drift check of the version ``model`` resolves to; answers the report."""
         raw = await request.body()
         example = '{"window": "1h", "psi": false}'
@@ -120,26 +148,43 @@ def routes(service: MonitoringService) -> list[Any]:
         )
         return json_response(await service.run_drift_check(check))
 
-    @get("/drift/{model:str}", opt=contract_scope(MonitoringService.list_drift_reports))
+    @get(
+        "/drift/{model:str}",
+        opt=contract_scope(MonitoringService.list_drift_reports),
+        **documented(answer=Page[DriftReport]),
+    )
     async def list_reports(
-        model: FromPath[str], limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
+        model: ModelRef, limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
     ) -> Response[bytes]:
         """One page of the model's drift reports, newest first."""
         request = from_params(ListDriftReports, model=model, limit=limit, cursor=cursor)
         return json_response(await service.list_drift_reports(request))
 
-    @get("/reports/{report_id:str}", opt=contract_scope(MonitoringService.get_drift_report))
-    async def report(report_id: FromPath[str]) -> Response[bytes]:
+    @get(
+        "/reports/{report_id:str}",
+        opt=contract_scope(MonitoringService.get_drift_report),
+        **documented(answer=DriftReport),
+    )
+    async def report(report_id: ReportId) -> Response[bytes]:
         """A drift report as JSON."""
         return json_response(await service.get_drift_report(GetDriftReport(id=report_id)))
 
-    @get("/reports/{report_id:str}/html", opt=contract_scope(MonitoringService.render_drift_report))
-    async def report_html(report_id: FromPath[str]) -> Response[str]:
+    @get(
+        "/reports/{report_id:str}/html",
+        opt=contract_scope(MonitoringService.render_drift_report),
+        **documented(answer=str, answer_media_types=("text/html",)),
+    )
+    async def report_html(report_id: ReportId) -> Response[str]:
         """A drift report as a self-contained HTML page with charts."""
         page = await service.render_drift_report(GetDriftReport(id=report_id))
         return Response(page.html, media_type="text/html; charset=utf-8")
 
-    @post("/feedback", opt=contract_scope(MonitoringService.submit_feedback), status_code=201)
+    @post(
+        "/feedback",
+        opt=contract_scope(MonitoringService.submit_feedback),
+        status_code=201,
+        **documented(body=FeedbackBody, answer=Feedback, status=201),
+    )
     async def feedback(request: Request[Any, Any, Any]) -> Response[bytes]:
         """Attach ground truth or an outcome value to a prediction."""
         example = '{"prediction_id": "...", "label": ...}'
@@ -150,4 +195,4 @@ def routes(service: MonitoringService) -> list[Any]:
         return json_response(item, 201)
 
     handlers = [summary, realised, run_check, list_reports, report, report_html, feedback]
-    return [Router(path="/v1/monitoring", route_handlers=handlers)]
+    return [Router(path="/v1/monitoring", route_handlers=handlers, tags=["monitoring"])]

@@ -42,7 +42,7 @@ from litestar.response import Stream
 
 from app.kernel import context
 from app.kernel.http.bodies import checked_param, from_params
-from app.kernel.http.openapi import error_responses
+from app.kernel.http.openapi import NoBody, documented, error_responses
 from app.kernel.settings import Settings
 from app.modules.registry.profiles import ReferenceProfileView, view
 from app.modules.registry.settings import RegistrySettings
@@ -277,7 +277,7 @@ def _version_handlers(service: RegistryService, settings: Settings) -> list[Any]
         "/models/{name:str}/versions/{version:int}/archive",
         opt=_opt(RegistryService.archive_version),
         status_code=200,
-        responses=error_responses(409),
+        **documented(body=NoBody, body_required=False, errors=(409,)),
     )
     async def archive_version(name: ModelName, version: VersionNumber) -> VersionInfo:
         """Archive a version: bare names stop resolving to it; ``name:N`` still does."""
@@ -288,6 +288,7 @@ def _version_handlers(service: RegistryService, settings: Settings) -> list[Any]
         "/models/{name:str}/versions/{version:int}/restore",
         opt=_opt(RegistryService.archive_version),
         status_code=200,
+        **documented(body=NoBody, body_required=False),
     )
     async def restore_version(name: ModelName, version: VersionNumber) -> VersionInfo:
         """Restore an archived version."""
