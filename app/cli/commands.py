@@ -18,9 +18,11 @@ from typing import Any
 import msgspec
 
 from app.bootstrap import AVAILABLE_MODULES, Platform, configure
+from app.cli.client_commands import CLIENT_HANDLERS
 from app.cli.example_model import example_model
 from app.cli.fatal import EXIT_INTERRUPTED, report
 from app.cli.parser import build_parser
+from app.cli.reach import quiet, resolve_target
 from app.cli.rollback import rollback
 from app.cli.serving import quickstart, run, serve, worker
 from app.kernel.auth import KeyStore
@@ -164,7 +166,7 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
         if args.url:
             async with remote_clients(args.url, args.api_key) as clients:
                 return await follow(clients["training"])
-        async with Platform(settings) as platform:
+        async with Platform(quiet(settings)) as platform:
             return await follow(platform.client("training", caller="cli"))
 
     job = run(submitted())
@@ -198,7 +200,7 @@ def _rollouts(settings: Settings, args: argparse.Namespace) -> int:
         if args.url:
             async with remote_clients(args.url, args.api_key) as clients:
                 return await ask(clients["inference"])
-        async with Platform(settings) as platform:
+        async with Platform(quiet(settings)) as platform:
             return await ask(platform.client("inference", caller="cli"))
 
     print(json.dumps(run(answer()), indent=2, default=str))
@@ -250,6 +252,7 @@ HANDLERS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "rollback": rollback,
     "events": _events,
     "example-model": example_model,
+    **CLIENT_HANDLERS,
 }
 """The handler of each command: settings and parsed arguments in, exit status out."""
 
@@ -261,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     :mod:`app.cli.fatal` documents.
     """
     args = build_parser().parse_args(argv)
+    resolve_target(args)
     overrides = {
         "data_dir": args.data_dir,
         "modules": getattr(args, "modules", None),

@@ -1,7 +1,8 @@
 """The ``quarry`` command line: every command, its flags, and the global options.
 
-The global options (``--config``, ``--data-dir``, ``--debug``) are accepted before or after the
-command, at any depth (``quarry --debug serve`` and ``quarry keys list --data-dir d`` alike). The
+The global options (``--config``, ``--data-dir``, ``--debug``, and ``--url`` / ``--api-key`` for
+the commands that call a running server) are accepted before or after the command, at any depth
+(``quarry --debug serve`` and ``quarry keys list --data-dir d`` alike). The
 parsed ``command`` names the handler to run (:data:`app.cli.commands.HANDLERS`).
 """
 
@@ -11,6 +12,7 @@ import argparse
 from typing import Any, TypeAlias
 
 from app.cli import rollback
+from app.cli.client_commands import add_client_parsers
 
 __all__ = ["build_parser"]
 
@@ -21,10 +23,12 @@ class _Parser(argparse.ArgumentParser):
     """A parser whose every subcommand takes the global options too.
 
     A subcommand's parser is made by its parent's class, so each one adds them; their defaults
-    are suppressed there, so an option given before the command is not reset after it.
+    are suppressed there, so an option given before the command is not reset after it. A
+    command may declare a global option again (its own ``--url`` help): its own one wins.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("conflict_handler", "resolve")
         super().__init__(*args, **kwargs)
         common = self.add_argument_group("global options")
         common.add_argument(
@@ -41,12 +45,22 @@ class _Parser(argparse.ArgumentParser):
             default=argparse.SUPPRESS,
             help="show the full traceback when a command fails",
         )
+        common.add_argument(
+            "--url",
+            default=argparse.SUPPRESS,
+            help="a running server for client commands (QUARRY_URL; default: run in-process)",
+        )
+        common.add_argument(
+            "--api-key",
+            default=argparse.SUPPRESS,
+            help="the API key to present to --url (QUARRY_API_KEY)",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the ``quarry`` command."""
     parser = _Parser(prog="quarry", description="Quarry ML platform")
-    parser.set_defaults(config=None, data_dir=None, debug=False)
+    parser.set_defaults(config=None, data_dir=None, debug=False, url=None, api_key=None)
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     _worker_parser(sub)
@@ -59,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     _rollouts_parser(sub)
     rollback.add_parser(sub)
     _events_parser(sub)
+    add_client_parsers(sub)
     example = sub.add_parser("example-model", help="write a small ONNX model to try Quarry with")
     example.add_argument("path", help="where to write it, e.g. model.onnx")
     example.add_argument("--features", type=int, default=3, help="width of input x (default 3)")
@@ -117,8 +132,6 @@ def _train_parser(sub: _Commands) -> None:
     train = sub.add_parser("train", help="submit a training job and follow it")
     train.add_argument("spec", nargs="?", help="the job spec as JSON (a file, or - for stdin)")
     train.add_argument("--job", help="follow an existing job instead of submitting one")
-    train.add_argument("--url", help="a running server (default: run the platform in-process)")
-    train.add_argument("--api-key", help="an API key with the train scope (with --url)")
     train.add_argument("--no-wait", action="store_true", help="answer once the job is queued")
 
 
@@ -137,9 +150,6 @@ def _rollouts_parser(sub: _Commands) -> None:
         cmd = rollouts_sub.add_parser(name, help=text)
         cmd.add_argument("id")
         cmd.add_argument("--reason", help="recorded in the rollout's history")
-    for cmd in rollouts_sub.choices.values():
-        cmd.add_argument("--url", help="a running server (default: run the platform in-process)")
-        cmd.add_argument("--api-key", help="an API key with the read or admin scope (with --url)")
 
 
 def _events_parser(sub: _Commands) -> None:
