@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -432,6 +434,17 @@ def commands(base: str, columns: int) -> list[str]:
     ]
 
 
+def client_commands(base: str, data_dir: Path) -> list[str]:
+    """How to point ``quarry`` and ``app.connect`` at the served demo: create a key in its data
+    directory (shown once), then name the server and the key in the environment."""
+    return [
+        f"quarry keys create --data-dir {shlex.quote(str(data_dir.resolve()))}"
+        " --scopes read,predict,ingest,train,admin --name quickstart",
+        f"export QUARRY_URL={base} QUARRY_API_KEY=<the key printed above>",
+        "quarry models list",
+    ]
+
+
 async def run(settings: Settings, *, serve: bool, out: Any = sys.stdout) -> int:
     """Run every stage on ``settings`` (a fresh data directory), then serve unless told not to.
 
@@ -485,7 +498,7 @@ async def run(settings: Settings, *, serve: bool, out: Any = sys.stdout) -> int:
     )
     ok = await _stages(shared, out)
     if ok and serve:
-        _serve_banner(shared, base, out)
+        _serve_banner(shared, base, out, settings.data_dir)
         await serving
         return 0
     server.should_exit = True
@@ -509,7 +522,7 @@ async def _stages(shared: Run, out: Any) -> bool:
     return True
 
 
-def _serve_banner(shared: Run, base: str, out: Any) -> None:
+def _serve_banner(shared: Run, base: str, out: Any, data_dir: Path) -> None:
     print("[stage] serve", file=out)
     total = sum(shared.timings.values())
     print(
@@ -519,6 +532,10 @@ def _serve_banner(shared: Run, base: str, out: Any) -> None:
     print(f"  OpenAPI:      {base}/schema/swagger", file=out)
     print(f"  drift report: {base}/v1/monitoring/reports/{shared.report_id}/html", file=out)
     print(f"  metrics:      {base}/metrics", file=out)
+    print("  the quarry command and app.connect(url, api_key=...) against this server:", file=out)
+    for command in client_commands(base, data_dir):
+        print(f"  $ {command}", file=out)
+    print("  the HTTP API:", file=out)
     for command in commands(base, shared.columns):
         print(f"  $ {command}", file=out)
     print(file=out, flush=True)
