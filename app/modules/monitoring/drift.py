@@ -6,6 +6,13 @@ Categorical columns: chi-square on the category counts (p-value <= 0.05) up to 1
 rows, else the Jensen-Shannon distance (base 2) of the two frequency vectors (>= 0.1). The
 population stability index is an optional extra figure for numerical columns; it never changes
 the verdict.
+
+Columns are tested as the user knows them (:func:`user_columns`): the one-hot columns of a
+feature service transform (``<feature>=<category>``, 0/1 values) are one categorical column
+``<feature>`` whose value is the category, so a one-hot feature counts once in the drifted share.
+Standardized (z-scored) columns are tested as they are: shifting and scaling both sides alike
+changes none of the tests above, so the verdict is the raw column's (their charts show
+standardized units: the reference profile does not keep the fitted mean and std).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from typing import Literal
 import msgspec
 import numpy as np
 
+from app.modules.monitoring.columns import user_columns
 from contracts.monitoring import FeatureDrift
 
 __all__ = [
@@ -26,6 +34,7 @@ __all__ = [
     "population_stability_index",
     "prediction_drift",
     "prediction_values",
+    "user_columns",
 ]
 
 LARGE_REFERENCE_ROWS = 1000
@@ -85,6 +94,7 @@ def dataset_drift(
     for side, data in (("reference", ref), ("current", cur)):
         if data.ndim != 2 or data.shape[1] != width:
             raise ValueError(f"{side} must be [n, {width}], got {list(data.shape)}")
+    columns, kinds, (ref, cur) = user_columns(columns, kinds, ref, cur)
     features = [
         column_drift(name, _kind(kind), ref[:, i], cur[:, i], psi=psi)
         for i, (name, kind) in enumerate(zip(columns, kinds, strict=True))
@@ -231,6 +241,8 @@ def category_labels(values: np.ndarray) -> np.ndarray:
     """Categorical values as the text they are compared by: integral numbers without ``.0``
     (``1.0`` reads ``"1"``), anything else as ``str``; NaN and None are dropped."""
     column = np.asarray(values).ravel()
+    if column.dtype == object and all(isinstance(v, (int, float, np.number)) for v in column):
+        column = column.astype(np.float64)  # a numeric column of a merged table
     if column.dtype.kind in "fiub":
         numbers = column.astype(np.float64)
         distinct, inverse = np.unique(numbers[~np.isnan(numbers)], return_inverse=True)

@@ -14,7 +14,9 @@ from html import escape
 
 import numpy as np
 
+from app.modules.monitoring.columns import user_columns
 from app.modules.monitoring.drift import category_labels, prediction_values
+from app.modules.monitoring.units import duration, time_format
 from contracts.monitoring import DriftReport, FeatureDrift
 
 __all__ = ["render"]
@@ -73,6 +75,8 @@ def render(
     test statistic against its threshold.
     """
     heading = title or f"Drift report: {report.model} v{report.version}"
+    if reference is not None and current is not None:
+        columns, reference, current = _as_tested(report, columns, reference, current)
     parts = [
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
         f"<title>{escape(heading)}</title><style>{_CSS}</style></head><body>",
@@ -115,7 +119,7 @@ def _header(report: DriftReport, heading: str) -> str:
         ("Model", report.model),
         ("Version", str(report.version)),
         ("Created", report.created_at.isoformat(timespec="seconds")),
-        ("Window", f"{report.window_s:g} s"),
+        ("Window", duration(report.window_s)),
         ("Dataset drift", "yes" if report.dataset_drift else "no"),
         ("Columns drifted", share),
         ("Rows", f"{report.reference_rows} reference / {report.current_rows} current"),
@@ -147,6 +151,20 @@ def _table(heading: str, features: Sequence[FeatureDrift]) -> str:
     if not rows:
         rows.append("<tr><td colspan='8' class='message'>no columns tested</td></tr>")
     return f"<h2>{escape(heading)}</h2><table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def _as_tested(
+    report: DriftReport, columns: list[str], reference: np.ndarray, current: np.ndarray
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The columns as the report tested them: one-hot groups merged into one categorical
+    column (see :func:`~app.modules.monitoring.drift.user_columns`), unless the report names
+    the model columns (reports made before that)."""
+    if all(f.name in columns for f in report.features):
+        return columns, reference, current
+    names, _, (ref, cur) = user_columns(
+        columns, ["numerical"] * len(columns), np.asarray(reference), np.asarray(current)
+    )
+    return names, ref, cur
 
 
 def _card(svg: str) -> str:
@@ -273,7 +291,11 @@ def _line_chart(label: str, series: Series, colour: str, fmt: Callable[[float], 
                 f'<polyline points="{" ".join(segment)}" fill="none" stroke="{colour}"'
                 ' stroke-width="2" stroke-linejoin="round"/>'
             )
-    ticks = [(LEFT, _time(start), "start"), (WIDTH - RIGHT, _time(end), "end")]
+    fmt_time = time_format(span)
+    ticks = [
+        (LEFT, start.strftime(fmt_time), "start"),
+        (WIDTH - RIGHT, end.strftime(fmt_time), "end"),
+    ]
     return _svg(label, _axes(fmt(top), ticks) + "".join(shapes))
 
 
@@ -350,7 +372,3 @@ def _percent(value: float) -> str:
 
 def _ms(value: float) -> str:
     return f"{value:.3g} ms"
-
-
-def _time(value: datetime) -> str:
-    return value.strftime("%Y-%m-%d %H:%M")
