@@ -104,14 +104,13 @@ async def _models(registry: Any, args: argparse.Namespace) -> None:
         print()
         print_table(versions.items, _VERSION_COLUMNS, empty="no versions")
     elif command == "alias":
-        request = SetAlias(
-            name=args.name, alias=args.alias, version=args.version, reason=args.reason
+        alias = await registry.set_alias(
+            SetAlias(name=args.name, alias=args.alias, version=args.version, reason=args.reason)
         )
-        alias = await registry.set_alias(request)
         _done(args, alias, f"{args.name}@{args.alias} -> version {args.version}")
     else:
-        request = ArchiveVersion(name=args.name, version=args.version, archived=not args.restore)
-        version = await registry.archive_version(request)
+        archive = ArchiveVersion(name=args.name, version=args.version, archived=not args.restore)
+        version = await registry.archive_version(archive)
         _done(args, version, f"{args.name}:{args.version} is {version.status}")
 
 
@@ -256,8 +255,9 @@ def add_client_parsers(sub: _Commands) -> None:
 
 
 def _group(sub: _Commands, name: str, text: str) -> _Commands:
-    parser = sub.add_parser(name, help=text)
-    return parser.add_subparsers(dest=f"{name}_command", required=True)
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=text)
+    group: _Commands = parser.add_subparsers(dest=f"{name}_command", required=True)
+    return group
 
 
 def _leaf(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
