@@ -1,8 +1,9 @@
 """OpenAPI schema generation: contract Structs and the error answers every route may give.
 
 litestar's own Struct plugin tests ``default not in {NODEFAULT, UNSET}``, which breaks on the
-``= {}`` and ``= []`` defaults contract Structs use; this one compares by identity, and marks
-Structs that refuse unknown fields with ``additionalProperties: false``.
+``= {}`` and ``= []`` defaults contract Structs use; this one compares by identity, marks
+Structs that refuse unknown fields with ``additionalProperties: false`` and describes each Struct
+with its docstring.
 
 litestar documents its own ``{"status_code", "detail"}`` body for 400; :class:`ErrorResponsesPlugin`
 documents Quarry's ``{"error", "code", "details"}`` for every error status a route can answer.
@@ -303,4 +304,6 @@ class StructDefaultsSchemaPlugin(StructSchemaPlugin):
         )
         if info.forbid_unknown_fields:
             schema.additional_properties = False
+        if schema.description is None:
+            schema.description = inspect.getdoc(field_definition.type_)
         return schema

@@ -16,11 +16,12 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from litestar import Request, Response, Router, get, post, put
-from litestar.params import FromQuery, PathParameter
+from litestar.params import PathParameter
 from litestar.response import Stream
 
 from app.kernel.http.bodies import contract_scope, decode_body, from_params, json_response
 from app.kernel.http.openapi import documented
+from app.kernel.http.params import PageCursor, PageLimit, VersionQuery
 from contracts.common import NAME_PATTERN, Count, Page, PositiveCount
 from contracts.features import (
     Feature,
@@ -148,9 +149,7 @@ def _view_handlers(service: FeaturesService) -> list[Any]:
         opt=contract_scope(FeaturesService.list_views),
         **documented(answer=Page[FeatureView]),
     )
-    async def list_views(
-        limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
-    ) -> Response[bytes]:
+    async def list_views(limit: PageLimit = 50, cursor: PageCursor = None) -> Response[bytes]:
         """One page of feature views (latest versions) ordered by name."""
         request = from_params(ListFeatureViews, limit=limit, cursor=cursor)
         return json_response(await service.list_views(request))
@@ -160,7 +159,7 @@ def _view_handlers(service: FeaturesService) -> list[Any]:
         opt=contract_scope(FeaturesService.get_view),
         **documented(answer=FeatureView),
     )
-    async def get_view(name: Name, version: FromQuery[int | None] = None) -> Response[bytes]:
+    async def get_view(name: Name, version: VersionQuery = None) -> Response[bytes]:
         """A feature view: its latest version, or ``?version=N``."""
         request = from_params(GetFeatureView, name=name, version=version)
         return json_response(await service.get_view(request))
@@ -215,9 +214,7 @@ def _service_handlers(service: FeaturesService) -> list[Any]:
         opt=contract_scope(FeaturesService.list_services),
         **documented(answer=Page[FeatureService]),
     )
-    async def list_services(
-        limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
-    ) -> Response[bytes]:
+    async def list_services(limit: PageLimit = 50, cursor: PageCursor = None) -> Response[bytes]:
         """One page of feature services (latest versions) ordered by name."""
         request = from_params(ListFeatureServices, limit=limit, cursor=cursor)
         return json_response(await service.list_services(request))
@@ -227,7 +224,7 @@ def _service_handlers(service: FeaturesService) -> list[Any]:
         opt=contract_scope(FeaturesService.get_service),
         **documented(answer=FeatureService),
     )
-    async def get_service(name: Name, version: FromQuery[int | None] = None) -> Response[bytes]:
+    async def get_service(name: Name, version: VersionQuery = None) -> Response[bytes]:
         """A feature service: its latest version, or ``?version=N``."""
         request = from_params(GetFeatureService, name=name, version=version)
         return json_response(await service.get_service(request))

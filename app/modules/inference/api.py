@@ -23,6 +23,7 @@ from litestar.params import FromQuery, PathParameter
 
 from app.kernel.http.bodies import contract_scope, decode_body, from_params, json_response
 from app.kernel.http.openapi import JSON, NoBody, documented
+from app.kernel.http.params import PageCursor, PageLimit
 from app.kernel.settings import Settings
 from app.modules.inference.http_bodies import (
     BATCH_EXAMPLE,
@@ -210,9 +211,7 @@ def _deployment_handlers(service: InferenceService) -> list[Any]:
         opt=contract_scope(InferenceService.list_deployments),
         **documented(answer=Page[DeploymentView]),
     )
-    async def list_deployments(
-        limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
-    ) -> Response[bytes]:
+    async def list_deployments(limit: PageLimit = 50, cursor: PageCursor = None) -> Response[bytes]:
         """One page of deployments ordered by name: ``{"items": [...], "next_cursor": ...}``."""
         page = await service.list_deployments(
             from_params(ListDeployments, limit=limit, cursor=cursor)
@@ -293,7 +292,7 @@ def _rollout_start_handlers(service: InferenceService) -> list[Any]:
         **documented(answer=Page[Rollout]),
     )
     async def list_deployment_rollouts(
-        name: Name, limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
+        name: Name, limit: PageLimit = 50, cursor: PageCursor = None
     ) -> Response[bytes]:
         """One page of the deployment's rollouts, newest first."""
         return await _rollout_page(service, name, limit, cursor)
@@ -307,8 +306,8 @@ def _rollout_handlers(service: InferenceService) -> list[Any]:
     )
     async def list_rollouts(
         deployment: FromQuery[str | None] = None,
-        limit: FromQuery[int] = 50,
-        cursor: FromQuery[str | None] = None,
+        limit: PageLimit = 50,
+        cursor: PageCursor = None,
     ) -> Response[bytes]:
         """One page of rollouts (of every deployment, or ``?deployment=``), newest first."""
         return await _rollout_page(service, deployment, limit, cursor)

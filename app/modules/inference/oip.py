@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, Router, get, post
+from litestar.openapi.spec import OpenAPIType
 from litestar.params import PathParameter
 
 from app.kernel.http.openapi import JSON, documented
@@ -49,7 +50,11 @@ ModelName = Annotated[
 ]
 ModelVersion = Annotated[
     str | None,
-    PathParameter(description="A version number.", schema_extra={"pattern": "^[0-9]{1,10}$"}),
+    PathParameter(
+        description="A version number.",
+        # a path segment is never null: the `None` default only serves the path without it
+        schema_extra={"one_of": None, "type": OpenAPIType.STRING, "pattern": "^[1-9][0-9]{0,9}$"},
+    ),
 ]
 
 INFER_EXAMPLE = {
@@ -194,6 +199,7 @@ def _infer_handler(service: InferenceService, settings: Settings) -> Any:
             body_example=INFER_EXAMPLE,
             answer_example=INFER_ANSWER_EXAMPLE,
             raw_answers={"application/octet-stream": "JSON answer then binary outputs"},
+            errors=(422,),
         ),
     )
     async def infer(

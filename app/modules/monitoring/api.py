@@ -20,6 +20,7 @@ from litestar.params import FromQuery, PathParameter
 
 from app.kernel.http.bodies import contract_scope, decode_body, from_params, json_response
 from app.kernel.http.openapi import MODEL_REF_PATTERN, documented
+from app.kernel.http.params import PageCursor, PageLimit, VersionQuery
 from contracts.common import NAME_PATTERN, Count, Finite, InvalidInput, Page, Share
 from contracts.features import Value
 from contracts.monitoring import (
@@ -96,7 +97,7 @@ def routes(service: MonitoringService) -> list[Any]:
         **documented(answer=Summary),
     )
     async def summary(
-        name: ModelName, window: FromQuery[str] = "5m", version: FromQuery[int | None] = None
+        name: ModelName, window: FromQuery[str] = "5m", version: VersionQuery = None
     ) -> Response[bytes]:
         """QPS, error rate, latency quantiles, SLO compliance and prediction figures."""
         request = from_params(
@@ -113,7 +114,7 @@ def routes(service: MonitoringService) -> list[Any]:
         name: ModelName,
         window: FromQuery[str] = "1d",
         buckets: FromQuery[int] = 1,
-        version: FromQuery[int | None] = None,
+        version: VersionQuery = None,
     ) -> Response[bytes]:
         """Quality, cost and value realised from feedback."""
         request = from_params(
@@ -154,7 +155,7 @@ def routes(service: MonitoringService) -> list[Any]:
         **documented(answer=Page[DriftReport]),
     )
     async def list_reports(
-        model: ModelRef, limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
+        model: ModelRef, limit: PageLimit = 50, cursor: PageCursor = None
     ) -> Response[bytes]:
         """One page of the model's drift reports, newest first."""
         request = from_params(ListDriftReports, model=model, limit=limit, cursor=cursor)

@@ -13,10 +13,12 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, Router, get, post, put
-from litestar.params import FromQuery, PathParameter
+from litestar.openapi.spec import OpenAPIType
+from litestar.params import FromQuery, PathParameter, QueryParameter
 
 from app.kernel.http.bodies import contract_scope, decode_body, from_params, json_response
 from app.kernel.http.openapi import NoBody, documented
+from app.kernel.http.params import PageCursor, PageLimit
 from contracts.common import NAME_PATTERN, InvalidInput, Page, Seconds
 from contracts.inference import RolloutPolicy
 from contracts.training import (
@@ -43,6 +45,14 @@ __all__ = ["routes"]
 _SPEC = msgspec.json.Decoder(TrainingJobSpec)
 _POLICY = msgspec.json.Decoder(dict[str, Any])
 _STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+StatusQuery = Annotated[
+    str | None,
+    QueryParameter(
+        description="Only jobs in this status.",
+        schema_extra={"one_of": None, "type": OpenAPIType.STRING, "enum": list(_STATUSES)},
+    ),
+]
 
 ModelName = Annotated[
     str, PathParameter(description="The model's name.", schema_extra={"pattern": NAME_PATTERN})
@@ -96,9 +106,9 @@ def routes(service: TrainingService) -> list[Any]:
         **documented(answer=Page[TrainingJob]),
     )
     async def list_jobs(
-        limit: FromQuery[int] = 50,
-        cursor: FromQuery[str | None] = None,
-        status: FromQuery[str | None] = None,
+        limit: PageLimit = 50,
+        cursor: PageCursor = None,
+        status: StatusQuery = None,
     ) -> Response[bytes]:
         """One page of jobs, newest first."""
         if status is not None and status not in _STATUSES:
@@ -183,8 +193,8 @@ def _retraining_handlers(service: TrainingService) -> list[Any]:
     )
     async def list_retrainings(
         model: FromQuery[str | None] = None,
-        limit: FromQuery[int] = 50,
-        cursor: FromQuery[str | None] = None,
+        limit: PageLimit = 50,
+        cursor: PageCursor = None,
     ) -> Response[bytes]:
         """One page of retrainings, newest first."""
         request = from_params(ListRetrainings, model=model, limit=limit, cursor=cursor)
