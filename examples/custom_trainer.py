@@ -1,9 +1,10 @@
 """A user-defined trainer: ridge regression solved in closed form with torch.
 
 A trainer is a function ``fn(data: TrainingData) -> (torch.nn.Module, metrics)`` decorated with
-``@trainer``. Quarry imports the modules named by ``QUARRY_TRAINERS`` (or ``trainers=`` given to
-``app.connect``) and the ``quarry.trainers`` entry points of installed packages; a job then names
-the trainer like a built-in one. Serve it from the repository root with
+``@trainer``. Quarry imports the modules named by ``QUARRY_TRAINERS`` (or by
+``app.connect(training={"trainers": [...]})``) and the ``quarry.trainers`` entry points of
+installed packages; a job then names the trainer like a built-in one. Serve it from the repository
+root with
 
     PYTHONPATH=. QUARRY_TRAINERS=examples.custom_trainer quarry serve
 
@@ -71,7 +72,7 @@ def houses(count: int = 500) -> list[dict[str, float]]:
 
 async def main(data_dir: str) -> None:
     settings = {"data_dir": data_dir, "log_level": "WARNING"}
-    async with app.connect(trainers=("examples.custom_trainer",), **settings) as q:
+    async with app.connect(training={"trainers": ["examples.custom_trainer"]}, **settings) as q:
         spec = TrainingJobSpec(
             trainer="ridge_regression",
             model="house_price",
@@ -93,7 +94,7 @@ async def main(data_dir: str) -> None:
 
 if __name__ == "__main__":
     # Run as a script, this file is ``__main__`` and its trainer is registered already; naming it
-    # under its import path too lets ``trainers=`` find this module instead of a second copy.
+    # under its import path too lets ``trainers`` find this module instead of a second copy.
     sys.modules.setdefault("examples.custom_trainer", sys.modules[__name__])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", help="where Quarry keeps its data (default: a temp dir)")
