@@ -86,6 +86,7 @@ async def test_one_hot_and_standardized_features_are_reported_as_the_user_sent_t
     assert "trips:city=oslo" not in page.html
     assert ">paris</text>" in page.html  # the categories are the chart's labels
     assert "Window: <b>5 minutes</b>" in page.html
+    assert "<h2>Service, the 5 minutes before the report</h2>" in page.html
 
 
 @pytest.mark.parametrize(

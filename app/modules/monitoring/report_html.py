@@ -101,7 +101,8 @@ def render(
             "</div>",
         ]
     parts += [
-        "<h2>Service</h2><div class='grid'>",
+        f"<h2>Service, the {escape(duration(report.window_s))} before the report</h2>",
+        "<div class='grid'>",
         _card(_line_chart("p99 latency (ms)", latency, LATENCY_COLOUR, _ms)),
         _card(_line_chart("Error rate", error_rate, ERROR_COLOUR, _percent)),
         "</div></body></html>",
