@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from contracts.common import Tensor
+from contracts.common import InvalidInput, Tensor
 from contracts.inference import Predict, Prediction
 
 __all__ = ["ConvenientInference", "as_tensor", "prepare_predict", "with_conveniences"]
@@ -58,6 +58,11 @@ def _is_pandas(value: Any) -> bool:
 
 def prepare_predict(request: Predict) -> Predict:
     """``request`` with every input a tensor; ``coerce=True`` when any input was converted."""
+    if not isinstance(request.inputs, Mapping):
+        raise InvalidInput(
+            f"Predict.inputs maps each input name to its data, e.g. inputs={{'x': data}};"
+            f" got a {type(request.inputs).__name__}"
+        )
     if all(isinstance(v, Tensor) for v in request.inputs.values()):
         return request
     inputs = {name: as_tensor(value) for name, value in request.inputs.items()}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from app.client import as_tensor, prepare_predict
-from contracts.common import Tensor
+from contracts.common import InvalidInput, Tensor
 from contracts.features import HistoricalFeatures
 from contracts.inference import Predict
 
@@ -36,6 +36,11 @@ def test_a_dict_of_columns_is_stacked_in_its_order() -> None:
     array = as_tensor({"age": [30, 40], "income": [1.5, 2.5]}).to_numpy()
 
     assert array.tolist() == [[30.0, 1.5], [40.0, 2.5]]
+
+
+def test_inputs_that_name_no_input_are_refused_with_the_shape_to_use() -> None:
+    with pytest.raises(InvalidInput, match=r"inputs=\{'x': data\}"):
+        prepare_predict(Predict(model="m", inputs=np.ones((2, 3))))  # type: ignore[arg-type]
 
 
 def test_strings_become_bytes_tensors() -> None:
