@@ -436,7 +436,8 @@ class Tensor(msgspec.Struct, frozen=True, kw_only=True):
         return cls(
             dtype=_FROM_NUMPY[name],  # type: ignore[arg-type]
             shape=arr.shape,
-            data=memoryview(np.ascontiguousarray(little).data).cast("B"),
+            # flat first: a view with a zero-length dimension cannot be cast as it is
+            data=memoryview(np.ascontiguousarray(little).reshape(-1).data).cast("B"),
         )
 
     def to_numpy(self) -> npt.NDArray[Any]:

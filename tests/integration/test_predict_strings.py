@@ -17,6 +17,7 @@ from onnx import TensorProto, helper
 from app.bootstrap import Platform, create_app
 from app.kernel.settings import Settings
 from app.modules.inference.http_bodies import array_rows
+from contracts.common import Tensor
 from contracts.registry import RegisterVersion
 
 LABELS = [["setosa"], ["virginica"], ["été"]]
@@ -85,3 +86,23 @@ def test_bytes_that_are_not_utf8_come_as_base64() -> None:
     array = np.array([[b"\xff\xfe"], [b"ok"]], dtype=object)
 
     assert array_rows(array) == [["//4="], ["ok"]]
+
+
+async def test_rows_with_no_columns_are_refused_not_a_server_error(
+    client: httpx.AsyncClient,
+) -> None:
+    predicted = await client.post("/v1/predict/echo", json={"inputs": {"x": [[]]}})
+    queued = await client.post(
+        "/v1/inference/batch-jobs", json={"model": "echo", "inputs": {"x": [[]]}}
+    )
+
+    assert predicted.status_code in (400, 422), predicted.text
+    assert predicted.json()["code"] in ("invalid_input", "unprocessable")
+    # a batch job is checked against the model when it runs
+    assert queued.status_code in (202, 400, 422), queued.text
+
+
+def test_a_tensor_with_a_zero_length_dimension_round_trips() -> None:
+    tensor = Tensor.from_numpy(np.zeros((1, 0), dtype=np.float32))
+
+    assert (tensor.shape, tensor.to_numpy().shape) == ((1, 0), (1, 0))
