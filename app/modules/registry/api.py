@@ -98,18 +98,28 @@ class ModelPatch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     tags: dict[str, str] | None = None
 
 
+Reason = Annotated[str, msgspec.Meta(max_length=20_000, pattern="^[^\\x00]*$")]
+"""Why an alias moved: free text without NUL, as the service checks it."""
+
+
 class AliasTarget(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The body of ``PUT /v1/registry/models/{name}/aliases/{alias}``."""
 
     version: Version
-    reason: str = ""
+    reason: Reason = ""
 
 
 class RollbackBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The body of ``POST /v1/registry/models/{name}/rollback``."""
 
-    alias: str = "champion"
-    reason: str = ""
+    alias: Annotated[
+        str,
+        msgspec.Meta(
+            max_length=128,
+            pattern="^(?![Ll][Aa][Tt][Ee][Ss][Tt]$)(?![vV][0-9]+$)" + NAME_PATTERN[1:],
+        ),
+    ] = "champion"
+    reason: Reason = ""
 
 
 class VersionMetadata(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
