@@ -79,7 +79,7 @@ def fuzz(url: str, report_dir: Path) -> subprocess.CompletedProcess[str]:
         "--no-color",
     ]
     return subprocess.run(  # noqa: PLW1510 - the exit status is asserted with the output shown
-        command, capture_output=True, text=True, timeout=SECONDS * 4 + 120, cwd=HERE
+        command, capture_output=True, text=True, timeout=SECONDS * 4 + 120, cwd=report_dir.parent
     )
 
 

@@ -285,3 +285,20 @@ async def test_a_stored_job_that_cannot_run_fails_and_the_platform_starts(tmp_pa
         assert "time_limit_s" in job["error"] or "seed" in job["error"]
         assert [j["id"] for j in listed["items"]] == ["old"]
         assert fresh.status_code == 202, fresh.text
+
+
+# --- names: a service name outside the name pattern is refused like a view's ----------------
+
+
+@pytest.mark.parametrize("name", ["\x84", ".hidden", "a b"])
+async def test_a_feature_service_name_outside_the_pattern_is_a_400(
+    features: httpx.AsyncClient, name: str
+) -> None:
+    view = {"entities": ["user_id"], "features": [{"name": "age", "dtype": "float"}]}
+    assert (await features.put("/v1/features/views/users", json=view)).status_code < 300
+
+    answer = await features.put(f"/v1/features/services/{name}", json={"features": ["users:age"]})
+
+    assert answer.status_code in (400, 404), answer.text
+    listed = (await features.get("/v1/features/services")).json()
+    assert listed["items"] == []

@@ -23,7 +23,7 @@ from app.modules.features.reads import (
 )
 from app.modules.features.rows import check_view, entity_columns, parse_ref, pushed_rows
 from app.modules.features.vectors import Vectorizer, check_service
-from contracts.common import InvalidInput, NotFound, Page
+from contracts.common import InvalidInput, NotFound, Page, validate_name
 from contracts.features import (
     FeatureColumn,
     FeatureService,
@@ -132,6 +132,7 @@ class LocalFeaturesService:
     # --- services ---------------------------------------------------------------------------
 
     async def put_service(self, request: PutFeatureService) -> FeatureService:
+        validate_name(request.name, what="feature service name")
         resolved = await self.resolve(request.features, what="feature service")
         check_service(request, resolved)
 
