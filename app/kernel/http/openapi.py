@@ -291,7 +291,13 @@ class StructDefaultsSchemaPlugin(StructSchemaPlugin):
         properties = {}
         for field in info.fields:
             kwarg = kwarg_definition_from_field(field)[0]
-            unset = field.default is msgspec.NODEFAULT or field.default is msgspec.UNSET
+            # A Struct default would land on the Struct's shared component schema (whichever
+            # field is described first wins), so it is left out: the component stays the same.
+            unset = (
+                field.default is msgspec.NODEFAULT
+                or field.default is msgspec.UNSET
+                or isinstance(field.default, msgspec.Struct)
+            )
             properties[field.encode_name] = FieldDefinition.from_annotation(
                 annotation=hints[field.name],
                 name=field.encode_name,
