@@ -35,7 +35,9 @@ def user_columns(
         return list(columns), list(kinds), [np.asarray(side) for side in sides]
     first = {indices[0]: base for base, indices in merged.items()}
     inside = {i for indices in merged.values() for i in indices}
-    names, out_kinds, picks = [], [], []
+    names: list[str] = []
+    out_kinds: list[str] = []
+    picks: list[int | list[int]] = []
     for i, name in enumerate(columns):
         if i in first:
             names.append(first[i])
