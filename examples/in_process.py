@@ -159,8 +159,8 @@ async def run(q: app.Quarry) -> None:
 
 async def main(data_dir: str) -> None:
     # log every prediction's inputs, so the drift check has enough rows to compare
-    settings = {"data_dir": data_dir, "prediction_log_sample": 1.0, "log_level": "WARNING"}
-    async with app.connect(**settings) as q:
+    settings = {"data_dir": data_dir, "log_level": "WARNING"}
+    async with app.connect(inference={"prediction_log_sample": 1.0}, **settings) as q:
         print(f"platform running in this process, data in {data_dir}")
         await run(q)
 
