@@ -64,6 +64,21 @@ def main() -> int:
             return subprocess.call(command, cwd=tmp, env=os.environ.copy())
         finally:
             server.stop()
+            if args.redis:
+                _forget(args.redis, env["QUARRY_REDIS_PREFIX"])
+
+
+def _forget(url: str, prefix: str) -> None:
+    """Delete the run's Redis keys: the server outlives the run."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 if __name__ == "__main__":
