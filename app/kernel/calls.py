@@ -20,7 +20,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from app.kernel import context, metrics, telemetry
-from app.kernel.errors import unavailable_from
+from app.kernel.errors import refused_value, unavailable_from
 from app.kernel.protocols import ContractMethod, describe
 from contracts.common import DeadlineExceeded, InternalError, QuarryError
 
@@ -102,6 +102,9 @@ def _span_name(labels: dict[str, str]) -> str:
 def _unexpected(exc: Exception, labels: dict[str, str]) -> QuarryError:
     """``unavailable`` for a dependency's failure (the dependency monitor logs outages: not one
     line per call), else ``internal`` (logged with its stack trace)."""
+    refused = refused_value(exc)
+    if refused is not None:
+        return refused
     outage = unavailable_from(exc, module=labels["module"])
     if outage is not None:
         _log.debug("%s: %s", _span_name(labels), outage.message, exc_info=exc)

@@ -137,6 +137,22 @@ def dependency_failure(exc: BaseException) -> DependencyFailure | None:
     return None
 
 
+def refused_value(exc: BaseException) -> InvalidInput | None:
+    """``invalid_input`` for a value the database refuses to store or compare (a DBAPI
+    ``DataError``: a NUL character in text, a number out of a column's range), else ``None``.
+
+    Bounds are checked before any query (the contracts' bounded types); this catches what a
+    schema cannot say, such as PostgreSQL's refusal of NUL in text, as a 400 rather than a 500.
+    """
+    sqlalchemy_exc = _loaded("sqlalchemy.exc")
+    if sqlalchemy_exc is None or not isinstance(exc, sqlalchemy_exc.DataError):
+        return None
+    return InvalidInput(
+        "the database refused a value of this request (for example a NUL character in text)",
+        details={"cause": type(getattr(exc, "orig", exc)).__name__},
+    )
+
+
 def unavailable_from(exc: BaseException, *, module: str | None = None) -> Unavailable | None:
     """The ``unavailable`` error for a driver failure (``None`` when ``exc`` is not one).
 

@@ -302,3 +302,20 @@ async def test_a_feature_service_name_outside_the_pattern_is_a_400(
     assert answer.status_code in (400, 404), answer.text
     listed = (await features.get("/v1/features/services")).json()
     assert listed["items"] == []
+
+
+# --- values the database refuses: a 400, not a 500 (found by schemathesis on PostgreSQL) ------
+
+
+async def test_a_cursor_holding_a_nul_character_is_a_400(features: httpx.AsyncClient) -> None:
+    answer = await features.get(
+        "/v1/features/views",
+        params={"cursor": "\u7113\U0002ac55\u00edc\U000b6af6\u008f\u00b96t\x00"},
+    )
+
+    # SQLite stores NUL in text (an empty page); PostgreSQL refuses it: a 400, never a 500.
+    assert answer.status_code in (200, 400), answer.text
+    if answer.status_code == 400:
+        assert answer.json()["code"] == "invalid_input"
+    else:
+        assert answer.json()["items"] == []
