@@ -9,7 +9,13 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
-from app.kernel.errors import error_for_status, error_headers, status_for, unavailable_from
+from app.kernel.errors import (
+    error_for_status,
+    error_headers,
+    refused_value,
+    status_for,
+    unavailable_from,
+)
 from app.kernel.http.methods import allow_header
 from contracts.common import InternalError, InvalidInput, NotFound, PayloadTooLarge, QuarryError
 
@@ -70,7 +76,10 @@ def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Resp
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    outage = unavailable_from(exc)  # raised outside a contract call (middleware, a route)
+    refused = refused_value(exc)  # raised outside a contract call (middleware, a route)
+    if refused is not None:
+        return error_response(refused)
+    outage = unavailable_from(exc)
     if outage is not None:
         _log.debug("%s %s: %s", request.method, request.url.path, outage.message, exc_info=exc)
         return error_response(outage)
