@@ -171,8 +171,16 @@ class PostgresLease(Lease):
         conn, self._conn = self._conn, None
         if conn is None:
             return
-        # Closing the physical connection frees every lock it held; a pooled connection handed
-        # back with the lock still taken would lend it to whoever checks it out next.
+        # Unlock explicitly first: the server frees a closed session's locks only once its
+        # backend has noticed the hang-up, so a replica asking right after would still be
+        # refused. Then close the physical connection, which frees every lock it might hold; a
+        # pooled connection handed back with the lock still taken would lend it to whoever
+        # checks it out next.
+        with contextlib.suppress(Exception):
+            conn.execute(
+                sa.text("SELECT pg_advisory_unlock(hashtext(current_schema()), hashtext(:n))"),
+                {"n": self.name},
+            )
         with contextlib.suppress(Exception):
             conn.invalidate()
         with contextlib.suppress(Exception):
