@@ -2,11 +2,19 @@
 
 Set up once per process by :func:`configure` (idempotent). Tracing follows the standard
 ``OTEL_*`` variables (``OTEL_TRACES_EXPORTER`` = ``none`` | ``console`` | ``otlp``,
-``OTEL_TRACES_SAMPLER``, ``OTEL_SERVICE_NAME``). Spans are recorded only while something receives
-them: with no exporter (the default) and no span processor added later, the sampler's decision is
-"drop", so no span is built, while every span still has a trace id, which logs show and
-``traceparent`` carries (unsampled) to the next process. Metrics go through an OpenTelemetry meter
-to a Prometheus reader; every duration is in seconds with buckets starting below one millisecond.
+``OTEL_TRACES_SAMPLER``, ``OTEL_TRACES_SAMPLER_ARG``, ``OTEL_SERVICE_NAME``).
+
+- **No exporter** (the default: ``OTEL_TRACES_EXPORTER`` unset or ``none`` and no
+  ``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) and no span processor
+  added later: the sampler's decision is "drop", so no span is built, while every span still has
+  a trace id, which logs show and ``traceparent`` carries (unsampled) to the next process.
+- **An exporter**: ``OTEL_TRACES_EXPORTER``, or an OTLP endpoint alone (which means ``otlp``).
+  The sampler is ``OTEL_TRACES_SAMPLER`` when set, else parent-based trace-id ratio
+  (:data:`DEFAULT_TRACE_RATIO` of new traces, ``OTEL_TRACES_SAMPLER_ARG`` to change it; a caller's
+  sampled or unsampled ``traceparent`` is followed).
+
+Metrics go through an OpenTelemetry meter to a Prometheus reader; every duration is in seconds
+with buckets starting below one millisecond.
 """
 
 from __future__ import annotations
@@ -23,14 +31,16 @@ from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import Histogram, MeterProvider
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider, sampling
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from prometheus_client import REGISTRY, generate_latest
 
 __all__ = [
+    "DEFAULT_TRACE_RATIO",
     "DURATION_BUCKETS",
     "configure",
+    "export_spans",
     "meter",
     "metrics_text",
     "tracer",
@@ -41,6 +51,10 @@ DURATION_BUCKETS = (
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
 """Histogram bucket bounds in seconds: from 100 µs up to a minute."""
+
+DEFAULT_TRACE_RATIO = 0.1
+"""The share of new traces recorded when an exporter is configured and ``OTEL_TRACES_SAMPLER``
+is not set (``OTEL_TRACES_SAMPLER_ARG`` overrides it): one request in ten."""
 
 _lock = threading.Lock()
 _configured = False
@@ -82,34 +96,59 @@ class _WhileExported(Sampler):
 
     def __init__(self, provider: _ExportingTracerProvider, sampler: Sampler) -> None:
         self._provider = provider
-        self._sampler = sampler
+        self.sampler = sampler
 
     def should_sample(self, parent_context: Any, *args: Any, **kwargs: Any) -> SamplingResult:
         if self._provider.exporting:
-            return self._sampler.should_sample(parent_context, *args, **kwargs)
+            return self.sampler.should_sample(parent_context, *args, **kwargs)
         parent = trace.get_current_span(parent_context).get_span_context()
         return SamplingResult(Decision.DROP, trace_state=parent.trace_state)
 
     def get_description(self) -> str:
-        return f"WhileExported{{{self._sampler.get_description()}}}"
+        return f"WhileExported{{{self.sampler.get_description()}}}"
 
 
 class _ExportingTracerProvider(TracerProvider):
     """A tracer provider that records spans only once a span processor is added."""
 
     def __init__(self, resource: Resource) -> None:
-        super().__init__(resource=resource)
+        super().__init__(resource=resource, sampler=_configured_sampler())
         self.exporting = False
-        self.sampler = _WhileExported(self, self.sampler)
+        self.gate = _WhileExported(self, self.sampler)
+        self.sampler = self.gate
 
     def add_span_processor(self, span_processor: SpanProcessor) -> None:
         super().add_span_processor(span_processor)
         self.exporting = True
 
 
+def _configured_sampler() -> Sampler:
+    """``OTEL_TRACES_SAMPLER`` when set (read as the SDK reads it), else parent-based trace-id
+    ratio at ``OTEL_TRACES_SAMPLER_ARG`` or :data:`DEFAULT_TRACE_RATIO`."""
+    if os.environ.get("OTEL_TRACES_SAMPLER", "").strip():
+        return sampling._get_from_env_or_default()
+    raw = os.environ.get("OTEL_TRACES_SAMPLER_ARG", "").strip()
+    try:
+        ratio = float(raw) if raw else DEFAULT_TRACE_RATIO
+    except ValueError:
+        ratio = -1.0
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"OTEL_TRACES_SAMPLER_ARG={raw!r} is not valid: expected a ratio 0..1")
+    return sampling.ParentBased(sampling.TraceIdRatioBased(ratio))
+
+
+def _exporter_name() -> str:
+    """``OTEL_TRACES_EXPORTER``; when unset, ``otlp`` if an OTLP endpoint is set, else none."""
+    name = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if name:
+        return name
+    endpoints = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    return "otlp" if any(os.environ.get(v, "").strip() for v in endpoints) else "none"
+
+
 def _tracer_provider(resource: Resource) -> TracerProvider:
     provider = _ExportingTracerProvider(resource)
-    exporter = _span_exporter(os.environ.get("OTEL_TRACES_EXPORTER", "none").strip().lower())
+    exporter = _span_exporter(_exporter_name())
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
@@ -134,6 +173,18 @@ def _span_exporter(name: str) -> SpanExporter | None:
         exporter: SpanExporter = OTLPSpanExporter()
         return exporter
     raise ValueError(f"OTEL_TRACES_EXPORTER={name!r} is not valid: expected none, console or otlp")
+
+
+def export_spans(processor: SpanProcessor, *, sampler: Sampler | None = None) -> None:
+    """Send this process's spans to ``processor`` from now on (tests, embedding applications),
+    sampled by ``sampler`` when given (``ALWAYS_ON`` to see every span) instead of the
+    configured one. Needs :func:`configure` first."""
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, _ExportingTracerProvider):
+        raise RuntimeError("telemetry.configure() has not set up this process's tracing")
+    if sampler is not None:
+        provider.gate.sampler = sampler
+    provider.add_span_processor(processor)
 
 
 def tracer(name: str = "quarry") -> trace.Tracer:

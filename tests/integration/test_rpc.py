@@ -273,14 +273,14 @@ async def test_odd_version_references_are_invalid_input(
 
 async def test_one_trace_spans_the_caller_and_the_remote(served: tuple[Any, KeyStore]) -> None:
     from opentelemetry import trace
-    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
-    provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider)
+    from app.kernel import telemetry
+
     exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry.export_spans(SimpleSpanProcessor(exporter), sampler=ALWAYS_ON)
     registry = remote(served[0], TOKEN)
 
     with trace.get_tracer("tests").start_as_current_span("caller") as parent:

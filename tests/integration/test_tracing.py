@@ -28,6 +28,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanKind
 
 from app.bootstrap import Platform, create_app, remote_clients
@@ -91,14 +92,11 @@ def serve(name: str, settings: Settings) -> Served:
 @pytest.fixture
 def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     """Every span this process ends from now on (root spans must be sampled: checked)."""
-    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")  # read if configure runs first here
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
     telemetry.configure(log_level="WARNING")
-    provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider)
     exporter = InMemorySpanExporter()
     processor = SimpleSpanProcessor(exporter)
-    provider.add_span_processor(processor)
+    telemetry.export_spans(processor, sampler=ALWAYS_ON)
     with telemetry.tracer("tests").start_as_current_span("probe") as probe:
         assert probe.is_recording(), "the process-wide sampler drops root spans"
     exporter.clear()
@@ -226,6 +224,18 @@ async def test_predict_by_entity_is_one_trace_across_three_processes(
         assert served_here.parent.span_id == called_there.context.span_id
 
 
+def _python(script: str, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
+    """Run ``script`` in a fresh interpreter (its own tracer provider); it must succeed."""
+    command = [sys.executable, "-c", script]
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    return done
+
+
+def _without_otel() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+
+
 # --- no exporter: no spans, trace ids still ------------------------------------------------
 
 NO_EXPORTER = """
@@ -233,29 +243,21 @@ import logging
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from app.kernel import telemetry
 telemetry.configure(log_level="INFO")
 tracer = telemetry.tracer("tests")
 with tracer.start_as_current_span("unexported") as span:
     print(span.is_recording(), f"{span.get_span_context().trace_id:032x}", flush=True)
     logging.getLogger("tests").info("inside")
-trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+telemetry.export_spans(SimpleSpanProcessor(InMemorySpanExporter()), sampler=ALWAYS_ON)
 with tracer.start_as_current_span("exported") as span:
     print(span.is_recording(), flush=True)
 """
 
 
 def test_without_an_exporter_spans_are_not_recorded_but_logs_keep_trace_ids() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    done = subprocess.run(
-        [sys.executable, "-c", NO_EXPORTER],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr.decode()
+    done = _python(NO_EXPORTER, _without_otel())
     unexported, exported = done.stdout.decode().splitlines()
     recording, trace_id = unexported.split()
     assert recording == "False"
@@ -263,6 +265,75 @@ def test_without_an_exporter_spans_are_not_recorded_but_logs_keep_trace_ids() ->
     [logged] = [json.loads(line) for line in done.stderr.decode().splitlines() if "inside" in line]
     assert logged["trace_id"] == trace_id
     assert exported == "True"  # a span processor added later gets spans from then on
+
+
+CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
+
+PROPAGATE_UNRECORDED = f"""
+from litestar import get
+from litestar.testing import TestClient
+from opentelemetry import propagate, trace
+from app.kernel import telemetry
+from app.kernel.http.app import create_http_app
+from app.kernel.settings import Settings
+
+@get("/v1/onward", sync_to_thread=False)
+def onward() -> dict[str, object]:
+    headers: dict[str, str] = {{}}
+    propagate.inject(headers)  # what an RPC call, a task message or an event carries on
+    return {{"recording": trace.get_current_span().is_recording(), **headers}}
+
+class Platform:
+    draining = False
+    def readiness(self): return {{}}
+    def module_statuses(self): return []
+
+telemetry.configure(log_level="WARNING")
+app = create_http_app(settings=Settings(), platform=Platform(), route_handlers=[onward])
+caller = {{"traceparent": "00-{CALLER_TRACE}-b7ad6b7169203331-01"}}
+with TestClient(app) as client:
+    answer = client.get("/v1/onward", headers=caller)
+print(answer.json()["recording"], answer.json()["traceparent"])
+"""
+
+
+def test_without_an_exporter_a_callers_trace_goes_on_to_the_next_hop_unrecorded() -> None:
+    done = _python(PROPAGATE_UNRECORDED, _without_otel())
+    recording, traceparent = done.stdout.decode().split()
+    assert recording == "False"
+    version, trace_id, span_id, _flags = traceparent.split("-")
+    assert (version, trace_id) == ("00", CALLER_TRACE)
+    assert span_id != "b7ad6b7169203331"  # the server's own (unrecorded) span is the parent
+
+
+SAMPLING = """
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
+from app.kernel import telemetry
+telemetry.configure(log_level="WARNING")
+tracer = telemetry.tracer("tests")
+def caller(sampled: bool):
+    flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
+    parent = SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, True, flags)
+    return set_span_in_context(NonRecordingSpan(parent))
+sampled = tracer.start_span("sampled", context=caller(True)).is_recording()
+unsampled = tracer.start_span("unsampled", context=caller(False)).is_recording()
+roots = sum(tracer.start_span("root").is_recording() for _ in range(2000))
+print(sampled, unsampled, roots)
+"""
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [{"OTEL_TRACES_EXPORTER": "console"}, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}],
+)
+def test_with_an_exporter_the_default_sampler_follows_the_caller_and_samples_a_tenth(
+    variables: dict[str, str],
+) -> None:
+    done = _python(SAMPLING, {**_without_otel(), **variables, "OTEL_BSP_SCHEDULE_DELAY": "600000"})
+    sampled, unsampled, roots = done.stdout.decode().split()
+    assert (sampled, unsampled) == ("True", "False")
+    assert 100 < int(roots) < 300  # 10 % of 2000 new traces; far outside is a broken sampler
 
 
 # --- OTLP export ----------------------------------------------------------------------------
@@ -324,15 +395,7 @@ def test_otlp_exporter_posts_protobuf_spans(receiver: tuple[str, list[Received]]
         "no_proxy": "127.0.0.1",
     }
     env.pop("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None)
-    done = subprocess.run(
-        [sys.executable, "-c", EXPORT_ONE_SPAN],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr.decode()
+    _python(EXPORT_ONE_SPAN, env)
     traces = [r for r in received if r.path == "/v1/traces"]
     assert traces, f"nothing posted to /v1/traces: {received}"
     assert traces[0].content_type == "application/x-protobuf"
