@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 from litestar import Litestar
 
+from app.console import OWN_AUTH_PATHS, console_routes
 from app.kernel import calls, telemetry
 from app.kernel.auth import KeyStore
 from app.kernel.db import Database
@@ -384,12 +385,20 @@ def create_app(platform: Platform, *, host: str | None = None) -> Litestar:
     settings = platform.settings
     keys = KeyStore(settings.keys_file)
     limiter = rate_limiter(settings)
+    console = console_routes(
+        {s.name: platform.client(s.name, caller="console") for s in platform.reachable},
+        platform,
+        keys,
+        auth_required=settings.auth_required(host),
+    )
     return create_http_app(
         settings=settings,
         platform=platform,
-        route_handlers=platform.route_handlers(),
+        route_handlers=[*platform.route_handlers(), *console],
         middleware=[
-            auth_middleware(settings, keys, host=host, limiter=limiter),
+            auth_middleware(
+                settings, keys, host=host, limiter=limiter, own_auth_paths=OWN_AUTH_PATHS
+            ),
             IdempotencyMiddleware(),
         ],
         guards=[auth_guard],

@@ -168,13 +168,19 @@ def auth_middleware(
     *,
     host: str | None = None,
     limiter: RateLimiter | None = None,
+    own_auth_paths: Iterable[str] = (),
 ) -> AuthMiddleware:
-    """The :class:`AuthMiddleware` that ``settings`` describe for a server bound to ``host``."""
+    """The :class:`AuthMiddleware` that ``settings`` describe for a server bound to ``host``.
+
+    ``own_auth_paths`` (entries as in :func:`default_open_paths`) authenticate their requests
+    themselves (the web console, whose browser sends its key in a cookie): this middleware
+    lets them through as the anonymous principal.
+    """
     return AuthMiddleware(
         required=settings.auth_required(host),
         keys=keys,
         service_token=settings.service_token,
-        open_paths=default_open_paths(settings, host),
+        open_paths=default_open_paths(settings, host) | frozenset(own_auth_paths),
         keyed_paths=[METRICS_PATH] if metrics_auth_required(settings, host) else [],
         limiter=limiter if limiter is not None else rate_limiter(settings),
     )

@@ -1,0 +1,64 @@
+"""``/ui/training``: jobs with status and progress; cancel one."""
+
+from __future__ import annotations
+
+from typing import Any, get_args
+
+from litestar import Request, get, post
+from litestar.params import FromPath, FromQuery
+from litestar.response import Redirect, Response
+
+from app.console._clients import Clients
+from app.console._forms import done, scope_of
+from app.console._render import page
+from app.console._session import checked_form
+from contracts.training import (
+    CancelTrainingJob,
+    GetTrainingJob,
+    JobStatus,
+    ListTrainingJobs,
+    TrainingService,
+)
+
+__all__ = ["training_handlers"]
+
+PAGE = 50
+STATUSES: tuple[str, ...] = get_args(JobStatus)
+SCOPES = {"cancel_job": scope_of(TrainingService.cancel_job)}
+
+
+def training_handlers(q: Clients) -> list[Any]:
+    """The training pages and the cancel action."""
+
+    @get("/training")
+    async def jobs(
+        request: Request[Any, Any, Any],
+        cursor: FromQuery[str | None] = None,
+        status: FromQuery[str | None] = None,
+    ) -> Response[str]:
+        wanted = status if status in STATUSES else None
+        found = await q.training.list_jobs(
+            ListTrainingJobs(limit=PAGE, cursor=cursor or None, status=wanted)  # type: ignore[arg-type]
+        )
+        return page(
+            request,
+            "training.html",
+            title="Training",
+            found=found,
+            shown=wanted,
+            statuses=STATUSES,
+        )
+
+    @get("/training/jobs/{job_id:str}")
+    async def job(request: Request[Any, Any, Any], job_id: FromPath[str]) -> Response[str]:
+        found = await q.training.get_job(GetTrainingJob(id=job_id))
+        return page(request, "job.html", title="Training job", job=found, scopes=SCOPES)
+
+    @post("/training/jobs/{job_id:str}/cancel", opt={"scope": SCOPES["cancel_job"]})
+    async def cancel(request: Request[Any, Any, Any], job_id: FromPath[str]) -> Redirect:
+        await checked_form(request)
+        found = await q.training.cancel_job(CancelTrainingJob(id=job_id))
+        said = "cancelled" if found.status == "cancelled" else "asked to stop"
+        return done(f"/ui/training/jobs/{job_id}", f"job {said}")
+
+    return [jobs, job, cancel]

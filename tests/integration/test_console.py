@@ -1,0 +1,277 @@
+"""The web console at /ui on the real app, in process: every page after a quickstart-like setup,
+its 404 page, scopes and CSRF on actions, module errors as pages, nothing fetched from outside."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+
+from app.bootstrap import Platform, create_app
+from app.kernel.auth import KeyStore
+from app.kernel.settings import Settings
+from contracts.features import Feature, PutFeatureService, PutFeatureView
+from contracts.inference import Deployment, PutDeployment, Route
+from contracts.monitoring import RunDriftCheck
+from contracts.registry import RegisterVersion, SetAlias
+from tests.contract.registry_behaviour import reference_profile
+from tests.fakes.models import linear_onnx
+
+MODEL = "churn"
+DEPLOYMENT = "churn-live"
+
+
+@dataclass
+class Console:
+    """The served app with auth on, and one key per scope set."""
+
+    http: TestClient[Litestar]
+    keys: dict[str, str]
+    report_id: str
+
+    def login(self, who: str) -> None:
+        self.http.cookies.clear()
+        form = self.http.get("/ui/login")
+        answer = self.http.post(
+            "/ui/login",
+            data={"key": self.keys[who], "csrf": csrf_of(form.text), "next": "/ui"},
+            follow_redirects=False,
+        )
+        assert answer.status_code == 303, answer.text
+        assert answer.headers["location"] == "/ui"
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, html[:2000]
+    return found.group(1)
+
+
+def call(http: TestClient[Litestar], method: Any, request: Any) -> Any:
+    return http.blocking_portal.call(method, request)
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
+    data = tmp_path_factory.mktemp("console")
+    keys = KeyStore(data / "api_keys.toml")
+    secrets = {
+        who: keys.create(who, scopes)[1]
+        for who, scopes in {"admin": ["admin"], "reader": ["read"]}.items()
+    }
+    settings = Settings(data_dir=data, auth="on")
+    platform = Platform(settings)
+    with TestClient(create_app(platform, host="127.0.0.1")) as http:
+        registry = platform.client("registry", caller="tests")
+        for seed in (1, 2):
+            call(
+                http,
+                registry.register_version,
+                RegisterVersion(
+                    name=MODEL,
+                    artifact=linear_onnx(seed=seed),
+                    metrics={"accuracy": 0.9},
+                    tags={"team": "growth"},
+                    reference_profile=reference_profile(),
+                ),
+            )
+        call(http, registry.set_alias, SetAlias(name=MODEL, alias="champion", version=1))
+        inference = platform.client("inference", caller="tests")
+        deployment = Deployment(name=DEPLOYMENT, routes=[Route(model=f"{MODEL}:1", weight=1.0)])
+        call(http, inference.put_deployment, PutDeployment(deployment=deployment))
+        features = platform.client("features", caller="tests")
+        view = PutFeatureView(
+            name="subscribers",
+            entities=["user_id"],
+            features=[Feature(name="tenure", dtype="float")],
+        )
+        call(http, features.put_view, view)
+        call(
+            http,
+            features.put_service,
+            PutFeatureService(name="churn-features", features=["subscribers:tenure"]),
+        )
+        monitoring = platform.client("monitoring", caller="tests")
+        report = call(http, monitoring.run_drift_check, RunDriftCheck(model=MODEL))
+        yield Console(http=http, keys=secrets, report_id=report.id)
+
+
+PAGES = [
+    "/ui",
+    "/ui/models",
+    f"/ui/models/{MODEL}",
+    f"/ui/models/{MODEL}/versions/1",
+    "/ui/deployments",
+    f"/ui/deployments/{DEPLOYMENT}",
+    "/ui/monitoring",
+    f"/ui/monitoring/{MODEL}",
+    "/ui/training",
+    "/ui/features",
+    "/ui/features/views/subscribers",
+    "/ui/features/services/churn-features",
+]
+
+
+def test_every_page_renders_for_an_admin_with_its_actions(console: Console) -> None:
+    console.login("admin")
+    for path in PAGES:
+        answer = console.http.get(path)
+        assert answer.status_code == 200, (path, answer.text[:2000])
+        assert answer.headers["content-type"].startswith("text/html")
+    model = console.http.get(f"/ui/models/{MODEL}").text
+    assert "Move alias" in model
+    assert "@champion" in model
+    assert "Start rollout" in console.http.get(f"/ui/deployments/{DEPLOYMENT}").text
+    overview = console.http.get("/ui").text
+    assert f"{MODEL}:1" in overview  # the deployment's traffic split
+
+
+def test_no_page_names_anything_outside_the_server(console: Console) -> None:
+    console.login("admin")
+    for path in PAGES:
+        html = console.http.get(path).text
+        for url in re.findall(r"""\s(?:src|href|action)=["']([^"']*)["']""", html):
+            assert url.startswith(("/ui", "?", "#")), (path, url)
+        assert "http://" not in html
+        assert "https://" not in html
+
+
+def test_the_root_sends_browsers_to_the_console(console: Console) -> None:
+    answer = console.http.get("/", follow_redirects=False)
+    assert answer.status_code in (302, 303)
+    assert answer.headers["location"] == "/ui"
+
+
+def test_without_a_key_the_console_asks_for_one(console: Console) -> None:
+    console.http.cookies.clear()
+    answer = console.http.get(f"/ui/models/{MODEL}", follow_redirects=False)
+    assert answer.status_code == 303
+    assert answer.headers["location"].startswith("/ui/login?next=/ui/models/")
+    login = console.http.get("/ui/login")
+    refused = console.http.post(
+        "/ui/login", data={"key": "qk_not_a_key", "csrf": csrf_of(login.text)}
+    )
+    assert refused.status_code == 401
+    assert "not valid" in refused.text
+
+
+def test_the_key_cookie_is_httponly_and_strict(console: Console) -> None:
+    console.http.cookies.clear()
+    login = console.http.get("/ui/login")
+    answer = console.http.post(
+        "/ui/login",
+        data={"key": console.keys["reader"], "csrf": csrf_of(login.text)},
+        follow_redirects=False,
+    )
+    cookies = answer.headers.get_list("set-cookie")
+    key_cookie = next(c for c in cookies if c.startswith("quarry_console_key="))
+    assert "HttpOnly" in key_cookie
+    assert "samesite=strict" in key_cookie.lower()
+
+
+def test_unknown_names_render_the_console_404_page(console: Console) -> None:
+    console.login("reader")
+    for path in (
+        "/ui/models/no-such-model",
+        "/ui/deployments/no-such-deployment",
+        "/ui/rollouts/no-such-rollout",
+        "/ui/training/jobs/no-such-job",
+        "/ui/features/views/no-such-view",
+        "/ui/no/such/page",
+    ):
+        answer = console.http.get(path)
+        assert answer.status_code == 404, path
+        assert answer.headers["content-type"].startswith("text/html"), path
+        assert "<h1>Not found</h1>" in answer.text, path
+
+
+def test_a_read_key_sees_no_action_buttons(console: Console) -> None:
+    console.login("reader")
+    for path in (f"/ui/models/{MODEL}", f"/ui/deployments/{DEPLOYMENT}"):
+        html = console.http.get(path).text
+        assert "data-action" not in html, path
+        assert 'method="post" action="/ui/logout"' in html  # only its own logout
+
+
+def test_a_read_keys_action_is_refused(console: Console) -> None:
+    console.login("reader")
+    token = csrf_of(console.http.get("/ui").text)
+    answer = console.http.post(
+        f"/ui/models/{MODEL}/aliases", data={"alias": "champion", "version": "2", "csrf": token}
+    )
+    assert answer.status_code == 403
+    assert "needs an API key with scope" in answer.text
+    console.login("admin")
+    assert "@champion → 1" in console.http.get("/ui/models").text
+
+
+def test_a_forged_post_without_the_csrf_token_is_refused(console: Console) -> None:
+    console.login("admin")
+    forged = {"alias": "champion", "version": "2", "csrf": "forged"}
+    for data in ({"alias": "champion", "version": "2"}, forged):
+        answer = console.http.post(f"/ui/models/{MODEL}/aliases", data=data)
+        assert answer.status_code == 403
+        assert "security token" in answer.text
+    assert "@champion → 1" in console.http.get("/ui/models").text
+
+
+def test_an_admin_moves_an_alias_and_rolls_it_back(console: Console) -> None:
+    console.login("admin")
+    token = csrf_of(console.http.get(f"/ui/models/{MODEL}").text)
+    moved = console.http.post(
+        f"/ui/models/{MODEL}/aliases",
+        data={"alias": "champion", "version": "2", "reason": "better", "csrf": token},
+    )
+    assert moved.status_code == 200
+    assert "churn@champion now points at version 2" in moved.text
+    back = console.http.post(f"/ui/models/{MODEL}/aliases/champion/rollback", data={"csrf": token})
+    assert "rolled back to version 1" in back.text
+
+
+def test_module_errors_show_the_modules_message_not_a_trace(console: Console) -> None:
+    console.login("admin")
+    token = csrf_of(console.http.get(f"/ui/models/{MODEL}").text)
+    answer = console.http.post(
+        f"/ui/models/{MODEL}/aliases",
+        data={"alias": "champion", "version": "99", "csrf": token},
+    )
+    assert answer.status_code == 404
+    assert "99" in answer.text
+    assert "Traceback" not in answer.text
+    bad = console.http.post(
+        f"/ui/deployments/{DEPLOYMENT}/rollouts",
+        data={"candidate": f"{MODEL}:2", "steps": "fifty", "csrf": token},
+    )
+    assert bad.status_code == 400
+    assert "steps must be percentages" in bad.text
+
+
+def test_a_rollout_starts_and_aborts(console: Console) -> None:
+    console.login("admin")
+    token = csrf_of(console.http.get(f"/ui/deployments/{DEPLOYMENT}").text)
+    started = console.http.post(
+        f"/ui/deployments/{DEPLOYMENT}/rollouts",
+        data={"candidate": f"{MODEL}:2", "steps": "10, 100", "interval_s": "600", "csrf": token},
+    )
+    assert started.status_code == 200, started.text
+    assert "rollout of churn:2 started" in started.text
+    assert "Abort" in started.text
+    abort = re.search(r'action="(/ui/rollouts/[^"]+/abort)"', started.text)
+    assert abort
+    aborted = console.http.post(abort.group(1), data={"csrf": token})
+    assert "rollout aborted" in aborted.text
+    assert "aborted by" not in aborted.text or "aborted in the console" in aborted.text
+
+
+def test_the_drift_report_opens_from_the_console(console: Console) -> None:
+    console.login("reader")
+    listing = console.http.get(f"/ui/monitoring/{MODEL}").text
+    assert f"/ui/monitoring/reports/{console.report_id}" in listing
+    report = console.http.get(f"/ui/monitoring/reports/{console.report_id}")
+    assert report.status_code == 200
+    assert MODEL in report.text
