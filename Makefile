@@ -2,7 +2,9 @@
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
-PYTEST_ARGS ?=
+# Two test processes by default (tests isolate their data: a schema, a Redis prefix, a tmp dir
+# each); PYTEST_ARGS= runs them in one.
+PYTEST_ARGS ?= -n auto --dist loadscope
 
 .PHONY: run test lint typecheck pytest bench clean
 
