@@ -57,11 +57,12 @@ __all__ = [
     "UnloadModel",
 ]
 
-VERSION = (1, 4)
+VERSION = (1, 5)
 """Contract version ``(major, minor)``; remote calls refuse a different major.
 
 1.3: numeric fields carry their bounds (versions, limits, chunk sizes, durations, percents).
 1.4: ``Rollout.follows``: the alias a deployment followed when its rollout started.
+1.5: ``Prediction.labels`` and ``ModelStatus.classes`` for versions with class labels.
 """
 
 
@@ -106,6 +107,9 @@ class Prediction(msgspec.Struct, frozen=True, kw_only=True):
     fallback: str | None = None
     cached: bool = False
     deployment: str | None = None
+    labels: list[str] = []
+    """For a version with classes: the predicted class of each row (the most probable one in
+    the probability output), as text; empty otherwise."""
 
 
 class PredictionRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -160,6 +164,8 @@ class ModelStatus(msgspec.Struct, frozen=True, kw_only=True):
     ``model_load_failed`` with this reason."""
     retry_at: datetime | None = None
     """When a failed load is tried again on the next use; an explicit load tries at once."""
+    classes: list[str] = []
+    """The version's class labels (ready versions), in the probability output's order."""
 
 
 class Route(msgspec.Struct, frozen=True, kw_only=True):

@@ -20,6 +20,7 @@ from contracts.common import (
     Page,
     PositiveCount,
     Scope,
+    Seed,
     Tensor,
     Version,
     method,
@@ -53,7 +54,9 @@ __all__ = [
     "RegistryService",
     "RollbackAlias",
     "SetAlias",
+    "SetReference",
     "Signature",
+    "Task",
     "TensorSpec",
     "UpdateModel",
     "VersionDeleted",
@@ -61,12 +64,16 @@ __all__ = [
     "read_artifact",
 ]
 
-VERSION = (1, 3)
+VERSION = (1, 4)
 """Contract version ``(major, minor)``; remote calls refuse a different major.
 
 1.2: numeric fields carry their bounds (versions, sizes, limits, chunk sizes, metrics).
 1.3: alias history and rollback (``rollback_alias``, ``list_alias_history``, ``SetAlias.reason``).
+1.4: a version's ``task`` and ``classes``; ``set_reference`` (a reference profile from rows).
 """
+
+Task = Literal["classification", "regression"]
+"""What a model predicts: class probabilities (and labels), or values."""
 
 RESERVED_ALIASES = frozenset({"latest"})
 """Aliases no one may set: ``latest`` and ``v<n>`` read as something else."""
@@ -132,7 +139,7 @@ class ReferenceProfile(msgspec.Struct, frozen=True, kw_only=True):
     predictions: dict[str, Tensor] = {}
     profiles: list[ColumnProfile] = []
     rows: Count = 0
-    task: Literal["classification", "regression"] | None = None
+    task: Task | None = None
 
 
 # --- requests -------------------------------------------------------------------------------
@@ -150,6 +157,14 @@ class RegisterVersion(msgspec.Struct, frozen=True, kw_only=True):
     lineage: Lineage = Lineage()
     reference_profile: ReferenceProfile | None = None
     """Stored with the version in one transaction; read it with ``get_reference_profile``."""
+    task: Task | None = None
+    """``None``: read from the graph (a ZipMap, a classifier node with class labels, or a
+    probability tensor next to a label output make a classifier), else from the reference
+    profile's ``task``."""
+    classes: list[str] = []
+    """Class labels as text, in the order of the probability output's columns. Empty: read
+    from the graph (ZipMap or classifier node labels), else from ``lineage.extra["classes"]``
+    (a JSON list, as training records it)."""
 
     @classmethod
     def from_path(
@@ -162,6 +177,8 @@ class RegisterVersion(msgspec.Struct, frozen=True, kw_only=True):
         metrics: dict[str, float] | None = None,
         params: dict[str, str] | None = None,
         lineage: Lineage | None = None,
+        task: Task | None = None,
+        classes: list[str] | None = None,
     ) -> RegisterVersion:
         """Read the ONNX file at ``path`` (on the caller's machine) into a request."""
         try:
@@ -176,6 +193,8 @@ class RegisterVersion(msgspec.Struct, frozen=True, kw_only=True):
             metrics=metrics or {},
             params=params or {},
             lineage=lineage or Lineage(),
+            task=task,
+            classes=classes or [],
         )
 
 
@@ -295,6 +314,28 @@ class GetReferenceProfile(msgspec.Struct, frozen=True, kw_only=True):
     ref: str
 
 
+class SetReference(msgspec.Struct, frozen=True, kw_only=True):
+    """Give version ``name:version`` a reference profile built from rows of its inputs.
+
+    ``columns`` maps column names to one tensor each, one entry per row (all the same length).
+    A model input is fed from the column named after it (``[rows]`` or ``[rows, k]``), or, for
+    an input of shape ``[rows, k]``, from ``k`` columns: the names in the version's
+    ``lineage.extra["columns"]`` (a JSON list) when it has a single input, else
+    ``<input>_0`` ... ``<input>_<k-1>``. A ``label`` column is not an input: for a classifier
+    its values must be among the classes. The registry runs the model on the rows and stores
+    the profile as training does, replacing any earlier one. ``task`` and ``classes``, when
+    given, become the version's (metadata; the model itself stays as registered).
+    """
+
+    name: str
+    version: Version
+    columns: dict[str, Tensor]
+    task: Task | None = None
+    classes: list[str] = []
+    seed: Seed = 0
+    """Which rows the profile's sample keeps when there are more than 5,000."""
+
+
 class FetchArtifact(msgspec.Struct, frozen=True, kw_only=True):
     """Stream the ONNX bytes of the version a reference resolves to."""
 
@@ -322,6 +363,9 @@ class VersionInfo(msgspec.Struct, frozen=True, kw_only=True):
     aliases: list[str] = []
     created_at: datetime
     has_reference_profile: bool = False
+    task: Task | None = None
+    classes: list[str] = []
+    """Class labels as text, in the order of the probability output's columns."""
 
 
 class ModelInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -460,6 +504,12 @@ class RegistryService(Protocol):
     @method(scope=Scope.READ, idempotent=True)
     async def get_reference_profile(self, request: GetReferenceProfile) -> ReferenceProfile:
         """The version's reference profile; ``NotFound`` when it was registered without one."""
+        ...
+
+    @method(scope=Scope.TRAIN, idempotent=True)
+    async def set_reference(self, request: SetReference) -> VersionInfo:
+        """Run the version on rows of its inputs and store their reference profile (replacing
+        any earlier one); ``InvalidInput`` names a missing or mistyped column."""
         ...
 
     @method(scope=Scope.READ, idempotent=True, streaming=True)

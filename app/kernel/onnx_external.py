@@ -12,7 +12,9 @@ attribute defaults) and training graphs.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from onnx import (
     AttributeProto,
@@ -24,7 +26,23 @@ from onnx import (
     TensorProto,
 )
 
-__all__ = ["external_tensors", "has_external_data"]
+__all__ = ["NO_FOLDER", "external_tensors", "harden_session_options", "has_external_data"]
+
+NO_FOLDER = os.devnull
+"""Where ONNX Runtime looks for external data: a device, not a folder, so nothing is there."""
+
+
+def harden_session_options(options: Any) -> Any:
+    """``options`` (an ``onnxruntime.SessionOptions``) set so that a session built from bytes
+    reads nothing from the host: the bytes are parsed as ONNX only (never as an ORT-format
+    file), and a relative external-data location resolves under :data:`NO_FOLDER`, where
+    nothing can exist (absolute ones and ones that climb out with ``..`` ONNX Runtime refuses
+    by itself)."""
+    options.add_session_config_entry("session.load_model_format", "ONNX")
+    options.add_session_config_entry(
+        "session.model_external_initializers_file_folder_path", NO_FOLDER
+    )
+    return options
 
 
 def has_external_data(tensor: TensorProto) -> bool:

@@ -98,7 +98,7 @@ class TestLocalRegistry(RegistryBehaviour):
 
 def test_the_service_implements_every_contract_method() -> None:
     methods = [n for n, f in vars(RegistryService).items() if callable(f) and n[0] != "_"]
-    assert len(methods) == 15
+    assert len(methods) == 16
     for name in methods:
         ours, theirs = getattr(LocalRegistryService, name), getattr(RegistryService, name)
         assert (

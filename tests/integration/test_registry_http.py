@@ -333,7 +333,9 @@ def test_every_route_carries_its_contract_scope(tmp_path: Path) -> None:
             if route.path.endswith("/versions") and "POST" in handler.http_methods:
                 assert handler.opt["scope"] == "train"
                 assert handler.resolve_request_max_body_size() == MAX_UPLOAD
-    assert seen == 16  # with the alias history and the rollback
+            if route.path.endswith("/reference"):
+                assert handler.opt["scope"] == "train"
+    assert seen == 17  # with the alias history, the rollback and the reference upload
 
 
 def test_the_openapi_schema_builds(tmp_path: Path) -> None:

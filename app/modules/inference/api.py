@@ -202,6 +202,7 @@ def _answer(prediction: Prediction, *, packed: bool) -> PredictAnswer:
         deployment=prediction.deployment,
         fallback=prediction.fallback,
         cached=prediction.cached,
+        labels=prediction.labels,
     )
 
 

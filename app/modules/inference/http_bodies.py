@@ -57,10 +57,11 @@ Name = Annotated[
 
 PREDICT_EXAMPLE = {"inputs": {"x": [[5.1, 3.5, 1.4, 0.2]]}}
 PREDICT_ANSWER_EXAMPLE = {
-    "outputs": {"label": ["setosa"], "probabilities": [[0.97, 0.02, 0.01]]},
+    "outputs": {"output_label": ["setosa"], "output_probability": [[0.97, 0.02, 0.01]]},
     "model": "iris",
     "version": 3,
     "prediction_id": "0b7e2f9c5d1a4e3f8a6b2c9d0e1f2a3b",
+    "labels": ["setosa"],
 }
 BATCH_EXAMPLE = {"model": "iris@champion", "inputs": {"x": [[5.1, 3.5, 1.4, 0.2]]}}
 
@@ -79,7 +80,8 @@ class PredictBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
 class PredictAnswer(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """The answer of ``POST /v1/predict/{model_ref}``: rows per output, and which version gave
-    them (``deployment``, ``fallback`` and ``cached`` only when they apply)."""
+    them (``deployment``, ``fallback`` and ``cached`` only when they apply; ``labels`` when the
+    version has classes)."""
 
     outputs: dict[str, list[Any]]
     model: str
@@ -88,6 +90,8 @@ class PredictAnswer(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     deployment: str | None = None
     fallback: str | None = None
     cached: bool = False
+    labels: list[str] = []
+    """For a version with classes: the predicted class of each row."""
 
 
 class BatchResults(msgspec.Struct, frozen=True, kw_only=True):

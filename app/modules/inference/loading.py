@@ -236,6 +236,7 @@ class Loader:
             sha256=info.sha256,
         )
         model.lineage = info.lineage
+        model.classes = list(info.classes)
         await asyncio.to_thread(
             model.warm_up,
             min(2, self._config.max_batch_size),
@@ -279,6 +280,7 @@ class Loader:
                 inputs=signature.inputs,
                 outputs=signature.outputs,
                 providers=list(served.model.providers),
+                classes=served.model.classes,
             )
         if key in self._loads.tasks:
             return ModelStatus(model=name, version=version, state="loading")

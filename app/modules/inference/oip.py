@@ -101,6 +101,8 @@ class ModelMetadata(msgspec.Struct, frozen=True, kw_only=True):
     platform: str
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
+    parameters: dict[str, list[str]] = {}
+    """``classes``: the class labels of a classifier, in its probability output's order."""
 
 
 def oip_routes(service: InferenceService, settings: Settings) -> list[Any]:
@@ -170,6 +172,7 @@ def _model_handlers(service: InferenceService) -> list[Any]:
             platform=PLATFORM,
             inputs=_tensors(status.inputs),
             outputs=_tensors(status.outputs),
+            parameters={"classes": status.classes} if status.classes else {},
         )
 
     @get(

@@ -16,7 +16,6 @@ import functools
 import hashlib
 import logging
 import math
-import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import numpy.typing as npt
 
+from app.kernel.onnx_external import harden_session_options
 from app.kernel.settings import ConfigError
 from app.modules.inference.inputs import numpy_dtype
 from contracts.common import (
@@ -52,8 +52,6 @@ _SHORT_NAMES = {"cpu": CPU, "cuda": CUDA, "tensorrt": "TensorrtExecutionProvider
 _MAX_MESSAGE = 400
 _OUT_OF_MEMORY = ("Failed to allocate memory", "bad_alloc", "out of memory")
 """How ONNX Runtime's messages say an allocation failed (its exceptions carry no such kind)."""
-_NO_FOLDER = os.devnull
-"""Where ONNX Runtime looks for external data: a device, not a folder, so nothing is there."""
 _log = logging.getLogger("quarry.inference")
 
 
@@ -139,6 +137,8 @@ class LoadedModel:
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     lineage: Lineage = field(default_factory=Lineage)
     """Where the version came from: predicting by entity reads its feature service here."""
+    classes: list[str] = field(default_factory=list)
+    """The version's class labels: answers name the predicted class of each row."""
     output_names: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -258,14 +258,7 @@ def _refuse_external_data(name: str, version: int, data: bytes) -> None:
 
 
 def _session_options(ort: ModuleType, intra_op_threads: int) -> onnxruntime.SessionOptions:
-    options = ort.SessionOptions()
-    # bytes are parsed as ONNX only (never as an ORT-format file), and a relative external-data
-    # location resolves under /dev/null, where nothing can exist (absolute ones and ones that
-    # climb out with ".." ONNX Runtime refuses by itself)
-    options.add_session_config_entry("session.load_model_format", "ONNX")
-    options.add_session_config_entry(
-        "session.model_external_initializers_file_folder_path", _NO_FOLDER
-    )
+    options = harden_session_options(ort.SessionOptions())
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -21,6 +21,7 @@ from app.modules.inference.batch_jobs import BatchJobs
 from app.modules.inference.deployments import ROUTED, Deployments
 from app.modules.inference.entities import entity_inputs
 from app.modules.inference.inputs import prepare_inputs
+from app.modules.inference.labels import labels_of
 from app.modules.inference.loading import Loader
 from app.modules.inference.records import MonitoringSink, Recorder
 from app.modules.inference.rollouts import Rollouts
@@ -206,6 +207,7 @@ class LocalInferenceService:
             version=served.model.version,
             outputs=_select(outputs, request.outputs),
             prediction_id=uuid.uuid4().hex,
+            labels=labels_of(served.model.classes, outputs),
         )
 
     async def load_model(self, request: LoadModel) -> ModelStatus:

@@ -1,7 +1,10 @@
 """The arithmetic of summaries and realised metrics (numpy only, no I/O).
 
-A model's outputs say what it is: ``probabilities`` (``[rows, classes]``) make a classifier,
-``prediction`` a regressor; otherwise the first output decides (several columns: classifier).
+What a model is comes from its version (the registry's ``task``) when it is known. Otherwise the
+outputs say: ``probabilities`` (``[rows, classes]``) make a classifier, ``prediction`` a
+regressor; else a float output of several columns makes a classifier. A classifier's class
+probabilities are ``probabilities``, else its first float output of rank 2 (an exported
+scikit-learn classifier answers ``output_label`` first, ``output_probability`` second).
 """
 
 from __future__ import annotations
@@ -28,23 +31,34 @@ __all__ = [
 Task = Literal["classification", "regression"]
 
 
-def task_of(outputs: Mapping[str, Tensor]) -> Task | None:
-    """Which kind of model produced ``outputs`` (``None`` when there are none)."""
+def task_of(outputs: Mapping[str, Tensor], known: Task | None = None) -> Task | None:
+    """Which kind of model produced ``outputs``: ``known`` (the version's task) when given,
+    else what the outputs say (``None`` when there are none)."""
+    if known is not None:
+        return known
     if "probabilities" in outputs:
         return "classification"
     if "prediction" in outputs:
         return "regression"
     if not outputs:
         return None
-    first = next(iter(outputs.values()))
-    shape = list(first.shape)
-    return "classification" if len(shape) == 2 and shape[1] > 1 else "regression"
+    return "classification" if _probabilities(outputs) is not None else "regression"
+
+
+def _probabilities(outputs: Mapping[str, Tensor]) -> Tensor | None:
+    if "probabilities" in outputs:
+        return outputs["probabilities"]
+    floats = ("FP16", "FP32", "FP64")
+    return next(
+        (t for t in outputs.values() if t.dtype in floats and len(t.shape) == 2 and t.shape[1] > 1),
+        None,
+    )
 
 
 def predicted(task: Task, outputs: Mapping[str, Tensor]) -> np.ndarray:
     """Per row: class probabilities ``[rows, classes]`` (classifier) or values ``[rows]``."""
-    name = "probabilities" if task == "classification" else "prediction"
-    tensor = outputs.get(name) or next(iter(outputs.values()))
+    chosen = _probabilities(outputs) if task == "classification" else outputs.get("prediction")
+    tensor = chosen or next(iter(outputs.values()))
     array = np.asarray(tensor.to_numpy(), dtype=np.float64)
     if task == "classification":
         return array.reshape(array.shape[0], -1)

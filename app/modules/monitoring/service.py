@@ -80,7 +80,7 @@ class LocalMonitoringService:
         self._slo_s = config.slo_ms / 1000
         self.live = LiveFigures(slo_s=self._slo_s)
         self._loops: list[asyncio.Task[None]] = []
-        self._classes: dict[tuple[str, int], list[str] | None] = {}
+        self._versions: dict[tuple[str, int], tuple[figures.Task | None, list[str] | None]] = {}
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -156,7 +156,14 @@ class LocalMonitoringService:
             lambda c: store.logged(c, request.model, request.version, since, now, limit=5000)
         )
         latency = figures.latency_figures([r[1] for r in rows], [r[2] for r in rows], self._slo_s)
-        task = next((figures.task_of(d.outputs) for d in done if d.outputs), None)
+        first = next((d for d in done if d.outputs), None)
+        task = (
+            figures.task_of(
+                first.outputs, (await self._version_of(request.model, first.version))[0]
+            )
+            if first is not None
+            else None
+        )
         distribution, confidence = (
             figures.prediction_distribution(task, [d.outputs for d in done if d.outputs])
             if task
@@ -379,7 +386,12 @@ class LocalMonitoringService:
         items = await self._db.read(
             lambda c: store.feedback_for(c, request.model, request.version, since, until)
         )
-        task = next((figures.task_of(i[2]) for i in items if i[2]), None)
+        first = next((i for i in items if i[2]), None)
+        task = (
+            figures.task_of(first[2], (await self._version_of(request.model, first[1]))[0])
+            if first is not None
+            else None
+        )
         overall = await self._realised(request.model, task, items)
         step = window / request.buckets
         points = []
@@ -422,7 +434,7 @@ class LocalMonitoringService:
             return figures.regression_metrics(truth, guess), None, value
         truths, probabilities = [], []
         for item in labelled:
-            classes = await self._class_names(model, item[1])
+            classes = (await self._version_of(model, item[1]))[1]
             index = figures.class_of(item[3], classes)
             if index is None:
                 continue
@@ -438,18 +450,23 @@ class LocalMonitoringService:
         )
         return metrics, cost, value
 
-    async def _class_names(self, model: str, version: int | None) -> list[str] | None:
+    async def _version_of(
+        self, model: str, version: int | None
+    ) -> tuple[figures.Task | None, list[str] | None]:
+        """The task and class names the registry holds for a version (``None`` when unknown):
+        its ``task`` and ``classes``, else the classes training kept in its lineage."""
         if version is None:
-            return None
+            return None, None
         key = (model, version)
-        if key not in self._classes:
+        if key not in self._versions:
             try:
                 info = await self._registry.get_version(GetVersion(ref=f"{model}:{version}"))
                 text = info.lineage.extra.get("classes")
-                self._classes[key] = json.loads(text) if text else None
+                classes = info.classes or (json.loads(text) if text else None)
+                self._versions[key] = (info.task, classes)
             except (NotFound, ValueError):
-                self._classes[key] = None
-        return self._classes[key]
+                self._versions[key] = (None, None)
+        return self._versions[key]
 
 
 def _window(seconds: float) -> float:

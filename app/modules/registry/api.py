@@ -10,7 +10,9 @@ restores; both answer the version.
 
 ``GET .../versions/{version}/reference-profile`` answers the profile stored with a version as
 plain JSON (see :class:`~app.modules.registry.profiles.ReferenceProfileView`), 404 when the
-version was registered without one.
+version was registered without one. ``PUT .../versions/{version}/reference`` builds one from rows
+of the model's inputs: JSON ``{"rows": [{column: value}, ...]}`` or a CSV or Parquet file in the
+multipart field ``file`` (see :mod:`~app.modules.registry.reference_rows`).
 """
 
 from __future__ import annotations
@@ -45,7 +47,13 @@ from app.kernel.http.bodies import checked_param, from_params
 from app.kernel.http.openapi import NoBody, documented, error_responses
 from app.kernel.settings import Settings
 from app.modules.registry.profiles import ReferenceProfileView, view
+from app.modules.registry.reference_rows import (
+    read_reference_rows,
+    reference_operation,
+    tensors,
+)
 from app.modules.registry.settings import RegistrySettings
+from app.modules.registry.validation import MAX_TAG_KEY, MAX_TAG_VALUE, MAX_TEXT
 from contracts.common import (
     MAX_INT32,
     MAX_PAGE,
@@ -76,6 +84,8 @@ from contracts.registry import (
     RegistryService,
     RollbackAlias,
     SetAlias,
+    SetReference,
+    Task,
     UpdateModel,
     VersionDeleted,
     VersionInfo,
@@ -130,6 +140,8 @@ class VersionMetadata(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     metrics: dict[str, float] = {}
     params: dict[str, str] = {}
     lineage: Lineage = Lineage()
+    task: Task | None = None
+    classes: list[str] = []
 
 
 _METADATA = msgspec.json.Decoder(VersionMetadata)
@@ -152,7 +164,7 @@ class UploadOperation(Operation):
                 "metadata": Schema(
                     type=OpenAPIType.STRING,
                     description="Optional JSON object: description, tags, metrics, params,"
-                    " lineage.",
+                    " lineage, task, classes.",
                 ),
             },
         )
@@ -351,7 +363,45 @@ def _version_handlers(service: RegistryService, settings: Settings) -> list[Any]
         delete_version,
         download_artifact,
         _reference_profile_handler(service),
+        _reference_upload_handler(service, settings),
     ]
+
+
+def _reference_upload_handler(service: RegistryService, settings: Settings) -> Any:
+    @put(
+        "/models/{name:str}/versions/{version:int}/reference",
+        opt=_opt(RegistryService.set_reference),
+        request_max_body_size=settings.max_body_bytes,
+        **reference_operation(),
+    )
+    async def set_reference(
+        name: ModelName, version: VersionNumber, request: Request[Any, Any, Any]
+    ) -> VersionInfo:
+        """Give a version a reference profile from rows of its inputs (replacing any earlier one).
+
+        Quarry runs the model on the rows and profiles them as training does; drift checks
+        then compare traffic with them. Rows come as JSON (``{"rows": [{column: value}]}``,
+        with optional ``task``, ``classes`` and ``seed``) or as a CSV or Parquet file in the
+        multipart field ``file`` (with an optional JSON ``metadata`` field holding those).
+        An input ``x`` of shape ``[N, k]`` is fed from the columns recorded in the version's
+        ``lineage.extra["columns"]``, else ``x_0`` ... ``x_<k-1>``, or from one list-valued
+        column ``x``; an optional ``label`` column must hold classes of the model. A missing
+        column, a text column for a numeric input, or no rows answer 400 naming the column.
+        """
+        _ref(name, version)  # a valid name and version number before the body is read
+        columns, meta = await read_reference_rows(request)
+        return await service.set_reference(
+            SetReference(
+                name=name,
+                version=version,
+                columns=tensors(columns),
+                task=meta.task,
+                classes=meta.classes,
+                seed=meta.seed,
+            )
+        )
+
+    return set_reference
 
 
 def _reference_profile_handler(service: RegistryService) -> Any:
@@ -458,6 +508,8 @@ async def _registration(name: str, request: Request[Any, Any, Any]) -> RegisterV
         metrics=meta.metrics,
         params=meta.params,
         lineage=meta.lineage,
+        task=meta.task,
+        classes=meta.classes,
     )
 
 

@@ -17,6 +17,7 @@ from app.kernel.module import BuiltModule, ModuleContext
 from app.modules.registry import alias_history, store
 from app.modules.registry.artifacts import ArtifactStore, open_artifact_store
 from app.modules.registry.blobs import SWEEP_GRACE_S, ArtifactKeeper
+from app.modules.registry.classifiers import CONVERTED, decide, remove_zipmap
 from app.modules.registry.lookup import (
     found,
     locked_version,
@@ -26,6 +27,7 @@ from app.modules.registry.lookup import (
     resolve,
 )
 from app.modules.registry.profiles import check_profile
+from app.modules.registry.references import build_reference
 from app.modules.registry.signature import read_signature
 from app.modules.registry.validation import (
     DEFAULT_MAX_TENSOR_BYTES,
@@ -64,6 +66,7 @@ from contracts.registry import (
     RegisterVersion,
     RollbackAlias,
     SetAlias,
+    SetReference,
     UpdateModel,
     VersionDeleted,
     VersionInfo,
@@ -114,9 +117,20 @@ class LocalRegistryService:
         if profile is not None:
             await asyncio.to_thread(check_profile, profile)
         key = _idempotency_key()
-        data = bytes(request.artifact)
+        converted = await asyncio.to_thread(remove_zipmap, bytes(request.artifact))
+        data = converted.data
+        if converted.zipmap_removed:
+            params = {**params, "converted": CONVERTED}
         signature = await asyncio.to_thread(
             read_signature, data, max_tensor_bytes=self._max_tensor_bytes
+        )
+        task, classes = decide(
+            task=request.task,
+            classes=request.classes,
+            signature=signature,
+            graph_classes=converted.classes,
+            lineage=request.lineage,
+            profile=profile,
         )
         digest = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
         await self._blobs.put(digest, data)
@@ -148,6 +162,8 @@ class LocalRegistryService:
                 metrics=metrics,
                 params=params,
                 lineage=request.lineage,
+                task=task,
+                classes=classes,
             )
             store.insert_version(conn, info, key)
             if profile is not None:
@@ -186,6 +202,37 @@ class LocalRegistryService:
             return profile
 
         return await self._db.read(read)
+
+    async def set_reference(self, request: SetReference) -> VersionInfo:
+        """Run the version on the rows of ``request.columns`` and store their profile (in place
+        of any earlier one), with the task and classes given (see :mod:`.references`)."""
+        name = validate_name(request.name, what="model name")
+        number = check_version_number(request.version)
+        info = await self._db.read(
+            lambda c: found(store.get_version(c, name, number), name, number)
+        )
+        task, classes = decide(
+            task=request.task or info.task,
+            classes=request.classes or info.classes,
+            signature=info.signature,
+            graph_classes=[],
+            lineage=info.lineage,
+            profile=None,
+        )
+        columns = {k: v.to_numpy() for k, v in request.columns.items()}
+        data = b"".join([chunk.data async for chunk in self._blobs.chunks(info, 1 << 20)])
+        profile = await asyncio.to_thread(
+            build_reference, info, data, columns, task=task, classes=classes, seed=request.seed
+        )
+        check_profile(profile)
+
+        def store_profile(conn: Connection) -> VersionInfo:
+            locked_version(conn, name, number)
+            store.replace_reference_profile(conn, name, number, profile)
+            store.set_task_and_classes(conn, name, number, task, classes)
+            return found(store.get_version(conn, name, number), name, number)
+
+        return await self._db.write(store_profile)
 
     async def list_versions(self, request: ListVersions) -> Page[VersionInfo]:
         """One page of a model's versions, newest first."""

@@ -1,11 +1,13 @@
 """Reading a model's signature from its ONNX bytes.
 
 The registry refuses anything ``onnx`` cannot load and check, and anything an Open Inference
-Protocol server could not feed: non-tensor inputs, dtypes outside the protocol, inputs of unknown
-rank, and inputs or outputs whose static dimensions alone exceed ``QUARRY_MAX_TENSOR_BYTES``. A
-model is data, never a path to the host: a tensor with external data anywhere in it (subgraphs,
-functions and sparse initializers included; see :mod:`app.kernel.onnx_external`) is refused, or
-ONNX Runtime would read that file from the server when it loads the model.
+Protocol server could not feed (once ZipMap outputs became tensors, see
+:mod:`app.modules.registry.classifiers`): non-tensor inputs, dtypes outside the protocol, inputs
+of unknown rank, and inputs or outputs whose static dimensions alone exceed
+``QUARRY_MAX_TENSOR_BYTES``. A model is data, never a path to the host: a tensor with external
+data anywhere in it (subgraphs, functions and sparse initializers included; see
+:mod:`app.kernel.onnx_external`) is refused, or ONNX Runtime would read that file from the server
+when it loads the model.
 """
 
 from __future__ import annotations
@@ -93,8 +95,9 @@ def _spec(value: onnx.ValueInfoProto, kind: str, *, need_rank: bool) -> TensorSp
     if value.type.WhichOneof("value") != "tensor_type":
         raise InvalidInput(
             f"{kind} {value.name!r} is a {value.type.WhichOneof('value') or 'value of no type'};"
-            " only tensor inputs and outputs can be served (for sklearn-onnx classifiers,"
-            " convert with zipmap=False)",
+            " only tensor inputs and outputs can be served (a ZipMap output of class"
+            " probabilities is turned into a tensor at registration; other sequences and maps"
+            " are not)",
             details={kind: value.name},
         )
     tensor = value.type.tensor_type

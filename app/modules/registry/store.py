@@ -45,7 +45,9 @@ __all__ = [
     "put_alias",
     "reference_profiles",
     "referenced_digests",
+    "replace_reference_profile",
     "set_status",
+    "set_task_and_classes",
     "update_model",
     "version_by_idempotency_key",
     "versions",
@@ -85,6 +87,8 @@ versions = sa.Table(
     sa.Column("lineage", sa.JSON, nullable=False),
     sa.Column("idempotency_key", sa.String(200), nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("task", sa.String(16), nullable=True),
+    sa.Column("classes", sa.JSON, nullable=True),
     sa.UniqueConstraint("model", "idempotency_key", name="uq_registry_versions_idempotency_key"),
     sa.CheckConstraint("status IN ('ready', 'archived')", name="ck_registry_versions_status"),
 )
@@ -283,7 +287,20 @@ def insert_version(conn: Connection, info: VersionInfo, idempotency_key: str | N
             lineage=msgspec.to_builtins(info.lineage),
             idempotency_key=idempotency_key,
             created_at=info.created_at,
+            task=info.task,
+            classes=info.classes or None,
         )
+    )
+
+
+def set_task_and_classes(
+    conn: Connection, name: str, version: int, task: str | None, classes: list[str]
+) -> None:
+    """Change a version's task and classes (metadata: the model itself stays as it is)."""
+    conn.execute(
+        versions.update()
+        .where(versions.c.model == name, versions.c.version == version)
+        .values(task=task, classes=classes or None)
     )
 
 
@@ -400,6 +417,8 @@ def _version_infos(conn: Connection, name: str, rows: Sequence[Row[Any]]) -> lis
             aliases=pointing.get(row.version, []),
             created_at=_utc(row.created_at),
             has_reference_profile=row.version in profiled,
+            task=row.task,
+            classes=list(row.classes or []),
         )
         for row in rows
     ]
@@ -417,6 +436,15 @@ def insert_reference_profile(
             model=name, version=version, profile=_PROFILE_ENCODER.encode(profile)
         )
     )
+
+
+def replace_reference_profile(
+    conn: Connection, name: str, version: int, profile: ReferenceProfile
+) -> None:
+    """Store a version's reference profile in place of the one it has, if any."""
+    c = reference_profiles.c
+    conn.execute(reference_profiles.delete().where(c.model == name, c.version == version))
+    insert_reference_profile(conn, name, version, profile)
 
 
 def get_reference_profile(conn: Connection, name: str, version: int) -> ReferenceProfile | None:
