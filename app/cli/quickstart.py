@@ -538,4 +538,4 @@ def _serve_banner(shared: Run, base: str, out: Any, data_dir: Path) -> None:
     print("  the HTTP API:", file=out)
     for command in commands(base, shared.columns):
         print(f"  $ {command}", file=out)
-    print(file=out, flush=True)
+    print(f"  the web console: {base}/ui", file=out, flush=True)

@@ -74,7 +74,7 @@ def test_quickstart_then_serves_the_commands_it_prints(tmp_path: Path) -> None:
             assert process.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline
             time.sleep(0.2)  # polling another process's output, with a deadline
-        while not log.read_text().rstrip().endswith("/metrics | grep quarry_monitoring"):
+        while "the web console: " not in log.read_text():  # the banner's last line
             time.sleep(0.05)
         printed = [
             line.strip()[2:]
@@ -98,6 +98,11 @@ def test_quickstart_then_serves_the_commands_it_prints(tmp_path: Path) -> None:
         page = httpx.get(report.group(1), timeout=30)
         assert page.status_code == 200
         assert "<svg" in page.text
+        console = re.search(r"the web console: (\S+)", log.read_text())
+        assert console is not None
+        overview = httpx.get(console.group(1), timeout=30)
+        assert overview.status_code == 200
+        assert "churn-live" in overview.text
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
