@@ -390,6 +390,7 @@ def create_app(platform: Platform, *, host: str | None = None) -> Litestar:
         platform,
         keys,
         auth_required=settings.auth_required(host),
+        limiter=limiter,
     )
     return create_http_app(
         settings=settings,

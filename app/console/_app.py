@@ -26,6 +26,7 @@ from app.console._session import PREFIX, ConsoleAuthMiddleware
 from app.console._training import training_handlers
 from app.kernel.auth import KeyStore
 from app.kernel.http.app import PlatformView
+from app.kernel.http.ratelimit import RateLimiter
 from contracts.common import QuarryError
 
 __all__ = ["OWN_AUTH_PATHS", "PREFIX", "console_routes"]
@@ -60,10 +61,12 @@ def console_routes(
     keys: KeyStore,
     *,
     auth_required: bool,
+    limiter: RateLimiter | None = None,
 ) -> list[Any]:
     """The console's route handlers over the contract ``clients`` (module name -> client, as the
     composition root binds them), to be served with the kernel's middleware told that
-    :data:`OWN_AUTH_PATHS` authenticate themselves."""
+    :data:`OWN_AUTH_PATHS` authenticate themselves; ``limiter`` limits console requests as the
+    kernel's middleware limits the API's."""
     q = Clients(clients)
     handlers = [
         *access_handlers(keys, required=auth_required),
@@ -83,7 +86,7 @@ def console_routes(
     console = Router(
         PREFIX,
         route_handlers=handlers,
-        middleware=[ConsoleAuthMiddleware(keys, required=auth_required)],
+        middleware=[ConsoleAuthMiddleware(keys, required=auth_required, limiter=limiter)],
         exception_handlers=errors,
         after_request=_as_is,
         include_in_schema=False,

@@ -12,7 +12,7 @@ from litestar.response import Redirect, Response
 
 from app.console._chart import line_chart
 from app.console._clients import Clients
-from app.console._forms import done, scope_of, text
+from app.console._forms import done, scopes_of, text
 from app.console._render import page
 from app.console._session import checked_form
 from contracts.common import InvalidInput
@@ -31,12 +31,7 @@ from contracts.inference import (
 __all__ = ["deployment_handlers"]
 
 PAGE = 50
-SCOPES = {
-    "start_rollout": scope_of(InferenceService.start_rollout),
-    "promote_rollout": scope_of(InferenceService.promote_rollout),
-    "abort_rollout": scope_of(InferenceService.abort_rollout),
-}
-"""What each action needs: the scope its contract method declares."""
+SCOPES = scopes_of(InferenceService, "start_rollout", "promote_rollout", "abort_rollout")
 
 
 def deployment_handlers(q: Clients) -> list[Any]:
@@ -95,23 +90,29 @@ def deployment_handlers(q: Clients) -> list[Any]:
         )
         return done(f"/ui/rollouts/{started.id}", f"rollout of {started.candidate} started")
 
-    @post("/rollouts/{rollout_id:str}/promote", opt={"scope": SCOPES["promote_rollout"]})
-    async def promote(request: Request[Any, Any, Any], rollout_id: FromPath[str]) -> Redirect:
-        await checked_form(request)
-        await q.inference.promote_rollout(
-            PromoteRollout(id=rollout_id, reason="promoted in the console")
-        )
-        return done(f"/ui/rollouts/{rollout_id}", "rollout promoted")
-
-    @post("/rollouts/{rollout_id:str}/abort", opt={"scope": SCOPES["abort_rollout"]})
-    async def abort(request: Request[Any, Any, Any], rollout_id: FromPath[str]) -> Redirect:
-        await checked_form(request)
-        await q.inference.abort_rollout(
-            AbortRollout(id=rollout_id, reason="aborted in the console")
-        )
-        return done(f"/ui/rollouts/{rollout_id}", "rollout aborted")
-
+    promote = _decision(q, "promote", "promoted")
+    abort = _decision(q, "abort", "aborted")
     return [deployments, deployment, rollout, start, promote, abort]
+
+
+def _decision(q: Clients, decision: str, outcome: str) -> Any:
+    """``POST /ui/rollouts/{id}/<decision>``: end a running rollout now (promote or abort)."""
+    method = f"{decision}_rollout"
+
+    @post(
+        f"/rollouts/{{rollout_id:str}}/{decision}",
+        opt={"scope": SCOPES[method]},
+        name=f"console-rollout-{decision}",
+    )
+    async def decide(request: Request[Any, Any, Any], rollout_id: FromPath[str]) -> Redirect:
+        await checked_form(request)
+        ending = PromoteRollout if decision == "promote" else AbortRollout
+        await getattr(q.inference, method)(
+            ending(id=rollout_id, reason=f"{outcome} in the console")
+        )
+        return done(f"/ui/rollouts/{rollout_id}", f"rollout {outcome}")
+
+    return decide
 
 
 def _policy(form: dict[str, str]) -> RolloutPolicy:

@@ -11,7 +11,7 @@ from litestar.response import Redirect
 
 from contracts.common import InvalidInput, QuarryError, method_info
 
-__all__ = ["attempt", "done", "gather", "scope_of", "text", "whole_number"]
+__all__ = ["attempt", "done", "gather", "scope_of", "scopes_of", "text", "whole_number"]
 
 T = TypeVar("T")
 
@@ -22,6 +22,11 @@ def scope_of(method: Callable[..., Any]) -> str:
     if info is None:
         raise TypeError(f"{method.__qualname__} is not a contract method")
     return str(info.scope)
+
+
+def scopes_of(protocol: type, *methods: str) -> dict[str, str]:
+    """Method name -> the scope it declares, for the console actions calling those methods."""
+    return {name: scope_of(getattr(protocol, name)) for name in methods}
 
 
 def done(to: str, message: str) -> Redirect:

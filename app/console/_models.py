@@ -9,7 +9,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Response
 
 from app.console._clients import Clients
-from app.console._forms import done, scope_of, text, whole_number
+from app.console._forms import done, scopes_of, text, whole_number
 from app.console._render import page
 from app.console._session import checked_form
 from contracts.registry import (
@@ -27,12 +27,7 @@ from contracts.registry import (
 __all__ = ["model_handlers"]
 
 PAGE = 50
-SCOPES = {
-    "set_alias": scope_of(RegistryService.set_alias),
-    "rollback_alias": scope_of(RegistryService.rollback_alias),
-    "archive_version": scope_of(RegistryService.archive_version),
-}
-"""What each action needs: the scope its contract method declares."""
+SCOPES = scopes_of(RegistryService, "set_alias", "rollback_alias", "archive_version")
 
 
 def model_handlers(q: Clients) -> list[Any]:

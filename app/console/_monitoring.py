@@ -9,7 +9,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Response
 
 from app.console._clients import Clients
-from app.console._forms import done, gather, scope_of, text
+from app.console._forms import done, gather, scopes_of, text
 from app.console._render import SECURITY_HEADERS, page
 from app.console._session import checked_form
 from contracts.common import InvalidInput
@@ -27,7 +27,7 @@ __all__ = ["monitoring_handlers"]
 MODELS_PAGE = 20
 REPORTS_PAGE = 50
 WINDOWS = {"5m": 300.0, "15m": 900.0, "1h": 3600.0, "1d": 86400.0}
-SCOPES = {"run_drift_check": scope_of(MonitoringService.run_drift_check)}
+SCOPES = scopes_of(MonitoringService, "run_drift_check")
 REPORT_HEADERS = {
     **SECURITY_HEADERS,
     # the report is self-contained: its own inline style, inline SVG, nothing fetched

@@ -34,6 +34,7 @@ from litestar.types import (
 
 from app.kernel import context
 from app.kernel.auth import ANONYMOUS_PRINCIPAL, KeyStore, Principal
+from app.kernel.http.ratelimit import RateLimiter
 from contracts.common import PermissionDenied
 
 __all__ = [
@@ -63,9 +64,12 @@ class ConsoleAuthMiddleware(ASGIMiddleware):
     """Authenticates console requests by the key cookie; sends the browser to the login form
     when keys are required and it has none (or one that is no longer valid)."""
 
-    def __init__(self, keys: KeyStore, *, required: bool) -> None:
+    def __init__(
+        self, keys: KeyStore, *, required: bool, limiter: RateLimiter | None = None
+    ) -> None:
         self.keys = keys
         self.required = required
+        self.limiter = limiter if limiter is not None and limiter.enabled else None
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         """Run the page as the cookie's principal, or redirect to the login form."""
@@ -85,10 +89,19 @@ class ConsoleAuthMiddleware(ASGIMiddleware):
                 return
             else:
                 principal = ANONYMOUS_PRINCIPAL
+        if self.limiter is not None:  # as the kernel limits the API: per key, else per address
+            await self.limiter.enforce(_limit_key(scope, principal))
         scope["user"] = principal
         ctx = msgspec.structs.replace(context.current(), principal=principal.key_id)
         with context.use(ctx):
             await next_app(scope, receive, send)
+
+
+def _limit_key(scope: Scope, principal: Principal) -> str:
+    if principal.key_id not in (ANONYMOUS_PRINCIPAL.key_id, NOBODY.key_id):
+        return f"key:{principal.key_id}"
+    client = scope.get("client")
+    return f"ip:{client[0] if client else 'unknown'}"
 
 
 async def _to_login(send: Send, path: str, reason: str | None) -> None:

@@ -9,7 +9,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Response
 
 from app.console._clients import Clients
-from app.console._forms import done, scope_of
+from app.console._forms import done, scopes_of
 from app.console._render import page
 from app.console._session import checked_form
 from contracts.training import (
@@ -24,7 +24,7 @@ __all__ = ["training_handlers"]
 
 PAGE = 50
 STATUSES: tuple[str, ...] = get_args(JobStatus)
-SCOPES = {"cancel_job": scope_of(TrainingService.cancel_job)}
+SCOPES = scopes_of(TrainingService, "cancel_job")
 
 
 def training_handlers(q: Clients) -> list[Any]:

@@ -10,7 +10,6 @@ is recorded, so a page that fetched anything from outside would fail here.
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +22,8 @@ from contracts.inference import Deployment, PutDeployment, Route
 from contracts.monitoring import RunDriftCheck
 from contracts.registry import RegisterVersion, SetAlias
 from contracts.training import Dataset, SubmitTrainingJob, TrainingJobSpec
-from tests.conftest import IN_CI
 from tests.contract.registry_behaviour import reference_profile
+from tests.fakes.browser import chromium
 from tests.fakes.models import linear_onnx
 from tests.fakes.server import Server
 
@@ -33,16 +32,6 @@ sync_api = pytest.importorskip("playwright.sync_api")
 MODEL = "churn"
 DEPLOYMENT = "churn-live"
 ROWS = [{"a": float(i), "b": float(i % 4), "y": 3.0 * i - 1.0} for i in range(40)]
-
-
-def _chromium() -> str:
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    if binary is None:
-        message = "chromium is not installed (run .ci/install-chromium)"
-        if IN_CI:
-            pytest.fail(f"{message}; it is required when CI=true")
-        pytest.skip(message)
-    return binary
 
 
 @dataclass
@@ -91,7 +80,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 
 def test_a_user_logs_in_and_acts_and_a_reader_cannot(served: Served, tmp_path: Path) -> None:
-    binary = _chromium()
+    binary = chromium()
     base = served.server.url
     requests: list[str] = []
     with sync_api.sync_playwright() as playwright:

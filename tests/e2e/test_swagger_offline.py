@@ -5,7 +5,6 @@ operations."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import IN_CI
+from tests.fakes.browser import chromium
 from tests.fakes.server import Server
 
 
@@ -24,16 +23,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield served
     finally:
         served.stop()
-
-
-def _chromium() -> str:
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    if binary is None:
-        message = "chromium is not installed (run .ci/install-chromium)"
-        if IN_CI:
-            pytest.fail(f"{message}; it is required when CI=true")
-        pytest.skip(message)
-    return binary
 
 
 def test_the_page_and_its_assets_come_from_the_server(server: Server) -> None:
@@ -53,7 +42,7 @@ def test_the_page_and_its_assets_come_from_the_server(server: Server) -> None:
 def test_chromium_renders_the_operations_with_the_network_cut_off(
     server: Server, tmp_path: Path
 ) -> None:
-    binary = _chromium()
+    binary = chromium()
 
     done = subprocess.run(
         [

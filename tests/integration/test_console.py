@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -275,3 +276,13 @@ def test_the_drift_report_opens_from_the_console(console: Console) -> None:
     report = console.http.get(f"/ui/monitoring/reports/{console.report_id}")
     assert report.status_code == 200
     assert MODEL in report.text
+
+
+def test_console_requests_are_rate_limited_like_the_api(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, rate_limit_per_s=0.001, rate_limit_burst=2)
+    with TestClient(create_app(Platform(settings), host="127.0.0.1")) as http:
+        answers = [http.get("/ui/login").status_code for _ in range(3)]
+        assert answers == [200, 200, 429]
+        limited = http.get("/ui/login")
+        assert limited.headers["content-type"].startswith("text/html")
+        assert "retry-after" in limited.headers

@@ -4,7 +4,6 @@ two time series, rendered by headless Chromium (required when ``CI=true``)."""
 from __future__ import annotations
 
 import re
-import shutil
 import struct
 import subprocess
 import zlib
@@ -12,12 +11,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from app.modules.monitoring.drift import dataset_drift, prediction_drift
 from app.modules.monitoring.report_html import render
 from contracts.monitoring import DriftReport
-from tests.conftest import IN_CI
+from tests.fakes.browser import chromium
 
 COLUMNS = ["age", "income", "<script>alert(1)</script>", "segment"]
 KINDS = ["numerical", "numerical", "numerical", "categorical"]
@@ -159,16 +157,6 @@ def test_same_input_renders_the_same_page() -> None:
     assert _page() == _page()
 
 
-def _chromium() -> str:
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    if binary is None:
-        message = "chromium is not installed (run .ci/install-chromium)"
-        if IN_CI:
-            pytest.fail(f"{message}; it is required when CI=true")
-        pytest.skip(message)
-    return binary
-
-
 def _png(path: Path) -> tuple[int, int, bytes]:
     """Width, height and the raw (filtered) scanlines of a PNG."""
     data = path.read_bytes()
@@ -231,7 +219,7 @@ def _has_colour(colours: np.ndarray, rgb: tuple[int, int, int], tolerance: int =
 
 
 def test_chromium_renders_the_charts(tmp_path: Path) -> None:
-    binary = _chromium()
+    binary = chromium()
     page = tmp_path / "report.html"
     page.write_text(_page(), encoding="utf-8")
     shot = tmp_path / "report.png"
