@@ -95,6 +95,8 @@ class _SyncClient:
             target = getattr(client, method.name)
             wrap = _blocking_stream if method.info.streaming else _blocking_call
             setattr(self, method.name, wrap(target, loop))
+        for name in getattr(client, "conveniences", ()):  # helpers beyond the contract
+            setattr(self, name, _blocking_call(getattr(client, name), loop))
 
     def __repr__(self) -> str:
         return self._repr.replace("<", "<sync ", 1)

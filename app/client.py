@@ -16,11 +16,24 @@ type only whole numbers in range), and refuses the request (422) otherwise. Inpu
 as ``Tensor`` keep the exact rule (``coerce`` as the request sets it).
 
 pandas is never required: it is only looked at when a value is a pandas object.
+
+**Models trained elsewhere.** ``q.registry.register_sklearn(estimator, sample=df, name=...)``
+(and ``register_xgboost``, ``register_lightgbm``) converts a fitted model to ONNX here, in the
+caller's process, with skl2onnx or onnxmltools (``pip install quarryml[convert]``), registers it
+with its task and classes (``estimator.classes_`` as text, or ``classes=`` to name them), and
+gives it a reference profile from ``sample``: drift checks then work as for a Quarry-trained
+model. The sample's columns are recorded as the version's input columns
+(``lineage.extra["columns"]``). Nothing is pickled and nothing runs on the server but ONNX.
+``q.registry.set_reference(SetReference(..., columns=...))`` takes plain data for each column
+too (arrays, lists, a pandas Series), or ``columns=df`` for every column of a DataFrame.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import copy
+import importlib
+import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -28,8 +41,15 @@ import numpy as np
 
 from contracts.common import InvalidInput, Tensor
 from contracts.inference import Predict, Prediction
+from contracts.registry import Lineage, RegisterVersion, SetReference, Task, VersionInfo
 
-__all__ = ["ConvenientInference", "as_tensor", "prepare_predict", "with_conveniences"]
+__all__ = [
+    "ConvenientInference",
+    "ConvenientRegistry",
+    "as_tensor",
+    "prepare_predict",
+    "with_conveniences",
+]
 
 
 def as_tensor(value: Any) -> Tensor:
@@ -88,9 +108,176 @@ class ConvenientInference:
         return result
 
 
+class ConvenientRegistry:
+    """The registry contract, plus registering models trained with scikit-learn, XGBoost or
+    LightGBM (converted to ONNX in this process) and :meth:`set_reference` taking plain data."""
+
+    conveniences = ("register_sklearn", "register_xgboost", "register_lightgbm")
+    """Methods beyond the contract's (``connect_sync`` offers them blocking too)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.protocol = client.protocol
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def __repr__(self) -> str:
+        return repr(self._client)
+
+    async def set_reference(self, request: SetReference) -> VersionInfo:
+        """Give a version a reference profile; ``columns`` may be a DataFrame, or map names to
+        tensors, arrays, lists or Series."""
+        result: VersionInfo = await self._client.set_reference(_reference_request(request))
+        return result
+
+    async def register_sklearn(
+        self,
+        estimator: Any,
+        *,
+        sample: Any,
+        name: str,
+        classes: list[str] | None = None,
+        **fields: Any,
+    ) -> VersionInfo:
+        """Convert a fitted scikit-learn estimator or pipeline (numeric inputs) with skl2onnx,
+        register it and give it a reference profile from ``sample`` (rows of its inputs).
+
+        ``classes`` names the classes when ``estimator.classes_`` holds codes; ``fields`` go to
+        :class:`~contracts.registry.RegisterVersion` (``description``, ``tags``, ``metrics``,
+        ``params``, ``lineage``). Answers the registered version.
+        """
+        return await self._register(
+            estimator, _to_onnx_sklearn, sample, name=name, classes=classes, fields=fields
+        )
+
+    async def register_xgboost(
+        self, model: Any, *, sample: Any, name: str, classes: list[str] | None = None, **fields: Any
+    ) -> VersionInfo:
+        """:meth:`register_sklearn` for an XGBoost scikit-learn model (``XGBClassifier``,
+        ``XGBRegressor``), converted with onnxmltools."""
+        return await self._register(
+            model, _to_onnx_xgboost, sample, name=name, classes=classes, fields=fields
+        )
+
+    async def register_lightgbm(
+        self, model: Any, *, sample: Any, name: str, classes: list[str] | None = None, **fields: Any
+    ) -> VersionInfo:
+        """:meth:`register_sklearn` for a LightGBM scikit-learn model (``LGBMClassifier``,
+        ``LGBMRegressor``), converted with onnxmltools."""
+        return await self._register(
+            model, _to_onnx_lightgbm, sample, name=name, classes=classes, fields=fields
+        )
+
+    async def _register(
+        self,
+        estimator: Any,
+        convert: Callable[[Any, int], tuple[bytes, str]],
+        sample: Any,
+        *,
+        name: str,
+        classes: list[str] | None,
+        fields: dict[str, Any],
+    ) -> VersionInfo:
+        columns, x = _sample(sample)
+        artifact, converter = convert(estimator, x.shape[1])
+        known = getattr(estimator, "classes_", None)
+        task: Task = "classification" if known is not None else "regression"
+        labels = (
+            classes if classes is not None else [str(c) for c in ([] if known is None else known)]
+        )
+        lineage = fields.pop("lineage", None) or Lineage()
+        lineage = msgspec.structs.replace(
+            lineage, extra={**lineage.extra, "columns": json.dumps(columns)}
+        )
+        params = {"converter": converter, "estimator": type(estimator).__name__}
+        registered: VersionInfo = await self._client.register_version(
+            RegisterVersion(
+                name=name,
+                artifact=artifact,
+                task=task,
+                classes=labels if task == "classification" else [],
+                lineage=lineage,
+                params={**params, **fields.pop("params", {})},
+                **fields,
+            )
+        )
+        reference = SetReference(
+            name=registered.name,
+            version=registered.version,
+            columns={c: Tensor.from_numpy(x[:, i]) for i, c in enumerate(columns)},
+        )
+        result: VersionInfo = await self._client.set_reference(reference)
+        return result
+
+
+def _to_onnx_sklearn(estimator: Any, width: int) -> tuple[bytes, str]:
+    skl2onnx = _optional("skl2onnx")
+    types = _optional("skl2onnx.common.data_types")
+    initial = [("X", types.FloatTensorType([None, width]))]
+    model = skl2onnx.convert_sklearn(estimator, initial_types=initial)
+    return model.SerializeToString(), f"skl2onnx {skl2onnx.__version__}"
+
+
+def _to_onnx_xgboost(estimator: Any, width: int) -> tuple[bytes, str]:
+    onnxmltools = _optional("onnxmltools")
+    types = _optional("onnxmltools.convert.common.data_types")
+    unnamed = copy.deepcopy(estimator)
+    unnamed.get_booster().feature_names = None  # the converter knows only f0, f1, ...
+    initial = [("X", types.FloatTensorType([None, width]))]
+    model = onnxmltools.convert_xgboost(unnamed, initial_types=initial)
+    return model.SerializeToString(), f"onnxmltools {onnxmltools.__version__}"
+
+
+def _to_onnx_lightgbm(estimator: Any, width: int) -> tuple[bytes, str]:
+    onnxmltools = _optional("onnxmltools")
+    types = _optional("onnxmltools.convert.common.data_types")
+    initial = [("X", types.FloatTensorType([None, width]))]
+    model = onnxmltools.convert_lightgbm(estimator, initial_types=initial)
+    return model.SerializeToString(), f"onnxmltools {onnxmltools.__version__}"
+
+
+def _sample(sample: Any) -> tuple[list[str], np.ndarray[Any, Any]]:
+    """The sample's column names (``x_0``... for an array) and its rows as float32."""
+    columns = [str(c) for c in sample.columns] if _is_pandas(sample) else None
+    try:
+        x = np.asarray(_as_array(sample), dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InvalidInput(
+            "the sample must hold numbers only (encode text columns before converting)"
+        ) from None
+    if x.ndim != 2 or not x.shape[0]:
+        raise InvalidInput(f"the sample must be rows of columns, got shape {list(x.shape)}")
+    return columns or [f"X_{i}" for i in range(x.shape[1])], x
+
+
+def _reference_request(request: SetReference) -> SetReference:
+    columns: Any = request.columns
+    if _is_pandas(columns):
+        columns = {str(c): columns[c] for c in columns.columns}
+    if all(isinstance(v, Tensor) for v in columns.values()) and columns is request.columns:
+        return request
+    return msgspec.structs.replace(
+        request, columns={str(k): as_tensor(v) for k, v in columns.items()}
+    )
+
+
+def _optional(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        package = module.partition(".")[0]
+        raise InvalidInput(
+            f"converting this model needs {package}: pip install 'quarryml[convert]'"
+        ) from None
+
+
 def with_conveniences(clients: Mapping[str, Any]) -> dict[str, Any]:
-    """``clients`` with the inference client wrapped by :class:`ConvenientInference`."""
+    """``clients`` with the inference and registry clients wrapped by
+    :class:`ConvenientInference` and :class:`ConvenientRegistry`."""
     wrapped = dict(clients)
     if "inference" in wrapped:
         wrapped["inference"] = ConvenientInference(wrapped["inference"])
+    if "registry" in wrapped:
+        wrapped["registry"] = ConvenientRegistry(wrapped["registry"])
     return wrapped

@@ -19,11 +19,13 @@ from skl2onnx import to_onnx
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 
+import app
 from app.bootstrap import Platform, create_app
 from app.kernel.settings import Settings
 from app.modules.inference.settings import InferenceSettings
 from contracts.common import Tensor
 from contracts.inference import Predict
+from contracts.registry import GetReferenceProfile
 
 COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
@@ -179,3 +181,45 @@ async def test_classes_that_do_not_match_the_probabilities_are_refused(q: Q, iri
     assert answer.json()["details"]["field"] == "classes"
     regression = await q.upload("iris", iris.onnx, task="regression", classes=["a", "b", "c"])
     assert regression.status_code == 400
+
+
+async def test_python_helpers_convert_register_and_profile(tmp_path: Path) -> None:
+    xgboost = pytest.importorskip("xgboost")
+    lightgbm = pytest.importorskip("lightgbm")
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    data = load_iris(as_frame=True)
+    frame = data.frame.drop(columns="target").astype("float32")
+    names = np.asarray(data.target_names)[data.target]
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=200)).fit(frame, names)
+    boosted = xgboost.XGBClassifier(n_estimators=3, max_depth=2).fit(frame, data.target)
+    diabetes = load_diabetes(as_frame=True)
+    regressor = lightgbm.LGBMRegressor(n_estimators=5, verbose=-1).fit(
+        diabetes.data, diabetes.target
+    )
+
+    modules = ("registry", "monitoring", "inference")
+    async with app.connect(data_dir=tmp_path, modules=modules) as q:
+        sklearn_version = await q.registry.register_sklearn(pipeline, sample=frame, name="lr")
+        xgb_version = await q.registry.register_xgboost(
+            boosted, sample=frame, name="xgb", classes=list(data.target_names)
+        )
+        lgbm_version = await q.registry.register_lightgbm(
+            regressor, sample=diabetes.data, name="lgbm", description="diabetes"
+        )
+        rows = {"X": frame.to_numpy()[:3]}
+        predicted = await q.inference.predict(Predict(model="xgb", inputs=rows))
+        profile = await q.registry.get_reference_profile(GetReferenceProfile(ref="lr:1"))
+
+    assert sklearn_version.classes == ["setosa", "versicolor", "virginica"]
+    assert sklearn_version.task == "classification"
+    assert sklearn_version.has_reference_profile
+    assert profile.columns == list(frame.columns)
+    assert predicted.labels == [data.target_names[i] for i in boosted.predict(frame[:3])]
+    assert (xgb_version.task, lgbm_version.task) == ("classification", "regression")
+    assert lgbm_version.classes == []
+    assert lgbm_version.description == "diabetes"
+    assert lgbm_version.params["converter"].startswith("onnxmltools")

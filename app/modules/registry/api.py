@@ -26,7 +26,6 @@ from litestar import Request, Response, Router, delete, get, patch, post, put
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.openapi.spec import (
-    OpenAPIFormat,
     OpenAPIMediaType,
     OpenAPIType,
     Operation,
@@ -48,6 +47,7 @@ from app.kernel.http.openapi import NoBody, documented, error_responses
 from app.kernel.settings import Settings
 from app.modules.registry.profiles import ReferenceProfileView, view
 from app.modules.registry.reference_rows import (
+    file_form,
     read_reference_rows,
     reference_operation,
     tensors,
@@ -152,21 +152,9 @@ class UploadOperation(Operation):
     """OpenAPI for the upload route, whose multipart body the handler reads itself."""
 
     def __post_init__(self) -> None:
-        form = Schema(
-            type=OpenAPIType.OBJECT,
-            required=["file"],
-            properties={
-                "file": Schema(
-                    type=OpenAPIType.STRING,
-                    format=OpenAPIFormat.BINARY,
-                    description="The ONNX model.",
-                ),
-                "metadata": Schema(
-                    type=OpenAPIType.STRING,
-                    description="Optional JSON object: description, tags, metrics, params,"
-                    " lineage, task, classes.",
-                ),
-            },
+        form = file_form(
+            "The ONNX model.",
+            "Optional JSON object: description, tags, metrics, params, lineage, task, classes.",
         )
         self.request_body = RequestBody(
             required=True, content={"multipart/form-data": OpenAPIMediaType(schema=form)}

@@ -9,6 +9,7 @@ model input is the service's business (:mod:`app.modules.registry.references`).
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -39,6 +40,7 @@ __all__ = [
     "columns_of_csv",
     "columns_of_parquet",
     "columns_of_rows",
+    "file_form",
     "read_reference_rows",
     "reference_operation",
     "tensors",
@@ -75,6 +77,19 @@ _REFERENCE_EXAMPLE = {
 }
 
 
+def file_form(file: str, metadata: str) -> Schema:
+    """The OpenAPI schema of a multipart form: a file in ``file`` and optional JSON in
+    ``metadata``."""
+    return Schema(
+        type=OpenAPIType.OBJECT,
+        required=["file"],
+        properties={
+            "file": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY, description=file),
+            "metadata": Schema(type=OpenAPIType.STRING, description=metadata),
+        },
+    )
+
+
 def reference_operation() -> dict[str, Any]:
     """Route keyword arguments documenting the JSON body and the multipart form."""
     kwargs = documented(
@@ -88,20 +103,9 @@ def reference_operation() -> dict[str, Any]:
 
         def __post_init__(self) -> None:
             super().__post_init__()
-            form = Schema(
-                type=OpenAPIType.OBJECT,
-                required=["file"],
-                properties={
-                    "file": Schema(
-                        type=OpenAPIType.STRING,
-                        format=OpenAPIFormat.BINARY,
-                        description="The rows: CSV with a header line, or Parquet.",
-                    ),
-                    "metadata": Schema(
-                        type=OpenAPIType.STRING,
-                        description="Optional JSON object: task, classes, seed.",
-                    ),
-                },
+            form = file_form(
+                "The rows: CSV with a header line, or Parquet.",
+                "Optional JSON object: task, classes, seed.",
             )
             if isinstance(self.request_body, RequestBody):
                 self.request_body.content["multipart/form-data"] = OpenAPIMediaType(schema=form)
@@ -230,7 +234,7 @@ def _csv_column(cells: list[str]) -> Array:
 def columns_of_parquet(data: bytes) -> dict[str, Array]:
     """A Parquet file as columns (needs pyarrow on the server)."""
     try:
-        import pyarrow.parquet as pq  # type: ignore[import-untyped]
+        pq = importlib.import_module("pyarrow.parquet")  # optional: Any whether typed or not
     except ImportError:
         raise InvalidInput(
             "reading Parquet needs pyarrow on the server (pip install pyarrow); send CSV or"
