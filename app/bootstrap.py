@@ -32,7 +32,7 @@ from app.kernel.reach import Dependency, check_reachable, database_dependency
 from app.kernel.rpc import RemoteModule, rpc_router
 from app.kernel.settings import ConfigError, Settings
 from app.kernel.tasks import make_task_queue
-from app.modules import features, inference, monitoring, registry, training
+from app.modules import features, inference, monitoring, notifications, registry, training
 from app.modules.features.settings import FeaturesSettings
 from contracts.common import Unauthenticated, Unavailable
 
@@ -51,6 +51,7 @@ AVAILABLE_MODULES: tuple[ModuleSpec, ...] = (
     monitoring.module,
     inference.module,
     training.module,
+    notifications.module,
 )
 """Every module of this build, in dependency order."""
 

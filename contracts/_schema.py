@@ -23,7 +23,7 @@ import msgspec
 
 from contracts.common import method_info
 
-CONTRACT_MODULES = ("registry", "features", "inference", "training", "monitoring")
+CONTRACT_MODULES = ("registry", "features", "inference", "training", "monitoring", "notifications")
 """Every contract module with a snapshot."""
 
 SCHEMA_DIR = Path(__file__).with_name("schemas")
