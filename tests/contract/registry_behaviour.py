@@ -37,6 +37,7 @@ from contracts.registry import (
     RegisterVersion,
     RegistryService,
     SetAlias,
+    SetReference,
     TensorSpec,
     UpdateModel,
     VersionInfo,
@@ -827,3 +828,72 @@ class RegistryBehaviour:
                 await register(registry, iris, seed=6)
 
         assert (await registry.get_model(GetModel(name=iris))).version_count == 1
+
+    # --- task, classes and references from rows ---------------------------------------------
+
+    async def test_trained_versions_take_classes_from_lineage_and_task_from_profile(
+        self, registry: RegistryService, ns: Namespace
+    ) -> None:
+        iris = ns("iris")
+        profile = msgspec.structs.replace(reference_profile(), task="classification")
+        lineage = Lineage(extra={"classes": '["no", "yes"]'})
+
+        info = await register(registry, iris, lineage=lineage, reference_profile=profile)
+        plain = await register(registry, iris, seed=1)
+
+        assert (info.task, info.classes) == ("classification", ["no", "yes"])
+        assert (plain.task, plain.classes) == (None, [])
+        read = await registry.get_version(GetVersion(ref=f"{iris}:1"))
+        assert (read.task, read.classes) == ("classification", ["no", "yes"])
+
+    async def test_classes_must_match_the_probability_columns(
+        self, registry: RegistryService, ns: Namespace
+    ) -> None:
+        iris = ns("iris")
+        with pytest.raises(InvalidInput, match="3 classes"):
+            await register(registry, iris, task="classification", classes=["a", "b", "c"])
+        with pytest.raises(InvalidInput, match="classes"):
+            await register(registry, iris, task="regression", classes=["a", "b"])
+        with pytest.raises(NotFound):
+            await registry.get_model(GetModel(name=iris))
+
+    async def test_a_reference_from_rows_runs_the_model(
+        self, registry: RegistryService, ns: Namespace
+    ) -> None:
+        iris = ns("iris")
+        await register(registry, iris)
+        rng = np.random.default_rng(3)
+        x = rng.normal(size=(60, 3))
+        columns = {f"x_{i}": Tensor.from_numpy(x[:, i]) for i in range(3)}
+
+        info = await registry.set_reference(
+            SetReference(
+                name=iris, version=1, columns=columns, task="classification", classes=["a", "b"]
+            )
+        )
+
+        assert info.has_reference_profile
+        assert (info.task, info.classes) == ("classification", ["a", "b"])
+        got = await registry.get_reference_profile(GetReferenceProfile(ref=iris))
+        assert got.columns == ["x_0", "x_1", "x_2"]
+        assert got.rows == 60
+        assert got.task == "classification"
+        assert got.predictions["y"].shape == (60, 2)
+
+    async def test_a_reference_names_the_column_it_misses(
+        self, registry: RegistryService, ns: Namespace
+    ) -> None:
+        iris = ns("iris")
+        await register(registry, iris)
+        columns = {"x_0": Tensor.from_numpy(np.zeros(5)), "x_2": Tensor.from_numpy(np.zeros(5))}
+        texts = {**columns, "x_1": Tensor.from_numpy(np.array(["a"] * 5, dtype=object))}
+
+        with pytest.raises(InvalidInput, match="'x_1'") as missing:
+            await registry.set_reference(SetReference(name=iris, version=1, columns=columns))
+        with pytest.raises(InvalidInput, match="'x_1' holds text"):
+            await registry.set_reference(SetReference(name=iris, version=1, columns=texts))
+        with pytest.raises(NotFound):
+            await registry.set_reference(SetReference(name=iris, version=2, columns=columns))
+
+        assert missing.value.details["column"] == "x_1"
+        assert not (await registry.get_version(GetVersion(ref=iris))).has_reference_profile

@@ -55,7 +55,7 @@ def remove_zipmap(data: bytes) -> Converted:
 
     Bytes that do not parse are answered unchanged: the registry's signature check says what is
     wrong with them. Classes come from the ZipMap, else from the one ``ai.onnx.ml`` node of the
-    main graph that carries ``classlabels_strings`` or ``classlabels_int64s``.
+    main graph that carries ``classlabels_strings`` or ``classlabels_int64s`` (``_ints``).
     """
     try:
         model = onnx.load_model_from_string(bytes(data))
@@ -94,7 +94,7 @@ def _labels(node: onnx.NodeProto) -> list[str]:
     for attribute in node.attribute:
         if attribute.name == "classlabels_strings":
             return [s.decode("utf-8", errors="replace") for s in attribute.strings]
-        if attribute.name == "classlabels_int64s":
+        if attribute.name in {"classlabels_int64s", "classlabels_ints"}:
             return [str(i) for i in attribute.ints]
     return []
 
