@@ -21,7 +21,14 @@ async def test_connect_registers_aliases_and_fetches(database_url: str, tmp_path
     model = tmp_path / "mlp.onnx"
     model.write_bytes(torch_mlp_bytes())
     async with app.connect(data_dir=tmp_path / "q", database_urls={"registry": database_url}) as q:
-        assert q.modules == ["registry", "features", "monitoring", "inference", "training"]
+        assert q.modules == [
+            "registry",
+            "features",
+            "monitoring",
+            "inference",
+            "training",
+            "notifications",
+        ]
         version = await q.registry.register_version(RegisterVersion.from_path("mlp", model))
         await q.registry.set_alias(SetAlias(name="mlp", alias="champion", version=version.version))
 
