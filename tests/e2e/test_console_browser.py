@@ -93,6 +93,9 @@ def test_a_user_logs_in_and_acts_and_a_reader_cannot(served: Served, tmp_path: P
             page = browser.new_context().new_page()
             page.set_default_timeout(15_000)
             page.on("request", lambda request: requests.append(request.url))
+            problems: list[str] = []  # script errors, refused resources (CSP), failed loads
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda error: problems.append(str(error)))
 
             # logging in: the console sends a browser without a key to its form
             page.goto(f"{base}/ui/models/{MODEL}")
@@ -100,6 +103,8 @@ def test_a_user_logs_in_and_acts_and_a_reader_cannot(served: Served, tmp_path: P
             page.fill("#key", served.keys["admin"])
             page.click("button[type=submit]")
             page.wait_for_url(re.compile(rf"/ui/models/{MODEL}$"))
+            page.keyboard.press("Tab")  # the first stop skips the navigation
+            assert page.evaluate("document.activeElement.textContent") == "Skip to content"
 
             # moving an alias
             form = page.locator("form[aria-label='Move an alias']")
@@ -154,4 +159,5 @@ def test_a_user_logs_in_and_acts_and_a_reader_cannot(served: Served, tmp_path: P
 
     outside = [url for url in requests if not url.startswith(f"{base}/")]
     assert not outside, outside
+    assert not problems, problems
     assert any(url.endswith("/ui/static/htmx.min.js") for url in requests)

@@ -16,10 +16,12 @@ from litestar.testing import TestClient
 from app.bootstrap import Platform, create_app
 from app.kernel.auth import KeyStore
 from app.kernel.settings import Settings
+from contracts.common import method_info
 from contracts.features import Feature, PutFeatureService, PutFeatureView
-from contracts.inference import Deployment, PutDeployment, Route
-from contracts.monitoring import RunDriftCheck
-from contracts.registry import RegisterVersion, SetAlias
+from contracts.inference import Deployment, InferenceService, PutDeployment, Route
+from contracts.monitoring import MonitoringService, RunDriftCheck
+from contracts.registry import RegisterVersion, RegistryService, SetAlias
+from contracts.training import TrainingService
 from tests.contract.registry_behaviour import reference_profile
 from tests.fakes.models import linear_onnx
 
@@ -286,3 +288,39 @@ def test_console_requests_are_rate_limited_like_the_api(tmp_path: Path) -> None:
         limited = http.get("/ui/login")
         assert limited.headers["content-type"].startswith("text/html")
         assert "retry-after" in limited.headers
+
+
+def test_every_console_action_needs_its_contract_methods_scope(console: Console) -> None:
+    app = console.http.app
+    assert isinstance(app, Litestar)
+    scopes = {
+        str(info.scope)
+        for protocol in (RegistryService, InferenceService, MonitoringService, TrainingService)
+        for info in map(method_info, vars(protocol).values())
+        if info is not None
+    }
+    actions = [
+        (route.path, handler.opt.get("scope"))
+        for route in app.routes
+        if route.path.startswith("/ui/") and not route.path.startswith(("/ui/login", "/ui/logout"))
+        for handler in getattr(route, "route_handlers", [])
+        if "POST" in handler.http_methods
+    ]
+    assert len(actions) == 8
+    for path, scope in actions:
+        assert scope in scopes, path
+
+
+def test_over_https_the_key_cookie_is_secure(tmp_path: Path) -> None:
+    keys = KeyStore(tmp_path / "api_keys.toml")
+    _, key = keys.create("admin", ["admin"])
+    app = create_app(Platform(Settings(data_dir=tmp_path, auth="on")), host="127.0.0.1")
+    with TestClient(app, base_url="https://console.example") as http:
+        login = http.get("/ui/login")
+        answer = http.post(
+            "/ui/login", data={"key": key, "csrf": csrf_of(login.text)}, follow_redirects=False
+        )
+    cookie = next(
+        c for c in answer.headers.get_list("set-cookie") if c.startswith("quarry_console_key=")
+    )
+    assert "Secure" in cookie
