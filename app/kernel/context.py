@@ -9,13 +9,13 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 import msgspec
 
 from contracts.common import DeadlineExceeded
 
-__all__ = ["DEFAULT_DEADLINE_S", "CallContext", "current", "remaining", "use"]
+__all__ = ["DEFAULT_DEADLINE_S", "CallContext", "current", "enter", "leave", "remaining", "use"]
 
 DEFAULT_DEADLINE_S = 10.0
 """The deadline a call gets when its caller gives none."""
@@ -54,6 +54,17 @@ def use(ctx: CallContext) -> Iterator[CallContext]:
         yield ctx
     finally:
         _current.reset(token)
+
+
+def enter(ctx: CallContext) -> Token[CallContext]:
+    """Make ``ctx`` current until :func:`leave` is given the answer (:func:`use` without the
+    context manager, for code that runs on every request)."""
+    return _current.set(ctx)
+
+
+def leave(token: Token[CallContext]) -> None:
+    """Restore the context that was current before :func:`enter` answered ``token``."""
+    _current.reset(token)
 
 
 def remaining(default: float = DEFAULT_DEADLINE_S) -> float:

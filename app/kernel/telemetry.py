@@ -36,6 +36,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from prometheus_client import REGISTRY, generate_latest
 
+from app.kernel import context
+
 __all__ = [
     "DEFAULT_TRACE_RATIO",
     "DURATION_BUCKETS",
@@ -43,6 +45,7 @@ __all__ = [
     "export_spans",
     "meter",
     "metrics_text",
+    "spans_recorded",
     "tracer",
 ]
 
@@ -187,6 +190,14 @@ def export_spans(processor: SpanProcessor, *, sampler: Sampler | None = None) ->
     provider.add_span_processor(processor)
 
 
+def spans_recorded() -> bool:
+    """Whether spans may be recorded in this process: an exporter or span processor receives
+    them, or :func:`configure` has not run (spans then go wherever the process's own tracer
+    provider sends them). ``False`` lets hot paths skip making spans nobody will see."""
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, _ExportingTracerProvider) or provider.exporting
+
+
 def tracer(name: str = "quarry") -> trace.Tracer:
     """The tracer for ``name``."""
     return trace.get_tracer(name)
@@ -245,6 +256,13 @@ def _add_trace_ids(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str,
     return event
 
 
+def _add_request_id(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    request_id = context.current().request_id
+    if request_id is not None:
+        event.setdefault("request_id", request_id)
+    return event
+
+
 def _is_terminal(stream: Any) -> bool:
     try:
         return bool(stream.isatty())
@@ -259,6 +277,7 @@ def _configure_logging(level: str, fmt: str) -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_trace_ids,
+        _add_request_id,
         structlog.stdlib.ExtraAdder(),
     ]
     if fmt == "auto":

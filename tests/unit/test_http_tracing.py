@@ -178,3 +178,40 @@ def test_the_process_cap_applies_to_instruments_without_their_own() -> None:
     assert 'quarry_test_process_capped{k="",otel_metric_overflow="true"} 0.0' in text
     overflow = 'quarry_metric_series_overflow_total{instrument="quarry_test_process_capped"}'
     assert f"{overflow} 2.0" in text
+
+
+def test_every_answer_carries_a_request_id_the_caller_gave_or_a_fresh_one(
+    client: TestClient[Any],
+) -> None:
+    given = client.post("/v1/echo/a", headers={"x-request-id": "mine-1"})
+    fresh = [client.post("/v1/echo/a").headers["x-request-id"] for _ in range(3)]
+    unmatched = client.get("/no/such/thing")
+    refused = client.post("/v1/echo/a", headers={"quarry-deadline-ms": "soon"})
+
+    assert given.headers["x-request-id"] == "mine-1"
+    assert len(set(fresh)) == 3
+    assert all(len(r) == 32 and int(r, 16) for r in fresh)
+    assert unmatched.status_code == 404
+    assert len(unmatched.headers["x-request-id"]) == 32
+    assert refused.status_code == 400
+    assert refused.json()["details"]["header"] == "quarry-deadline-ms"
+    assert "x-request-id" in refused.headers
+
+
+def test_forked_processes_never_share_ids() -> None:
+    import os
+
+    from app.kernel.ids import unique_id
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child writes its first id and leaves at once
+        os.write(write, unique_id().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    mine = unique_id()
+    assert len(child) == len(mine) == 32
+    assert child[:16] != mine[:16]

@@ -16,7 +16,6 @@ from litestar.openapi import OpenAPIConfig
 from app.kernel import metrics as kernel_metrics
 from app.kernel import telemetry
 from app.kernel.dependencies import DependencyMonitor, DependencyStatus
-from app.kernel.http.context import RequestContextMiddleware
 from app.kernel.http.docs import LocalSwaggerRenderPlugin
 from app.kernel.http.errors import exception_handlers, json_not_found
 from app.kernel.http.methods import QuarryLitestar, truthful_options_allow
@@ -26,7 +25,7 @@ from app.kernel.http.openapi import (
     StructDefaultsSchemaPlugin,
 )
 from app.kernel.http.request import QuarryRequest
-from app.kernel.http.tracing import TracingMiddleware
+from app.kernel.http.tracing import RequestMiddleware
 from app.kernel.settings import Settings
 
 __all__ = ["ModuleStatus", "ModulesAnswer", "PlatformView", "create_http_app"]
@@ -143,7 +142,8 @@ def create_http_app(
     debug: bool = False,
     dependencies: DependencyMonitor | None = None,
 ) -> Litestar:
-    """Build the HTTP app. ``middleware`` (auth, idempotency...) runs inside the request context.
+    """Build the HTTP app. ``middleware`` (auth, idempotency...) runs after routing, inside the
+    request context and the server span (:class:`RequestMiddleware`, around everything).
 
     Every route also answers ``HEAD`` (as ``GET``, without the body) and ``OPTIONS``; every error,
     whatever raised it, is ``{"error", "code", "details"}`` (documented so in the schema).
@@ -156,7 +156,7 @@ def create_http_app(
             *_platform_routes(platform, dependencies),
             *route_handlers,
         ],
-        middleware=[RequestContextMiddleware, *middleware],
+        middleware=list(middleware),
         guards=list(guards),
         on_startup=list(on_startup),
         on_shutdown=list(on_shutdown),
@@ -177,7 +177,7 @@ def create_http_app(
     )
     kernel_metrics.limit_series(settings.metrics_max_series)
     # Where litestar puts its OpenTelemetry middleware: around the exception handler and router.
-    app.asgi_handler = TracingMiddleware(
+    app.asgi_handler = RequestMiddleware(
         app.asgi_handler, exclude=["/metrics", *PROBE_PATHS, RPC_PREFIX]
     )
     return app

@@ -1,20 +1,22 @@
-"""Per-request call context: request id and deadline, set before anything else runs."""
+"""Per-request call context: request id, deadline and idempotency key, read from the headers.
+
+:class:`app.kernel.http.tracing.RequestMiddleware` reads them before anything else runs (it is
+the one ASGI layer around the app) and echoes the request id on every answer.
+"""
 
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 import msgspec
-import structlog
 
-from app.kernel import context
 from app.kernel.context import CallContext
 from app.kernel.errors import status_for
+from app.kernel.ids import unique_id
 from contracts.common import InvalidInput, QuarryError
 
-__all__ = ["RequestContextMiddleware", "send_error"]
+__all__ = ["read_context", "send_error"]
 
 _MAX_DEADLINE_MS = 24 * 3600 * 1000
 _ENCODER = msgspec.json.Encoder()
@@ -32,41 +34,25 @@ async def send_error(send: Any, error: QuarryError, headers: dict[str, str] | No
     await send({"type": "http.response.body", "body": body})
 
 
-class RequestContextMiddleware:
-    """Reads ``x-request-id`` and ``quarry-deadline-ms`` into the call context; echoes the id."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = idempotency_key = None
-        deadline_ms = None
-        for key, value in scope["headers"]:
-            if key == b"x-request-id":
-                request_id = value.decode("latin-1")[:128]
-            elif key == b"quarry-deadline-ms":
-                deadline_ms = value
-            elif key == b"quarry-idempotency-key":
-                idempotency_key = value.decode("latin-1")[:255]
-        request_id = request_id or uuid.uuid4().hex
-        try:
-            deadline = _deadline(deadline_ms)
-        except QuarryError as exc:
-            await send_error(send, exc, {"x-request-id": request_id})
-            return
-        echo = (b"x-request-id", request_id.encode("latin-1"))
-
-        async def send_with_id(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), echo]
-            await send(message)
-
-        ctx = CallContext(deadline=deadline, request_id=request_id, idempotency_key=idempotency_key)
-        with context.use(ctx), structlog.contextvars.bound_contextvars(request_id=request_id):
-            await self.app(scope, receive, send_with_id)
+def read_context(headers: list[tuple[bytes, bytes]]) -> tuple[str, CallContext | InvalidInput]:
+    """The request id and the call context that ASGI ``headers`` give (``x-request-id``,
+    ``quarry-deadline-ms``, ``quarry-idempotency-key``), or the error a bad deadline is."""
+    request_id = idempotency_key = None
+    deadline_ms = None
+    for key, value in headers:
+        if key == b"x-request-id":
+            request_id = value.decode("latin-1")[:128]
+        elif key == b"quarry-deadline-ms":
+            deadline_ms = value
+        elif key == b"quarry-idempotency-key":
+            idempotency_key = value.decode("latin-1")[:255]
+    request_id = request_id or unique_id()
+    try:
+        deadline = _deadline(deadline_ms)
+    except InvalidInput as exc:
+        return request_id, exc
+    ctx = CallContext(deadline=deadline, request_id=request_id, idempotency_key=idempotency_key)
+    return request_id, ctx
 
 
 def _deadline(raw: bytes | None) -> float | None:
