@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
 
@@ -39,6 +39,7 @@ __all__ = [
     "FeatureColumn",
     "FeatureDType",
     "FeatureService",
+    "FeatureSource",
     "FeatureVectors",
     "FeatureView",
     "FeatureViewChanged",
@@ -48,6 +49,7 @@ __all__ = [
     "GetFeatureService",
     "GetFeatureView",
     "GetHistoricalFeatures",
+    "GetMaterialization",
     "GetOnlineFeatures",
     "GetOnlineVectors",
     "GetTransformState",
@@ -57,6 +59,9 @@ __all__ = [
     "ListFeatureServices",
     "ListFeatureViews",
     "Log1p",
+    "Materialization",
+    "MaterializationStatus",
+    "Materialize",
     "MinMax",
     "OneHot",
     "OnlineFeatures",
@@ -74,10 +79,11 @@ __all__ = [
     "ValueStatus",
 ]
 
-VERSION = (1, 1)
+VERSION = (1, 2)
 """Contract version ``(major, minor)``; remote calls refuse a different major.
 
 1.1: numeric fields carry their bounds (versions, limits, TTLs, chunk sizes, clip bounds).
+1.2: a view's ``source`` (Parquet, CSV or a PostgreSQL table or query) and its materialization.
 """
 
 EVENT_TIMESTAMP = "event_timestamp"
@@ -93,6 +99,36 @@ ValueStatus = Literal["PRESENT", "NOT_FOUND", "NULL_VALUE", "OUTSIDE_MAX_AGE"]
 
 
 # --- views ----------------------------------------------------------------------------------
+
+
+class FeatureSource(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a view's rows live, read by :meth:`FeaturesService.materialize`.
+
+    ``format="parquet"`` or ``"csv"``: ``path`` is a file or a directory of such files, relative
+    to the server's first source root or absolute under one of them (the features module's
+    ``source_roots``; nothing outside them is ever read). ``format="postgresql"``: ``database``
+    names a configured database (the module's ``source_databases``, by name or by its exact
+    URL) and one of ``table`` (``name`` or ``schema.name``) or ``query`` (SQL text, read in a
+    read-only transaction through a server-side cursor).
+
+    Columns: each join key is read from ``entities[key]`` (default: the column of its name),
+    each feature from ``columns[feature]`` (default: its name); ``event_timestamp`` names the
+    column of event times (a timestamp, ISO 8601 text or epoch seconds) and
+    ``created_timestamp`` an optional column breaking ties between rows of one entity and event
+    time (the later created wins). ``materialize_every_seconds`` (0 = never) runs the view's
+    materialization on that schedule.
+    """
+
+    format: Literal["parquet", "csv", "postgresql"]
+    path: str | None = None
+    database: str | None = None
+    table: str | None = None
+    query: str | None = None
+    entities: dict[str, str] = {}
+    columns: dict[str, str] = {}
+    event_timestamp: str = EVENT_TIMESTAMP
+    created_timestamp: str | None = None
+    materialize_every_seconds: Count = 0
 
 
 class Feature(msgspec.Struct, frozen=True, kw_only=True):
@@ -115,7 +151,8 @@ class FeatureView(msgspec.Struct, frozen=True, kw_only=True):
     ``ttl_seconds`` (0 = forever) bounds how old a value may be, online and offline: a value
     counts when its event is less than ``ttl_seconds`` older than the moment asked about. Any
     change makes a new version; older versions stay readable. Rows belong to the view name and
-    the latest version validates pushes.
+    the latest version validates pushes. A view with a ``source`` is also filled from it by
+    :meth:`FeaturesService.materialize`.
     """
 
     name: str
@@ -126,10 +163,15 @@ class FeatureView(msgspec.Struct, frozen=True, kw_only=True):
     description: str = ""
     tags: dict[str, str] = {}
     created_at: datetime | None = None
+    source: FeatureSource | None = None
 
 
 class PutFeatureView(msgspec.Struct, frozen=True, kw_only=True):
-    """Create a view or change it (a change makes a new version; the same content: no-op)."""
+    """Create a view or change it (a change makes a new version; the same content: no-op).
+
+    A ``source`` is checked here: its path or database must be allowed, reachable and hold
+    every column the view reads, else ``InvalidInput`` naming what is wrong.
+    """
 
     name: str
     entities: list[str]
@@ -137,6 +179,7 @@ class PutFeatureView(msgspec.Struct, frozen=True, kw_only=True):
     ttl_seconds: Count = 0
     description: str = ""
     tags: dict[str, str] = {}
+    source: FeatureSource | None = None
 
 
 class GetFeatureView(msgspec.Struct, frozen=True, kw_only=True):
@@ -391,6 +434,56 @@ class IngestProgress(msgspec.Struct, frozen=True, kw_only=True):
     rows_done: Count
 
 
+# --- materialization ------------------------------------------------------------------------
+
+MaterializationStatus = Literal["queued", "running", "succeeded", "failed"]
+
+
+class Materialize(msgspec.Struct, frozen=True, kw_only=True):
+    """Load a view's source rows with ``start < event_timestamp <= end`` into the stores.
+
+    ``start`` defaults to the view's watermark (the end of its last complete run; none: from the
+    first row), ``end`` to now. Rows go offline as they are, online only where newer than what
+    is there, ``chunk_rows`` at a time, each chunk in one transaction. Re-running adds nothing.
+    """
+
+    view: str
+    start: datetime | None = None
+    end: datetime | None = None
+    chunk_rows: PositiveCount = 10_000
+
+
+class GetMaterialization(msgspec.Struct, frozen=True, kw_only=True):
+    """A materialization run by id."""
+
+    id: str
+
+
+class Materialization(msgspec.Struct, frozen=True, kw_only=True):
+    """A materialization run and its progress.
+
+    ``rows_done`` rows are stored of about ``rows_total`` (``None`` until counted);
+    ``percent`` and ``rows_per_s`` follow from them. A failed run says why in ``error`` (the
+    file, row range and column of a bad value). ``watermark`` is the view's watermark once the
+    run succeeded.
+    """
+
+    id: str
+    view: str
+    status: MaterializationStatus
+    start: datetime | None = None
+    end: datetime | None = None
+    rows_total: Count | None = None
+    rows_done: Count = 0
+    percent: Annotated[float, msgspec.Meta(ge=0, le=100)] | None = None
+    rows_per_s: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    error: str | None = None
+    watermark: datetime | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
 # --- reads ----------------------------------------------------------------------------------
 
 
@@ -509,6 +602,17 @@ class FeaturesService(Protocol):
     @method(scope=Scope.INGEST, idempotent=True, streaming=True)
     def ingest(self, request: StreamRows) -> AsyncIterator[IngestProgress]:
         """Write many rows a chunk at a time, answering progress after each committed chunk."""
+        ...
+
+    @method(scope=Scope.INGEST, idempotent=False)
+    async def materialize(self, request: Materialize) -> Materialization:
+        """Queue a run loading the view's source into the stores; ``InvalidInput`` for a view
+        without a source or a bad window. Poll :meth:`get_materialization` for its progress."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def get_materialization(self, request: GetMaterialization) -> Materialization:
+        """A materialization run; ``NotFound`` if there is none."""
         ...
 
     @method(scope=Scope.READ, idempotent=True)

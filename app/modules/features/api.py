@@ -7,6 +7,7 @@
 - ``GET /services``, ``GET|PUT /services/{name}``
 - ``POST /online`` (Feast-shaped), ``POST /historical`` (the answer streams as it is computed)
 - ``GET /transform-states/{id}``
+- ``POST /views/{name}/materialize``, ``GET /materializations/{id}`` (:mod:`.api_materialize`)
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from litestar.response import Stream
 from app.kernel.http.bodies import contract_scope, decode_body, from_params, json_response
 from app.kernel.http.openapi import documented
 from app.kernel.http.params import PageCursor, PageLimit, VersionQuery
+from app.modules.features.api_materialize import materialize_handlers
 from contracts.common import NAME_PATTERN, Count, Page, PositiveCount
 from contracts.features import (
     Feature,
     FeatureService,
+    FeatureSource,
     FeaturesService,
     FeatureView,
     GetFeatureService,
@@ -82,6 +85,7 @@ class ViewBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     ttl_seconds: Count = 0
     description: str = ""
     tags: dict[str, str] = {}
+    source: FeatureSource | None = None
 
 
 class ServiceBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -139,7 +143,11 @@ def routes(service: FeaturesService) -> list[Any]:
             route_handlers=_service_handlers(service),
             tags=["features"],
         ),
-        Router(path="/v1/features", route_handlers=_read_handlers(service), tags=["features"]),
+        Router(
+            path="/v1/features",
+            route_handlers=[*_read_handlers(service), *materialize_handlers(service)],
+            tags=["features"],
+        ),
     ]
 
 

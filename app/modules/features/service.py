@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 
 import msgspec
@@ -14,6 +15,7 @@ from sqlalchemy.engine import Connection
 from app.kernel.db import Database
 from app.kernel.events import Outbox
 from app.modules.features import store
+from app.modules.features.materialize import Materializer
 from app.modules.features.online import OnlineStore
 from app.modules.features.reads import (
     Resolved,
@@ -22,6 +24,7 @@ from app.modules.features.reads import (
     read_online,
 )
 from app.modules.features.rows import check_view, entity_columns, parse_ref, pushed_rows
+from app.modules.features.sources import check_source
 from app.modules.features.vectors import Vectorizer, check_service
 from contracts.common import InvalidInput, NotFound, Page, validate_name
 from contracts.features import (
@@ -34,6 +37,7 @@ from contracts.features import (
     GetFeatureService,
     GetFeatureView,
     GetHistoricalFeatures,
+    GetMaterialization,
     GetOnlineFeatures,
     GetOnlineVectors,
     GetTransformState,
@@ -42,6 +46,8 @@ from contracts.features import (
     IngestProgress,
     ListFeatureServices,
     ListFeatureViews,
+    Materialization,
+    Materialize,
     OnlineFeatures,
     OnlineMetadata,
     PushResult,
@@ -72,6 +78,7 @@ class LocalFeaturesService:
         online: OnlineStore,
         logger: logging.Logger,
         future_tolerance_s: float = 300.0,
+        materializer: Callable[[LocalFeaturesService], Materializer] | None = None,
     ) -> None:
         self._db = db
         self._outbox = outbox
@@ -80,15 +87,26 @@ class LocalFeaturesService:
         self._tolerance_s = future_tolerance_s
         self._vectors = Vectorizer(self)
         self._immutable: dict[tuple[object, ...], FeatureService | TransformState] = {}
+        self._materializer = materializer(self) if materializer is not None else None
+
+    async def start(self) -> None:
+        """Start materialization (requeued runs, the schedule)."""
+        if self._materializer is not None:
+            await self._materializer.start()
 
     async def close(self) -> None:
-        """Release the online store's connections."""
+        """Stop materialization; release the online store's connections."""
+        if self._materializer is not None:
+            await self._materializer.close()
         await self._online.close()
 
     # --- views ----------------------------------------------------------------------------
 
     async def put_view(self, request: PutFeatureView) -> FeatureView:
         check_view(request)
+        if request.source is not None:
+            policy = self._sources().policy
+            await asyncio.to_thread(check_source, request, policy)
 
         def put(conn: Connection) -> FeatureView:
             latest = store.latest_view(conn, request.name)
@@ -103,6 +121,7 @@ class LocalFeaturesService:
                 description=request.description,
                 tags=request.tags,
                 created_at=datetime.now(UTC),
+                source=request.source,
             )
             store.insert_view(conn, view)
             self._outbox.add(conn, FeatureViewChanged(name=view.name, version=view.version))
@@ -128,6 +147,37 @@ class LocalFeaturesService:
             lambda conn: store.page_views(conn, limit, request.cursor)
         )
         return Page(items=items, next_cursor=cursor)
+
+    async def all_views(self) -> list[FeatureView]:
+        """Every view (latest versions)."""
+        found: list[FeatureView] = []
+        cursor = None
+        while True:
+            items, cursor = await self._db.read(
+                functools.partial(store.page_views, limit=MAX_PAGE, cursor=cursor)
+            )
+            found += items
+            if cursor is None:
+                return found
+
+    # --- materialization --------------------------------------------------------------------
+
+    def _sources(self) -> Materializer:
+        if self._materializer is None:
+            raise InvalidInput("this features module reads no sources (no materializer)")
+        return self._materializer
+
+    async def materialize(self, request: Materialize) -> Materialization:
+        return await self._sources().submit(request)
+
+    async def get_materialization(self, request: GetMaterialization) -> Materialization:
+        return await self._sources().get(request.id)
+
+    async def write_rows(
+        self, view: FeatureView, rows: list[tuple[str, int, dict[str, Value]]]
+    ) -> PushResult:
+        """Write checked rows online and offline, as a push does."""
+        return await self._write(view, rows, "online_and_offline")
 
     # --- services ---------------------------------------------------------------------------
 
@@ -368,6 +418,7 @@ def _same_view(view: FeatureView, request: PutFeatureView) -> bool:
         and view.ttl_seconds == request.ttl_seconds
         and view.description == request.description
         and view.tags == request.tags
+        and view.source == request.source
     )
 
 

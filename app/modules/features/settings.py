@@ -25,3 +25,13 @@ class FeaturesSettings(msgspec.Struct, frozen=True, kw_only=True):
     ``redis://...`` or a SQL URL (default: the features database)."""
     future_tolerance_s: Annotated[float, msgspec.Meta(ge=0)] = 300.0
     """QUARRY_FEATURES_FUTURE_TOLERANCE_S: how far ahead of now a pushed event may be stamped."""
+    source_roots: Annotated[tuple[str, ...], Alias("QUARRY_SOURCE_ROOTS")] = ()
+    """QUARRY_FEATURES_SOURCE_ROOTS (or QUARRY_SOURCE_ROOTS): comma-separated folders a view's
+    Parquet or CSV source may read from (default: the data directory only); a relative source
+    path is taken from the first one."""
+    source_databases: Annotated[tuple[str, ...], Alias("QUARRY_SOURCE_DATABASES")] = ()
+    """QUARRY_FEATURES_SOURCE_DATABASES (or QUARRY_SOURCE_DATABASES): comma-separated
+    ``postgresql://`` URLs a view's source may read, each optionally named ``name=URL`` (a source
+    names one by name or by its exact URL); none by default."""
+    schedule_check_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    """QUARRY_FEATURES_SCHEDULE_CHECK_S: how often scheduled materializations are looked for."""

@@ -29,6 +29,7 @@ __all__ = [
     "latest_service",
     "latest_state",
     "latest_view",
+    "materializations",
     "metadata",
     "offline_rows",
     "online_rows",
@@ -38,6 +39,7 @@ __all__ = [
     "transform_states",
     "upsert",
     "views",
+    "watermarks",
     "write_offline",
 ]
 
@@ -95,6 +97,34 @@ online_rows = sa.Table(
     sa.Column("values", sa.JSON, nullable=False),
 )
 """The embedded online store: the newest row of each view and entity."""
+
+materializations = sa.Table(
+    "features_materializations",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("view", sa.String(128), nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("start_ts", sa.BigInteger, nullable=True),
+    sa.Column("end_ts", sa.BigInteger, nullable=True),
+    sa.Column("chunk_rows", sa.Integer, nullable=False),
+    sa.Column("rows_total", sa.BigInteger, nullable=True),
+    sa.Column("rows_done", sa.BigInteger, nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("watermark_ts", sa.BigInteger, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+)
+"""Materialization runs of views with a source (times in microseconds, like ``event_ts``)."""
+
+watermarks = sa.Table(
+    "features_watermarks",
+    metadata,
+    sa.Column("view", sa.String(128), primary_key=True),
+    sa.Column("watermark_ts", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+"""Per view: every source row with an event at or before ``watermark_ts`` is stored."""
 
 S = TypeVar("S", FeatureView, FeatureService)
 

@@ -1,0 +1,251 @@
+"""Source columns to stored rows: type checks and conversion, a chunk at a time with pyarrow.
+
+A chunk is checked whole before anything of it is written; a bad value fails it with an
+``InvalidInput`` naming the file (or table), the chunk's row range and the column.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from app.modules.features.keys import encode_entity_key, to_micros
+from contracts.common import InvalidInput
+from contracts.features import Feature, FeatureSource, Value
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from app.modules.features.sources import Chunk
+
+__all__ = ["check_columns", "column_dtypes", "needed_columns", "source_rows"]
+
+Row = tuple[str, int, dict[str, Value]]
+
+ENTITY, TIMESTAMP = "entity", "timestamp"
+
+
+def needed_columns(
+    entities: Sequence[str], features: Sequence[Feature], source: FeatureSource
+) -> list[str]:
+    """The source columns a view reads; ``InvalidInput`` when a mapping names something the
+    view does not have."""
+    names = {f.name for f in features}
+    for key in source.entities:
+        if key not in entities:
+            raise InvalidInput(
+                f"source.entities maps {key!r}, which is not a join key of the view",
+                details={"field": "source.entities"},
+            )
+    for name in source.columns:
+        if name not in names:
+            raise InvalidInput(
+                f"source.columns maps {name!r}, which is not a feature of the view",
+                details={"field": "source.columns"},
+            )
+    return list(column_dtypes(entities, features, source))
+
+
+def column_dtypes(
+    entities: Sequence[str], features: Sequence[Feature], source: FeatureSource
+) -> dict[str, str]:
+    """Each column read and what it holds: ``entity``, ``timestamp`` or a feature dtype."""
+    found = {source.entities.get(key, key): ENTITY for key in entities}
+    found[source.event_timestamp] = TIMESTAMP
+    if source.created_timestamp:
+        found[source.created_timestamp] = TIMESTAMP
+    for feature in features:
+        found.setdefault(source.columns.get(feature.name, feature.name), feature.dtype)
+    return found
+
+
+def _fits(kind: str, t: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    types = pa.types
+    if types.is_null(t):
+        return kind not in (TIMESTAMP, ENTITY)
+    checks = {
+        ENTITY: lambda: types.is_integer(t) or types.is_string(t) or types.is_large_string(t),
+        TIMESTAMP: lambda: (
+            types.is_timestamp(t)
+            or types.is_date(t)
+            or types.is_string(t)
+            or types.is_large_string(t)
+            or types.is_integer(t)
+            or types.is_floating(t)
+        ),
+        "int": lambda: types.is_integer(t),
+        "float": lambda: types.is_integer(t) or types.is_floating(t) or types.is_decimal(t),
+        "bool": lambda: types.is_boolean(t),
+        "string": lambda: types.is_string(t) or types.is_large_string(t),
+        "float_vector": lambda: (
+            (types.is_list(t) or types.is_large_list(t) or types.is_fixed_size_list(t))
+            and (types.is_integer(t.value_type) or types.is_floating(t.value_type))
+        ),
+    }
+    return bool(checks[kind]())
+
+
+_WANTED = {
+    ENTITY: "int or string join keys",
+    TIMESTAMP: "timestamps, ISO 8601 text or epoch seconds",
+    "float_vector": "lists of numbers",
+}
+
+
+def check_columns(schema: pa.Schema, where: str, dtypes: Mapping[str, str]) -> None:
+    """Every column of ``dtypes`` is in ``schema`` with a type that can hold its values."""
+    for column, kind in dtypes.items():
+        index = schema.get_field_index(column)
+        if index < 0:
+            raise InvalidInput(
+                f"{where}: column {column!r} is missing (columns: {', '.join(schema.names)})",
+                details={"column": column},
+            )
+        found = schema.field(index).type
+        if not _fits(kind, found):
+            wanted = _WANTED.get(kind, f"{kind} values")
+            raise InvalidInput(
+                f"{where}: column {column!r} holds {found}, not {wanted}",
+                details={"column": column},
+            )
+
+
+def source_rows(
+    chunk: Chunk,
+    entities: Sequence[str],
+    features: Sequence[Feature],
+    source: FeatureSource,
+    window: tuple[int | None, int],
+) -> list[Row]:
+    """The chunk's rows inside ``window`` (``start < event <= end``, micros) as the stores take
+    them, ordered by event then created time, so that of rows of one entity and event the later
+    created one is written last (and wins)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table, dtypes = chunk.table, column_dtypes(entities, features, source)
+    rows = f"rows {chunk.first}-{chunk.first + max(table.num_rows, 1) - 1}"
+    where = f"{chunk.where}, {rows}"
+    check_columns(table.schema, chunk.where, dtypes)
+    event = _micros(table.column(source.event_timestamp), where, source.event_timestamp)
+    start, end = window
+    keep = pc.less_equal(event, end)
+    if start is not None:
+        keep = pc.and_(keep, pc.greater(event, start))
+    table, event = table.filter(keep), event.filter(keep)
+    order = [("event", "ascending")]
+    columns = {"event": event}
+    if source.created_timestamp:
+        column = table.column(source.created_timestamp)
+        columns["created"] = _micros(column, where, source.created_timestamp)
+        order.append(("created", "ascending"))
+    indices = pc.sort_indices(pa.table(columns), sort_keys=order)
+    table, event = table.take(indices), event.take(indices)
+
+    keys = [
+        _entities(table.column(source.entities.get(k, k)), where, source.entities.get(k, k))
+        for k in entities
+    ]
+    names = [f.name for f in features]
+    values = [
+        _values(
+            table.column(source.columns.get(f.name, f.name)),
+            f,
+            where,
+            source.columns.get(f.name, f.name),
+        )
+        for f in features
+    ]
+    entity_keys = [encode_entity_key(entities, key) for key in zip(*keys, strict=True)]
+    value_rows = [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
+    if not features:
+        value_rows = [{} for _ in entity_keys]
+    return list(zip(entity_keys, event.to_pylist(), value_rows, strict=True))
+
+
+def _bad(where: str, column: str, what: str) -> InvalidInput:
+    return InvalidInput(f"{where}, column {column!r}: {what}", details={"column": column})
+
+
+def _micros(column: Any, where: str, name: str) -> pa.Array:
+    """Event times as int64 microseconds since the epoch (naive times are UTC)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if array.null_count:
+        raise _bad(where, name, f"{array.null_count} rows have no time")
+    t = array.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        array = _parsed(array, where, name)
+        t = array.type
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        if pa.types.is_date(t):
+            array = pc.cast(array, pa.timestamp("s"))
+        return pc.cast(
+            pc.cast(array, pa.timestamp("us", tz=getattr(array.type, "tz", None))), pa.int64()
+        )
+    seconds = pc.cast(array, pa.float64())
+    if not pc.all(pc.is_finite(seconds)).as_py():
+        raise _bad(where, name, "epoch seconds must be finite")
+    return pc.cast(pc.round(pc.multiply(seconds, 1_000_000)), pa.int64())
+
+
+def _parsed(array: pa.Array, where: str, name: str) -> pa.Array:
+    """ISO 8601 text as timestamps: arrow's parser for uniform text, Python's for the rest."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for target in (pa.timestamp("us", tz="UTC"), pa.timestamp("us")):
+        try:
+            return pc.cast(array, target)
+        except pa.ArrowInvalid:
+            continue
+    micros = []
+    for index, text in enumerate(array.to_pylist()):
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise _bad(
+                where, name, f"{text!r} (its row {index} here) is not an ISO 8601 time"
+            ) from None
+        micros.append(to_micros(moment if moment.tzinfo else moment.replace(tzinfo=UTC)))
+    return pc.cast(pa.array(micros, pa.int64()), pa.timestamp("us", tz="UTC"))
+
+
+def _entities(column: Any, where: str, name: str) -> list[Value]:
+    import pyarrow as pa
+
+    if column.null_count:
+        raise _bad(where, name, f"{column.null_count} rows have no join key")
+    if pa.types.is_integer(column.type):
+        column = column.cast(pa.int64())
+    values: list[Value] = column.to_pylist()
+    return values
+
+
+def _values(column: Any, feature: Feature, where: str, name: str) -> list[Value]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        if feature.dtype == "int":
+            return list(column.cast(pa.int64()).to_pylist())
+        if feature.dtype == "float":
+            floats = column.cast(pa.float64())
+            if pc.any(pc.is_inf(floats)).as_py():
+                raise _bad(where, name, "infinite values (send nulls for missing)")
+            return [None if v is None or math.isnan(v) else v for v in floats.to_pylist()]
+        if feature.dtype == "float_vector":
+            vectors = column.cast(pa.list_(pa.float64()))
+            flat = pc.list_flatten(vectors)
+            if len(flat) and not pc.all(pc.is_finite(flat)).as_py():
+                raise _bad(where, name, "vectors must hold finite numbers")
+            return list(vectors.to_pylist())
+        return list(column.to_pylist())
+    except pa.ArrowInvalid as exc:
+        raise _bad(where, name, f"not {feature.dtype} values: {exc}") from None
