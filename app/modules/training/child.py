@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import json
 import logging
 import os
 import sys
@@ -27,7 +28,7 @@ from app.modules.training.work import Done, Epoch, Failed, Work, read_work, writ
 from contracts.common import QuarryError
 
 if TYPE_CHECKING:
-    from app.modules.training.trainers import Trainer
+    from app.modules.training.trainers import OnnxModel, Trainer
 
 __all__ = ["NICENESS", "main"]
 
@@ -77,14 +78,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(work: Work, threads: int, report: Report) -> Done:
     """Train, export, check parity, evaluate and profile, as the job asks."""
     from app.modules.training.evaluation import metrics
-    from app.modules.training.export import check_parity, export_onnx, run_onnx
+    from app.modules.training.export import (
+        check_native_parity,
+        check_parity,
+        export_onnx,
+        run_onnx,
+    )
     from app.modules.training.profile import reference_profile
-    from app.modules.training.trainers import TrainingData, pick_device
+    from app.modules.training.trainers import OnnxModel, TrainingData, pick_device
 
     trainer = _find_trainer(work)
     x_train, y_train = _array(work.x_train.to_numpy()), _array(work.y_train.to_numpy())
     x_valid, y_valid = _array(work.x_valid.to_numpy()), _array(work.y_valid.to_numpy())
-    module, train_metrics = trainer.fn(
+    model, train_metrics = trainer.fn(
         TrainingData(
             x_train=x_train,
             y_train=y_train,
@@ -96,12 +102,19 @@ def run(work: Work, threads: int, report: Report) -> Done:
             device=pick_device(work.device),
             seed=work.seed,
             report=lambda e, n, m: report(e, n, {k: float(v) for k, v in m.items()}),
+            threads=threads,
         )
     )
-    module = module.cpu().eval()
-    onnx = export_onnx(module, len(work.columns), task=work.task)
     rows = x_valid[: work.parity_rows]
-    parity = check_parity(onnx, module, rows, task=work.task, threads=threads)
+    lineage: dict[str, str] = {}
+    if isinstance(model, OnnxModel):  # exported by the trainer: checked against its library
+        onnx = model.onnx
+        parity = check_native_parity(onnx, model.predict, rows, task=work.task, threads=threads)
+        lineage = _lineage(model)
+    else:
+        module = model.cpu().eval()
+        onnx = export_onnx(module, len(work.columns), task=work.task)
+        parity = check_parity(onnx, module, rows, task=work.task, threads=threads)
     scores = metrics(work.task, y_valid, run_onnx(onnx, x_valid, threads=threads))
     train_outputs = run_onnx(onnx, x_train, threads=threads)
     profile = reference_profile(
@@ -113,7 +126,17 @@ def run(work: Work, threads: int, report: Report) -> Done:
         train_metrics={k: float(v) for k, v in train_metrics.items()},
         scores=scores,
         profile=profile,
+        lineage=lineage,
     )
+
+
+def _lineage(model: OnnxModel) -> dict[str, str]:
+    """What the version's lineage records of a model its trainer exported."""
+    found = dict(model.lineage)
+    if model.feature_importances is not None:
+        importances = {k: float(v) for k, v in model.feature_importances.items()}
+        found["feature_importances"] = json.dumps(importances)
+    return found
 
 
 def _find_trainer(work: Work) -> Trainer:

@@ -1,9 +1,12 @@
-"""Export a trained torch module to ONNX, and check the export against torch.
+"""Export a trained torch module to ONNX, and check an export against the model it came from.
 
 The exported graph takes float32 ``[N, k]`` (``features`` by default, any ``N``) and answers
 ``probabilities`` (softmax of the logits, float32 ``[N, C]``) for classification or
-``prediction`` (float32 ``[N]``) for regression. torch is imported inside the functions only.
-These run in a job's training process (see ``child.py``), never in the serving process.
+``prediction`` (float32 ``[N]``) for regression. Trainers that export their models themselves
+(:class:`~app.modules.training.trainers.OnnxModel`) answer the same outputs, and
+:func:`check_native_parity` compares them with the native library's predictions. torch is
+imported inside the functions only. These run in a job's training process (see ``child.py``),
+never in the serving process.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import contextlib
 import copy
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,7 +25,15 @@ from contracts.common import InvalidInput
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["OPSET", "ParityError", "check_parity", "export_onnx", "output_name", "run_onnx"]
+__all__ = [
+    "OPSET",
+    "ParityError",
+    "check_native_parity",
+    "check_parity",
+    "export_onnx",
+    "output_name",
+    "run_onnx",
+]
 
 OPSET = 18
 """The ONNX opset of exported models."""
@@ -31,7 +42,7 @@ _OUTPUTS = {"classification": "probabilities", "regression": "prediction"}
 
 
 class ParityError(Exception):
-    """The ONNX export and the torch module answer differently on the same rows."""
+    """The ONNX export and the model it came from answer differently on the same rows."""
 
 
 def output_name(task: str) -> str:
@@ -95,19 +106,37 @@ def check_parity(
     got = run_onnx(onnx_bytes, rows, threads=threads)[name]
     with torch.no_grad():
         expected = _wrap(module, task)(torch.from_numpy(rows)).numpy()
-    if got.shape != expected.shape:
+    return _compare(got, expected, name=name, source="torch", rtol=rtol, atol=atol)
+
+
+def check_native_parity(
+    onnx_bytes: bytes,
+    predict: Callable[[np.ndarray], np.ndarray],
+    x: np.ndarray,
+    *,
+    task: str,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    threads: int = 0,
+) -> float:
+    """Run ``x`` through onnxruntime and through ``predict`` (the native library's answer for
+    the task's output: class probabilities ``[N, C]`` or predictions ``[N]``); the largest
+    absolute difference. ``ParityError`` when the model lacks the task's output or the two
+    disagree beyond ``rtol`` and ``atol`` times the largest expected magnitude (at least 1:
+    tree ensembles sum their leaves in float32, so the error grows with the values)."""
+    name = output_name(task)
+    rows = np.ascontiguousarray(x, dtype=np.float32)
+    outputs = run_onnx(onnx_bytes, rows, threads=threads)
+    if name not in outputs:
         raise ParityError(
-            f"ONNX output {name!r} has shape {list(got.shape)}, torch {list(expected.shape)}"
+            f"the exported {task} model answers {', '.join(sorted(outputs))}; it must answer"
+            f" {name!r}"
         )
-    if got.size == 0:
-        return 0.0
-    diff = float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64))))
-    if not np.allclose(got, expected, rtol=rtol, atol=atol) or not np.isfinite(diff):
-        raise ParityError(
-            f"ONNX output {name!r} differs from torch by up to {diff:.3g} on {len(rows)} rows"
-            f" (rtol={rtol:g}, atol={atol:g})"
-        )
-    return diff
+    expected = np.asarray(predict(rows))
+    scale = float(np.max(np.abs(expected), initial=1.0)) if np.isfinite(expected).all() else 1.0
+    return _compare(
+        outputs[name], expected, name=name, source="the native model", rtol=rtol, atol=atol * scale
+    )
 
 
 def run_onnx(onnx_bytes: bytes, x: np.ndarray, *, threads: int = 0) -> dict[str, np.ndarray]:
@@ -124,6 +153,26 @@ def run_onnx(onnx_bytes: bytes, x: np.ndarray, *, threads: int = 0) -> dict[str,
     feeds = {session.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)}
     outputs = session.run(None, feeds)
     return {o.name: np.asarray(v) for o, v in zip(session.get_outputs(), outputs, strict=True)}
+
+
+def _compare(
+    got: np.ndarray, expected: np.ndarray, *, name: str, source: str, rtol: float, atol: float
+) -> float:
+    """The largest absolute difference of ``got`` (ONNX) and ``expected`` (``source``), or
+    ``ParityError`` when they differ in shape or beyond the tolerance."""
+    if got.shape != expected.shape:
+        raise ParityError(
+            f"ONNX output {name!r} has shape {list(got.shape)}, {source} {list(expected.shape)}"
+        )
+    if got.size == 0:
+        return 0.0
+    diff = float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64))))
+    if not np.allclose(got, expected, rtol=rtol, atol=atol) or not np.isfinite(diff):
+        raise ParityError(
+            f"ONNX output {name!r} differs from {source} by up to {diff:.3g} on {len(got)} rows"
+            f" (rtol={rtol:g}, atol={atol:.3g})"
+        )
+    return diff
 
 
 def _wrap(module: torch.nn.Module, task: str) -> torch.nn.Module:

@@ -4,9 +4,10 @@ The run claims the job row (so a redelivered message, or a second worker, does n
 whether an earlier attempt already registered the version (then it only records it), and
 otherwise: starts the job's training process (``process.py``; it imports torch while the run
 prepares the dataset through the features contract), hands it the arrays, and waits while it
-trains with the named trainer, exports to ONNX, checks parity with torch on held-out rows and
-evaluates on the validation split. Its epochs are recorded as they come (which also heartbeats);
-cancellation, the job's time limit and shutdown kill it. Then the run applies the gate
+trains with the named trainer, exports to ONNX (or takes the export the trainer made itself),
+checks parity with the trained model on held-out rows and evaluates on the validation split.
+Its epochs are recorded as they come (which also heartbeats); cancellation, the job's time limit
+and shutdown kill it. Then the run applies the gate
 (evaluating the baseline version on the same rows) and registers the version with its lineage
 and reference profile under an idempotency key naming the job. The job's one outcome and
 ``TrainingJobFinished`` are written in one transaction.
@@ -211,7 +212,8 @@ class JobRunner:
                 dataset_digest=data.digest,
                 feature_service=data.feature_service,
                 transform_state=data.transform_state,
-                extra=_library_versions()
+                extra=done.lineage
+                | _library_versions()
                 | {"rows": str(data.rows)}
                 | ({"classes": json.dumps(data.classes)} if data.classes else {}),
             ),

@@ -1,14 +1,17 @@
 """Trainers: the plug-in API (:func:`trainer`, :class:`TrainingData`) and their discovery.
 
-A trainer is a function ``fn(data: TrainingData) -> (torch.nn.Module, metrics)`` decorated with
-:func:`trainer`. The decorator only attaches a :class:`Trainer` to the function and adds it to
-the process-wide default registry; a :class:`TrainerRegistry` collects trainers from the modules
-it is told to import (:meth:`TrainerRegistry.discover`) and from the ``quarry.trainers`` entry
-points of installed packages.
+A trainer is a function ``fn(data: TrainingData) -> (model, metrics)`` decorated with
+:func:`trainer`, where the model is a ``torch.nn.Module`` (the job exports it to ONNX) or an
+:class:`OnnxModel` the trainer exported itself (gradient-boosted trees, forests...). The
+decorator only attaches a :class:`Trainer` to the function and adds it to the process-wide
+default registry; a :class:`TrainerRegistry` collects trainers from the modules it is told to
+import (:meth:`TrainerRegistry.discover`) and from the ``quarry.trainers`` entry points of
+installed packages.
 
 Nothing here imports torch: listing trainers and checking hyperparameters work on hosts without
-it. The built-in trainers live in ``builtin.py``, which imports torch only inside the trainers'
-bodies, so importing it to list them is cheap.
+it. The built-in trainers live in ``builtin.py`` (torch) and ``trees.py`` (XGBoost, LightGBM,
+scikit-learn), which import their libraries only inside the trainers' bodies, so importing them
+to list the trainers is cheap.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import inspect
+import math
 import types
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import msgspec
@@ -34,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "OnnxModel",
     "Task",
     "Trainer",
     "TrainerRegistry",
@@ -47,12 +52,12 @@ ENTRY_POINT_GROUP = "quarry.trainers"
 """Entry points of this group name a module of trainers or one trainer function."""
 
 Task = Literal["classification", "regression"]
-TrainerFn = Callable[["TrainingData"], tuple["torch.nn.Module", dict[str, float]]]
+TrainerFn = Callable[["TrainingData"], tuple["torch.nn.Module | OnnxModel", dict[str, float]]]
 F = TypeVar("F", bound=Callable[..., Any])
 
 _TASKS: tuple[Task, ...] = ("classification", "regression")
 _MARK = "__quarry_trainer__"
-_BUILTIN_MODULE = "app.modules.training.builtin"
+_BUILTIN_MODULES = ("app.modules.training.builtin", "app.modules.training.trees")
 _TYPE_NAMES: dict[type, str] = {bool: "bool", int: "int", float: "float", str: "str"}
 
 
@@ -78,6 +83,27 @@ class TrainingData:
     device: str
     seed: int
     report: Callable[[int, int, dict[str, float]], None]
+    threads: int = 1
+    """CPU threads the trainer may use (the job's share of the host)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class OnnxModel:
+    """A model the trainer exported to ONNX itself, and how to check that export.
+
+    ``onnx`` takes one float32 input ``[N, k]`` (any name, any ``N``) and answers, like the
+    exports of torch modules, ``probabilities`` (float32 ``[N, C]``) for classification or
+    ``prediction`` (float32 ``[N]``) for regression; other outputs are allowed.
+    ``predict(x)`` answers the same output with the native library for float32 rows ``x``: the
+    job compares the two on held-out rows and fails on a mismatch. ``feature_importances``
+    (column -> importance) and ``lineage`` (text -> text) are recorded in the registered
+    version's lineage.
+    """
+
+    onnx: bytes
+    predict: Callable[[np.ndarray], np.ndarray]
+    feature_importances: Mapping[str, float] | None = None
+    lineage: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,7 +125,7 @@ class Trainer:
     @property
     def builtin(self) -> bool:
         """Whether Quarry ships this trainer."""
-        return self.fn.__module__ == _BUILTIN_MODULE
+        return self.fn.__module__ in _BUILTIN_MODULES
 
     def info(self) -> TrainerInfo:
         """The contract's description of this trainer."""
@@ -114,7 +140,7 @@ class Trainer:
             builtin=self.builtin,
         )
 
-    def train(self, data: TrainingData) -> tuple[torch.nn.Module, dict[str, float]]:
+    def train(self, data: TrainingData) -> tuple[torch.nn.Module | OnnxModel, dict[str, float]]:
         """Run the trainer function on ``data``."""
         return self.fn(data)
 
@@ -126,10 +152,11 @@ def trainer(
     hyperparameters: Mapping[str, Value] | None = None,
     description: str | None = None,
 ) -> Callable[[F], F]:
-    """Declare ``fn(data: TrainingData) -> (torch.nn.Module, metrics)`` as the trainer ``name``.
+    """Declare ``fn(data: TrainingData) -> (model, metrics)`` as the trainer ``name``.
 
-    The module maps float32 ``[N, k]`` to logits ``[N, C]`` (classification) or to predictions
-    ``[N]`` or ``[N, 1]`` (regression); ``metrics`` are training metrics (epochs run...).
+    The model is a ``torch.nn.Module`` mapping float32 ``[N, k]`` to logits ``[N, C]``
+    (classification) or to predictions ``[N]`` or ``[N, 1]`` (regression), or an
+    :class:`OnnxModel`; ``metrics`` are training metrics (epochs run...).
     ``hyperparameters`` maps each accepted name to its default, whose type is the
     hyperparameter's (``None``: any value). ``description`` defaults to the first line of the
     function's docstring.
@@ -183,8 +210,9 @@ class TrainerRegistry:
         self._trainers[entry.name] = entry
 
     def add_builtin(self) -> None:
-        """Register the trainers Quarry ships (this does not import torch)."""
-        self._collect(importlib.import_module(_BUILTIN_MODULE))
+        """Register the trainers Quarry ships (this imports none of their libraries)."""
+        for module in _BUILTIN_MODULES:
+            self._collect(importlib.import_module(module))
 
     def discover(self, import_paths: Sequence[str]) -> None:
         """Import each dotted module path and register its trainers, then do the same for the
@@ -301,6 +329,8 @@ def _import(path: str) -> types.ModuleType:
         ) from exc
 
 
+_POSITIVE = math.nextafter(0.0, 1.0)
+"""The smallest float above 0: a lower bound that excludes 0."""
 _RANGES: dict[str, tuple[float, float, str]] = {
     "epochs": (1, 1e9, "at least 1"),
     "batch_size": (1, 1e9, "at least 1"),
@@ -310,11 +340,31 @@ _RANGES: dict[str, tuple[float, float, str]] = {
     "lr": (1e-12, 1e3, "a positive number"),
     "weight_decay": (0, 1e3, "0 or more"),
     "dropout": (0, 0.999, "at least 0 and below 1"),
+    "n_estimators": (1, 5000, "from 1 to 5000"),
+    "max_depth": (0, 64, "from 0 (no limit) to 64"),
+    "learning_rate": (_POSITIVE, 1, "above 0 and at most 1"),
+    "num_leaves": (2, 131072, "from 2 to 131072"),
+    "min_child_samples": (1, 1e9, "at least 1"),
+    "min_child_weight": (0, 1e9, "0 or more"),
+    "min_samples_leaf": (1, 1e9, "at least 1"),
+    "subsample": (_POSITIVE, 1, "above 0 and at most 1"),
+    "colsample_bytree": (_POSITIVE, 1, "above 0 and at most 1"),
+    "reg_lambda": (0, 1e9, "0 or more"),
+    "reg_alpha": (0, 1e9, "0 or more"),
+    "early_stopping_rounds": (0, 1e6, "0 (no early stopping) or more"),
 }
-"""What the built-in trainers' hyperparameters accept (checked at submission)."""
+"""What the built-in trainers' numeric hyperparameters accept (checked at submission)."""
+_CHOICES: dict[str, tuple[str, ...]] = {"max_features": ("sqrt", "log2", "all")}
+"""What the built-in trainers' text hyperparameters accept."""
 
 
 def _check_range(key: str, value: Value) -> None:
+    choices = _CHOICES.get(key)
+    if choices is not None and value not in choices:
+        raise InvalidInput(
+            f"hyperparameter {key!r} must be one of {', '.join(choices)}, got {value!r}",
+            details={"field": f"hyperparameters.{key}"},
+        )
     bounds = _RANGES.get(key)
     if bounds is None or not isinstance(value, int | float):
         return

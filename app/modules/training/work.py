@@ -58,11 +58,14 @@ class Done(msgspec.Struct, frozen=True, kw_only=True, tag="done"):
 
     onnx: bytes
     parity: float
-    """The largest absolute difference between ONNX Runtime and torch on held-out rows."""
+    """The largest absolute difference between ONNX Runtime and the trained model (torch, or
+    the trainer's own library) on held-out rows."""
     train_metrics: dict[str, float]
     scores: dict[str, float]
     """Validation metrics of the exported model."""
     profile: ReferenceProfile
+    lineage: dict[str, str] = {}
+    """More lineage entries (a self-exported model's feature importances, library versions)."""
 
 
 class Failed(msgspec.Struct, frozen=True, kw_only=True, tag="failed"):
