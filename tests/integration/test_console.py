@@ -324,3 +324,22 @@ def test_over_https_the_key_cookie_is_secure(tmp_path: Path) -> None:
         c for c in answer.headers.get_list("set-cookie") if c.startswith("quarry_console_key=")
     )
     assert "Secure" in cookie
+
+
+def test_a_remote_module_that_is_down_is_shown_not_a_failure(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        modules=("registry", "monitoring", "inference", "training"),
+        remotes={"features": "http://127.0.0.1:9"},  # nothing listens there
+        service_token="s" * 32,
+    )
+    with TestClient(create_app(Platform(settings), host="127.0.0.1")) as http:
+        overview = http.get("/ui")
+        features = http.get("/ui/features")
+    assert overview.status_code == 200
+    assert re.search(
+        r"<td>features</td><td>remote <small>http://127.0.0.1:9</small>", overview.text
+    )
+    assert features.status_code == 200
+    assert "The feature views section is not available: module features" in features.text
+    assert "Traceback" not in features.text
