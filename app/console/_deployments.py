@@ -13,7 +13,7 @@ from litestar.response import Redirect, Response
 from app.console._chart import line_chart
 from app.console._clients import Clients
 from app.console._forms import done, scopes_of, text
-from app.console._render import page
+from app.console._render import list_page, page
 from app.console._session import checked_form
 from contracts.common import InvalidInput
 from contracts.inference import (
@@ -37,14 +37,12 @@ SCOPES = scopes_of(InferenceService, "start_rollout", "promote_rollout", "abort_
 def deployment_handlers(q: Clients) -> list[Any]:
     """The deployment and rollout pages and their actions."""
 
-    @get("/deployments")
-    async def deployments(
-        request: Request[Any, Any, Any], cursor: FromQuery[str | None] = None
-    ) -> Response[str]:
-        found = await q.inference.list_deployments(
-            ListDeployments(limit=PAGE, cursor=cursor or None)
-        )
-        return page(request, "deployments.html", title="Deployments", found=found)
+    deployments = list_page(
+        "/deployments",
+        "deployments.html",
+        "Deployments",
+        lambda cursor: q.inference.list_deployments(ListDeployments(limit=PAGE, cursor=cursor)),
+    )
 
     @get("/deployments/{name:str}")
     async def deployment(

@@ -10,7 +10,7 @@ from litestar.response import Redirect, Response
 
 from app.console._clients import Clients
 from app.console._forms import done, scopes_of, text, whole_number
-from app.console._render import page
+from app.console._render import list_page, page
 from app.console._session import checked_form
 from contracts.registry import (
     ArchiveVersion,
@@ -33,12 +33,12 @@ SCOPES = scopes_of(RegistryService, "set_alias", "rollback_alias", "archive_vers
 def model_handlers(q: Clients) -> list[Any]:
     """The models pages and their actions."""
 
-    @get("/models")
-    async def models(
-        request: Request[Any, Any, Any], cursor: FromQuery[str | None] = None
-    ) -> Response[str]:
-        found = await q.registry.list_models(ListModels(limit=PAGE, cursor=cursor or None))
-        return page(request, "models.html", title="Models", found=found)
+    models = list_page(
+        "/models",
+        "models.html",
+        "Models",
+        lambda cursor: q.registry.list_models(ListModels(limit=PAGE, cursor=cursor)),
+    )
 
     @get("/models/{name:str}")
     async def model(

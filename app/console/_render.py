@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
 import jinja2
-from litestar import MediaType, Request
+from litestar import MediaType, Request, get
 from litestar.exceptions import HTTPException
+from litestar.params import FromQuery
 from litestar.response import Response
 
 from app.console._session import NOBODY, csrf_token, set_session_cookies
@@ -17,7 +19,7 @@ from app.kernel.auth import Principal
 from app.kernel.errors import error_for_status, status_for
 from contracts.common import InternalError, NotFound, QuarryError
 
-__all__ = ["error_page", "not_found", "page", "principal_of", "render"]
+__all__ = ["error_page", "list_page", "not_found", "page", "principal_of", "render"]
 
 _log = logging.getLogger("quarry.console")
 
@@ -113,6 +115,20 @@ def page(
     )
     set_session_cookies(request, response, key=key)
     return response
+
+
+def list_page(
+    path: str, template: str, title: str, fetch: Callable[[str | None], Awaitable[Any]]
+) -> Any:
+    """``GET <path>?cursor=``: one page of a list (``fetch(cursor)``) rendered as ``found``."""
+
+    @get(path, name=f"console-list-{template}")
+    async def listing(
+        request: Request[Any, Any, Any], cursor: FromQuery[str | None] = None
+    ) -> Response[str]:
+        return page(request, template, title=title, found=await fetch(cursor or None))
+
+    return listing
 
 
 def error_page(request: Request[Any, Any, Any], exc: Exception) -> Response[str]:
