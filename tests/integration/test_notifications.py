@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from app.bootstrap import Platform, create_app
@@ -51,6 +52,8 @@ class Receiver:
 
     port: int = 0
     status: int = 204
+    answers: bool = True
+    """``False``: take the request and never answer."""
     extra_headers: dict[str, str] = field(default_factory=dict)
     arrived: asyncio.Queue[Received] = field(default_factory=asyncio.Queue)
     server: asyncio.Server | None = None
@@ -82,6 +85,10 @@ class Receiver:
                 headers[key.strip().lower()] = value.strip()
         body = await reader.readexactly(int(headers.get("content-length", "0")))
         self.arrived.put_nowait(Received(request_line.split(" ")[1], headers, body))
+        if not self.answers:
+            await reader.read()  # until the sender gives up and hangs up
+            writer.close()
+            return
         extra = "".join(f"{k}: {v}\r\n" for k, v in self.extra_headers.items())
         head = f"HTTP/1.1 {self.status} X\r\ncontent-length: 0\r\nconnection: close\r\n"
         writer.write(f"{head}{extra}\r\n".encode())
@@ -223,6 +230,69 @@ async def test_a_failing_receiver_gets_retries_then_the_delivery_is_listed_faile
     assert all(a.error for a in failed.attempts)
     if status == 302:
         assert "redirects are not followed" in (failed.attempts[0].error or "")
+
+
+@pytest.mark.parametrize(
+    ("timeout_s", "waits_for"), [(0.5, "the failure"), (60.0, "the other receiver")]
+)
+async def test_a_receiver_that_never_answers_times_out_and_holds_up_no_other(
+    tmp_path: Path, receiver: Receiver, timeout_s: float, waits_for: str
+) -> None:
+    silent = await Receiver(answers=False).start()
+    config = msgspec.structs.replace(FAST_RETRIES, timeout_s=timeout_s, max_attempts=2)
+    try:
+        async with Platform(_settings(tmp_path, config)) as platform:
+            notifications = platform.client("notifications", caller="tests")
+            await notifications.put_webhook(
+                PutWebhook(name="silent", url=silent.url, events=["*"], secret=SECRET)
+            )
+            registry = platform.client("registry", caller="tests")
+            await registry.register_version(RegisterVersion(name="churn", artifact=linear_onnx()))
+            await silent.next()
+            if waits_for == "the other receiver":
+                # the silent receiver holds its attempt for a minute: another webhook's
+                # deliveries go out meanwhile
+                await notifications.put_webhook(
+                    PutWebhook(name="ops", url=receiver.url, events=["*"], secret=SECRET)
+                )
+                await registry.register_version(
+                    RegisterVersion(name="other", artifact=linear_onnx())
+                )
+                got = await receiver.next()
+                assert got.json()["data"]["name"] == "other"
+                return
+            await eventually(
+                lambda: _all(platform, "silent", lambda d: d.status == "failed", count=1)
+            )
+            (failed,) = await _deliveries(platform, "silent")
+            assert [a.error for a in failed.attempts] == ["no answer within 0.5 s"] * 2
+    finally:
+        await silent.stop()
+
+
+async def test_deliveries_filter_by_status_and_go_with_their_webhook(
+    platform: Platform, receiver: Receiver
+) -> None:
+    down = Receiver(port=free_port())
+    notifications = platform.client("notifications", caller="tests")
+    await notifications.put_webhook(PutWebhook(name="up", url=receiver.url, events=["*"]))
+    await notifications.put_webhook(PutWebhook(name="down", url=down.url, events=["*"]))
+    registry = platform.client("registry", caller="tests")
+    await registry.register_version(RegisterVersion(name="churn", artifact=linear_onnx()))
+    await eventually(lambda: _all(platform, "down", lambda d: d.status == "failed", count=1))
+    await eventually(lambda: _all(platform, "up", lambda d: d.status == "delivered", count=1))
+
+    transport = httpx.ASGITransport(app=create_app(platform, host="127.0.0.1"))
+    async with httpx.AsyncClient(transport=transport, base_url="http://q") as http:
+        base = "/v1/notifications/webhooks/down/deliveries"
+        failed = await http.get(base, params={"status": "failed"})
+        assert [d["status"] for d in failed.json()["items"]] == ["failed"]
+        assert (await http.get(base, params={"status": "delivered"})).json()["items"] == []
+        assert (await http.get(base, params={"status": "lost"})).status_code == 400
+        assert (await http.delete("/v1/notifications/webhooks/down")).status_code == 200
+        assert (await http.get(base)).status_code == 404
+        listed = await http.get("/v1/notifications/webhooks")
+        assert [w["name"] for w in listed.json()["items"]] == ["up"]
 
 
 async def test_a_receiver_that_is_down_fails_then_a_redelivery_reaches_it(

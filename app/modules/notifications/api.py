@@ -12,18 +12,21 @@ Writes need the ``admin`` scope, reads ``read`` (from the contract's markers).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, get_args
 
 import msgspec
 from litestar import Router, delete, get, post, put
+from litestar.openapi.spec import OpenAPIType
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from app.kernel.http.bodies import contract_scope, from_params
+from app.kernel.http.openapi import NoBody, documented
 from app.kernel.http.params import PageCursor, PageLimit
 from contracts.common import NAME_PATTERN, Page
 from contracts.notifications import (
     DeleteWebhook,
     Delivery,
+    DeliveryStatus,
     EventPattern,
     GetWebhook,
     ListDeliveries,
@@ -49,8 +52,15 @@ DeliveryId = Annotated[
     str, PathParameter(description="The delivery's id.", schema_extra={"max_length": 36})
 ]
 StatusFilter = Annotated[
-    Literal["pending", "delivered", "failed"] | None,
-    QueryParameter(description="Only deliveries of this status.", required=False),
+    str | None,
+    QueryParameter(
+        description="Only deliveries of this status.",
+        schema_extra={
+            "one_of": None,
+            "type": OpenAPIType.STRING,
+            "enum": list(get_args(DeliveryStatus)),
+        },
+    ),
 ]
 
 
@@ -106,6 +116,7 @@ def routes(service: NotificationsService) -> list[Router]:
         f"{path}/deliveries/{{id:str}}/redeliver",
         opt=contract_scope(svc.redeliver),
         status_code=200,
+        **documented(body=NoBody, body_required=False),
     )
     async def redeliver(name: Name, id: DeliveryId) -> Delivery:
         """Send a delivery again at once, with a fresh retry budget, whatever its status."""

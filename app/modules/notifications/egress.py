@@ -21,6 +21,9 @@ from contracts.common import InvalidInput
 
 __all__ = ["Egress", "Target", "parse_url"]
 
+RESOLVE_TIMEOUT_S = 5.0
+"""The longest a host name may take to resolve."""
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -38,6 +41,8 @@ class Target:
 def parse_url(url: str) -> SplitResult:
     """``url`` split, or ``InvalidInput`` unless it is an http(s) URL with a host and no
     credentials."""
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        raise _refused(url, "the URL holds spaces or control characters")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port out of range
@@ -49,8 +54,6 @@ def parse_url(url: str) -> SplitResult:
         raise _refused(url, "the URL has no host")
     if parts.username is not None or parts.password is not None:
         raise _refused(url, "credentials in the URL are not allowed (use the signing secret)")
-    if any(c.isspace() or ord(c) < 0x20 for c in url):
-        raise _refused(url, "the URL holds spaces or control characters")
     return parts
 
 
@@ -113,8 +116,13 @@ def _literal_address(host: str) -> IPAddress | None:
 async def _resolve(url: str, host: str, port: int) -> list[IPAddress]:
     loop = asyncio.get_running_loop()
     try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
+        async with asyncio.timeout(RESOLVE_TIMEOUT_S):
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except TimeoutError:
+        raise _refused(
+            url, f"host {host!r} did not resolve within {RESOLVE_TIMEOUT_S:g} s"
+        ) from None
+    except (OSError, UnicodeError, ValueError) as exc:
         raise _refused(url, f"host {host!r} does not resolve ({exc})") from None
     found: list[IPAddress] = []
     for info in infos:
