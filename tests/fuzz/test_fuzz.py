@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 HERE = Path(__file__).parent
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
-SECONDS = int(os.environ.get("QUARRY_FUZZ_SECONDS", "45"))
+SECONDS = int(os.environ.get("QUARRY_FUZZ_SECONDS", "30"))
 
 
 def seed(url: str) -> None:

@@ -42,11 +42,55 @@ def decode_body(
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError as exc:
-        raise InvalidInput(f"invalid {what}: {exc}") from None
+        whole = _with_whole_numbers(decoder, raw, exc) if kind == "JSON" else None
+        if whole is None:
+            raise InvalidInput(f"invalid {what}: {exc}") from None
+        return whole
     except msgspec.DecodeError as exc:
         raise InvalidInput(f"malformed {kind} body: {exc}") from None
     except RecursionError:
         raise too_deep(kind) from None
+
+
+_FLOAT_FOR_INT = re.compile(r"^Expected `int[^`]*`, got `float` - at `\$(?P<path>[^`]*)`$")
+_STEP = re.compile(r"\.(?P<key>[^.\[]+)|\[(?P<index>[0-9]+)\]")
+
+
+def _with_whole_numbers(decoder: _Decoder[T], raw: bytes, error: Exception) -> T | None:
+    """``raw`` decoded again with each whole number written as a float (``30.0``) where an
+    integer is expected read as that integer: JSON does not tell ``30.0`` from ``30``, nor does
+    JSON Schema's ``integer``. ``None`` when that is not what was wrong."""
+    try:
+        value = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    for _ in range(64):  # one number a round: a body would need more to be anything but odd
+        found = _FLOAT_FOR_INT.match(str(error))
+        if found is None or not _make_whole(value, found["path"]):
+            return None
+        try:
+            return decoder.decode(msgspec.json.encode(value))
+        except msgspec.ValidationError as again:
+            error = again
+    return None
+
+
+def _make_whole(value: Any, path: str) -> bool:
+    """Turn the whole float at ``path`` (``.a[0].b``) within ``value`` into an int."""
+    steps = list(_STEP.finditer(path))
+    if "".join(step[0] for step in steps) != path or not steps:
+        return False  # a path through a mapping's values: its keys are not shown
+    parent = value
+    for step in steps[:-1]:
+        key: Any = step["key"] if step["key"] is not None else int(step["index"])
+        parent = parent[key]
+    last = steps[-1]
+    key = last["key"] if last["key"] is not None else int(last["index"])
+    number = parent[key]
+    if not isinstance(number, float) or not number.is_integer():
+        return False
+    parent[key] = int(number)
+    return True
 
 
 def from_params(request_type: type[T], /, **params: Any) -> T:

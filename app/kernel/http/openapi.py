@@ -19,9 +19,10 @@ import inspect
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
+from litestar import Request
 from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
 from litestar.di import Provide
 from litestar.handlers import HTTPRouteHandler
@@ -45,7 +46,9 @@ from litestar.types.empty import Empty
 from litestar.typing import FieldDefinition
 from litestar.utils.helpers import unwrap_partial
 
-from contracts.common import NAME_PATTERN
+from app.kernel.http.bodies import decode_body
+from app.kernel.http.patterns import integer_pattern
+from contracts.common import MAX_INT32, NAME_PATTERN
 
 __all__ = [
     "JSON",
@@ -65,9 +68,9 @@ JSON = "application/json"
 MSGPACK = "application/x-msgpack"
 
 _NAME = NAME_PATTERN[1:-1]
-MODEL_REF_PATTERN = f"^{_NAME}(:[0-9]{{1,19}}|@{_NAME})?$"
-"""A model reference as a path parameter: ``name``, ``name:N`` or ``name@alias`` (what
-:meth:`contracts.common.ModelRef.parse` takes, but for the version's range)."""
+MODEL_REF_PATTERN = f"^{_NAME}(:{integer_pattern(1, MAX_INT32)}|@{_NAME})?$"
+"""A model reference as a path parameter: ``name``, ``name:N`` or ``name@alias``, the version a
+number the registry can hold (1 to 2**31 - 1) written without leading zeros."""
 
 
 class Error(msgspec.Struct, frozen=True, kw_only=True):
@@ -158,6 +161,8 @@ def documented(
         }
 
         kwargs["dependencies"] = {"declared_body": Provide(declared_body, sync_to_thread=False)}
+        if body is NoBody:
+            kwargs["before_request"] = _refuse_a_body
     answer_types = answer_media_types or media_types
     if answer is not None:
         responses[status] = ResponseSpec(
@@ -177,6 +182,17 @@ def documented(
         raw_answers=dict(raw_answers or {}),
     )
     return kwargs
+
+
+_NO_BODY = msgspec.json.Decoder(NoBody)
+
+
+async def _refuse_a_body(request: Request[Any, Any, Any]) -> None:
+    """An action that takes no body refuses one that is not empty or ``{}`` (400), as the
+    schema says, instead of ignoring it."""
+    raw = await request.body()
+    if raw.strip():
+        decode_body(_NO_BODY, raw, what="body", example="no body, or {}")
 
 
 def _success(status: int) -> str:
@@ -304,12 +320,100 @@ class StructDefaultsSchemaPlugin(StructSchemaPlugin):
                 default=Empty if unset else field.default,
                 **({"kwarg_definition": kwarg} if kwarg else {}),
             )
-        required = sorted(f.encode_name for f in info.fields if self._is_field_required(field=f))
+        required = [f.encode_name for f in info.fields if self._is_field_required(field=f)]
+        if info.tag_field is not None:
+            # a tagged Struct (a member of a union) is told apart by its tag: a required constant
+            properties[info.tag_field] = FieldDefinition.from_annotation(Literal[info.tag])
+            required.append(info.tag_field)
         schema = schema_creator.create_component_schema(
-            field_definition, required=required, property_fields=properties
+            field_definition, required=sorted(required), property_fields=properties
         )
         if info.forbid_unknown_fields:
             schema.additional_properties = False
         if schema.description is None:
             schema.description = inspect.getdoc(field_definition.type_)
+        for field in info.fields:
+            _inner_bounds(
+                schema.properties.get(field.encode_name) if schema.properties else None, field.type
+            )
+        _whole_bounds(schema)
+        for key, value in getattr(field_definition.type_, "openapi_extra", {}).items():
+            setattr(schema, key, value)
         return schema
+
+
+_INSPECT = msgspec.inspect
+_STRING_BOUNDS = {"pattern": "pattern", "min_length": "min_length", "max_length": "max_length"}
+_NUMBER_BOUNDS = {
+    "ge": "minimum",
+    "le": "maximum",
+    "gt": "exclusive_minimum",
+    "lt": "exclusive_maximum",
+    "multiple_of": "multiple_of",
+}
+
+
+def _inner_bounds(schema: Schema | Reference | None, info: Any) -> None:
+    """The bounds of a list's items and a mapping's keys and values, which litestar leaves out
+    (``list[Annotated[str, Meta(pattern=...)]]`` is documented as any list of strings)."""
+    if isinstance(info, _INSPECT.Metadata):
+        info = info.type
+    if isinstance(info, _INSPECT.UnionType) and isinstance(schema, Schema) and schema.one_of:
+        # ``X | None``: the bounds go to X's member of the ``oneOf``
+        present = [t for t in info.types if not isinstance(t, _INSPECT.NoneType)]
+        members = [m for m in schema.one_of if not (isinstance(m, Schema) and m.type == "null")]
+        if len(present) == 1 and len(members) == 1:
+            _inner_bounds(members[0], present[0])
+        return
+    if not isinstance(schema, Schema):
+        return
+    sequences = (_INSPECT.ListType, _INSPECT.SetType, _INSPECT.FrozenSetType, _INSPECT.VarTupleType)
+    if isinstance(info, sequences) and isinstance(schema.items, Schema):
+        _bound(schema.items, info.item_type)
+    elif isinstance(info, _INSPECT.DictType):
+        if isinstance(schema.additional_properties, Schema):
+            _bound(schema.additional_properties, info.value_type)
+        key = info.key_type
+        if isinstance(key, _INSPECT.StrType) and (key.pattern or key.min_length or key.max_length):
+            schema.property_names = Schema()
+            _bound(schema.property_names, key)
+
+
+def _bound(schema: Schema, info: Any) -> None:
+    """``schema`` given the bounds msgspec checks for ``info`` (and those of its own items)."""
+    if isinstance(info, _INSPECT.Metadata):
+        info = info.type
+    names = (
+        _STRING_BOUNDS
+        if isinstance(info, _INSPECT.StrType)
+        else _NUMBER_BOUNDS
+        if isinstance(info, _INSPECT.IntType | _INSPECT.FloatType)
+        else {}
+    )
+    for constraint, keyword in names.items():
+        value = getattr(info, constraint)
+        if value is not None:
+            setattr(schema, keyword, value)
+    _inner_bounds(schema, info)
+
+
+_BOUNDS = ("minimum", "maximum", "exclusive_minimum", "exclusive_maximum", "multiple_of")
+
+
+def _whole_bounds(schema: Schema | Reference) -> None:
+    """Integer bounds written as integers: litestar writes every bound as a float, and a client
+    reading ``"maximum": 2147483647.0`` may send ``30.0``, which an ``int`` field refuses."""
+    if not isinstance(schema, Schema):
+        return
+    if schema.type == OpenAPIType.INTEGER:
+        for key in _BOUNDS:
+            value = getattr(schema, key)
+            if isinstance(value, float) and value.is_integer():
+                setattr(schema, key, int(value))
+    nested = [*(schema.properties or {}).values(), *(schema.one_of or []), *(schema.any_of or [])]
+    if isinstance(schema.items, Schema | Reference):
+        nested.append(schema.items)
+    if isinstance(schema.additional_properties, Schema | Reference):
+        nested.append(schema.additional_properties)
+    for inner in nested:
+        _whole_bounds(inner)

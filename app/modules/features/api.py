@@ -5,7 +5,9 @@
   ``Accept: application/x-ndjson`` the rows are written ``chunk_rows`` at a time and the answer
   streams one progress line per committed chunk
 - ``GET /services``, ``GET|PUT /services/{name}``
-- ``POST /online`` (Feast-shaped), ``POST /historical`` (the answer streams as it is computed)
+- ``POST /online`` (Feast-shaped), ``POST /historical`` (the answer streams as it is computed):
+  ``features`` or a feature ``service`` (as the contract names it; ``feature_service``, the name
+  these routes used first, is taken too)
 - ``GET /transform-states/{id}``
 - ``POST /views/{name}/materialize``, ``GET /materializations/{id}`` (:mod:`.api_materialize`)
 """
@@ -13,18 +15,20 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import msgspec
 from litestar import Request, Response, Router, get, post, put
+from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import PathParameter
 from litestar.response import Stream
 
 from app.kernel.http.bodies import contract_scope, decode_body, from_params, json_response
 from app.kernel.http.openapi import documented
-from app.kernel.http.params import PageCursor, PageLimit, VersionQuery
+from app.kernel.http.params import PageCursor, PageLimit, VersionQuery, version_number
+from app.kernel.http.patterns import integer_pattern
 from app.modules.features.api_materialize import materialize_handlers
-from contracts.common import NAME_PATTERN, Count, Page, PositiveCount
+from contracts.common import MAX_INT32, NAME_PATTERN, Count, InvalidInput, Page, PositiveCount
 from contracts.features import (
     Feature,
     FeatureService,
@@ -61,6 +65,8 @@ Name = Annotated[
         description="The view's or service's name.", schema_extra={"pattern": NAME_PATTERN}
     ),
 ]
+SERVICE_REF_PATTERN = f"^{NAME_PATTERN[1:-1]}(:{integer_pattern(1, MAX_INT32)})?$"
+"""A feature service named by a read: ``name`` or ``name:N``."""
 StateId = Annotated[str, PathParameter(description="The transform state's id.")]
 
 ONLINE_EXAMPLE = {"features": ["users:age"], "entities": {"user_id": [1, 2]}}
@@ -77,11 +83,18 @@ ONLINE_ANSWER_EXAMPLE = {
 }
 
 
+ColumnName = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
+
+
+def _at_least_one(what: str) -> Any:
+    return msgspec.Meta(min_length=1, description=f"At least one {what}.")
+
+
 class ViewBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``PUT /v1/features/views/{name}``."""
 
-    entities: list[str]
-    features: list[Feature]
+    entities: Annotated[list[ColumnName], _at_least_one("join key")]
+    features: Annotated[list[Feature], _at_least_one("feature")]
     ttl_seconds: Count = 0
     description: str = ""
     tags: dict[str, str] = {}
@@ -91,7 +104,7 @@ class ViewBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 class ServiceBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``PUT /v1/features/services/{name}``."""
 
-    features: list[str]
+    features: Annotated[list[str], _at_least_one("``view:feature`` reference")]
     transforms: list[Transform] = []
     description: str = ""
 
@@ -99,25 +112,74 @@ class ServiceBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 class RowsBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``POST /v1/features/views/{name}/rows``."""
 
-    rows: list[dict[str, Value]]
+    rows: Annotated[list[dict[str, Value]], _at_least_one("row")]
     to: Literal["online", "offline", "online_and_offline"] = "online_and_offline"
     chunk_rows: PositiveCount = 10_000
 
 
+ServiceRef = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=SERVICE_REF_PATTERN,
+        description="A feature service whose features are read: `name` or `name:N`.",
+    ),
+]
+OldServiceRef = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=SERVICE_REF_PATTERN,
+        extra_json_schema={
+            "description": "The same as `service`, under the name this route first used; kept"
+            " for existing callers (both given and different: 400).",
+            "extra": {"deprecated": True},
+        },
+    ),
+]
+_FEATURES_OR_SERVICE = {
+    "any_of": [
+        Schema(required=["features"], properties={"features": Schema(min_items=1)}),
+        Schema(required=["service"], properties={"service": Schema(type=OpenAPIType.STRING)}),
+        Schema(
+            required=["feature_service"],
+            properties={"feature_service": Schema(type=OpenAPIType.STRING)},
+        ),
+    ]
+}
+
+
 class OnlineBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``POST /v1/features/online``."""
+    """``POST /v1/features/online``: ``features`` (``view:feature`` references), or a feature
+    ``service`` whose features are read (``feature_service`` is an older name for it)."""
 
     features: list[str] = []
-    feature_service: str | None = None
+    service: ServiceRef | None = None
+    feature_service: OldServiceRef | None = None
     entities: dict[str, list[Value]]
+
+    openapi_extra: ClassVar[dict[str, Any]] = _FEATURES_OR_SERVICE
 
 
 class HistoricalBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``POST /v1/features/historical``."""
+    """``POST /v1/features/historical``: ``features`` or a feature ``service`` as for online
+    reads, and the entity rows (join keys + ``event_timestamp``)."""
 
     features: list[str] = []
-    feature_service: str | None = None
-    entity_rows: list[dict[str, Value]]
+    service: ServiceRef | None = None
+    feature_service: OldServiceRef | None = None
+    entity_rows: Annotated[list[dict[str, Value]], _at_least_one("entity row")]
+
+    openapi_extra: ClassVar[dict[str, Any]] = _FEATURES_OR_SERVICE
+
+
+def _service(body: OnlineBody | HistoricalBody) -> str | None:
+    """The feature service a read names, under either name; ``InvalidInput`` for two."""
+    if body.service and body.feature_service and body.service != body.feature_service:
+        raise InvalidInput(
+            f"service {body.service!r} and feature_service {body.feature_service!r} differ:"
+            " give one (feature_service is the older name of service)",
+            details={"field": "service"},
+        )
+    return body.service or body.feature_service
 
 
 _ENCODER = msgspec.json.Encoder()
@@ -169,7 +231,7 @@ def _view_handlers(service: FeaturesService) -> list[Any]:
     )
     async def get_view(name: Name, version: VersionQuery = None) -> Response[bytes]:
         """A feature view: its latest version, or ``?version=N``."""
-        request = from_params(GetFeatureView, name=name, version=version)
+        request = from_params(GetFeatureView, name=name, version=version_number(version))
         return json_response(await service.get_view(request))
 
     @put(
@@ -234,7 +296,7 @@ def _service_handlers(service: FeaturesService) -> list[Any]:
     )
     async def get_service(name: Name, version: VersionQuery = None) -> Response[bytes]:
         """A feature service: its latest version, or ``?version=N``."""
-        request = from_params(GetFeatureService, name=name, version=version)
+        request = from_params(GetFeatureService, name=name, version=version_number(version))
         return json_response(await service.get_service(request))
 
     @put(
@@ -271,7 +333,7 @@ def _read_handlers(service: FeaturesService) -> list[Any]:
         body = _decode(await request.body(), OnlineBody, example)
         answer = await service.get_online(
             GetOnlineFeatures(
-                features=body.features, service=body.feature_service, entities=body.entities
+                features=body.features, service=_service(body), entities=body.entities
             )
         )
         return json_response(answer)
@@ -292,7 +354,7 @@ def _read_handlers(service: FeaturesService) -> list[Any]:
         chunks = service.stream_historical(
             GetHistoricalFeatures(
                 features=body.features,
-                service=body.feature_service,
+                service=_service(body),
                 entity_rows=body.entity_rows,
             )
         )

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 import numpy as np
+from litestar.openapi.spec import Schema
 from litestar.params import PathParameter
 
 from app.kernel.http.openapi import MODEL_REF_PATTERN
+from app.modules.inference.batch_jobs import MAX_CHUNK_ROWS
 from contracts.common import NAME_PATTERN, Count, PositiveCount, Seconds, Tensor
 from contracts.features import Value
 from contracts.inference import RolloutPolicy, Route
@@ -76,6 +78,14 @@ class PredictBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     outputs: list[str] = []
     entities: dict[str, list[Value]] = {}
     features: dict[str, list[Value]] = {}
+
+    openapi_extra: ClassVar[dict[str, Any]] = {
+        "any_of": [
+            Schema(required=["inputs"], properties={"inputs": Schema(min_properties=1)}),
+            Schema(required=["entities"], properties={"entities": Schema(min_properties=1)}),
+        ]
+    }
+    """Inputs, or entities to build them from: a request with neither is refused."""
 
 
 class PredictAnswer(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -141,8 +151,8 @@ class BatchJobBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """``POST /v1/inference/batch-jobs``: the model reference and rows per input."""
 
     model: str
-    inputs: dict[str, list[Any]]
-    chunk_rows: PositiveCount = 1024
+    inputs: Annotated[dict[str, list[Any]], msgspec.Meta(min_length=1)]
+    chunk_rows: Annotated[int, msgspec.Meta(ge=1, le=MAX_CHUNK_ROWS)] = 1024
 
 
 class RolloutBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -21,6 +21,7 @@ from litestar.openapi.spec import OpenAPIType
 from litestar.params import PathParameter
 
 from app.kernel.http.openapi import JSON, documented
+from app.kernel.http.patterns import integer_pattern
 from app.kernel.numbers import INT32_MAX, parse_int
 from app.kernel.settings import Settings
 from app.modules.inference._oip_codec import (
@@ -48,12 +49,13 @@ ModelName = Annotated[
         schema_extra={"pattern": NAME_PATTERN},
     ),
 ]
+_VERSION_PATTERN = f"^{integer_pattern(1, INT32_MAX)}$"
 ModelVersion = Annotated[
     str | None,
     PathParameter(
         description="A version number.",
         # a path segment is never null: the `None` default only serves the path without it
-        schema_extra={"one_of": None, "type": OpenAPIType.STRING, "pattern": "^[1-9][0-9]{0,9}$"},
+        schema_extra={"one_of": None, "type": OpenAPIType.STRING, "pattern": _VERSION_PATTERN},
     ),
 ]
 
@@ -93,8 +95,8 @@ class ModelReady(msgspec.Struct, frozen=True, kw_only=True):
     ready: bool
 
 
-class ModelMetadata(msgspec.Struct, frozen=True, kw_only=True):
-    """``GET /v2/models/{m}[/versions/{v}]``."""
+class ModelMetadata(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """``GET /v2/models/{m}[/versions/{v}]`` (``parameters`` only when there are any)."""
 
     name: str
     versions: list[str]

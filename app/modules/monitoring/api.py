@@ -12,16 +12,24 @@ Windows are seconds or a number with a unit: ``30s``, ``5m``, ``2h``, ``1d``.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 from litestar import Request, Response, Router, get, post
-from litestar.params import FromQuery, PathParameter
+from litestar.openapi.spec import OpenAPIType, Schema
+from litestar.params import PathParameter, QueryParameter
 
 from app.kernel.http.bodies import contract_scope, decode_body, from_params, json_response
 from app.kernel.http.openapi import MODEL_REF_PATTERN, documented
-from app.kernel.http.params import PageCursor, PageLimit, VersionQuery
-from contracts.common import NAME_PATTERN, Count, Finite, InvalidInput, Page, Share
+from app.kernel.http.params import (
+    PageCursor,
+    VersionQuery,
+    parse_duration,
+    version_number,
+)
+from app.kernel.http.patterns import duration_pattern
+from app.modules.monitoring.service import MAX_BUCKETS, MAX_LIST, MAX_WINDOW_S
+from contracts.common import NAME_PATTERN, Finite, Page, PositiveCount
 from contracts.features import Value
 from contracts.monitoring import (
     DriftReport,
@@ -37,9 +45,7 @@ from contracts.monitoring import (
     Summary,
 )
 
-__all__ = ["parse_window", "routes"]
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+__all__ = ["routes"]
 
 ModelName = Annotated[
     str, PathParameter(description="The model's name.", schema_extra={"pattern": NAME_PATTERN})
@@ -52,15 +58,57 @@ ModelRef = Annotated[
     ),
 ]
 ReportId = Annotated[str, PathParameter(description="The drift report's id.")]
+Buckets = Annotated[
+    int,
+    QueryParameter(
+        description="How many slices the window is cut into.",
+        schema_extra={"minimum": 1, "maximum": MAX_BUCKETS},
+    ),
+]
+ReportsLimit = Annotated[
+    int,
+    QueryParameter(description="Page size.", schema_extra={"minimum": 1, "maximum": MAX_LIST}),
+]
+WINDOW_PATTERN = duration_pattern(MAX_WINDOW_S, positive=True)
+"""A window: more than nothing, at most :data:`MAX_WINDOW_S` (90 days)."""
+WindowQuery = Annotated[
+    str,
+    QueryParameter(
+        description="A duration: seconds, or a number with a unit (30s, 5m, 2h, 1d);"
+        " at most 90 days.",
+        schema_extra={"pattern": WINDOW_PATTERN},
+    ),
+]
+Window = Annotated[
+    str | float,
+    msgspec.Meta(
+        extra_json_schema={
+            # plain JSON, copied into the document as it is: the pattern binds a text, the
+            # bounds a number
+            "extra": {
+                "one_of": None,
+                "type": ["string", "number"],
+                "pattern": WINDOW_PATTERN,
+                "exclusiveMinimum": 0,
+                "maximum": MAX_WINDOW_S,
+            }
+        }
+    ),
+]
+"""A duration as text (``"1h"``) or seconds; read by :func:`parse_duration`, bounded like
+:data:`contracts.common.Seconds`."""
 
 
 class DriftBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``POST /v1/monitoring/drift/{model}`` (every field optional)."""
 
-    window: str | float = 3600.0
+    window: Window = 3600.0
     psi: bool = False
-    share_threshold: Share = 0.5
-    min_rows: Count = 30
+    share_threshold: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
+    min_rows: PositiveCount = 30
+
+
+_NOT_NULL = Schema(schema_not=Schema(type=OpenAPIType.NULL))
 
 
 class FeedbackBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -70,22 +118,20 @@ class FeedbackBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     label: Value = None
     value: Finite | None = None
 
+    openapi_extra: ClassVar[dict[str, Any]] = {
+        "any_of": [
+            Schema(
+                required=["label"],
+                properties={"label": Schema(schema_not=Schema(type=OpenAPIType.NULL))},
+            ),
+            Schema(required=["value"], properties={"value": Schema(type=OpenAPIType.NUMBER)}),
+        ]
+    }
+    """A label, a value or both: feedback with neither is refused."""
+
 
 _DRIFT = msgspec.json.Decoder(DriftBody)
 _FEEDBACK = msgspec.json.Decoder(FeedbackBody)
-
-
-def parse_window(text: str | float) -> float:
-    """Seconds from ``300``, ``30s``, ``5m``, ``2h`` or ``1d``."""
-    if isinstance(text, int | float):
-        return float(text)
-    raw = text.strip().lower()
-    try:
-        if raw and raw[-1] in _UNITS:
-            return float(raw[:-1]) * _UNITS[raw[-1]]
-        return float(raw)
-    except ValueError:
-        raise InvalidInput(f"window {text!r} is not a duration such as 30s, 5m, 2h or 1d") from None
 
 
 def routes(service: MonitoringService) -> list[Any]:
@@ -97,11 +143,14 @@ def routes(service: MonitoringService) -> list[Any]:
         **documented(answer=Summary),
     )
     async def summary(
-        name: ModelName, window: FromQuery[str] = "5m", version: VersionQuery = None
+        name: ModelName, window: WindowQuery = "5m", version: VersionQuery = None
     ) -> Response[bytes]:
         """QPS, error rate, latency quantiles, SLO compliance and prediction figures."""
         request = from_params(
-            GetSummary, model=name, version=version, window_s=parse_window(window)
+            GetSummary,
+            model=name,
+            version=version_number(version),
+            window_s=parse_duration(window, WINDOW_PATTERN),
         )
         return json_response(await service.get_summary(request))
 
@@ -112,16 +161,16 @@ def routes(service: MonitoringService) -> list[Any]:
     )
     async def realised(
         name: ModelName,
-        window: FromQuery[str] = "1d",
-        buckets: FromQuery[int] = 1,
+        window: WindowQuery = "1d",
+        buckets: Buckets = 1,
         version: VersionQuery = None,
     ) -> Response[bytes]:
         """Quality, cost and value realised from feedback."""
         request = from_params(
             GetRealisedMetrics,
             model=name,
-            version=version,
-            window_s=parse_window(window),
+            version=version_number(version),
+            window_s=parse_duration(window, WINDOW_PATTERN),
             buckets=buckets,
         )
         return json_response(await service.get_realised_metrics(request))
@@ -142,7 +191,7 @@ def routes(service: MonitoringService) -> list[Any]:
         check = from_params(
             RunDriftCheck,
             model=model,
-            window_s=parse_window(body.window),
+            window_s=parse_duration(body.window, WINDOW_PATTERN),
             psi=body.psi,
             share_threshold=body.share_threshold,
             min_rows=body.min_rows,
@@ -155,7 +204,7 @@ def routes(service: MonitoringService) -> list[Any]:
         **documented(answer=Page[DriftReport]),
     )
     async def list_reports(
-        model: ModelRef, limit: PageLimit = 50, cursor: PageCursor = None
+        model: ModelRef, limit: ReportsLimit = 50, cursor: PageCursor = None
     ) -> Response[bytes]:
         """One page of the model's drift reports, newest first."""
         request = from_params(ListDriftReports, model=model, limit=limit, cursor=cursor)

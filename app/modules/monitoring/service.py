@@ -55,6 +55,10 @@ if TYPE_CHECKING:
 __all__ = ["LocalMonitoringService"]
 
 MAX_WINDOW_S = 90 * 86400.0
+MAX_BUCKETS = 200
+"""The most slices a realised-metrics window is cut into."""
+MAX_LIST = 200
+"""The largest page of drift reports."""
 SERIES_BUCKETS = 20
 
 
@@ -293,8 +297,8 @@ class LocalMonitoringService:
         return report
 
     async def list_drift_reports(self, request: ListDriftReports) -> Page[DriftReport]:
-        if not 1 <= request.limit <= 200:
-            raise InvalidInput("limit must be between 1 and 200")
+        if not 1 <= request.limit <= MAX_LIST:
+            raise InvalidInput(f"limit must be between 1 and {MAX_LIST}")
         cursor = decode_cursor(request.cursor, "report", float, str) if request.cursor else None
         items, after = await self._db.read(
             lambda c: store.page_reports(c, request.model, request.limit, cursor)
@@ -378,8 +382,8 @@ class LocalMonitoringService:
 
     async def get_realised_metrics(self, request: GetRealisedMetrics) -> RealisedMetrics:
         validate_name(request.model, what="model name")
-        if not 1 <= request.buckets <= 200:
-            raise InvalidInput("buckets must be between 1 and 200")
+        if not 1 <= request.buckets <= MAX_BUCKETS:
+            raise InvalidInput(f"buckets must be between 1 and {MAX_BUCKETS}")
         window = _window(request.window_s)
         until = time.time()
         since = until - window

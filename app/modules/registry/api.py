@@ -101,11 +101,31 @@ __all__ = [
 ]
 
 
+_NO_NUL = "^[^\\x00]*$"
+Tags = Annotated[
+    dict[str, str],
+    msgspec.Meta(
+        extra_json_schema={
+            "extra": {
+                # plain JSON: litestar copies these into the document as they are
+                "property_names": {"minLength": 1, "maxLength": MAX_TAG_KEY, "pattern": _NO_NUL},
+                "additional_properties": {
+                    "type": "string",
+                    "maxLength": MAX_TAG_VALUE,
+                    "pattern": _NO_NUL,
+                },
+            }
+        }
+    ),
+]
+"""Tags as the service checks them: keys of 1-250 characters, values of at most 5,000, no NUL."""
+
+
 class ModelPatch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The body of ``PATCH /v1/registry/models/{name}``: fields left out stay as they are."""
 
-    description: str | None = None
-    tags: dict[str, str] | None = None
+    description: Annotated[str, msgspec.Meta(max_length=MAX_TEXT, pattern=_NO_NUL)] | None = None
+    tags: Tags | None = None
 
 
 Reason = Annotated[str, msgspec.Meta(max_length=20_000, pattern="^[^\\x00]*$")]

@@ -77,7 +77,7 @@ class PolicyBody(msgspec.Struct, frozen=True, kw_only=True):
 
     on_drift: bool = True
     interval_s: Seconds = 0.0
-    deployment: str | None = None
+    deployment: Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)] | None = None
     rollout: RolloutPolicy = RolloutPolicy()
     enabled: bool = True
 
