@@ -456,6 +456,14 @@ class Tensor(msgspec.Struct, frozen=True, kw_only=True):
             )
         return np.frombuffer(self.data, dtype=dtype).reshape(self.shape)
 
+    def to_list(self) -> Any:
+        """The tensor as nested Python lists, as a JSON answer shows it: ``BYTES`` elements as
+        ``str`` where they are UTF-8 text (class labels: ``["setosa", ...]``), else ``bytes``."""
+        array = self.to_numpy()
+        if self.dtype == "BYTES" and array.size:
+            array = _AS_TEXT(array)
+        return array.tolist()
+
 
 def _pack_bytes(arr: npt.NDArray[Any]) -> bytes:
     parts: list[bytes] = []
@@ -464,6 +472,16 @@ def _pack_bytes(arr: npt.NDArray[Any]) -> bytes:
         parts.append(len(raw).to_bytes(4, "little"))
         parts.append(raw)
     return b"".join(parts)
+
+
+def _as_text(value: bytes) -> str | bytes:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value
+
+
+_AS_TEXT = np.frompyfunc(_as_text, 1, 1)
 
 
 def _unpack_bytes(data: memoryview, count: int) -> npt.NDArray[Any]:
