@@ -271,3 +271,16 @@ async def test_an_export_that_disagrees_with_its_model_fails_the_job(
     assert job["status"] == "failed"
     assert "ONNX output 'prediction' differs from the native model by up to 1" in job["error"]
     assert (await client.get("/v1/registry/models/off-by-one/versions")).status_code == 404
+
+
+async def test_a_tree_job_asked_to_run_on_cuda_fails_with_the_reason(
+    client: httpx.AsyncClient,
+) -> None:
+    x, labels = small_classes(2)
+    rows, columns = table(x, labels)
+    body = spec("xgboost_classifier", "on-cuda", rows, columns) | {"device": "cuda"}
+    job = await train(client, body)
+    assert job["status"] == "failed"
+    assert job["error"] == (
+        "trainer 'xgboost_classifier' runs on the CPU only: ask for device cpu or auto"
+    )

@@ -200,3 +200,8 @@ def test_listing_trainers_imports_none_of_their_libraries() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_only_the_tree_trainers_do_without_torch(registry: TrainerRegistry) -> None:
+    assert not any(registry.get(name).needs_torch for name in TREES)
+    assert registry.get("mlp_classifier").needs_torch

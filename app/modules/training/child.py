@@ -4,9 +4,11 @@ Started by a job's run (``process.py``), one per job, so that fitting, the ONNX 
 on two threads of one process), the parity check and the evaluation never run in the serving
 process: a crash or an out-of-memory kill ends this process and fails (or retries) that job
 only. It lowers its priority, limits torch and ONNX Runtime to ``N`` threads, imports torch
-while the run prepares the dataset, then reads one :class:`~app.modules.training.work.Work` on
-stdin and answers on stdout (``work.py``). Anything printed goes to stderr, which the run
-copies to its log. It exits when its stdin closes: the run gave up, or its process died.
+while the run prepares the dataset (not with ``--no-torch``: the built-in tree ensembles do
+without it, and their jobs then run on the CPU), then reads one
+:class:`~app.modules.training.work.Work` on stdin and answers on stdout (``work.py``). Anything
+printed goes to stderr, which the run copies to its log. It exits when its stdin closes: the
+run gave up, or its process died.
 """
 
 from __future__ import annotations
@@ -47,14 +49,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app.modules.training.child")
     parser.add_argument("--job", default="", help="the job's id (to tell processes apart)")
     parser.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads")
-    threads = max(1, parser.parse_args(argv).threads)
+    parser.add_argument("--no-torch", action="store_true", help="the trainer does without torch")
+    args = parser.parse_args(argv)
+    threads = max(1, args.threads)
     answers = _take_stdout()
     faulthandler.enable()  # a native crash leaves its Python stack in the log
     # warnings and errors only: the exporter's passes log every step at INFO
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(name)s: %(message)s")
     _lower_priority()
     try:
-        _import_torch(threads)
+        if not args.no_torch:
+            _import_torch(threads)
     except Exception as exc:
         write(answers, Failed(reason=_reason(exc)))
         return 0
@@ -99,7 +104,7 @@ def run(work: Work, threads: int, report: Report) -> Done:
             columns=work.columns,
             classes=work.classes,
             hyperparameters=work.hyperparameters,
-            device=pick_device(work.device),
+            device=pick_device(work.device) if trainer.needs_torch else _cpu(trainer, work),
             seed=work.seed,
             report=lambda e, n, m: report(e, n, {k: float(v) for k, v in m.items()}),
             threads=threads,
@@ -137,6 +142,15 @@ def _lineage(model: OnnxModel) -> dict[str, str]:
         importances = {k: float(v) for k, v in model.feature_importances.items()}
         found["feature_importances"] = json.dumps(importances)
     return found
+
+
+def _cpu(trainer: Trainer, work: Work) -> str:
+    """The device of a trainer that does without torch: the CPU, unless CUDA was demanded."""
+    if work.device == "cuda":
+        raise JobFailed(
+            f"trainer {trainer.name!r} runs on the CPU only: ask for device cpu or auto"
+        )
+    return "cpu"
 
 
 def _find_trainer(work: Work) -> Trainer:

@@ -39,14 +39,17 @@ def thread_budget(processes: int) -> int:
 class TrainingProcess:
     """One child process doing one job's work."""
 
-    def __init__(self, job_id: str, *, threads: int, logger: logging.Logger) -> None:
+    def __init__(
+        self, job_id: str, *, threads: int, logger: logging.Logger, torch: bool = True
+    ) -> None:
         self._job_id = job_id
         self._log = logger
         self._replies: queue.Queue[Reply | None] = queue.Queue()
         self._tail: deque[str] = deque(maxlen=_TAIL)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        command = [sys.executable, "-m", CHILD, "--job", job_id, "--threads", str(threads)]
         self._process = subprocess.Popen(  # noqa: S603 - this interpreter, a fixed module
-            [sys.executable, "-m", CHILD, "--job", job_id, "--threads", str(threads)],
+            command if torch else [*command, "--no-torch"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

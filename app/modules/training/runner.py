@@ -190,8 +190,10 @@ class JobRunner:
         spec = job.spec
         trainer = self._trainers.get(spec.trainer)
         hyperparameters = self._trainers.check_hyperparameters(spec.trainer, spec.hyperparameters)
-        process = TrainingProcess(job.id, threads=self._threads, logger=self._log)
-        try:  # the process imports torch while the dataset is prepared here
+        process = TrainingProcess(
+            job.id, threads=self._threads, logger=self._log, torch=trainer.needs_torch
+        )
+        try:  # the process imports torch (if the trainer needs it) while the dataset is prepared
             data = prepare(spec.dataset, spec.split, trainer.task, self._features, self.call)
             beat.check()
             process.send(self._work(job, trainer, hyperparameters, data))

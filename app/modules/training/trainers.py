@@ -58,6 +58,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _TASKS: tuple[Task, ...] = ("classification", "regression")
 _MARK = "__quarry_trainer__"
 _BUILTIN_MODULES = ("app.modules.training.builtin", "app.modules.training.trees")
+_TORCHLESS_MODULES = ("app.modules.training.trees",)
 _TYPE_NAMES: dict[type, str] = {bool: "bool", int: "int", float: "float", str: "str"}
 
 
@@ -126,6 +127,12 @@ class Trainer:
     def builtin(self) -> bool:
         """Whether Quarry ships this trainer."""
         return self.fn.__module__ in _BUILTIN_MODULES
+
+    @property
+    def needs_torch(self) -> bool:
+        """Whether the trainer may use torch: all but the built-in tree ensembles, which run on
+        the CPU without it."""
+        return self.fn.__module__ not in _TORCHLESS_MODULES
 
     def info(self) -> TrainerInfo:
         """The contract's description of this trainer."""
