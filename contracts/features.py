@@ -462,10 +462,11 @@ class GetMaterialization(msgspec.Struct, frozen=True, kw_only=True):
 class Materialization(msgspec.Struct, frozen=True, kw_only=True):
     """A materialization run and its progress.
 
-    ``rows_done`` rows are stored of about ``rows_total`` (``None`` until counted);
-    ``percent`` and ``rows_per_s`` follow from them. A failed run says why in ``error`` (the
-    file, row range and column of a bad value). ``watermark`` is the view's watermark once the
-    run succeeded.
+    ``rows_done`` source rows are read and handled of about ``rows_total`` (``None`` until
+    counted); ``percent`` and ``rows_per_s`` follow from them. ``rows_written`` of them were in
+    the run's window and written (a file is read whole; a database only inside the window). A
+    failed run says why in ``error`` (the file, row range and column of a bad value).
+    ``watermark`` is the view's watermark once the run succeeded.
     """
 
     id: str
@@ -475,6 +476,7 @@ class Materialization(msgspec.Struct, frozen=True, kw_only=True):
     end: datetime | None = None
     rows_total: Count | None = None
     rows_done: Count = 0
+    rows_written: Count = 0
     percent: Annotated[float, msgspec.Meta(ge=0, le=100)] | None = None
     rows_per_s: Annotated[float, msgspec.Meta(ge=0)] | None = None
     error: str | None = None

@@ -21,6 +21,7 @@ from app.bootstrap import AVAILABLE_MODULES, Platform, configure
 from app.cli.client_commands import CLIENT_HANDLERS
 from app.cli.example_model import example_model
 from app.cli.fatal import EXIT_INTERRUPTED, report
+from app.cli.materialize import materialize
 from app.cli.parser import build_parser
 from app.cli.reach import quiet, resolve_target
 from app.cli.rollback import rollback
@@ -250,6 +251,7 @@ HANDLERS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "train": _train,
     "rollouts": _rollouts,
     "rollback": rollback,
+    "materialize": materialize,
     "events": _events,
     "example-model": example_model,
     **CLIENT_HANDLERS,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, TypeAlias
 
-from app.cli import rollback
+from app.cli import materialize, rollback
 from app.cli.client_commands import add_client_parsers
 
 __all__ = ["build_parser"]
@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train_parser(sub)
     _rollouts_parser(sub)
     rollback.add_parser(sub)
+    materialize.add_parser(sub)
     _events_parser(sub)
     add_client_parsers(sub)
     example = sub.add_parser("example-model", help="write a small ONNX model to try Quarry with")

@@ -211,6 +211,7 @@ async def test_a_rerun_adds_nothing_and_new_rows_arrive_incrementally(
 
     assert first.watermark == cut
     assert (again.status, same.status) == ("succeeded", "succeeded")
+    assert (first.rows_written, again.rows_written, same.rows_written) == (120, 120, 0)
     assert await stored(platform) == before
     newer = source_rows(entities=5, events=1, offset_h=100)
     write(data(platform, "users/part-1.parquet"), newer)
@@ -502,3 +503,27 @@ async def test_sources_that_may_not_or_cannot_be_read_are_refused(
         assert answer.status_code == 400, (case, answer.text)
         assert message in answer.json()["error"], (case, answer.json())
     assert (await http.get("/v1/features/views/users")).status_code == 404
+
+
+async def test_a_view_with_a_schedule_materializes_by_itself(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", modules=("features",), log_level="WARNING")
+    running = Platform(settings.with_module(FeaturesSettings(schedule_check_s=0.1)))
+    await running.start()
+    try:
+        write(data(running, "users.parquet"), source_rows())
+        await put_view(
+            running, format="parquet", path="users.parquet", materialize_every_seconds=3600
+        )
+        for _ in range(400):
+            values = await online(running, [0])
+            if values[0] != [None]:
+                break
+            await asyncio.sleep(0.05)
+        runs = await features(running)._db.read(
+            lambda conn: conn.execute(sa.select(store.materializations.c.status)).all()
+        )
+    finally:
+        await running.stop()
+
+    assert values[0] == [latest(source_rows())[0]["clicks"]]
+    assert len(runs) == 1  # once an hour: one run so far

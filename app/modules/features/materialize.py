@@ -192,15 +192,17 @@ class Materializer:
             total = await asyncio.to_thread(reader.total, low, end)
             await self._db.write(lambda conn: runs.progress(conn, run_id, done=0, total=total))
             chunks = reader.chunks(low, end, size)
-            done = 0
+            done = written = 0
             while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
                 rows = source_rows(chunk, view.entities, view.features, source, (low, end))
                 if rows:
                     await self._write(view, rows)
                 done += chunk.table.num_rows
-                await self._db.write(
-                    functools.partial(runs.progress, run_id=run_id, done=done, total=total)
+                written += len(rows)
+                progress = functools.partial(
+                    runs.progress, run_id=run_id, done=done, total=total, written=written
                 )
+                await self._db.write(progress)
         finally:
             await asyncio.to_thread(reader.close)
         if not contiguous:

@@ -40,6 +40,7 @@ def insert(
             end_ts=window[1],
             chunk_rows=chunk,
             rows_done=0,
+            rows_written=0,
             created_at=datetime.now(UTC),
         )
     )
@@ -67,6 +68,7 @@ def claim(conn: Connection, run_id: str, end_ts: int) -> bool:
         .values(
             status="running",
             rows_done=0,
+            rows_written=0,
             rows_total=None,
             end_ts=end_ts,
             error=None,
@@ -76,12 +78,14 @@ def claim(conn: Connection, run_id: str, end_ts: int) -> bool:
     return done.rowcount == 1
 
 
-def progress(conn: Connection, run_id: str, *, done: int, total: int | None) -> None:
-    """Record ``done`` rows stored of ``total``."""
+def progress(
+    conn: Connection, run_id: str, *, done: int, total: int | None, written: int = 0
+) -> None:
+    """Record ``done`` rows handled of ``total``, ``written`` of them stored."""
     conn.execute(
         sa.update(materializations)
         .where(materializations.c.id == run_id)
-        .values(rows_done=done, rows_total=total)
+        .values(rows_done=done, rows_total=total, rows_written=written)
     )
 
 
@@ -169,6 +173,7 @@ def _run(found: Any) -> Materialization:
         end=None if found.end_ts is None else from_micros(found.end_ts),
         rows_total=found.rows_total,
         rows_done=found.rows_done,
+        rows_written=found.rows_written,
         percent=percent,
         rows_per_s=rate,
         error=found.error,

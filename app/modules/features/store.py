@@ -109,6 +109,7 @@ materializations = sa.Table(
     sa.Column("chunk_rows", sa.Integer, nullable=False),
     sa.Column("rows_total", sa.BigInteger, nullable=True),
     sa.Column("rows_done", sa.BigInteger, nullable=False),
+    sa.Column("rows_written", sa.BigInteger, nullable=False),
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("watermark_ts", sa.BigInteger, nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
