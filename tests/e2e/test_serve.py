@@ -17,7 +17,7 @@ from tests.fakes.server import Server
 def test_kernel_routes_answer(server: Server) -> None:
     with httpx.Client(base_url=server.url) as client:
         assert client.get("/healthz").json() == {"status": "ok"}
-        every = ("registry", "features", "monitoring", "inference", "training")
+        every = ("registry", "features", "monitoring", "inference", "training", "notifications")
         assert client.get("/readyz").json()["modules"] == dict.fromkeys(every, True)
         assert client.get("/schema/openapi.json").json()["info"]["title"] == "Quarry"
         modules = client.get("/v1/modules").json()["modules"]
