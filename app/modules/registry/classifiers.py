@@ -57,6 +57,8 @@ def remove_zipmap(data: bytes) -> Converted:
     wrong with them. Classes come from the ZipMap, else from the one ``ai.onnx.ml`` node of the
     main graph that carries ``classlabels_strings`` or ``classlabels_int64s`` (``_ints``).
     """
+    if _ML.encode() not in data:  # no ZipMap, no classifier node: spare parsing a big model
+        return Converted(data=data, classes=[], zipmap_removed=False)
     try:
         model = onnx.load_model_from_string(bytes(data))
     except Exception:
