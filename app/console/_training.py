@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any, get_args
+from typing import Any, cast, get_args
 
 from litestar import Request, get, post
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Response
 
 from app.console._clients import Clients
-from app.console._forms import done, scopes_of
+from app.console._forms import attempt, done, scopes_of
 from app.console._render import page
 from app.console._session import checked_form
+from contracts.common import Page
 from contracts.training import (
     CancelTrainingJob,
     GetTrainingJob,
     JobStatus,
+    ListRetrainings,
     ListTrainingJobs,
+    Retraining,
     TrainingService,
 )
 
 __all__ = ["training_handlers"]
 
 PAGE = 50
+RETRAININGS = 10
 STATUSES: tuple[str, ...] = get_args(JobStatus)
 SCOPES = scopes_of(TrainingService, "cancel_job")
 
@@ -36,10 +40,15 @@ def training_handlers(q: Clients) -> list[Any]:
         cursor: FromQuery[str | None] = None,
         status: FromQuery[str | None] = None,
     ) -> Response[str]:
-        wanted = status if status in STATUSES else None
+        wanted = cast(JobStatus, status) if status in STATUSES else None
         found = await q.training.list_jobs(
-            ListTrainingJobs(limit=PAGE, cursor=cursor or None, status=wanted)  # type: ignore[arg-type]
+            ListTrainingJobs(limit=PAGE, cursor=cursor or None, status=wanted)
         )
+        retrainings: tuple[Page[Retraining] | None, str | None] = (None, None)
+        if not cursor:  # the first page also shows the latest retrainings
+            retrainings = await attempt(
+                lambda: q.training.list_retrainings(ListRetrainings(limit=RETRAININGS))
+            )
         return page(
             request,
             "training.html",
@@ -47,6 +56,7 @@ def training_handlers(q: Clients) -> list[Any]:
             found=found,
             shown=wanted,
             statuses=STATUSES,
+            retrainings=retrainings,
         )
 
     @get("/training/jobs/{job_id:str}")
