@@ -20,11 +20,14 @@ import pytest
 from app.bootstrap import Platform, create_app
 from app.kernel.events import EventMeta
 from app.kernel.settings import Settings
+from app.modules.inference.settings import InferenceSettings
 from app.modules.notifications.settings import NotificationsSettings
+from contracts.monitoring import RunDriftCheck
 from contracts.notifications import Delivery, ListDeliveries, PutWebhook, Redeliver
 from contracts.registry import ModelVersionRegistered, RegisterVersion, SetAlias
 from tests.fakes.models import linear_onnx
 from tests.fakes.server import free_port
+from tests.integration import test_monitoring as monitoring_tests
 
 SECRET = "s3cret-for-the-tests-only"
 FAST_RETRIES = NotificationsSettings(
@@ -178,6 +181,28 @@ async def test_a_version_registration_and_an_alias_change_arrive_signed(
         items = listed.json()["items"]
         assert [i["event_type"] for i in items] == ["ModelAliasChanged", "ModelVersionRegistered"]
         assert items[0]["attempts"][0]["status_code"] == 204
+
+
+async def test_a_drift_detection_arrives_signed(tmp_path: Path, receiver: Receiver) -> None:
+    modules = ("registry", "monitoring", "inference", "notifications")
+    settings = Settings(data_dir=tmp_path, modules=modules).with_module(
+        FAST_RETRIES, InferenceSettings(prediction_log_sample=1.0)
+    )
+    async with Platform(settings) as platform:
+        notifications = platform.client("notifications", caller="tests")
+        await notifications.put_webhook(
+            PutWebhook(name="drift", url=receiver.url, events=["DriftDetected"], secret=SECRET)
+        )
+        q = monitoring_tests.Q(platform)
+        await monitoring_tests.register_profiled(q, "shifted", seed=1)
+        await monitoring_tests.send(q, "shifted", [0.0, 1.5, 0.0, 1.5], seed=2)
+        report = await q.monitoring.run_drift_check(RunDriftCheck(model="shifted", window_s=600))
+
+        got = await receiver.next()
+        assert verify(SECRET, got.headers["quarry-signature"], got.body)
+        assert got.json()["type"] == "DriftDetected"
+        assert got.json()["data"]["report_id"] == report.id
+        assert got.json()["data"]["features"] == ["b", "d"]
 
 
 async def _all(
