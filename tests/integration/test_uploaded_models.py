@@ -147,6 +147,26 @@ async def test_reference_rows_come_as_json_with_generated_column_names(q: Q, iri
     assert set(profile["predictions"]) == {"output_label", "output_probability"}
 
 
+async def test_reference_rows_come_as_parquet_with_a_list_valued_input(q: Q, iris: Iris) -> None:
+    pyarrow = pytest.importorskip("pyarrow")
+    parquet = pytest.importorskip("pyarrow.parquet")
+    assert (await q.upload("iris", iris.onnx)).status_code == 201
+    table = pyarrow.table({"X": iris.x.tolist(), "label": iris.names.tolist()})
+    buffer = io.BytesIO()
+    parquet.write_table(table, buffer)
+
+    answer = await q.http.put(
+        "/v1/registry/models/iris/versions/1/reference",
+        files={"file": ("reference.parquet", buffer.getvalue())},
+        data={"metadata": json.dumps({"seed": 3})},
+    )
+
+    assert answer.status_code == 200, answer.text
+    profile = (await q.http.get("/v1/registry/models/iris/versions/1/reference-profile")).json()
+    assert profile["columns"] == ["X_0", "X_1", "X_2", "X_3"]
+    assert profile["rows"] == len(iris.x)
+
+
 async def test_bad_reference_rows_answer_400_naming_the_column(q: Q, iris: Iris) -> None:
     lineage = {"extra": {"columns": json.dumps(COLUMNS)}}
     assert (await q.upload("iris", iris.onnx, lineage=lineage)).status_code == 201
