@@ -143,6 +143,8 @@ def test_a_user_logs_in_and_acts_and_a_reader_cannot(served: Served, tmp_path: P
             page.wait_for_url(re.compile(r"/ui/login"))
             page.fill("#key", served.keys["reader"])
             page.click("button[type=submit]")
+            page.wait_for_url(re.compile(r"/ui$"))
+            sync_api.expect(page.locator(".who")).to_contain_text("reader")
             page.goto(f"{base}/ui/models/{MODEL}")
             assert page.locator("[data-action]").count() == 0
             token = page.locator("input[name=csrf]").first.get_attribute("value")
