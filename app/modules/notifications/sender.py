@@ -3,7 +3,8 @@
 The URL is checked again (:class:`~app.modules.notifications.egress.Egress`) and the request
 goes to the address that check resolved, with the URL's host in ``Host`` and in TLS (SNI and
 certificate checks), so a name that resolves elsewhere in between reaches nothing unchecked.
-Redirects are not followed: a 3xx answer is a failed attempt. Environment proxies are ignored.
+Redirects are not followed: a 3xx answer is a failed attempt. Environment proxies are ignored,
+and every attempt opens its own connection.
 At most ``max_response_bytes`` of an answer are read, and the whole attempt, connection to last
 byte, takes at most ``timeout_s``.
 """
@@ -34,10 +35,13 @@ class Sender:
         self._egress = egress
         self._timeout_s = timeout_s
         self._max_bytes = max_response_bytes
+        # No kept-alive connections: the pool is keyed by the address connected to, and a
+        # connection verified for one host name must not carry another's request.
         self._http = httpx.AsyncClient(
             follow_redirects=False,
             trust_env=False,
             timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(max_keepalive_connections=0),
             headers={"user-agent": USER_AGENT},
         )
 
@@ -58,7 +62,7 @@ class Sender:
             error = exc.message
         except TimeoutError:
             error = f"no answer within {self._timeout_s:g} s"
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # any other failure is this attempt's too, recorded as such
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         else:
             error = _judge(status, snippet)
