@@ -48,6 +48,12 @@ def _reachable_databases(
 
 
 def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    migrate_hosted(settings)
+    return 0
+
+
+def migrate_hosted(settings: Settings, *, quiet: bool = False) -> None:
+    """Bring the database of every module ``settings`` host to its newest revision."""
     hosted = [s for s in AVAILABLE_MODULES if settings.hosts(s.name) and s.migrations]
     for spec, url in _reachable_databases(settings, hosted):
         if not spec.migrations:
@@ -57,8 +63,8 @@ def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
             db.migrate(spec.migrations)
         finally:
             db.dispose()
-        print(f"{spec.name}: migrated ({url.split('://', 1)[0]})")
-    return 0
+        if not quiet:
+            print(f"{spec.name}: migrated ({url.split('://', 1)[0]})")
 
 
 def _modules(settings: Settings, args: argparse.Namespace) -> int:

@@ -23,8 +23,12 @@ class CannotListen(Exception):
         super().__init__(f"cannot listen on {_address(host, port)}: {reason} (change {change})")
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host``:``port`` and listening; :class:`CannotListen` if not."""
+def listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A TCP socket bound to ``host``:``port`` and listening; :class:`CannotListen` if not.
+
+    ``reuse_port``: other sockets of this user may listen on the same port too
+    (``SO_REUSEPORT``), and the kernel spreads new connections over them (server workers).
+    """
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -34,6 +38,8 @@ def listen(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
         sock.listen(2048)
     except OSError as exc:

@@ -86,6 +86,10 @@ def _serve_parser(sub: _Commands) -> None:
     serve.add_argument("--modules", help="modules to host (QUARRY_MODULES), e.g. registry,features")
     serve.add_argument("--host", help="address to bind (QUARRY_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (QUARRY_PORT, default 8000)")
+    serve.add_argument(
+        "--workers",
+        help="server processes sharing the port (QUARRY_WORKERS, default 1; auto: one per core)",
+    )
     serve.add_argument("--drain-timeout", type=int, default=15, help="seconds to finish requests")
     serve.add_argument(
         "--drain-delay",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 import sys
 import threading
 from collections.abc import Coroutine
@@ -17,9 +18,9 @@ from typing import Any, TypeVar
 
 from app.bootstrap import Platform, create_app
 from app.cli.listen import listen
-from app.kernel.settings import ConfigError, Settings
+from app.kernel.settings import ConfigError, Settings, parse_workers
 
-__all__ = ["quickstart", "run", "serve", "worker"]
+__all__ = ["quickstart", "run", "serve", "serve_on", "worker"]
 
 T = TypeVar("T")
 
@@ -36,10 +37,33 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 def serve(settings: Settings, args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT: then readiness fails for ``--drain-delay`` seconds (load
     balancers stop sending), the listener closes, in-flight requests get ``--drain-timeout``
-    seconds to finish, the modules stop (task workers finish their tasks) and the process exits."""
+    seconds to finish, the modules stop (task workers finish their tasks) and the process exits.
+
+    With ``--workers N`` (``QUARRY_WORKERS``) above 1, N server processes serve the port
+    (:mod:`app.cli.workers`)."""
+    if args.workers is not None:
+        try:
+            settings = settings.replace(workers=parse_workers(args.workers))
+        except ValueError as exc:
+            raise ConfigError(f"--workers={args.workers!r} is not valid: {exc}") from None
+    if settings.workers > 1:
+        from app.cli.workers import supervise
+
+        return supervise(settings, lambda sock: serve_on(sock, settings, args, worker=True))
+    sock = listen(settings.host, settings.port)  # a busy port fails here, before any work
+    try:
+        return serve_on(sock, settings, args)
+    finally:
+        sock.close()
+
+
+def serve_on(
+    sock: socket.socket, settings: Settings, args: argparse.Namespace, *, worker: bool = False
+) -> int:
+    """Serve the platform on the listening ``sock`` until stopped (the whole server, or one
+    ``worker`` of several sharing ``sock``)."""
     import uvicorn
 
-    sock = listen(settings.host, settings.port)  # a busy port fails here, before any work
     platform = Platform(settings)
 
     class DrainingServer(uvicorn.Server):
@@ -48,7 +72,8 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
                 super().handle_exit(sig, frame)  # a second signal stops at once
                 return
             platform.draining = True
-            print(f"quarry draining for {args.drain_delay} s", file=sys.stderr)
+            if not worker:
+                print(f"quarry draining for {args.drain_delay} s", file=sys.stderr)
             timer = threading.Timer(args.drain_delay, super().handle_exit, (sig, frame))
             timer.daemon = True
             timer.start()
@@ -69,7 +94,8 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         # a failure reaches `main` as itself instead of as uvicorn's logged traceback. The
         # lifespan still stops the platform, before uvicorn re-raises a signal it handled.
         await platform.start()
-        print(f"quarry serving on http://{settings.host}:{settings.port}", file=sys.stderr)
+        if not worker:
+            print(f"quarry serving on http://{settings.host}:{settings.port}", file=sys.stderr)
         try:
             await server.serve(sockets=[sock])
         finally:
@@ -78,10 +104,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         if not server.started:
             raise SystemExit(1)
 
-    try:
-        run(serve_until_stopped())
-    finally:
-        sock.close()
+    run(serve_until_stopped())
     return 0
 
 

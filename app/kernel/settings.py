@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 import msgspec
 
-__all__ = ["ConfigError", "Settings", "load_settings"]
+__all__ = ["ConfigError", "Settings", "load_settings", "parse_workers"]
 
 S = TypeVar("S", bound=msgspec.Struct)
 
@@ -60,6 +60,9 @@ class Settings:
     """QUARRY_HOST: the address ``quarry serve`` binds."""
     port: int = 8000
     """QUARRY_PORT: the port ``quarry serve`` binds."""
+    workers: int = 1
+    """QUARRY_WORKERS: server processes ``quarry serve`` runs on its one port (``auto``: one per
+    CPU core this process may use)."""
     max_body_bytes: int = 32 * _MiB
     """QUARRY_MAX_BODY_BYTES: largest public request body (413 above it)."""
     max_tensor_bytes: int = 1 << 30
@@ -231,6 +234,20 @@ def _db_url(value: str) -> str:
     return value
 
 
+def parse_workers(value: str) -> int:
+    """A count of server processes: a positive whole number, or ``auto`` (the CPU cores this
+    process may run on)."""
+    if value.strip().lower() == "auto":
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError("expected a whole number of at least 1, or auto")
+    return count
+
+
 def _log_level(value: str) -> str:
     level = value.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -250,6 +267,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "service_token": str,
     "host": str,
     "port": _positive(int),
+    "workers": parse_workers,
     "max_body_bytes": _positive(int),
     "max_tensor_bytes": _positive(int),
     "max_rpc_body_bytes": _positive(int),

@@ -7,6 +7,7 @@ Kernel settings are loaded by ``load_settings``; each module's own settings (``[
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -186,3 +187,13 @@ def test_unknown_toml_keys_and_missing_config_files_are_errors(tmp_path: Path) -
         configure(load_settings({}, config_file=config))
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings({"QUARRY_CONFIG": str(tmp_path / "nope.toml")})
+
+
+def test_server_workers_are_a_count_or_one_per_core() -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert load_settings({}).workers == 1
+    assert load_settings({"QUARRY_WORKERS": "3"}).workers == 3
+    assert load_settings({"QUARRY_WORKERS": "auto"}).workers == cores
+    for bad in ("0", "many"):
+        with pytest.raises(ConfigError, match=r"QUARRY_WORKERS=.*at least 1, or auto"):
+            load_settings({"QUARRY_WORKERS": bad})

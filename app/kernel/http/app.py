@@ -6,6 +6,7 @@ answers readiness and the module table.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, Protocol
 
@@ -28,9 +29,11 @@ from app.kernel.http.request import QuarryRequest
 from app.kernel.http.tracing import RequestMiddleware
 from app.kernel.settings import Settings
 
-__all__ = ["ModuleStatus", "ModulesAnswer", "PlatformView", "create_http_app"]
+__all__ = ["WORKER_HEADER", "ModuleStatus", "ModulesAnswer", "PlatformView", "create_http_app"]
 
 PROBE_PATHS = ("/healthz", "/readyz")
+WORKER_HEADER = "x-quarry-worker"
+"""The answer header naming the server process (its pid) when ``QUARRY_WORKERS`` is above 1."""
 RPC_PREFIX = "/rpc/"
 """RPC skips the ASGI tracing middleware (a third of an RPC's server time): the RPC route
 continues the caller's trace itself, and the call wrapper records the span that matters."""
@@ -177,7 +180,9 @@ def create_http_app(
     )
     kernel_metrics.limit_series(settings.metrics_max_series)
     # Where litestar puts its OpenTelemetry middleware: around the exception handler and router.
+    # Several workers share one port: each answer says which one served it.
+    worker = [(WORKER_HEADER, str(os.getpid()))] if settings.workers > 1 else []
     app.asgi_handler = RequestMiddleware(
-        app.asgi_handler, exclude=["/metrics", *PROBE_PATHS, RPC_PREFIX]
+        app.asgi_handler, exclude=["/metrics", *PROBE_PATHS, RPC_PREFIX], headers=worker
     )
     return app
