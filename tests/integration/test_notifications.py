@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.bootstrap import Platform, create_app
 from app.kernel.events import EventMeta
@@ -318,6 +319,17 @@ async def test_deliveries_filter_by_status_and_go_with_their_webhook(
         assert (await http.get(base)).status_code == 404
         listed = await http.get("/v1/notifications/webhooks")
         assert [w["name"] for w in listed.json()["items"]] == ["up"]
+        text = (await http.get("/metrics")).text
+    attempts = {
+        sample.labels["outcome"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "quarry_notifications_attempts"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+    assert attempts["delivered"] >= 1
+    assert attempts["retry"] >= FAST_RETRIES.max_attempts - 1
+    assert attempts["failed"] >= 1
 
 
 async def test_a_receiver_that_is_down_fails_then_a_redelivery_reaches_it(

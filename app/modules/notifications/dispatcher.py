@@ -20,6 +20,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
+from app.kernel import metrics
 from app.kernel.backoff import Backoff
 from app.modules.notifications import store
 from app.modules.notifications.sender import Sender
@@ -52,6 +53,11 @@ class Dispatcher:
         self._loop_task: asyncio.Task[None] | None = None
         self._retries = Backoff(
             "webhook delivery", logger, base_s=config.retry_base_s, cap_s=config.retry_cap_s
+        )
+        self._attempts = metrics.shared(
+            metrics.Counter,
+            "quarry.notifications.attempts",
+            description="Webhook delivery attempts, by outcome (delivered, retry, failed).",
         )
 
     def wake(self) -> None:
@@ -127,6 +133,8 @@ class Dispatcher:
         retry_at = None
         if attempt.error is not None and delivery.round_attempts + 1 < self._config.max_attempts:
             retry_at = time.time() + self._retries.delay(delivery.round_attempts + 1)
+        outcome = "delivered" if attempt.error is None else "retry" if retry_at else "failed"
+        self._attempts.add(1, {"outcome": outcome})
         try:
             await self._db.write(
                 lambda conn: store.record(
