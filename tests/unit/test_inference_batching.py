@@ -368,3 +368,38 @@ async def test_a_stopped_shared_executor_answers_unavailable() -> None:
     with pytest.raises(Unavailable, match="fake:1's runners stopped"):
         await batcher.submit(row(1.0), 1, None)
     await batcher.close()
+
+
+def _signals(model: str) -> dict[str, float]:
+    """This model's scaling signals as ``/metrics`` shows them (name -> value)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from app.kernel import telemetry
+
+    found = {}
+    for family in text_string_to_metric_families(telemetry.metrics_text().decode()):
+        for sample in family.samples:
+            if sample.labels.get("model") == model and "le" not in sample.labels:
+                found[sample.name] = sample.value
+    return found
+
+
+async def test_queued_rows_requests_in_flight_and_rows_per_run_reach_metrics(
+    make_harness: MakeHarness,
+) -> None:
+    model = GatedModel()
+    model.name = "signals"
+    harness = make_harness(model)
+    held = await harness.hold()
+    tasks = await harness.queue(row(1.0, rows=3), row(2.0, rows=2))
+    waiting = _signals("signals")
+    harness.release()
+    await asyncio.gather(held, *tasks)
+    done = _signals("signals")
+
+    assert waiting["quarry_inference_queue_rows"] == 5
+    assert waiting["quarry_inference_requests_in_flight"] == 3
+    assert done["quarry_inference_queue_rows"] == 0
+    assert done["quarry_inference_requests_in_flight"] == 0
+    assert done["quarry_inference_batch_size_count"] == 2  # the held row, then both queued
+    assert done["quarry_inference_batch_size_sum"] == 6
