@@ -343,3 +343,40 @@ def test_a_remote_module_that_is_down_is_shown_not_a_failure(tmp_path: Path) -> 
     assert features.status_code == 200
     assert "The feature views section is not available: module features" in features.text
     assert "Traceback" not in features.text
+
+
+def test_a_rollout_on_a_new_deployment_is_promoted(console: Console) -> None:
+    console.login("admin")
+    token = csrf_of(console.http.get(f"/ui/deployments/{DEPLOYMENT}").text)
+    started = console.http.post(
+        "/ui/deployments/churn-canary/rollouts",
+        data={
+            "candidate": f"{MODEL}:2",
+            "baseline": f"{MODEL}:1",
+            "promote_alias": "",  # the champion stays where the other tests expect it
+            "csrf": token,
+        },
+    )
+    assert started.status_code == 200, started.text
+    promote = re.search(r'action="(/ui/rollouts/[^"]+/promote)"', started.text)
+    assert promote
+    promoted = console.http.post(promote.group(1), data={"csrf": token})
+    assert "rollout promoted" in promoted.text
+    assert "promoted in the console" in promoted.text  # the decision's reason
+    deployment = console.http.get("/ui/deployments/churn-canary").text
+    routes = deployment.split("<h2>Routes</h2>")[1].split("</table>")[0]
+    assert "churn:2" in routes, routes
+    assert "churn:1" not in routes, routes
+
+
+def test_after_login_the_console_never_sends_the_browser_elsewhere(console: Console) -> None:
+    console.http.cookies.clear()
+    login = console.http.get("/ui/login")
+    for target in ("//evil.example/ui", "https://evil.example/ui", "/v1/registry/models"):
+        answer = console.http.post(
+            "/ui/login",
+            data={"key": console.keys["reader"], "csrf": csrf_of(login.text), "next": target},
+            follow_redirects=False,
+        )
+        assert answer.headers["location"] == "/ui", target
+        login = console.http.get("/ui/login")
