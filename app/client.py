@@ -147,37 +147,28 @@ class ConvenientRegistry:
         :class:`~contracts.registry.RegisterVersion` (``description``, ``tags``, ``metrics``,
         ``params``, ``lineage``). Answers the registered version.
         """
-        return await self._register(
-            estimator, _to_onnx_sklearn, sample, name=name, classes=classes, fields=fields
-        )
+        fields |= {"sample": sample, "name": name, "classes": classes}
+        return await self._register(estimator, _to_onnx_sklearn, **fields)
 
-    async def register_xgboost(
-        self, model: Any, *, sample: Any, name: str, classes: list[str] | None = None, **fields: Any
-    ) -> VersionInfo:
-        """:meth:`register_sklearn` for an XGBoost scikit-learn model (``XGBClassifier``,
-        ``XGBRegressor``), converted with onnxmltools."""
-        return await self._register(
-            model, _to_onnx_xgboost, sample, name=name, classes=classes, fields=fields
-        )
+    async def register_xgboost(self, model: Any, **fields: Any) -> VersionInfo:
+        """:meth:`register_sklearn` (the same keyword arguments) for an XGBoost scikit-learn
+        model (``XGBClassifier``, ``XGBRegressor``), converted with onnxmltools."""
+        return await self._register(model, _to_onnx_xgboost, **fields)
 
-    async def register_lightgbm(
-        self, model: Any, *, sample: Any, name: str, classes: list[str] | None = None, **fields: Any
-    ) -> VersionInfo:
-        """:meth:`register_sklearn` for a LightGBM scikit-learn model (``LGBMClassifier``,
-        ``LGBMRegressor``), converted with onnxmltools."""
-        return await self._register(
-            model, _to_onnx_lightgbm, sample, name=name, classes=classes, fields=fields
-        )
+    async def register_lightgbm(self, model: Any, **fields: Any) -> VersionInfo:
+        """:meth:`register_sklearn` (the same keyword arguments) for a LightGBM scikit-learn
+        model (``LGBMClassifier``, ``LGBMRegressor``), converted with onnxmltools."""
+        return await self._register(model, _to_onnx_lightgbm, **fields)
 
     async def _register(
         self,
         estimator: Any,
         convert: Callable[[Any, int], tuple[bytes, str]],
-        sample: Any,
         *,
+        sample: Any,
         name: str,
-        classes: list[str] | None,
-        fields: dict[str, Any],
+        classes: list[str] | None = None,
+        **fields: Any,
     ) -> VersionInfo:
         columns, x = _sample(sample)
         artifact, converter = convert(estimator, x.shape[1])
