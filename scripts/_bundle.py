@@ -20,6 +20,13 @@ PRE_STOP_S = 5
 """Seconds a pod keeps serving after it is told to stop, while endpoints stop routing to it."""
 GRACE_MARGIN_S = 10
 DATA_DIR = "/data"
+SCALING_SIGNALS = {
+    "quarry_inference_requests_in_flight": "16",
+    "quarry_inference_queue_rows": "64",
+}
+"""Custom metrics the inference autoscaler adds to CPU, with their target average per pod:
+predictions in flight (16), and rows waiting for a runner (64, one full batch at the default
+``max_batch_size``). Read through the Prometheus adapter (:func:`prometheus_adapter_rules`)."""
 
 _RESOURCES = {
     "cpu": {
@@ -260,9 +267,21 @@ def deployment(bundle: Bundle) -> dict[str, Any]:
         "spec": {
             "replicas": bundle.replicas,
             "selector": {"matchLabels": _labels(bundle)},
-            "template": {"metadata": {"labels": _labels(bundle)}, "spec": pod},
+            "template": {"metadata": _pod_metadata(bundle), "spec": pod},
         },
     }
+
+
+def _pod_metadata(bundle: Bundle) -> dict[str, Any]:
+    """Labels, and for a server the annotations that have Prometheus scrape its ``/metrics``."""
+    metadata: dict[str, Any] = {"labels": _labels(bundle)}
+    if not bundle.worker:
+        metadata["annotations"] = {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(bundle.port),
+            "prometheus.io/path": "/metrics",
+        }
+    return metadata
 
 
 def _container(bundle: Bundle) -> dict[str, Any]:
@@ -341,7 +360,18 @@ def service(bundle: Bundle) -> dict[str, Any]:
 
 
 def autoscaler(bundle: Bundle) -> dict[str, Any]:
-    """An autoscaling/v2 HorizontalPodAutoscaler on CPU utilisation."""
+    """An autoscaling/v2 HorizontalPodAutoscaler on CPU utilisation, and for inference on its
+    scaling signals too (:data:`SCALING_SIGNALS`): the largest proposal wins."""
+    signals = [
+        {
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": name},
+                "target": {"type": "AverageValue", "averageValue": target},
+            },
+        }
+        for name, target in (SCALING_SIGNALS.items() if bundle.module == "inference" else ())
+    ]
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
@@ -357,9 +387,33 @@ def autoscaler(bundle: Bundle) -> dict[str, Any]:
                         "name": "cpu",
                         "target": {"type": "Utilization", "averageUtilization": 70},
                     },
-                }
+                },
+                *signals,
             ],
         },
+    }
+
+
+def prometheus_adapter_rules(bundle: Bundle) -> dict[str, Any]:
+    """Values for the ``prometheus-adapter`` Helm chart that serve the autoscaler's custom
+    metrics: each signal summed over the pod's models (``rules.custom``)."""
+    return {
+        "rules": {
+            "custom": [
+                {
+                    "seriesQuery": f'{name}{{namespace!="",pod!=""}}',
+                    "resources": {
+                        "overrides": {
+                            "namespace": {"resource": "namespace"},
+                            "pod": {"resource": "pod"},
+                        }
+                    },
+                    "name": {"as": name},
+                    "metricsQuery": "sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)",
+                }
+                for name in SCALING_SIGNALS
+            ]
+        }
     }
 
 

@@ -9,7 +9,8 @@ A module without HTTP contract tests is reported and the extraction goes on: its
 still checked, and its calls travel over the same RPC transport the other modules' tests cover.
 
 The bundle (default ``build/deploy/<module>``): ``module.env`` and ``rest.env``,
-``docker-compose.yaml``, ``k8s/`` (Deployment, Service, HorizontalPodAutoscaler) and a README.
+``docker-compose.yaml``, ``k8s/`` (Deployment, Service, HorizontalPodAutoscaler), for inference
+``prometheus-adapter.yaml`` (the custom metrics its autoscaler reads), and a README.
 """
 
 from __future__ import annotations
@@ -134,6 +135,8 @@ def write_bundle(bundle: Bundle, out: Path, *, checked: bool) -> list[Path]:
     }
     for name, manifest in _bundle.manifests(bundle).items():
         files[f"k8s/{name}"] = _yaml(manifest)
+    if bundle.module == "inference":
+        files["prometheus-adapter.yaml"] = _yaml(_bundle.prometheus_adapter_rules(bundle))
     written = []
     for name, text in files.items():
         path = out / name
@@ -278,8 +281,26 @@ The rest of the platform runs as Service `{_bundle.MAIN_HOST}` (port {_bundle.MA
 `rest.env`'s settings, and Redis as Service `redis`. {probes}
 On shutdown a pod waits {_bundle.PRE_STOP_S} s (preStop), then {drain};
 `terminationGracePeriodSeconds` is {bundle.grace_period}, above both. The autoscaler keeps
-{bundle.replicas} to {bundle.replicas * 4} replicas at 70% CPU.
+{bundle.replicas} to {bundle.replicas * 4} replicas at 70% CPU.{_scaling_signals(bundle)}
 {gpu}"""
+
+
+def _scaling_signals(bundle: Bundle) -> str:
+    if bundle.module != "inference":
+        return ""
+    targets = ", ".join(f"`{name}` {value}" for name, value in _bundle.SCALING_SIGNALS.items())
+    return f"""
+It also scales on inference's own signals, averaged per pod ({targets}): pods are annotated
+for Prometheus to scrape `/metrics`, and the custom metrics API serves the signals through the
+Prometheus adapter, configured by `prometheus-adapter.yaml`:
+
+```sh
+helm install prometheus-adapter prometheus-community/prometheus-adapter \\
+  --set prometheus.url=http://prometheus.monitoring.svc -f prometheus-adapter.yaml
+```
+
+Prometheus needs a key with the `read` scope (`Authorization: Bearer ...` in its scrape config),
+or `QUARRY_METRICS_AUTH=off` where only the cluster reaches the pods."""
 
 
 # --- command line -----------------------------------------------------------------------------

@@ -132,6 +132,21 @@ def test_the_autoscaler_scales_the_deployment_on_cpu(bundle: Path) -> None:
     assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
 
 
+def test_inference_also_scales_on_its_queue_and_requests_in_flight(bundle: Path) -> None:
+    if module_of(bundle) != "inference":
+        pytest.skip("the signals are inference's")
+    docs = manifests(bundle)
+    pods = [m["pods"] for m in docs["HorizontalPodAutoscaler"]["spec"]["metrics"][1:]]
+    scaled_on = {p["metric"]["name"]: p["target"]["averageValue"] for p in pods}
+    assert set(scaled_on) == {"quarry_inference_requests_in_flight", "quarry_inference_queue_rows"}
+    annotations = docs["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    adapter = yaml.safe_load((bundle / "prometheus-adapter.yaml").read_text())
+    served = {rule["name"]["as"] for rule in adapter["rules"]["custom"]}
+    assert served == set(scaled_on)
+
+
 def test_the_compose_file_runs_the_module_next_to_the_rest(bundle: Path) -> None:
     module = module_of(bundle)
     compose = yaml.safe_load((bundle / "docker-compose.yaml").read_text())
