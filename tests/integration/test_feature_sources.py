@@ -439,7 +439,7 @@ async def test_materialize_over_http(http: httpx.AsyncClient, tmp_path: Path) ->
     assert (put.status_code, plain.status_code) == (200, 200), put.text
     assert put.json()["source"]["path"] == "users.parquet"
     assert (queued.status_code, queued.json()["status"]) == (202, "queued")
-    assert run.json()["status"] == "succeeded"
+    assert run.json()["status"] == "succeeded", run.json()
     assert (run.json()["rows_done"], run.json()["percent"]) == (120, 100.0)
     assert run.json()["rows_per_s"] > 0
     assert windowed.status_code == 400

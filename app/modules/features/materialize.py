@@ -188,22 +188,37 @@ class Materializer:
         reader = await asyncio.to_thread(
             open_source, view.entities, view.features, source, self.policy
         )
+        chunks = reader.chunks(low, end, size)
+
+        def prepare() -> tuple[int, list[Row]] | None:
+            """The next chunk read and checked (in a thread), or ``None`` at the end."""
+            chunk = next(chunks, None)
+            if chunk is None:
+                return None
+            rows = source_rows(chunk, view.entities, view.features, source, (low, end))
+            return chunk.table.num_rows, rows
+
+        pending: asyncio.Future[tuple[int, list[Row]] | None] | None = None
         try:
             total = await asyncio.to_thread(reader.total, low, end)
             await self._db.write(lambda conn: runs.progress(conn, run_id, done=0, total=total))
-            chunks = reader.chunks(low, end, size)
             done = written = 0
-            while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
-                rows = source_rows(chunk, view.entities, view.features, source, (low, end))
+            pending = asyncio.ensure_future(asyncio.to_thread(prepare))
+            while (ready := await pending) is not None:
+                # the next chunk is read while this one is written
+                pending = asyncio.ensure_future(asyncio.to_thread(prepare))
+                count, rows = ready
                 if rows:
                     await self._write(view, rows)
-                done += chunk.table.num_rows
-                written += len(rows)
+                done, written = done + count, written + len(rows)
                 progress = functools.partial(
                     runs.progress, run_id=run_id, done=done, total=total, written=written
                 )
                 await self._db.write(progress)
         finally:
+            if pending is not None and not pending.done():
+                with contextlib.suppress(Exception):
+                    await pending  # its thread cannot be stopped: let it end before closing
             await asyncio.to_thread(reader.close)
         if not contiguous:
             return mark

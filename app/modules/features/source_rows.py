@@ -6,7 +6,6 @@ A chunk is checked whole before anything of it is written; a bad value fails it 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -160,11 +159,25 @@ def source_rows(
         )
         for f in features
     ]
-    entity_keys = [encode_entity_key(entities, key) for key in zip(*keys, strict=True)]
+    entity_keys = _entity_keys(entities, keys)
     value_rows = [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
     if not features:
         value_rows = [{} for _ in entity_keys]
     return list(zip(entity_keys, event.to_pylist(), value_rows, strict=True))
+
+
+def _entity_keys(entities: Sequence[str], columns: list[list[Value]]) -> list[str]:
+    """The entity key of each row, as :func:`encode_entity_key` makes it (ints are their own
+    JSON text, so they skip the encoder)."""
+    parts = [
+        [f"{name}={v}" for v in values]
+        if all(type(v) is int for v in values)
+        else [encode_entity_key([name], [v]) for v in values]
+        for name, values in zip(entities, columns, strict=True)
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return ["|".join(texts) for texts in zip(*parts, strict=True)]
 
 
 def _bad(where: str, column: str, what: str) -> InvalidInput:
@@ -239,7 +252,9 @@ def _values(column: Any, feature: Feature, where: str, name: str) -> list[Value]
             floats = column.cast(pa.float64())
             if pc.any(pc.is_inf(floats)).as_py():
                 raise _bad(where, name, "infinite values (send nulls for missing)")
-            return [None if v is None or math.isnan(v) else v for v in floats.to_pylist()]
+            if pc.any(pc.is_nan(floats)).as_py():  # NaN is how pandas writes a missing value
+                floats = pc.if_else(pc.is_nan(floats), pa.scalar(None, pa.float64()), floats)
+            return list(floats.to_pylist())
         if feature.dtype == "float_vector":
             vectors = column.cast(pa.list_(pa.float64()))
             flat = pc.list_flatten(vectors)
