@@ -26,6 +26,7 @@ from app.modules.notifications.settings import NotificationsSettings
 from contracts.monitoring import RunDriftCheck
 from contracts.notifications import Delivery, ListDeliveries, PutWebhook, Redeliver
 from contracts.registry import ModelVersionRegistered, RegisterVersion, SetAlias
+from tests.conftest import REDIS_URL
 from tests.fakes.models import linear_onnx
 from tests.fakes.server import free_port
 from tests.integration import test_monitoring as monitoring_tests
@@ -137,6 +138,21 @@ async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
         yield platform
 
 
+@pytest.fixture(params=["embedded", "postgres-redis"])
+async def any_platform(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Platform]:
+    """The platform on embedded defaults, or on PostgreSQL with events over Redis Streams."""
+    settings = _settings(tmp_path, FAST_RETRIES)
+    if request.param == "postgres-redis":
+        url = request.getfixturevalue("postgres_schema_url")
+        settings = settings.replace(
+            database_urls={"registry": url, "notifications": url},
+            events_url=REDIS_URL,
+            redis_prefix=request.getfixturevalue("redis_namespace") + ":",
+        )
+    async with Platform(settings) as platform:
+        yield platform
+
+
 async def _deliveries(platform: Platform, webhook: str) -> list[Delivery]:
     notifications = platform.client("notifications", caller="tests")
     page = await notifications.list_deliveries(ListDeliveries(webhook=webhook))
@@ -144,8 +160,9 @@ async def _deliveries(platform: Platform, webhook: str) -> list[Delivery]:
 
 
 async def test_a_version_registration_and_an_alias_change_arrive_signed(
-    platform: Platform, receiver: Receiver
+    any_platform: Platform, receiver: Receiver
 ) -> None:
+    platform = any_platform
     transport = httpx.ASGITransport(app=create_app(platform, host="127.0.0.1"))
     async with httpx.AsyncClient(transport=transport, base_url="http://q") as http:
         put = await http.put(
@@ -333,8 +350,9 @@ async def test_deliveries_filter_by_status_and_go_with_their_webhook(
 
 
 async def test_a_receiver_that_is_down_fails_then_a_redelivery_reaches_it(
-    platform: Platform,
+    any_platform: Platform,
 ) -> None:
+    platform = any_platform
     down = Receiver(port=free_port())
     notifications = platform.client("notifications", caller="tests")
     await notifications.put_webhook(
