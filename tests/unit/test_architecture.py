@@ -62,6 +62,7 @@ def project_copy(tmp_path: Path) -> Path:
         ("contracts/registry.py", "import app.kernel.db", "Contracts depend on nothing"),
         ("app/kernel/db.py", "import onnxruntime", "The kernel never imports torch"),
         ("app/kernel/module.py", "import app.bootstrap", "Layers"),
+        ("app/console/_forms.py", "import app.modules.registry", "Layers"),  # siblings
         (
             "app/kernel/calls.py",
             "import app.modules.registry.signature",
