@@ -27,6 +27,7 @@ from tests.fakes.browser import chromium
 from tests.fakes.models import linear_onnx
 from tests.fakes.server import Server
 
+pytestmark = pytest.mark.slow  # starts a server process
 sync_api = pytest.importorskip("playwright.sync_api")
 
 MODEL = "churn"
