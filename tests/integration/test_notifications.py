@@ -57,6 +57,7 @@ class Receiver:
 
     port: int = 0
     status: int = 204
+    host: str = "127.0.0.1"
     answers: bool = True
     """``False``: take the request and never answer."""
     extra_headers: dict[str, str] = field(default_factory=dict)
@@ -65,10 +66,11 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/hook"
 
     async def start(self) -> Receiver:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.server = await asyncio.start_server(self._handle, self.host, self.port)
         self.port = self.server.sockets[0].getsockname()[1]
         return self
 
@@ -221,6 +223,27 @@ async def test_a_drift_detection_arrives_signed(tmp_path: Path, receiver: Receiv
         assert got.json()["type"] == "DriftDetected"
         assert got.json()["data"]["report_id"] == report.id
         assert got.json()["data"]["features"] == ["b", "d"]
+
+
+async def test_an_ipv6_receiver_gets_its_delivery(tmp_path: Path) -> None:
+    try:
+        receiver = await Receiver(host="::1").start()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    config = msgspec.structs.replace(FAST_RETRIES, webhook_hosts=("::1/128",))
+    try:
+        async with Platform(_settings(tmp_path, config)) as platform:
+            notifications = platform.client("notifications", caller="tests")
+            await notifications.put_webhook(
+                PutWebhook(name="v6", url=receiver.url, events=["*"], secret=SECRET)
+            )
+            registry = platform.client("registry", caller="tests")
+            await registry.register_version(RegisterVersion(name="churn", artifact=linear_onnx()))
+            got = await receiver.next()
+            assert got.headers["host"] == f"[::1]:{receiver.port}"
+            assert verify(SECRET, got.headers["quarry-signature"], got.body)
+    finally:
+        await receiver.stop()
 
 
 async def _all(

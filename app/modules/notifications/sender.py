@@ -80,7 +80,8 @@ class Sender:
         default_port = 443 if parts.scheme == "https" else 80
         netloc = address if target.port == default_port else f"{address}:{target.port}"
         url = parts._replace(netloc=netloc, fragment="").geturl()
-        host = target.host if target.port == default_port else f"{target.host}:{target.port}"
+        name = f"[{target.host}]" if ":" in target.host else target.host  # an IPv6 literal
+        host = name if target.port == default_port else f"{name}:{target.port}"
         headers = {
             "host": host,
             "content-type": "application/json",
