@@ -44,6 +44,9 @@ _TOKEN_VARIABLE = "QUARRY_SERVICE_TOKEN"
 class _EchoPlatform:
     """The :class:`~app.kernel.http.app.PlatformView` of a process hosting only Echo."""
 
+    draining = False
+    """Never told to stop: the server is stopped by the benchmark, not drained."""
+
     def readiness(self) -> dict[str, bool]:
         return {MODULE: True}
 
