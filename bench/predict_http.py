@@ -170,13 +170,18 @@ def server(
     cpu: int | None,
     port: int,
     extra_env: dict[str, str] | None = None,
+    *,
+    sampling: dict[str, str] = SAMPLING,
 ) -> Iterator[tuple[str, int, dict[str, str]]]:
     """Start server ``name`` (a baseline, or Quarry with ``QUARRY[name]`` and ``extra_env``);
-    yield its predict URL, its pid and the headers requests need. The model is ``mlp`` v1."""
+    yield its predict URL, its pid and the headers requests need. The model is ``mlp`` v1.
+    ``sampling`` is the tracing and logging environment of every server (``OTEL_*`` variables
+    of this process are left out)."""
     extra_env = extra_env or {}
     port = port or _free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, **SAMPLING, "BENCH_MODEL": str(model)}
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env = {**inherited, **sampling, "BENCH_MODEL": str(model)}
     headers: dict[str, str] = {}
     if name in BASELINES:
         module = "bench.baselines." + name.replace("-", "_")

@@ -1,0 +1,52 @@
+"""``bench.serving_baselines --quick`` and ``bench.rpc_overhead --quick`` run end to end and write
+their results (timings are the benchmarks' business, not asserted here)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bench(module: str, out: Path, timeout: float) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", module, "--quick", "--output-dir", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.timeout(300)
+def test_serving_baselines_quick_mode_measures_every_server_under_every_load(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("fastapi")
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed")
+    _bench("bench.serving_baselines", tmp_path, 280)
+
+    report = json.loads((tmp_path / "serving_baselines.json").read_text())
+    measured = {(r["server"], r["rows_per_request"]) for r in report["runs"]}
+    servers = {"quarry-1w", "quarry-2w", "fastapi-async"}
+    assert measured == {(s, rows) for s in servers for rows in (1, 64)}
+    assert all(r["load"]["requests"] > 0 and r["load"]["non_2xx"] == 0 for r in report["runs"])
+    assert "req/s vs FastAPI" in (tmp_path / "serving_baselines.md").read_text()
+
+
+@pytest.mark.timeout(180)
+def test_rpc_overhead_quick_mode_starts_its_server_and_writes_results(tmp_path: Path) -> None:
+    _bench("bench.rpc_overhead", tmp_path, 160)
+
+    assert json.loads((tmp_path / "rpc_overhead.json").read_text())["rows"]
