@@ -128,6 +128,8 @@ async def test_an_exported_classifier_answers_labels_and_drifts(q: Q, iris: Iris
     assert report.status_code == 200, report.text
     assert report.json()["status"] == "drift"
     assert {f["name"] for f in report.json()["features"] if f["drifted"]} == set(COLUMNS)
+    prediction = report.json()["prediction"]  # the predicted class, from output_probability
+    assert (prediction["kind"], prediction["drifted"]) == ("categorical", True)
     db = q.platform.built["monitoring"].service._db
     events = await db.read(
         lambda c: c.execute(sa.text("SELECT type FROM monitoring_outbox")).scalars().all()

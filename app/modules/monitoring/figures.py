@@ -4,7 +4,8 @@ What a model is comes from its version (the registry's ``task``) when it is know
 outputs say: ``probabilities`` (``[rows, classes]``) make a classifier, ``prediction`` a
 regressor; else a float output of several columns makes a classifier. A classifier's class
 probabilities are ``probabilities``, else its first float output of rank 2 (an exported
-scikit-learn classifier answers ``output_label`` first, ``output_probability`` second).
+scikit-learn classifier answers ``output_label`` first, ``output_probability`` second), and
+:func:`drift_outputs` hands it to prediction drift as ``probabilities``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = [
     "Task",
     "class_of",
     "classification_metrics",
+    "drift_outputs",
     "latency_figures",
     "predicted",
     "prediction_distribution",
@@ -63,6 +65,20 @@ def predicted(task: Task, outputs: Mapping[str, Tensor]) -> np.ndarray:
     if task == "classification":
         return array.reshape(array.shape[0], -1)
     return array.reshape(array.shape[0], -1)[:, 0]
+
+
+def drift_outputs(task: Task | None, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``outputs`` under the names prediction drift reads: a classifier's probabilities as
+    ``probabilities`` (its first float output of rank 2, e.g. ``output_probability``), a
+    regressor's values as ``prediction`` (its first float output), when not so named already."""
+    named = dict(outputs)
+    if "probabilities" in named or "prediction" in named or task is None:
+        return named
+    floats = [a for a in named.values() if np.asarray(a).dtype.kind == "f"]
+    if task == "classification":
+        chosen = next((a for a in floats if np.ndim(a) == 2 and np.shape(a)[1] > 1), None)
+        return named | ({"probabilities": chosen} if chosen is not None else {})
+    return named | ({"prediction": floats[0]} if floats else {})
 
 
 def latency_figures(

@@ -266,10 +266,13 @@ class LocalMonitoringService:
                 psi=request.psi,
                 share_threshold=request.share_threshold,
             )
-            reference_outputs = {
-                k: np.asarray(t.to_numpy()) for k, t in profile.predictions.items()
-            }
-            prediction = drift.prediction_drift(reference_outputs, outputs, psi=request.psi)
+            task = (await self._version_of(model, version))[0] or profile.task
+            reference_outputs = figures.drift_outputs(
+                task, {k: np.asarray(t.to_numpy()) for k, t in profile.predictions.items()}
+            )
+            prediction = drift.prediction_drift(
+                reference_outputs, figures.drift_outputs(task, outputs), psi=request.psi
+            )
             report = DriftReport(
                 **fields,
                 status="drift" if drifted else "ok",
@@ -324,13 +327,15 @@ class LocalMonitoringService:
         with contextlib.suppress(NotFound):
             _, _, profile = await self._profile(f"{report.model}:{report.version}")
             reference = np.asarray(profile.sample.to_numpy(), dtype=np.float64)
-            reference_outputs = {
-                k: np.asarray(t.to_numpy()) for k, t in profile.predictions.items()
-            }
+            task = (await self._version_of(report.model, report.version))[0] or profile.task
+            reference_outputs = figures.drift_outputs(
+                task, {k: np.asarray(t.to_numpy()) for k, t in profile.predictions.items()}
+            )
             columns = profile.columns
-            current, current_outputs = await self._current(
+            current, logged_outputs = await self._current(
                 report.model, report.version, len(columns), since, until
             )
+            current_outputs = figures.drift_outputs(task, logged_outputs)
         rows = await self._db.read(
             lambda c: store.latencies(c, report.model, report.version, since, until)
         )
