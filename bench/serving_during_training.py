@@ -280,12 +280,16 @@ def _submit(client: httpx.Client, model: str, rows: int, epochs: int) -> str:
 
 
 @contextmanager
-def _serve(folder: Path, model: Path) -> Iterator[tuple[httpx.Client, int]]:
-    """``quarry serve`` on embedded defaults with ``model`` registered and loaded as ``mlp``."""
+def _serve(
+    folder: Path, model: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[httpx.Client, int]]:
+    """``quarry serve`` on embedded defaults (and ``extra_env``) with ``model`` registered and
+    loaded as ``mlp``."""
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUARRY_")}
     env |= {"QUARRY_DATA_DIR": str(folder / "data"), "QUARRY_LOG_LEVEL": "WARNING"}
+    env |= extra_env or {}
     quarry = str(Path(sys.executable).with_name("quarry"))
     log_path = folder / "server.log"
     with log_path.open("wb") as log:

@@ -150,6 +150,7 @@ async def any_platform(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
             database_urls={"registry": url, "notifications": url},
             events_url=REDIS_URL,
             redis_prefix=request.getfixturevalue("redis_namespace") + ":",
+            rate_limit_url="memory://",  # the in-process app runs no lifespan to close a client
         )
     async with Platform(settings) as platform:
         yield platform

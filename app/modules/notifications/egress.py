@@ -77,18 +77,26 @@ class Egress:
                 self.names.append(entry)
 
     async def check(self, url: str) -> Target:
-        """``url`` checked: allowed scheme, host and addresses; ``InvalidInput`` otherwise."""
+        """``url`` checked: allowed scheme, host and addresses; ``InvalidInput`` otherwise.
+
+        The host is allowed when a name entry matches it or network entries cover every address
+        it resolves to; each address must also be public or covered by a network entry.
+        """
         parts = parse_url(url)
         host = (parts.hostname or "").lower()
         port = parts.port or (443 if parts.scheme == "https" else 80)
+        named = self._name_allowed(host)
         literal = _literal_address(host)
-        if literal is None and not self._name_allowed(host):
+        if not named and literal is None and not self.networks:
             raise _refused(url, f"host {host!r} is not allowed by QUARRY_WEBHOOK_HOSTS")
         addresses = [literal] if literal is not None else await _resolve(url, host, port)
         for address in addresses:
-            if literal is not None and not (self._name_allowed(host) or self._covered(address)):
-                raise _refused(url, f"address {address} is not allowed by QUARRY_WEBHOOK_HOSTS")
-            if not (address.is_global or self._covered(address)):
+            covered = self._covered(address)
+            if not (named or covered):
+                raise _refused(
+                    url, f"host {host!r} ({address}) is not allowed by QUARRY_WEBHOOK_HOSTS"
+                )
+            if not (covered or _public(address)):
                 raise _refused(
                     url,
                     f"{host} resolves to {address}, a {_kind(address)} address: allow its"
@@ -136,15 +144,36 @@ async def _resolve(url: str, host: str, port: int) -> list[IPAddress]:
     return found
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def _embedded(address: IPAddress) -> IPAddress:
+    """The IPv4 address an IPv6 one stands for (6to4, NAT64), else the address itself."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.sixtofour is not None:
+            return address.sixtofour
+        if address in _NAT64:
+            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address
+
+
+def _public(address: IPAddress) -> bool:
+    """Whether ``address`` (or the IPv4 address it stands for) is a public unicast one."""
+    inner = _embedded(address)
+    return inner.is_global and not (inner.is_multicast or inner.is_reserved or inner.is_unspecified)
+
+
 def _kind(address: IPAddress) -> str:
-    if address.is_loopback:
-        return "loopback"
-    if address.is_link_local:
-        return "link-local"
-    if address.is_private:
-        return "private"
-    if address.is_multicast:
-        return "multicast"
+    address = _embedded(address)
+    for kind, test in (
+        ("loopback", address.is_loopback),
+        ("link-local", address.is_link_local),
+        ("unspecified", address.is_unspecified),
+        ("multicast", address.is_multicast),
+        ("private", address.is_private),
+    ):
+        if test:
+            return kind
     return "reserved"
 
 

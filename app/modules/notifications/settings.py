@@ -21,9 +21,11 @@ class NotificationsSettings(msgspec.Struct, frozen=True, kw_only=True):
     """QUARRY_NOTIFICATIONS_WEBHOOK_HOSTS (or QUARRY_WEBHOOK_HOSTS): the hosts webhooks may
     post to, comma-separated: a host name (``hooks.slack.com``), a domain's hosts
     (``*.example.com``), ``*`` for any host, or a network (``10.0.0.0/8``, ``127.0.0.1/32``).
-    Every address a host resolves to must be public, unless a listed network covers it: private,
+    A host is allowed when a name entry matches it, or when network entries cover every address
+    it resolves to. Every address must also be public, unless a network entry covers it: private,
     loopback, link-local (the cloud metadata address 169.254.169.254), multicast and reserved
-    addresses are reached only through a network entry. The default, ``*``, allows any host on
+    addresses (and IPv6 ones standing for them: mapped, 6to4, NAT64) are reached only through a
+    network entry. The default, ``*``, allows any host on
     public addresses."""
     timeout_s: Annotated[float, _Positive] = 10.0
     """QUARRY_NOTIFICATIONS_TIMEOUT_S: how long one attempt may take, connection to last byte."""

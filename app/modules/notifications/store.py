@@ -144,7 +144,8 @@ def enqueue(conn: Connection, rows: Sequence[dict[str, object]]) -> int:
         return 0
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     statement = insert(deliveries).values(list(rows)).on_conflict_do_nothing()
-    return int(conn.execute(statement).rowcount)
+    # counted from RETURNING: a multi-row insert's rowcount is -1 through psycopg
+    return len(conn.execute(statement.returning(deliveries.c.id)).all())
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,7 @@ def run(work: Work, threads: int, report: Report) -> Done:
         check_native_parity,
         check_parity,
         export_onnx,
+        onnx_session,
         run_onnx,
     )
     from app.modules.training.profile import reference_profile
@@ -114,14 +115,16 @@ def run(work: Work, threads: int, report: Report) -> Done:
     lineage: dict[str, str] = {}
     if isinstance(model, OnnxModel):  # exported by the trainer: checked against its library
         onnx = model.onnx
-        parity = check_native_parity(onnx, model.predict, rows, task=work.task, threads=threads)
+        session = onnx_session(onnx, threads=threads)  # loaded once: a forest's can be large
+        parity = check_native_parity(session, model.predict, rows, task=work.task)
         lineage = _lineage(model)
     else:
         module = model.cpu().eval()
         onnx = export_onnx(module, len(work.columns), task=work.task)
-        parity = check_parity(onnx, module, rows, task=work.task, threads=threads)
-    scores = metrics(work.task, y_valid, run_onnx(onnx, x_valid, threads=threads))
-    train_outputs = run_onnx(onnx, x_train, threads=threads)
+        session = onnx_session(onnx, threads=threads)
+        parity = check_parity(session, module, rows, task=work.task)
+    scores = metrics(work.task, y_valid, run_onnx(session, x_valid))
+    train_outputs = run_onnx(session, x_train)
     profile = reference_profile(
         work.columns, x_train, train_outputs, task=work.task, seed=work.seed
     )

@@ -16,7 +16,7 @@ import copy
 import logging
 import warnings
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +31,7 @@ __all__ = [
     "check_native_parity",
     "check_parity",
     "export_onnx",
+    "onnx_session",
     "output_name",
     "run_onnx",
 ]
@@ -87,7 +88,7 @@ def export_onnx(
 
 
 def check_parity(
-    onnx_bytes: bytes,
+    onnx_bytes: bytes | Any,
     module: torch.nn.Module,
     x: np.ndarray,
     *,
@@ -96,8 +97,9 @@ def check_parity(
     atol: float = 1e-5,
     threads: int = 0,
 ) -> float:
-    """Run ``x`` through onnxruntime (CPU, ``threads`` intra-op threads; 0: one per core) and
-    through ``module``; the largest absolute difference of their outputs. ``ParityError`` when
+    """Run ``x`` through onnxruntime (the model's bytes on the CPU with ``threads`` intra-op
+    threads, 0: one per core; or an :func:`onnx_session`) and through ``module``; the largest
+    absolute difference of their outputs. ``ParityError`` when
     they disagree beyond ``rtol``/``atol``."""
     import torch
 
@@ -110,7 +112,7 @@ def check_parity(
 
 
 def check_native_parity(
-    onnx_bytes: bytes,
+    onnx_bytes: bytes | Any,
     predict: Callable[[np.ndarray], np.ndarray],
     x: np.ndarray,
     *,
@@ -119,11 +121,12 @@ def check_native_parity(
     atol: float = 1e-5,
     threads: int = 0,
 ) -> float:
-    """Run ``x`` through onnxruntime and through ``predict`` (the native library's answer for
-    the task's output: class probabilities ``[N, C]`` or predictions ``[N]``); the largest
-    absolute difference. ``ParityError`` when the model lacks the task's output or the two
-    disagree beyond ``rtol`` and ``atol`` times the largest expected magnitude (at least 1:
-    tree ensembles sum their leaves in float32, so the error grows with the values)."""
+    """Run ``x`` through onnxruntime (as :func:`check_parity` does) and through ``predict`` (the
+    native library's answer for the task's output: class probabilities ``[N, C]`` or predictions
+    ``[N]``); the largest absolute difference. ``ParityError`` when the model lacks the task's
+    output or the two disagree beyond ``rtol`` and ``atol`` times the largest expected magnitude
+    (at least 1: tree ensembles sum their leaves in float32, so the error grows with the
+    values)."""
     name = output_name(task)
     rows = np.ascontiguousarray(x, dtype=np.float32)
     outputs = run_onnx(onnx_bytes, rows, threads=threads)
@@ -139,17 +142,23 @@ def check_native_parity(
     )
 
 
-def run_onnx(onnx_bytes: bytes, x: np.ndarray, *, threads: int = 0) -> dict[str, np.ndarray]:
-    """Every output of the model on float32 rows ``x``, with ONNX Runtime on the CPU
-    (``threads`` intra-op threads; 0: one per core)."""
+def onnx_session(onnx_bytes: bytes, *, threads: int = 0) -> Any:
+    """An ONNX Runtime session of the model on the CPU (``threads`` intra-op threads; 0: one per
+    core), for :func:`run_onnx` to use more than once: a large model takes long to load."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(
+    return ort.InferenceSession(
         onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"]
     )
+
+
+def run_onnx(model: bytes | Any, x: np.ndarray, *, threads: int = 0) -> dict[str, np.ndarray]:
+    """Every output of the model (ONNX bytes, or an :func:`onnx_session`) on float32 rows ``x``,
+    with ONNX Runtime on the CPU (``threads`` intra-op threads; 0: one per core)."""
+    session = onnx_session(model, threads=threads) if isinstance(model, bytes) else model
     feeds = {session.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)}
     outputs = session.run(None, feeds)
     return {o.name: np.asarray(v) for o, v in zip(session.get_outputs(), outputs, strict=True)}

@@ -1,0 +1,40 @@
+"""``bench.gbdt_training --quick`` runs end to end and writes its results (timings are the
+benchmark's business, not asserted here)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+pytest.importorskip("xgboost")
+pytest.importorskip("lightgbm")
+pytest.importorskip("sklearn")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(420)
+def test_quick_mode_trains_every_tree_trainer_and_writes_results(tmp_path: Path) -> None:
+    command = ["-m", "bench.gbdt_training", "--quick", "--output-dir", str(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, *command],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "gbdt_training.json").read_text())
+    assert [t["status"] for t in report["training"]] == ["succeeded"] * 6
+    if shutil.which("wrk") is not None:
+        served = {s["model"] for s in report["serving"]}
+        assert served == {"xgboost-classifier", "lightgbm-regressor", "mlp"}
+    assert "library directly" in (tmp_path / "gbdt_training.md").read_text()
