@@ -337,6 +337,24 @@ async def test_a_receiver_that_never_answers_times_out_and_holds_up_no_other(
         await silent.stop()
 
 
+async def test_with_one_sending_slot_every_delivery_still_goes_out(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    config = msgspec.structs.replace(FAST_RETRIES, concurrency=1)
+    async with Platform(_settings(tmp_path, config)) as platform:
+        notifications = platform.client("notifications", caller="tests")
+        for name in ("a", "b", "c"):
+            await notifications.put_webhook(PutWebhook(name=name, url=receiver.url, events=["*"]))
+        registry = platform.client("registry", caller="tests")
+        await registry.register_version(RegisterVersion(name="churn", artifact=linear_onnx()))
+        got = [await receiver.next() for _ in range(3)]
+        assert len({g.headers["quarry-delivery"] for g in got}) == 3
+        for name in ("a", "b", "c"):
+            await eventually(
+                lambda name=name: _all(platform, name, lambda d: d.status == "delivered", 1)
+            )
+
+
 async def test_deliveries_filter_by_status_and_go_with_their_webhook(
     platform: Platform, receiver: Receiver
 ) -> None:

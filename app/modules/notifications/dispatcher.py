@@ -89,14 +89,14 @@ class Dispatcher:
                 if time.monotonic() >= next_prune:
                     await self._prune()
                     next_prune = time.monotonic() + PRUNE_EVERY_S
-                more = await self._pass()
-                due = None if more else await self._db.read(store.next_due)
+                await self._pass()
+                # with every slot busy, the next finished attempt wakes the loop
+                full = len(self._inflight) >= self._config.concurrency
+                due = None if full else await self._db.read(store.next_due)
             except Exception as exc:
                 await asyncio.sleep(outage.failed(exc))
                 continue
             outage.succeeded()
-            if more:
-                continue
             wait = POLL_S if due is None else min(POLL_S, max(0.0, due - time.time()))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
@@ -106,12 +106,11 @@ class Dispatcher:
         cutoff = time.time() - self._config.retention_s
         await self._db.write(lambda conn: store.prune(conn, cutoff))
 
-    async def _pass(self) -> bool:
-        """Start attempts for the due deliveries there are free slots for; answer whether the
-        slots ran out first (more may be due)."""
+    async def _pass(self) -> None:
+        """Start attempts for as many due deliveries as there are free slots."""
         free = self._config.concurrency - len(self._inflight)
         if free <= 0:
-            return False
+            return
         lease_s = self._config.timeout_s + _LEASE_MARGIN_S
         claimed = await self._db.write(
             lambda conn: store.claim(
@@ -122,7 +121,6 @@ class Dispatcher:
             task = asyncio.create_task(self._deliver(delivery), name=f"webhook-{delivery.id}")
             self._inflight.add(task)
             task.add_done_callback(self._finished)
-        return len(claimed) == free
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
