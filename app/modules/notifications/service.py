@@ -11,6 +11,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
 from app.kernel.cursors import decode_cursor, encode_cursor
 from app.kernel.db import Database
 from app.kernel.events import EventMeta
@@ -80,7 +82,7 @@ class LocalNotificationsService:
         }
         generated = None
 
-        def put(conn: Any) -> Webhook:
+        def put(conn: Connection) -> Webhook:
             nonlocal generated
             existing = store.get_webhook(conn, request.name)
             secret = request.secret
@@ -126,7 +128,7 @@ class LocalNotificationsService:
         return Page(items=items, next_cursor=cursor)
 
     async def delete_webhook(self, request: DeleteWebhook) -> Webhook:
-        def delete(conn: Any) -> Webhook:
+        def delete(conn: Connection) -> Webhook:
             row = store.get_webhook(conn, request.name)
             if row is None:
                 raise _no_webhook(request.name)
@@ -143,7 +145,7 @@ class LocalNotificationsService:
             after = decode_cursor(request.cursor, "deliveries", float, str)
         limit = request.limit
 
-        def read(conn: Any) -> list[Delivery]:
+        def read(conn: Connection) -> list[Delivery]:
             if store.get_webhook(conn, request.webhook) is None:
                 raise _no_webhook(request.webhook)
             return store.list_deliveries(
@@ -158,7 +160,7 @@ class LocalNotificationsService:
         return Page(items=items, next_cursor=cursor)
 
     async def redeliver(self, request: Redeliver) -> Delivery:
-        def again(conn: Any) -> Delivery:
+        def again(conn: Connection) -> Delivery:
             if not store.redeliver(conn, request.webhook, request.id, now=time.time()):
                 raise NotFound(
                     f"webhook {request.webhook!r} has no delivery {request.id!r}",
