@@ -133,6 +133,13 @@ class Dispatcher:
             retry_at = time.time() + self._retries.delay(delivery.round_attempts + 1)
         outcome = "delivered" if attempt.error is None else "retry" if retry_at else "failed"
         self._attempts.add(1, {"outcome": outcome})
+        if outcome == "failed":
+            self._log.warning(
+                "webhook delivery failed after %d attempts: %s",
+                delivery.round_attempts + 1,
+                attempt.error,
+                extra={"webhook": delivery.webhook, "delivery": delivery.id},
+            )
         try:
             await self._db.write(
                 lambda conn: store.record(
