@@ -18,15 +18,18 @@ from contracts.features import (
     Bucketize,
     Derived,
     Feature,
+    FeatureSource,
     FeaturesService,
     FillMissing,
     FitTransforms,
     GetFeatureView,
     GetHistoricalFeatures,
+    GetMaterialization,
     GetOnlineFeatures,
     GetOnlineVectors,
     GetTransformState,
     ListFeatureViews,
+    Materialize,
     OneHot,
     PushRows,
     PutFeatureService,
@@ -72,6 +75,21 @@ def row(user: int, when: str, **values: Any) -> dict[str, Any]:
 
 class FeaturesBehaviour:
     """The features contract, transport-independent."""
+
+    async def test_materializing_needs_a_source_that_may_be_read(
+        self, features: FeaturesService
+    ) -> None:
+        plain = await user_view(features)
+        outside = FeatureSource(format="csv", path="/etc/passwd")
+
+        with pytest.raises(InvalidInput, match="no source"):
+            await features.materialize(Materialize(view=plain))
+        with pytest.raises(NotFound):
+            await features.materialize(Materialize(view=unique("nobody")))
+        with pytest.raises(NotFound):
+            await features.get_materialization(GetMaterialization(id="nothing"))
+        with pytest.raises(InvalidInput, match="outside the source roots"):
+            await user_view(features, source=outside)
 
     async def test_views_are_versioned_and_old_versions_stay_readable(
         self, features: FeaturesService

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from app.modules.features.source_rows import check_columns, needed_columns
 from contracts.common import InvalidInput
-from contracts.features import FeatureSource, PutFeatureView
+from contracts.features import Feature, FeatureSource, PutFeatureView
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -108,7 +108,11 @@ class Chunk:
 
 
 class SourceReader(Protocol):
-    """A source opened for one run."""
+    """A source opened for one run (or for a check at declaration)."""
+
+    def check(self) -> None:
+        """The columns the view reads are there, of usable types; ``InvalidInput`` if not."""
+        ...
 
     def total(self, start_us: int | None, end_us: int) -> int | None:
         """About how many rows a run will read (``None`` when unknown)."""
@@ -137,9 +141,12 @@ def check_source(view: PutFeatureView, policy: SourcePolicy) -> None:
 
 
 def open_source(
-    entities: Sequence[str], features: Sequence[Any], source: FeatureSource, policy: SourcePolicy
-) -> Any:
-    """A reader of ``source`` (a :class:`SourceReader` with ``check()``)."""
+    entities: Sequence[str],
+    features: Sequence[Feature],
+    source: FeatureSource,
+    policy: SourcePolicy,
+) -> SourceReader:
+    """A reader of ``source``; ``InvalidInput`` when it may not be read or is not there."""
     if source.format == "postgresql":
         from app.modules.features.source_database import DatabaseReader
 
@@ -174,7 +181,7 @@ class FileReader:
     def __init__(
         self,
         entities: Sequence[str],
-        features: Sequence[Any],
+        features: Sequence[Feature],
         source: FeatureSource,
         policy: SourcePolicy,
     ) -> None:

