@@ -128,8 +128,9 @@ class Materializer:
         run_id = uuid.uuid4().hex
         chunk = request.chunk_rows
         await self._db.write(lambda conn: runs.insert(conn, run_id, view.name, (start, end), chunk))
+        queued = await self.get(run_id)  # read before sending: a worker may start it at once
         self._actor.send(run_id)
-        return await self.get(run_id)
+        return queued
 
     async def get(self, run_id: str) -> Materialization:
         """A run by id; ``NotFound`` if there is none."""
