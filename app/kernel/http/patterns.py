@@ -34,12 +34,18 @@ def _merged(parts: list[str]) -> list[str]:
             run.append(int(found[1] or 0))
             continue
         if run:
-            low, high = run[0], run[-1]
-            out.append("[1-9]" + ("" if high == 0 else f"[0-9]{{{low},{high}}}" if low != high else f"[0-9]{{{low}}}"))
+            out.append("[1-9]" + _digits(run[0], run[-1]))
             run = []
         if part:
             out.append(part)
     return out
+
+
+def _digits(low: int, high: int) -> str:
+    """Between ``low`` and ``high`` more digits (none when both are 0)."""
+    if high == 0:
+        return ""
+    return f"[0-9]{{{low}}}" if low == high else f"[0-9]{{{low},{high}}}"
 
 
 def _ranges(low: int, high: int) -> list[str]:
