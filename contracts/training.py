@@ -30,9 +30,11 @@ from contracts.features import Value
 from contracts.inference import RolloutPolicy
 
 __all__ = [
+    "MAX_HISTORY",
     "VERSION",
     "CancelTrainingJob",
     "Dataset",
+    "EpochRecord",
     "Gate",
     "GateVerdict",
     "GetRetraining",
@@ -55,7 +57,10 @@ __all__ = [
     "TrainingService",
 ]
 
-VERSION = (1, 2)
+MAX_HISTORY = 1000
+"""Epochs a job's ``history`` keeps (the latest ones)."""
+
+VERSION = (1, 3)
 """Contract version ``(major, minor)``; remote calls refuse a different major.
 
 1.2: numeric fields carry their bounds (seed, time limit, attempts, limits, versions).
@@ -136,10 +141,21 @@ class GateVerdict(msgspec.Struct, frozen=True, kw_only=True):
     reasons: list[str] = []
 
 
+class EpochRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """The metrics a trainer reported after one epoch (training and validation loss...)."""
+
+    epoch: Count
+    metrics: dict[str, float] = {}
+
+
 class TrainingJob(msgspec.Struct, frozen=True, kw_only=True):
     """A job's state: ``epoch`` of ``epochs`` and the current ``metrics`` while it runs;
     ``version`` registered, ``verdict`` and final metrics when it succeeded; ``error`` when it
-    failed; ``attempt`` counts runs (a worker that died starts a new one)."""
+    failed; ``attempt`` counts runs (a worker that died starts a new one).
+
+    ``history`` holds the current attempt's per-epoch metrics (the latest
+    :data:`MAX_HISTORY` epochs; since contract 1.3) on ``get_job``; job lists leave it empty.
+    """
 
     id: str
     spec: TrainingJobSpec
@@ -155,6 +171,7 @@ class TrainingJob(msgspec.Struct, frozen=True, kw_only=True):
     cancel_requested: bool = False
     created_at: datetime
     updated_at: datetime
+    history: list[EpochRecord] = []
 
 
 class SubmitTrainingJob(msgspec.Struct, frozen=True, kw_only=True):

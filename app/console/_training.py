@@ -1,4 +1,4 @@
-"""``/ui/training``: jobs with status and progress; cancel one."""
+"""``/ui/training``: jobs with status, progress and per-epoch curves; cancel one."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from litestar import Request, get, post
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Response
 
+from app.console._chart import line_chart
 from app.console._clients import Clients
 from app.console._forms import attempt, done, scopes_of
 from app.console._render import page
@@ -20,6 +21,7 @@ from contracts.training import (
     ListRetrainings,
     ListTrainingJobs,
     Retraining,
+    TrainingJob,
     TrainingService,
 )
 
@@ -62,7 +64,8 @@ def training_handlers(q: Clients) -> list[Any]:
     @get("/training/jobs/{job_id:str}")
     async def job(request: Request[Any, Any, Any], job_id: FromPath[str]) -> Response[str]:
         found = await q.training.get_job(GetTrainingJob(id=job_id))
-        return page(request, "job.html", title="Training job", job=found, scopes=SCOPES)
+        drawn = curves(found)
+        return page(request, "job.html", title="Job", job=found, curves=drawn, scopes=SCOPES)
 
     @post("/training/jobs/{job_id:str}/cancel", opt={"scope": SCOPES["cancel_job"]})
     async def cancel(request: Request[Any, Any, Any], job_id: FromPath[str]) -> Redirect:
@@ -72,3 +75,16 @@ def training_handlers(q: Clients) -> list[Any]:
         return done(f"/ui/training/jobs/{job_id}", f"job {said}")
 
     return [jobs, job, cancel]
+
+
+def curves(job: TrainingJob) -> dict[str, Any]:
+    """One line chart per metric the trainer reported after its epochs, by metric name."""
+    names = sorted({name for record in job.history for name in record.metrics})
+    return {
+        name: line_chart(
+            [r.metrics[name] for r in job.history if name in r.metrics],
+            label=f"{name} per epoch",
+            x_label="epoch",
+        )
+        for name in names
+    }

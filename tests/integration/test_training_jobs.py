@@ -36,6 +36,7 @@ from contracts.training import (
     Gate,
     GetTrainingJob,
     ListTrainers,
+    ListTrainingJobs,
     SubmitTrainingJob,
     TrainingJob,
     TrainingJobSpec,
@@ -138,6 +139,10 @@ async def test_a_job_trains_registers_with_lineage_and_serves_by_entity(q: Any) 
     assert done.metrics["accuracy"] >= 0.8
     assert done.epoch > 0
     assert done.attempt == 1
+    assert [r.epoch for r in done.history] == list(range(1, done.epoch + 1))
+    assert all("train_loss" in r.metrics for r in done.history), done.history
+    [listed] = [j for j in (await q.training.list_jobs(ListTrainingJobs())).items if j.id == job.id]
+    assert listed.history == []  # lists leave the curves out
     version = await q.registry.get_version(GetVersion(ref="churn@candidate"))
     assert version.version == done.version
     assert version.lineage.training_job_id == job.id

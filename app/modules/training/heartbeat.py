@@ -11,14 +11,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 __all__ = ["Cancelled", "Heartbeat", "Superseded", "TimedOut"]
 
 Beat = Callable[[], "bool | None"]
 """Refresh the heartbeat: cancellation asked for, or ``None`` when the run lost the job."""
-Progress = Callable[[int, int, dict[str, float]], "bool | None"]
-"""Record an epoch, answering like :data:`Beat`."""
+Epochs = Sequence[tuple[int, dict[str, float]]]
+Progress = Callable[[int, int, dict[str, float], Epochs], "bool | None"]
+"""Record an epoch (and the ``(epoch, metrics)`` of earlier ones not yet recorded), answering
+like :data:`Beat`."""
 
 
 class Cancelled(Exception):
@@ -64,9 +66,15 @@ class Heartbeat:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def progress(self, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
-        """Record an epoch, then :meth:`check`."""
-        self._note(self._progress(epoch, epochs, metrics))
+    def progress(
+        self,
+        epoch: int,
+        epochs: int,
+        metrics: dict[str, float],
+        earlier: Sequence[tuple[int, dict[str, float]]] = (),
+    ) -> None:
+        """Record an epoch (with ``earlier`` ones not recorded yet), then :meth:`check`."""
+        self._note(self._progress(epoch, epochs, metrics, earlier))
         self.check()
 
     def check(self) -> None:

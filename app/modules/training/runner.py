@@ -24,7 +24,7 @@ import logging
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import metadata
 from typing import Any, TypeVar
 
@@ -153,7 +153,7 @@ class JobRunner:
         beat = Heartbeat(
             job_id,
             beat=lambda: self.beat(job_id, owner),
-            progress=lambda e, n, m: self.progress(job_id, owner, e, n, m),
+            progress=lambda e, n, m, earlier: self.progress(job_id, owner, e, n, m, earlier),
             interval_s=self._heartbeat_s,
             deadline=time.monotonic() + job.spec.time_limit_s,
             logger=self._log,
@@ -265,6 +265,7 @@ class JobRunner:
         """Record the process's epochs (at most one a second) until its answer; stop on
         cancellation, the time limit or shutdown (the caller kills the process)."""
         unrecorded: Epoch | None = None
+        skipped: list[tuple[int, dict[str, float]]] = []  # epochs between two records
         recorded_at = -PROGRESS_S
         while True:
             beat.check()
@@ -277,11 +278,13 @@ class JobRunner:
                 raise ProcessDied(process.exit_reason())
             if isinstance(reply, Failed):
                 raise JobFailed(reply.reason)
+            if isinstance(reply, Epoch) and unrecorded is not None:
+                skipped.append((unrecorded.epoch, unrecorded.metrics))
             last = reply if isinstance(reply, Epoch) else unrecorded
             due = isinstance(reply, Done) or time.monotonic() - recorded_at >= PROGRESS_S
             if last is not None and due:
-                beat.progress(last.epoch, last.epochs, last.metrics)
-                recorded_at, last = time.monotonic(), None
+                beat.progress(last.epoch, last.epochs, last.metrics, skipped)
+                recorded_at, last, skipped = time.monotonic(), None, []
             if isinstance(reply, Done):
                 return reply
             unrecorded = last
@@ -436,14 +439,28 @@ class JobRunner:
         """Refresh a run's heartbeat; see :func:`store.beat`."""
         return self._db.write_sync(lambda conn: store.beat(conn, job_id, owner, time.time()))
 
-    def progress(
-        self, job_id: str, owner: str, epoch: int, epochs: int, metrics: dict[str, float]
+    def progress(  # noqa: PLR0917 - the heartbeat's callback passes the epoch positionally
+        self,
+        job_id: str,
+        owner: str,
+        epoch: int,
+        epochs: int,
+        metrics: dict[str, float],
+        earlier: Sequence[tuple[int, dict[str, float]]],
     ) -> bool | None:
-        """Record an epoch; see :func:`store.progress`."""
+        """Record an epoch and the unrecorded ``earlier`` ones; see :func:`store.progress`."""
         clean = {k: float(v) for k, v in metrics.items()}
+        before = [(e, {k: float(v) for k, v in m.items()}) for e, m in earlier]
         return self._db.write_sync(
             lambda conn: store.progress(
-                conn, job_id, owner, time.time(), epoch=epoch, epochs=epochs, metrics=clean
+                conn,
+                job_id,
+                owner,
+                time.time(),
+                epoch=epoch,
+                epochs=epochs,
+                metrics=clean,
+                earlier=before,
             )
         )
 

@@ -14,6 +14,7 @@ fields at their defaults (:func:`read_spec`) so that one old row never breaks a 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, overload
 
@@ -21,7 +22,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from contracts.training import GateVerdict, TrainingJob, TrainingJobSpec
+from contracts.training import MAX_HISTORY, EpochRecord, GateVerdict, TrainingJob, TrainingJobSpec
 
 __all__ = [
     "beat",
@@ -56,6 +57,7 @@ jobs = sa.Table(
     sa.Column("epoch", sa.Integer, nullable=False),
     sa.Column("epochs", sa.Integer, nullable=False),
     sa.Column("metrics", sa.JSON, nullable=False),
+    sa.Column("history", sa.JSON, nullable=True),
     sa.Column("heartbeat_at", sa.Float, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("version", sa.Integer, nullable=True),
@@ -64,6 +66,8 @@ jobs = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
 )
+sa.Index("ix_training_jobs_status", jobs.c.status, jobs.c.heartbeat_at)
+sa.Index("ix_training_jobs_created", jobs.c.created_at)
 
 policies = sa.Table(
     "training_retraining_policies",
@@ -89,6 +93,7 @@ retrainings = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
 )
+sa.Index("ix_training_retrainings_model", retrainings.c.model, retrainings.c.created_at)
 """One row per retraining saga, unique by its trigger (see ``retraining.py``)."""
 
 
@@ -144,7 +149,7 @@ def model_of(conn: Connection, job_id: str) -> str | None:
     return found
 
 
-def _job(row: Any) -> TrainingJob:
+def _job(row: Any, *, history: bool = False) -> TrainingJob:
     return TrainingJob(
         id=row.id,
         spec=read_spec(row.spec),
@@ -158,6 +163,7 @@ def _job(row: Any) -> TrainingJob:
         version=row.version,
         verdict=None if row.verdict is None else msgspec.convert(row.verdict, GateVerdict),
         cancel_requested=bool(row.cancel_requested),
+        history=msgspec.convert(row.history or [], list[EpochRecord]) if history else [],
         created_at=_when(row.created_at),
         updated_at=_when(row.updated_at),
     )
@@ -189,14 +195,15 @@ def insert(conn: Connection, job_id: str, spec: TrainingJobSpec, now: float) -> 
 def get(conn: Connection, job_id: str) -> TrainingJob | None:
     """The job ``job_id``, or ``None``."""
     row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
-    return None if row is None else _job(row)
+    return None if row is None else _job(row, history=True)
 
 
 def page(
     conn: Connection, limit: int, cursor: tuple[float, str] | None, status: str | None
 ) -> tuple[list[TrainingJob], tuple[float, str] | None]:
     """Up to ``limit`` jobs, newest first, after ``cursor`` (``created_at``, ``id``)."""
-    query = sa.select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
+    listed = [c for c in jobs.c if c.name != "history"]  # lists leave the curves out
+    query = sa.select(*listed).order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
     if status is not None:
         query = query.where(jobs.c.status == status)
     if cursor is not None:
@@ -229,6 +236,7 @@ def claim(conn: Connection, job_id: str, owner: str, now: float, stale_before: f
             owner=owner,
             heartbeat_at=now,
             epoch=0,
+            history=[],
             updated_at=now,
         )
     )
@@ -270,12 +278,29 @@ def progress(
     epoch: int,
     epochs: int,
     metrics: dict[str, float],
+    earlier: Sequence[tuple[int, dict[str, float]]] = (),
 ) -> bool | None:
-    """Record an epoch (and a heartbeat); answers like :func:`beat`."""
+    """Record an epoch in the job's state and history (and a heartbeat), with the ``earlier``
+    epochs ``(epoch, metrics)`` that were not recorded one by one; answers like :func:`beat`."""
+    held = (jobs.c.id == job_id, jobs.c.owner == owner, jobs.c.status == "running")
+    before = conn.execute(sa.select(jobs.c.history).where(*held)).first()
+    if before is None:
+        return None
+    added = {e: m for e, m in [*earlier, (epoch, metrics)]}
+    history = [h for h in (before.history or []) if h.get("epoch") not in added]
+    history += [{"epoch": e, "metrics": m} for e, m in sorted(added.items())]
+    history = history[-MAX_HISTORY:]
     result = conn.execute(
         jobs.update()
-        .where(jobs.c.id == job_id, jobs.c.owner == owner, jobs.c.status == "running")
-        .values(epoch=epoch, epochs=epochs, metrics=metrics, heartbeat_at=now, updated_at=now)
+        .where(*held)
+        .values(
+            epoch=epoch,
+            epochs=epochs,
+            metrics=metrics,
+            history=history,
+            heartbeat_at=now,
+            updated_at=now,
+        )
     )
     if result.rowcount != 1:
         return None
