@@ -83,3 +83,16 @@ def test_a_version_parameter_is_a_plain_number(text: str) -> None:
 def test_a_version_parameter_left_out_is_none() -> None:
     assert version_number(None) is None
     assert version_number("2147483647") == 2**31 - 1
+
+
+def test_a_refused_number_is_named_by_the_bound_it_breaks() -> None:
+    with pytest.raises(InvalidInput, match=">= 0"):
+        decode_body(DECODER, b'{"count": -1.0}', what="b", example="{}")
+
+
+@pytest.mark.parametrize(
+    "raw", [b'{"count": "x", oops', b'{"count": 1.0, "sizes": ' + b"[" * 100_000]
+)
+def test_a_body_broken_after_a_wrong_type_is_a_400(raw: bytes) -> None:
+    with pytest.raises(InvalidInput):
+        decode_body(DECODER, raw, what="b", example="{}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import msgspec
 from litestar import Response
@@ -42,10 +42,10 @@ def decode_body(
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError as exc:
-        whole = _with_whole_numbers(decoder, raw, exc) if kind == "JSON" else None
-        if whole is None:
-            raise InvalidInput(f"invalid {what}: {exc}") from None
-        return whole
+        try:
+            return _with_whole_numbers(decoder, raw, exc) if kind == "JSON" else _raise(exc)
+        except msgspec.ValidationError as last:
+            raise InvalidInput(f"invalid {what}: {last}") from None
     except msgspec.DecodeError as exc:
         raise InvalidInput(f"malformed {kind} body: {exc}") from None
     except RecursionError:
@@ -56,23 +56,27 @@ _FLOAT_FOR_INT = re.compile(r"^Expected `int[^`]*`, got `float` - at `\$(?P<path
 _STEP = re.compile(r"\.(?P<key>[^.\[]+)|\[(?P<index>[0-9]+)\]")
 
 
-def _with_whole_numbers(decoder: _Decoder[T], raw: bytes, error: Exception) -> T | None:
+def _with_whole_numbers(decoder: _Decoder[T], raw: bytes, error: msgspec.ValidationError) -> T:
     """``raw`` decoded again with each whole number written as a float (``30.0``) where an
     integer is expected read as that integer: JSON does not tell ``30.0`` from ``30``, nor does
-    JSON Schema's ``integer``. ``None`` when that is not what was wrong."""
-    try:
+    JSON Schema's ``integer``. Raises the last ``ValidationError`` when something else is wrong."""
+    try:  # the typed decoder stopped at the first wrong type: the rest may not even parse
         value = msgspec.json.decode(raw)
     except (msgspec.DecodeError, RecursionError):
-        return None
+        raise error from None
     for _ in range(64):  # one number a round: a body would need more to be anything but odd
         found = _FLOAT_FOR_INT.match(str(error))
         if found is None or not _make_whole(value, found["path"]):
-            return None
+            break
         try:
             return decoder.decode(msgspec.json.encode(value))
         except msgspec.ValidationError as again:
             error = again
-    return None
+    raise error
+
+
+def _raise(error: Exception) -> NoReturn:
+    raise error
 
 
 def _make_whole(value: Any, path: str) -> bool:
@@ -80,16 +84,17 @@ def _make_whole(value: Any, path: str) -> bool:
     steps = list(_STEP.finditer(path))
     if "".join(step[0] for step in steps) != path or not steps:
         return False  # a path through a mapping's values: its keys are not shown
+    keys: list[Any] = [s["key"] if s["key"] is not None else int(s["index"]) for s in steps]
     parent = value
-    for step in steps[:-1]:
-        key: Any = step["key"] if step["key"] is not None else int(step["index"])
-        parent = parent[key]
-    last = steps[-1]
-    key = last["key"] if last["key"] is not None else int(last["index"])
-    number = parent[key]
+    try:
+        for key in keys[:-1]:
+            parent = parent[key]
+        number = parent[keys[-1]]
+    except (KeyError, IndexError, TypeError):  # a field renamed on the wire, or a union
+        return False
     if not isinstance(number, float) or not number.is_integer():
         return False
-    parent[key] = int(number)
+    parent[keys[-1]] = int(number)
     return True
 
 
