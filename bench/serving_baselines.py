@@ -6,7 +6,9 @@
   batching on), auth on with a predict-scope key;
 - ``quarry-2w``: the same with ``--workers 2``;
 - ``fastapi-async``: ``bench/baselines/fastapi_async.py``, an ``async def`` endpoint calling
-  onnxruntime, on uvicorn with uvloop and httptools, one worker.
+  onnxruntime, on uvicorn with uvloop and httptools, one worker;
+- ``quarry-granian`` (when granian is installed): the app of ``quarry-1w`` served by granian
+  (``bench._granian_app``) instead of uvicorn, one worker.
 
 ``wrk`` posts one-row requests at concurrency 64 and 64-row requests at concurrency 8. Nothing is
 pinned: the server processes and ``wrk`` share the machine's cores, as two workers need. Each row
@@ -20,6 +22,7 @@ test that it completes).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import sys
@@ -44,6 +47,8 @@ SERVERS: dict[str, tuple[str, dict[str, str]]] = {
     "fastapi-async": ("fastapi-async", {}),
 }
 """Name -> (the ``bench.predict_http.server`` to start, extra environment)."""
+if importlib.util.find_spec("granian") is not None:
+    SERVERS["quarry-granian"] = ("quarry-granian", {})
 LOADS = ((1, 64), (64, 8))
 """(rows per request, concurrency) of each measured load."""
 DEFAULTS = {"QUARRY_LOG_LEVEL": "WARNING"}
@@ -208,7 +213,8 @@ def markdown(report: Report) -> str:
         "- quarry: `quarry serve` at its defaults (no trace exporter), QUARRY_AUTH=on with a"
         " predict-scope key, QUARRY_RATE_LIMIT_PER_S raised so the limit never refuses wrk,"
         " QUARRY_LOG_LEVEL=WARNING; quarry-2w adds QUARRY_WORKERS=2",
-        "- fastapi-async: uvicorn, one worker, uvloop + httptools, no access log",
+        "- fastapi-async: uvicorn, one worker, uvloop + httptools, no access log; quarry-granian:"
+        " quarry-1w's app under granian (asgi, uvloop, one worker)",
         "",
     ]
     return "\n".join(lines)
