@@ -4,6 +4,7 @@ their data, and stop together on SIGTERM."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from tests.fakes.server import Server
 pytestmark = pytest.mark.slow
 
 ROW = {"inputs": {"x": [[-1.0, 2.0, -3.0, 4.0]]}}
+_LEADER = re.compile(r'^quarry_singleton_leader\{loop="([^"]+)"\} (\S+)$', re.MULTILINE)
 
 
 def _answered_by(
@@ -32,6 +34,26 @@ def _answered_by(
         if worker(answer.headers["x-quarry-worker"]):
             return answer
     raise AssertionError("no answer from the worker asked for within 30 s")
+
+
+def _leaders(text: str) -> dict[str, float]:
+    return {m.group(1): float(m.group(2)) for m in _LEADER.finditer(text)}
+
+
+def _each_loop_led_once(server: Server, workers: set[str]) -> bool:
+    """Every singleton loop is led by exactly one worker (each takes its lease, none assumes
+    it is alone), as the two workers' ``/metrics`` say."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        scraped: dict[str, dict[str, float]] = {}
+        while set(scraped) != workers and time.monotonic() < deadline:
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                answer = client.get("/metrics")
+            scraped[answer.headers["x-quarry-worker"]] = _leaders(answer.text)
+        loops = set().union(*scraped.values())
+        if loops and all(sum(s.get(loop, 0.0) for s in scraped.values()) == 1 for loop in loops):
+            return True
+    return False
 
 
 def _alive(pid: int) -> bool:
@@ -63,6 +85,8 @@ def test_two_workers_serve_one_port_share_models_and_stop_on_sigterm(tmp_path: P
         )
         assert predicted.status_code == 200, predicted.text
         assert predicted.json()["outputs"]["y"] == [[0.0, 2.0, 0.0, 4.0]]
+
+        assert _each_loop_led_once(server, {one, other})
 
         seen: set[str] = set()
         for _ in range(20):
