@@ -7,7 +7,6 @@ import hashlib
 import logging
 import random
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import msgspec
 
 from app.kernel import context
 from app.kernel.cursors import decode_cursor, encode_cursor
+from app.kernel.ids import unique_id
 from app.modules.inference import store
 from app.modules.inference._cache import ResponseCache, digest
 from app.modules.inference._deployment_spec import check_spec
@@ -211,7 +211,7 @@ class Deployments:
         if hashed is not None:
             hit = self._cache.get(deployment.name, (key, hashed))
             if hit is not None:
-                return msgspec.structs.replace(hit, prediction_id=uuid.uuid4().hex, cached=True)
+                return msgspec.structs.replace(hit, prediction_id=unique_id(), cached=True)
         for shadow in deployment.shadows:
             self._shadow(deployment.name, shadow, request)
         try:
@@ -325,6 +325,6 @@ def _default_answer(deployment: Deployment, fallback: Fallback, request: Predict
         model=deployment.name,
         version=0,
         outputs=outputs,
-        prediction_id=uuid.uuid4().hex,
+        prediction_id=unique_id(),
         fallback="default",
     )

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -16,6 +15,7 @@ import numpy as np
 
 from app.kernel import context
 from app.kernel.events import EventMeta
+from app.kernel.ids import unique_id
 from app.kernel.settings import Settings
 from app.modules.inference.batch_jobs import BatchJobs
 from app.modules.inference.deployments import ROUTED, Deployments
@@ -174,7 +174,7 @@ class LocalInferenceService:
             routed[1] if routed is not None else served if served else (request.model, None)
         )
         self.records.record(
-            prediction_id=uuid.uuid4().hex,
+            prediction_id=unique_id(),
             model=model,
             version=version,
             status=code,
@@ -206,7 +206,7 @@ class LocalInferenceService:
             model=served.model.name,
             version=served.model.version,
             outputs=_select(outputs, request.outputs),
-            prediction_id=uuid.uuid4().hex,
+            prediction_id=unique_id(),
             labels=labels_of(served.model.classes, outputs),
         )
 
