@@ -91,7 +91,9 @@ class Harness:
         assert entered
         return task
 
-    async def queue(self, *requests: Feeds, deadline: float | None = None) -> list[asyncio.Task[Feeds]]:
+    async def queue(
+        self, *requests: Feeds, deadline: float | None = None
+    ) -> list[asyncio.Task[Feeds]]:
         before = self.batcher.queued_rows
         tasks = [self.submit(feeds, deadline) for feeds in requests]
         rows = sum(len(feeds["x"]) for feeds in requests)
