@@ -9,7 +9,7 @@ distribution, confidence, drift against the version's reference profile) and bus
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Annotated, Literal, Protocol
 
 import msgspec
 
@@ -29,16 +29,29 @@ from contracts.features import Value
 from contracts.inference import PredictionRecord
 
 __all__ = [
+    "SIGNALS",
     "VERSION",
+    "Alert",
+    "AlertFired",
+    "AlertResolved",
+    "AlertSignal",
+    "AlertState",
+    "DeleteAlert",
     "DriftDetected",
     "DriftReport",
+    "EstimatedMetrics",
+    "EstimatedPoint",
     "FeatureDrift",
     "Feedback",
+    "GetAlert",
     "GetDriftReport",
+    "GetEstimatedMetrics",
     "GetRealisedMetrics",
     "GetSummary",
+    "ListAlerts",
     "ListDriftReports",
     "MonitoringService",
+    "PutAlert",
     "RealisedMetrics",
     "RealisedPoint",
     "RecordPredictions",
@@ -49,10 +62,12 @@ __all__ = [
     "Summary",
 ]
 
-VERSION = (1, 1)
+VERSION = (1, 2)
 """Contract version ``(major, minor)``; remote calls refuse a different major.
 
 1.1: numeric fields carry their bounds (versions, windows, limits, buckets, shares).
+1.2: alert rules (``AlertFired`` / ``AlertResolved``), performance estimated without labels,
+and the summary's realised and estimated quality.
 """
 
 
@@ -100,6 +115,10 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True):
     prediction_distribution: dict[str, float] = {}
     mean_confidence: float | None = None
     errors_by_code: dict[str, int] = {}
+    realised: dict[str, float] = {}
+    """Quality measured against the feedback given for the window's predictions."""
+    estimated: dict[str, float] = {}
+    """A classifier's quality estimated from its probabilities (see ``EstimatedMetrics``)."""
 
 
 class RunDriftCheck(msgspec.Struct, frozen=True, kw_only=True):
@@ -231,6 +250,156 @@ class RealisedMetrics(msgspec.Struct, frozen=True, kw_only=True):
     points: list[RealisedPoint] = []
 
 
+class GetEstimatedMetrics(msgspec.Struct, frozen=True, kw_only=True):
+    """A classifier's quality estimated from its served probabilities, before labels arrive,
+    over ``window_s`` in ``buckets`` slices."""
+
+    model: str
+    version: Version | None = None
+    window_s: Seconds = 86400.0
+    buckets: PositiveCount = 1
+
+
+class EstimatedPoint(msgspec.Struct, frozen=True, kw_only=True):
+    """Estimated figures for predictions made in ``[start, end)``, each within
+    ``[lower, upper]``."""
+
+    start: datetime
+    end: datetime
+    count: int
+    metrics: dict[str, float] = {}
+    lower: dict[str, float] = {}
+    upper: dict[str, float] = {}
+
+
+class EstimatedMetrics(msgspec.Struct, frozen=True, kw_only=True):
+    """Confidence-based performance estimation (CBPE): with calibrated probabilities the chance
+    that a prediction is right is its probability, so the expected accuracy, F1 (macro beyond two
+    classes) and, for a binary classifier, AUC follow without labels. ``lower`` and ``upper``
+    bound each figure by three standard errors of what the labels, drawn from those
+    probabilities, would give. ``calibration_error`` is the expected calibration error measured
+    on the predictions that did get feedback (``calibration_rows`` of them); ``warnings`` say
+    when it is too high for the estimate to be trusted, or unknown. Empty for a regressor.
+    """
+
+    model: str
+    version: Version | None
+    method: Literal["cbpe"] = "cbpe"
+    count: int
+    metrics: dict[str, float] = {}
+    lower: dict[str, float] = {}
+    upper: dict[str, float] = {}
+    points: list[EstimatedPoint] = []
+    calibration_error: float | None = None
+    calibration_rows: int = 0
+    warnings: list[str] = []
+
+
+AlertSignal = Literal[
+    "error_rate",
+    "latency_p99_s",
+    "slo_compliance",
+    "prediction_volume",
+    "drift_share",
+    "realised_accuracy",
+    "estimated_accuracy",
+]
+"""What an alert watches over its window: the share of failed predictions, the 99th percentile
+latency in seconds, the share answered within the latency objective, the number of predictions,
+the share of drifted columns in the newest drift report made in the window, accuracy against
+feedback, accuracy estimated without labels (:class:`EstimatedMetrics`)."""
+
+SIGNALS: tuple[str, ...] = (
+    "error_rate",
+    "latency_p99_s",
+    "slo_compliance",
+    "prediction_volume",
+    "drift_share",
+    "realised_accuracy",
+    "estimated_accuracy",
+)
+"""Every :data:`AlertSignal`."""
+
+AlertState = Literal["ok", "pending", "firing"]
+
+
+class PutAlert(msgspec.Struct, frozen=True, kw_only=True):
+    """Create or replace alert rule ``name``: it fires when ``signal`` of ``model`` (a registered
+    model's name; one ``version`` or all) over the last ``window_s`` seconds is ``above`` or
+    ``below`` ``threshold`` for ``for_s`` seconds on end. Replacing a rule starts it ``ok``."""
+
+    name: str
+    model: str
+    signal: AlertSignal
+    threshold: Finite
+    comparison: Literal["above", "below"] = "above"
+    window_s: Annotated[float, msgspec.Meta(gt=0, le=90 * 86400.0)] = 300.0
+    for_s: Seconds = 0.0
+    version: Version | None = None
+
+
+class Alert(msgspec.Struct, frozen=True, kw_only=True):
+    """An alert rule and where it stands: ``ok``; ``pending`` (the condition holds, not yet for
+    ``for_s``); ``firing``. ``value`` is the signal at the last evaluation (``None``: no data,
+    which never fires); ``since`` when the state began."""
+
+    name: str
+    model: str
+    signal: AlertSignal
+    threshold: float
+    comparison: Literal["above", "below"]
+    window_s: float
+    for_s: float
+    version: Version | None = None
+    state: AlertState = "ok"
+    value: float | None = None
+    since: datetime | None = None
+    evaluated_at: datetime | None = None
+
+
+class GetAlert(msgspec.Struct, frozen=True, kw_only=True):
+    """An alert rule by name."""
+
+    name: str
+
+
+class DeleteAlert(msgspec.Struct, frozen=True, kw_only=True):
+    """Delete an alert rule by name."""
+
+    name: str
+
+
+class ListAlerts(msgspec.Struct, frozen=True, kw_only=True):
+    """One page of alert rules, by name."""
+
+    limit: Limit = 50
+    cursor: str | None = None
+
+
+class AlertFired(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """An alert's condition held for its ``for_s``: it is firing."""
+
+    name: str
+    model: str
+    signal: str
+    comparison: str
+    threshold: float
+    value: float
+    window_s: float
+    version: Version | None = None
+
+
+class AlertResolved(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """A firing alert's condition no longer holds (``value`` ``None``: no data in the window)."""
+
+    name: str
+    model: str
+    signal: str
+    threshold: float
+    value: float | None
+    version: Version | None = None
+
+
 class DriftDetected(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     """A drift check found dataset drift for a model version."""
 
@@ -283,4 +452,30 @@ class MonitoringService(Protocol):
     @method(scope=Scope.READ, idempotent=True)
     async def get_realised_metrics(self, request: GetRealisedMetrics) -> RealisedMetrics:
         """Realised quality, cost and value from feedback."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def get_estimated_metrics(self, request: GetEstimatedMetrics) -> EstimatedMetrics:
+        """A classifier's accuracy, F1 and AUC estimated from its probabilities (CBPE)."""
+        ...
+
+    @method(scope=Scope.ADMIN, idempotent=True)
+    async def put_alert(self, request: PutAlert) -> Alert:
+        """Create or replace an alert rule; ``InvalidInput`` for a model the registry does not
+        know."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def get_alert(self, request: GetAlert) -> Alert:
+        """An alert rule with its state and last value; ``NotFound`` if there is none."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def list_alerts(self, request: ListAlerts) -> Page[Alert]:
+        """One page of alert rules, by name."""
+        ...
+
+    @method(scope=Scope.ADMIN, idempotent=True)
+    async def delete_alert(self, request: DeleteAlert) -> Alert:
+        """Delete an alert rule; answers what was deleted. ``NotFound`` if there is none."""
         ...

@@ -1,4 +1,5 @@
-"""The monitoring module: prediction records, summaries, drift and feedback.
+"""The monitoring module: prediction records, summaries, drift, feedback, estimated
+performance and alert rules.
 
 Exports only ``module``.
 """
@@ -7,7 +8,13 @@ from __future__ import annotations
 
 from app.kernel.module import BuiltModule, Dependency, ModuleContext, ModuleSpec
 from app.modules.monitoring.settings import MonitoringSettings
-from contracts.monitoring import VERSION, DriftDetected, MonitoringService
+from contracts.monitoring import (
+    VERSION,
+    AlertFired,
+    AlertResolved,
+    DriftDetected,
+    MonitoringService,
+)
 from contracts.registry import RegistryService
 
 __all__ = ["module"]
@@ -28,9 +35,9 @@ async def _build(ctx: ModuleContext) -> BuiltModule:
 
 
 def _routes(service: MonitoringService, settings: object) -> list[object]:
-    from app.modules.monitoring.api import routes
+    from app.modules.monitoring import alerts_api, api
 
-    return routes(service)
+    return [*api.routes(service), *alerts_api.routes(service)]
 
 
 module = ModuleSpec(
@@ -40,7 +47,7 @@ module = ModuleSpec(
     build=_build,
     routes=_routes,
     requires=(Dependency(module="registry", protocol=RegistryService),),
-    publishes=(DriftDetected,),
+    publishes=(DriftDetected, AlertFired, AlertResolved),
     migrations="monitoring",
     settings=MonitoringSettings,
 )

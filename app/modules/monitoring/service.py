@@ -23,18 +23,27 @@ import numpy as np
 
 from app.kernel import singleton
 from app.kernel.cursors import decode_cursor, encode_cursor
-from app.modules.monitoring import drift, figures, store
+from app.modules.monitoring import cbpe, drift, figures, store
+from app.modules.monitoring.alerts import Alerts
 from app.modules.monitoring.live import LiveFigures
 from app.modules.monitoring.report_html import render
 from contracts.common import Conflict, InvalidInput, NotFound, Page, validate_name
 from contracts.monitoring import (
+    Alert,
+    DeleteAlert,
     DriftDetected,
     DriftReport,
+    EstimatedMetrics,
+    EstimatedPoint,
     Feedback,
+    GetAlert,
     GetDriftReport,
+    GetEstimatedMetrics,
     GetRealisedMetrics,
     GetSummary,
+    ListAlerts,
     ListDriftReports,
+    PutAlert,
     RealisedMetrics,
     RealisedPoint,
     Recorded,
@@ -60,6 +69,17 @@ MAX_BUCKETS = 200
 MAX_LIST = 200
 """The largest page of drift reports."""
 SERIES_BUCKETS = 20
+_TRAFFIC_SIGNALS = {
+    "error_rate": "error_rate",
+    "latency_p99_s": "latency_p99_s",
+    "slo_compliance": "slo_compliance",
+    "prediction_volume": "requests",
+}
+"""Alert signals read from the window's records, and their key in the latency figures."""
+CALIBRATION_ROWS = 100
+"""The fewest labelled predictions the calibration check of an estimate needs."""
+CALIBRATION_LIMIT = 5000
+"""The most recent labelled predictions the calibration check reads."""
 
 
 class LocalMonitoringService:
@@ -85,14 +105,19 @@ class LocalMonitoringService:
         self.live = LiveFigures(slo_s=self._slo_s)
         self._loops: list[asyncio.Task[None]] = []
         self._versions: dict[tuple[str, int], tuple[figures.Task | None, list[str] | None]] = {}
+        self.alerts = Alerts(
+            db=db, outbox=outbox, registry=registry, measure=self._measure, logger=logger
+        )
 
     # --- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the drift schedule and the retention loop."""
+        """Start the drift schedule, the alert evaluation and the retention loop."""
         self.live.register()
         if self._config.drift_interval_s > 0:
             self._singleton("drift_schedule", self._drift_round, self._drift_interval_s)
+        if self._config.alert_interval_s > 0:
+            self._singleton("alerts", self._alert_round, self._config.alert_interval_s)
         self._singleton("retention", self._retention_round, self._retention_interval_s)
 
     def _singleton(self, loop: str, body: Callable[[], Awaitable[None]], interval_s: float) -> None:
@@ -132,6 +157,9 @@ class LocalMonitoringService:
                 self._log.warning(
                     "scheduled drift check of %s:%s failed", model, version, exc_info=True
                 )
+
+    async def _alert_round(self) -> None:
+        await self.evaluate_alerts(now=time.time())
 
     async def _retention_round(self) -> None:
         before = time.time() - self._config.retention_s
@@ -173,7 +201,16 @@ class LocalMonitoringService:
             if task
             else ({}, None)
         )
+        estimated = (
+            cbpe.estimate(_probabilities(done))[0] if task == "classification" and done else {}
+        )
+        labelled = await self._db.read(
+            lambda c: store.feedback_for(c, request.model, request.version, since, now)
+        )
+        realised = (await self._realised(request.model, task, labelled))[0] if task else {}
         return Summary(
+            realised=realised,
+            estimated=estimated,
             model=request.model,
             version=request.version,
             window_s=window,
@@ -402,16 +439,14 @@ class LocalMonitoringService:
             else None
         )
         overall = await self._realised(request.model, task, items)
-        step = window / request.buckets
         points = []
-        for b in range(request.buckets):
-            start, end = since + b * step, since + (b + 1) * step
+        for start, end in _slices(since, until, request.buckets):
             part = [i for i in items if start <= i[0] < end]
             point = await self._realised(request.model, task, part)
             points.append(
                 RealisedPoint(
-                    start=datetime.fromtimestamp(start, tz=UTC),
-                    end=datetime.fromtimestamp(end, tz=UTC),
+                    start=_utc(start),
+                    end=_utc(end),
                     count=len(part),
                     metrics=point[0],
                     cost=point[1],
@@ -459,6 +494,139 @@ class LocalMonitoringService:
         )
         return metrics, cost, value
 
+    # --- estimated performance --------------------------------------------------------------
+
+    async def get_estimated_metrics(self, request: GetEstimatedMetrics) -> EstimatedMetrics:
+        validate_name(request.model, what="model name")
+        if not 1 <= request.buckets <= MAX_BUCKETS:
+            raise InvalidInput(f"buckets must be between 1 and {MAX_BUCKETS}")
+        until = time.time()
+        return await self._estimate(
+            request.model,
+            request.version,
+            until - _window(request.window_s),
+            until,
+            request.buckets,
+        )
+
+    async def _estimate(
+        self, model: str, version: int | None, since: float, until: float, buckets: int = 1
+    ) -> EstimatedMetrics:
+        done = await self._db.read(lambda c: store.logged(c, model, version, since, until))
+        done = [d for d in done if d.outputs]
+        task = (
+            figures.task_of(done[0].outputs, (await self._version_of(model, done[0].version))[0])
+            if done
+            else None
+        )
+        if task != "classification":
+            return EstimatedMetrics(model=model, version=version, count=len(done))
+        metrics, lower, upper = cbpe.estimate(_probabilities(done))
+        points = []
+        for start, end in _slices(since, until, buckets):
+            part = [d for d in done if start <= d.at < end]
+            low_high = cbpe.estimate(_probabilities(part)) if part else ({}, {}, {})
+            points.append(
+                EstimatedPoint(
+                    start=_utc(start),
+                    end=_utc(end),
+                    count=len(part),
+                    metrics=low_high[0],
+                    lower=low_high[1],
+                    upper=low_high[2],
+                )
+            )
+        error, rows = await self._calibration(model, version, until)
+        warnings = []
+        if error is None:
+            warnings.append(
+                f"calibration unknown: {rows} predictions have labelled feedback, at least"
+                f" {CALIBRATION_ROWS} are needed to check that the probabilities are calibrated"
+            )
+        elif error > self._config.calibration_error_max:
+            warnings.append(
+                f"poorly calibrated: expected calibration error {error:.3f} on {rows} labelled"
+                f" predictions exceeds {self._config.calibration_error_max}; the estimate"
+                " assumes calibrated probabilities"
+            )
+        return EstimatedMetrics(
+            model=model,
+            version=version,
+            count=len(done),
+            metrics=metrics,
+            lower=lower,
+            upper=upper,
+            points=points,
+            calibration_error=error,
+            calibration_rows=rows,
+            warnings=warnings,
+        )
+
+    async def _calibration(
+        self, model: str, version: int | None, until: float
+    ) -> tuple[float | None, int]:
+        """Expected calibration error over the labelled predictions kept (``None`` when too
+        few), and how many there were."""
+        since = until - self._config.retention_s
+        items = await self._db.read(lambda c: store.feedback_for(c, model, version, since, until))
+        truths, probabilities = [], []
+        for _, item_version, outputs, label, _value in items[-CALIBRATION_LIMIT:]:
+            if label is None or not outputs:
+                continue
+            index = figures.class_of(label, (await self._version_of(model, item_version))[1])
+            if index is not None:
+                truths.append(index)
+                probabilities.append(figures.predicted("classification", outputs)[0])
+        if len(truths) < CALIBRATION_ROWS:
+            return None, len(truths)
+        return cbpe.calibration_error(np.stack(probabilities), np.array(truths)), len(truths)
+
+    # --- alerts -----------------------------------------------------------------------------
+
+    async def put_alert(self, request: PutAlert) -> Alert:
+        return await self.alerts.put(request, time.time())
+
+    async def get_alert(self, request: GetAlert) -> Alert:
+        return await self.alerts.get(request)
+
+    async def list_alerts(self, request: ListAlerts) -> Page[Alert]:
+        return await self.alerts.page(request)
+
+    async def delete_alert(self, request: DeleteAlert) -> Alert:
+        return await self.alerts.delete(request)
+
+    async def evaluate_alerts(self, *, now: float) -> list[Alert]:
+        """One evaluation round of every alert rule at epoch time ``now``."""
+        return await self.alerts.evaluate(now)
+
+    async def _measure(self, rule: Alert, now: float) -> float | None:
+        """``rule``'s signal over its window ending at ``now`` (``None``: no data)."""
+        model, version, since = rule.model, rule.version, now - rule.window_s
+        if rule.signal in _TRAFFIC_SIGNALS:
+            rows = await self._db.read(lambda c: store.latencies(c, model, version, since, now))
+            if rule.signal == "prediction_volume":
+                return float(len(rows))
+            found = figures.latency_figures([r[1] for r in rows], [r[2] for r in rows], self._slo_s)
+            value = found.get(_TRAFFIC_SIGNALS[rule.signal])
+            return None if value is None or not found["requests"] else float(value)
+        if rule.signal == "drift_share":
+            newest = await self._db.read(lambda c: store.newest_report(c, model, version, since))
+            return None if newest is None else newest.share_drifted
+        if rule.signal == "realised_accuracy":
+            return await self._realised_accuracy(model, version, since, now)
+        estimated = await self._estimate(model, version, since, now)
+        return estimated.metrics.get("accuracy")
+
+    async def _realised_accuracy(
+        self, model: str, version: int | None, since: float, until: float
+    ) -> float | None:
+        items = await self._db.read(lambda c: store.feedback_for(c, model, version, since, until))
+        first = next((i for i in items if i[2]), None)
+        if first is None:
+            return None
+        task = figures.task_of(first[2], (await self._version_of(model, first[1]))[0])
+        return (await self._realised(model, task, items))[0].get("accuracy")
+
     async def _version_of(
         self, model: str, version: int | None
     ) -> tuple[figures.Task | None, list[str] | None]:
@@ -476,6 +644,21 @@ class LocalMonitoringService:
             except (NotFound, ValueError):
                 self._versions[key] = (None, None)
         return self._versions[key]
+
+
+def _probabilities(done: list[store.Logged]) -> np.ndarray:
+    """The class probabilities of logged classifier predictions, ``[rows, classes]``."""
+    return np.concatenate([figures.predicted("classification", d.outputs) for d in done])
+
+
+def _slices(since: float, until: float, buckets: int) -> list[tuple[float, float]]:
+    """``[since, until)`` cut into ``buckets`` equal ``(start, end)`` slices."""
+    step = (until - since) / buckets
+    return [(since + b * step, since + (b + 1) * step) for b in range(buckets)]
+
+
+def _utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=UTC)
 
 
 def _window(seconds: float) -> float:

@@ -293,3 +293,14 @@ def prune(conn: Connection, before: float) -> int:
     old = sa.select(predictions.c.prediction_id).where(predictions.c.at < before)
     conn.execute(feedback.delete().where(feedback.c.prediction_id.in_(old)))
     return conn.execute(predictions.delete().where(predictions.c.at < before)).rowcount or 0
+
+
+def newest_report(
+    conn: Connection, model: str, version: int | None, since: float
+) -> DriftReport | None:
+    """The newest drift report of ``model`` (and ``version``) made since ``since``."""
+    query = sa.select(reports.c.body).where(reports.c.model == model, reports.c.created_at >= since)
+    if version is not None:
+        query = query.where(reports.c.version == version)
+    row = conn.execute(query.order_by(reports.c.created_at.desc()).limit(1)).first()
+    return None if row is None else msgspec.convert(row.body, DriftReport)

@@ -13,7 +13,7 @@ from app.kernel.module import BuiltModule, ModuleContext, ModuleSpec
 from app.modules.notifications.settings import NotificationsSettings
 from contracts.features import FeatureViewChanged
 from contracts.inference import RolloutChanged
-from contracts.monitoring import DriftDetected
+from contracts.monitoring import AlertFired, AlertResolved, DriftDetected
 from contracts.notifications import VERSION, NotificationsService
 from contracts.registry import ModelAliasChanged, ModelVersionRegistered
 from contracts.training import TrainingJobFinished
@@ -25,6 +25,8 @@ _EVENTS: tuple[type, ...] = (
     ModelAliasChanged,
     FeatureViewChanged,
     DriftDetected,
+    AlertFired,
+    AlertResolved,
     RolloutChanged,
     TrainingJobFinished,
 )
