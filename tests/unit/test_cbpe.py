@@ -82,3 +82,10 @@ def test_calibration_error_tells_calibrated_from_overconfident() -> None:
     overconfident = np.where(probabilities > 0.5, 0.99, 0.01)
     assert cbpe.calibration_error(probabilities, labels) < 0.05
     assert cbpe.calibration_error(overconfident, labels) > 0.1
+
+
+def test_rows_that_are_not_numbers_are_left_out() -> None:
+    p = np.array([[0.9, 0.1], [np.nan, 0.5], [0.2, np.inf], [0.3, 0.7]])
+    metrics, _, _ = cbpe.estimate(p)
+    assert metrics["accuracy"] == pytest.approx(0.8)
+    assert cbpe.calibration_error(p, np.array([0, 1, 1, 1])) == pytest.approx(0.2)

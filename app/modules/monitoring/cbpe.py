@@ -57,9 +57,12 @@ def estimate(probabilities: np.ndarray, *, seed: int = 0) -> Estimate:
 def calibration_error(probabilities: np.ndarray, truth: np.ndarray, bins: int = 10) -> float:
     """Expected calibration error of the top-class confidence: the row-weighted mean gap between
     confidence and accuracy over ``bins`` equal-width confidence bins."""
+    finite = np.isfinite(np.asarray(probabilities, dtype=np.float64)).all(axis=1)
     p = _normalised(probabilities)
+    if not len(p):
+        return 0.0
     confidence = p.max(axis=1)
-    right = (p.argmax(axis=1) == truth).astype(np.float64)
+    right = (p.argmax(axis=1) == np.asarray(truth)[finite]).astype(np.float64)
     which = np.minimum((confidence * bins).astype(int), bins - 1)
     gap = 0.0
     for b in np.unique(which):
@@ -69,7 +72,9 @@ def calibration_error(probabilities: np.ndarray, truth: np.ndarray, bins: int = 
 
 
 def _normalised(probabilities: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(probabilities, dtype=np.float64), 0.0, None)
+    """Rows as probabilities summing to one; rows holding a NaN or an infinity are left out."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    p = np.clip(p[np.isfinite(p).all(axis=1)], 0.0, None)
     total = p.sum(axis=1, keepdims=True)
     out = np.full_like(p, 1 / max(p.shape[1], 1))
     return np.asarray(np.divide(p, total, out=out, where=total > 0))

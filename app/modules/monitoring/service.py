@@ -201,8 +201,9 @@ class LocalMonitoringService:
             if task
             else ({}, None)
         )
+        served = [d for d in done if d.outputs]
         estimated = (
-            cbpe.estimate(_probabilities(done))[0] if task == "classification" and done else {}
+            cbpe.estimate(_probabilities(served))[0] if task == "classification" and served else {}
         )
         labelled = await self._db.read(
             lambda c: store.feedback_for(c, request.model, request.version, since, now)
@@ -647,8 +648,11 @@ class LocalMonitoringService:
 
 
 def _probabilities(done: list[store.Logged]) -> np.ndarray:
-    """The class probabilities of logged classifier predictions, ``[rows, classes]``."""
-    return np.concatenate([figures.predicted("classification", d.outputs) for d in done])
+    """The class probabilities of logged classifier predictions, ``[rows, classes]`` (of those
+    with as many classes as the newest: versions of a model may differ)."""
+    arrays = [figures.predicted("classification", d.outputs) for d in done]
+    width = arrays[-1].shape[1]
+    return np.concatenate([a for a in arrays if a.shape[1] == width])
 
 
 def _slices(since: float, until: float, buckets: int) -> list[tuple[float, float]]:
