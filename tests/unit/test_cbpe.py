@@ -89,3 +89,10 @@ def test_rows_that_are_not_numbers_are_left_out() -> None:
     metrics, _, _ = cbpe.estimate(p)
     assert metrics["accuracy"] == pytest.approx(0.8)
     assert cbpe.calibration_error(p, np.array([0, 1, 1, 1])) == pytest.approx(0.2)
+
+
+def test_only_probabilities_are_estimated_from() -> None:
+    assert cbpe.are_probabilities(np.array([[0.2, 0.8], [1.0, 0.0]]))
+    assert not cbpe.are_probabilities(np.array([[0.2, 0.9]]))  # sums to 1.1
+    assert not cbpe.are_probabilities(np.array([[-1.5, 2.5]]))  # scores
+    assert not cbpe.are_probabilities(np.empty((0, 2)))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DRAWS", "SIGMAS", "Estimate", "calibration_error", "estimate"]
+__all__ = ["DRAWS", "SIGMAS", "Estimate", "are_probabilities", "calibration_error", "estimate"]
 
 SIGMAS = 3.0
 """The band's half-width in standard errors."""
@@ -52,6 +52,18 @@ def estimate(probabilities: np.ndarray, *, seed: int = 0) -> Estimate:
     lower = {k: max(0.0, v - SIGMAS * errors[k]) for k, v in metrics.items()}
     upper = {k: min(1.0, v + SIGMAS * errors[k]) for k, v in metrics.items()}
     return metrics, lower, upper
+
+
+def are_probabilities(values: np.ndarray, tolerance: float = 1e-3) -> bool:
+    """Whether every finite row of ``values`` (``[rows, classes]``) is a probability
+    distribution: each value in [0, 1], each row summing to 1 within ``tolerance``. A model's
+    scores, logits or regression outputs are not, and CBPE says nothing about them."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v).all(axis=1)] if v.ndim == 2 else v
+    if v.ndim != 2 or not len(v):
+        return False
+    in_range = bool(np.all((v >= 0) & (v <= 1)))
+    return in_range and bool(np.all(np.abs(v.sum(axis=1) - 1) <= tolerance))
 
 
 def calibration_error(probabilities: np.ndarray, truth: np.ndarray, bins: int = 10) -> float:

@@ -202,8 +202,11 @@ class LocalMonitoringService:
             else ({}, None)
         )
         served = [d for d in done if d.outputs]
+        probabilities = _probabilities(served) if task == "classification" and served else None
         estimated = (
-            cbpe.estimate(_probabilities(served))[0] if task == "classification" and served else {}
+            cbpe.estimate(probabilities)[0]
+            if probabilities is not None and cbpe.are_probabilities(probabilities)
+            else {}
         )
         labelled = await self._db.read(
             lambda c: store.feedback_for(c, request.model, request.version, since, now)
@@ -522,6 +525,15 @@ class LocalMonitoringService:
         )
         if task != "classification":
             return EstimatedMetrics(model=model, version=version, count=len(done))
+        if not cbpe.are_probabilities(_probabilities(done)):
+            return EstimatedMetrics(
+                model=model,
+                version=version,
+                count=len(done),
+                warnings=[
+                    "no estimate: the outputs are not probabilities (rows in [0, 1] summing to 1)"
+                ],
+            )
         metrics, lower, upper = cbpe.estimate(_probabilities(done))
         points = []
         for start, end in _slices(since, until, buckets):
