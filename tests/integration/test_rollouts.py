@@ -325,6 +325,24 @@ def test_the_verdict_rolls_back_on_latency_and_realised_quality() -> None:
     assert judge(POLICY, _summary(2, requests=30), base, too_few).action == "passed"
 
 
+def test_without_feedback_the_verdict_judges_estimated_quality() -> None:
+    def estimated(version: int, accuracy: float) -> Summary:
+        summary = _summary(version, requests=30)
+        return msgspec.structs.replace(summary, estimated={"accuracy": accuracy})
+
+    worse = judge(POLICY, estimated(2, 0.70), estimated(1, 0.90))
+    assert worse.action == "rollback"
+    assert "accuracy estimated without labels 0.700 is below the baseline's 0.900" in worse.reason
+    assert worse.figures["candidate_estimated_accuracy"] == 0.70
+
+    too_few = (_realised(2, 0.70, count=3), _realised(1, 0.90))
+    assert judge(POLICY, estimated(2, 0.70), estimated(1, 0.90), too_few).action == "rollback"
+    assert judge(POLICY, estimated(2, 0.89), estimated(1, 0.90)).action == "passed"
+    # feedback, where there is enough, is what counts
+    labelled = (_realised(2, 0.90), _realised(1, 0.90))
+    assert judge(POLICY, estimated(2, 0.70), estimated(1, 0.90), labelled).action == "passed"
+
+
 @pytest.mark.parametrize("steps", [[], [50.0], [50.0, 25.0, 100.0], [0.0, 100.0]])
 def test_a_policy_that_cannot_run_is_refused(steps: list[float]) -> None:
     with pytest.raises(InvalidInput, match=r"policy\.steps"):

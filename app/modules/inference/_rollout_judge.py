@@ -1,7 +1,9 @@
 """A rollout step's verdict: the candidate against the baseline, as :class:`RolloutPolicy` says.
 
 Pure: the figures come in (monitoring's summaries and realised metrics), a verdict with its
-reason goes out. No I/O, so every rule is tested without a clock or a database.
+reason goes out. No I/O, so every rule is tested without a clock or a database. Where too little
+feedback arrived to judge quality, the quality monitoring estimates from a classifier's
+probabilities (the summaries' ``estimated``) stands in for it.
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ def judge(
     if slow is not None:
         return Verdict("rollback", slow, figures)
     worse = _quality_problem(policy, quality, figures)
+    if worse is None and not _judged_on_feedback(policy, quality):
+        worse = _estimated_quality_problem(policy, candidate, baseline, figures)
     if worse is not None:
         return Verdict("rollback", worse, figures)
     return Verdict(
@@ -132,12 +136,43 @@ def _quality_problem(
     figures |= {f"candidate_{metric}": ours, f"baseline_{metric}": theirs}
     figures |= {"candidate_feedback": float(candidate.count)}
     figures |= {"baseline_feedback": float(baseline.count)}
+    return _worse(policy, metric, ours, theirs)
+
+
+def _judged_on_feedback(
+    policy: RolloutPolicy, quality: tuple[RealisedMetrics, RealisedMetrics] | None
+) -> bool:
+    """Whether both sides had the feedback to judge ``quality_metric`` by."""
+    if quality is None:
+        return False
+    candidate, baseline = quality
+    metric = policy.quality_metric
+    enough = min(candidate.count, baseline.count) >= policy.min_feedback
+    return enough and metric in candidate.metrics and metric in baseline.metrics
+
+
+def _estimated_quality_problem(
+    policy: RolloutPolicy, candidate: Summary, baseline: Summary, figures: dict[str, float]
+) -> str | None:
+    metric = policy.quality_metric
+    if metric not in candidate.estimated or metric not in baseline.estimated:
+        return None
+    ours, theirs = candidate.estimated[metric], baseline.estimated[metric]
+    figures |= {f"candidate_estimated_{metric}": ours, f"baseline_estimated_{metric}": theirs}
+    return _worse(policy, metric, ours, theirs, how=" estimated without labels")
+
+
+def _worse(
+    policy: RolloutPolicy, metric: str, ours: float, theirs: float, how: str = ""
+) -> str | None:
+    """Why the candidate's ``metric`` is worse than the baseline's by more than the policy
+    allows; ``None`` when it is not."""
     lower = metric in LOWER_IS_BETTER
     drop = ours - theirs if lower else theirs - ours
     if drop <= policy.max_quality_drop:
         return None
     side = "above" if lower else "below"
     return (
-        f"candidate {metric} {ours:.3f} is {side} the baseline's {theirs:.3f}"
+        f"candidate {metric}{how} {ours:.3f} is {side} the baseline's {theirs:.3f}"
         f" by more than {policy.max_quality_drop:g}"
     )
