@@ -213,7 +213,12 @@ class Platform:
             return calls.bind(provides, proxy, module=module, caller=caller, placement="remote")
         if module not in {s.name for s in self.hosted}:
             raise LookupError(f"module {module} is neither hosted here nor remote")
-        return calls.bind(provides, _Started(self.built, module), module=module, caller=caller)
+        # Requests built in Python by callers outside the platform (app.connect, the CLI, the
+        # console) are checked as a decoded body would be; modules and routes (whose bodies are
+        # decoded already) call straight through.
+        checked = caller not in self.specs and caller != "http"
+        started = _Started(self.built, module)
+        return calls.bind(provides, started, module=module, caller=caller, checked=checked)
 
     @property
     def reachable(self) -> list[ModuleSpec]:

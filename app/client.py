@@ -174,9 +174,8 @@ class ConvenientRegistry:
         artifact, converter = convert(estimator, x.shape[1])
         known = getattr(estimator, "classes_", None)
         task: Task = "classification" if known is not None else "regression"
-        labels = (
-            classes if classes is not None else [str(c) for c in ([] if known is None else known)]
-        )
+        named = classes if classes is not None else ([] if known is None else known)
+        labels = [str(c) for c in named]  # numpy's str_ and int64 labels as plain text
         lineage = fields.pop("lineage", None) or Lineage()
         lineage = msgspec.structs.replace(
             lineage, extra={**lineage.extra, "columns": json.dumps(columns)}

@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import msgspec
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from app.kernel import context, metrics, telemetry
 from app.kernel.errors import refused_value, unavailable_from
 from app.kernel.protocols import ContractMethod, describe
-from contracts.common import DeadlineExceeded, InternalError, QuarryError
+from contracts.common import DeadlineExceeded, InternalError, InvalidInput, QuarryError
 
 __all__ = ["ContractClient", "bind"]
 
@@ -82,18 +84,43 @@ def bind(
     module: str,
     caller: str,
     placement: str = "local",
+    checked: bool = False,
 ) -> Any:
     """Wrap ``implementation`` of ``protocol`` as seen by ``caller``.
 
     ``implementation`` may itself be a remote proxy; ``placement`` labels the metrics and spans.
+    ``checked``: requests are checked against their contract type before the call, as a decoded
+    body or RPC message is (for callers that build requests in Python: a Struct's constructor
+    checks no types, ranges or literals).
     """
     client = ContractClient(protocol, module, placement)
     for method in describe(protocol):
         target = getattr(implementation, method.name)
+        if checked and method.request is not None:
+            target = _checking(method, target)
         labels = {"caller": caller, "module": module, "method": method.name, "placement": placement}
         wrapper = _stream_wrapper if method.info.streaming else _call_wrapper
         setattr(client, method.name, wrapper(method, target, labels))
     return client
+
+
+_KEPT = (bytes, bytearray, memoryview, datetime.datetime, datetime.date, datetime.time)
+"""Values a request keeps as they are while it is checked (no base64 or text round trip)."""
+
+
+def _checking(method: ContractMethod, target: Callable[..., Any]) -> Callable[..., Any]:
+    """``target`` taking its request only once it passes the checks a decoded one would."""
+    request_type, name = method.request, method.name
+
+    def checked(request: Any) -> Any:
+        try:
+            plain = msgspec.to_builtins(request, builtin_types=_KEPT)
+            request = msgspec.convert(plain, request_type, builtin_types=_KEPT)
+        except (msgspec.ValidationError, TypeError) as exc:
+            raise InvalidInput(f"invalid {name} request: {exc}") from None
+        return target(request)
+
+    return checked
 
 
 _NO_SPAN = contextlib.nullcontext(trace.INVALID_SPAN)
