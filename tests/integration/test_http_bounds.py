@@ -56,3 +56,13 @@ async def test_list_items_are_held_to_their_bounds(client: httpx.AsyncClient) ->
     answer = await client.put("/v1/features/views/users", json=view)
 
     assert answer.status_code == 400, answer.text
+
+
+async def test_lists_under_a_name_no_one_can_have_are_refused(client: httpx.AsyncClient) -> None:
+    answers = [
+        await client.get("/v1/inference/deployments/%C3%B44/rollouts"),
+        await client.get("/v1/monitoring/drift/%C3%B44"),
+        await client.get("/v1/monitoring/drift/lin:99999999999"),
+    ]
+
+    assert [a.status_code for a in answers] == [400, 400, 400], [a.text for a in answers]

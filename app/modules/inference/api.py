@@ -52,6 +52,7 @@ from contracts.common import (
     Page,
     Scope,
     Tensor,
+    validate_name,
 )
 from contracts.inference import (
     AbortRollout,
@@ -296,6 +297,7 @@ def _rollout_start_handlers(service: InferenceService) -> list[Any]:
         name: Name, limit: PageLimit = 50, cursor: PageCursor = None
     ) -> Response[bytes]:
         """One page of the deployment's rollouts, newest first."""
+        validate_name(name, what="deployment name")  # not an empty page for a name none can have
         return await _rollout_page(service, name, limit, cursor)
 
     return [start_rollout, list_deployment_rollouts]

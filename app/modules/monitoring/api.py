@@ -12,6 +12,7 @@ Windows are seconds or a number with a unit: ``30s``, ``5m``, ``2h``, ``1d``.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar
 
 import msgspec
@@ -29,7 +30,7 @@ from app.kernel.http.params import (
 )
 from app.kernel.http.patterns import duration_pattern
 from app.modules.monitoring.service import MAX_BUCKETS, MAX_LIST, MAX_WINDOW_S
-from contracts.common import NAME_PATTERN, Finite, Page, PositiveCount
+from contracts.common import NAME_PATTERN, Finite, InvalidInput, Page, PositiveCount
 from contracts.features import Value
 from contracts.monitoring import (
     DriftReport,
@@ -207,6 +208,11 @@ def routes(service: MonitoringService) -> list[Any]:
         model: ModelRef, limit: ReportsLimit = 50, cursor: PageCursor = None
     ) -> Response[bytes]:
         """One page of the model's drift reports, newest first."""
+        if not re.fullmatch(MODEL_REF_PATTERN, model):  # not an empty page for such a reference
+            raise InvalidInput(
+                f"invalid model reference {model[:200]!r}: expected name, name:N or name@alias",
+                details={"field": "model"},
+            )
         request = from_params(ListDriftReports, model=model, limit=limit, cursor=cursor)
         return json_response(await service.list_drift_reports(request))
 
