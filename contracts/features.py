@@ -526,13 +526,17 @@ class GetHistoricalFeatures(msgspec.Struct, frozen=True, kw_only=True):
     """Point-in-time correct features for ``entity_rows`` (join keys + ``event_timestamp``).
 
     For each row, each feature is the latest value at or before the row's timestamp and within
-    the view's TTL, else ``None``: never a value from the future.
+    the view's TTL, else ``None``: never a value from the future. Instead of ``entity_rows``,
+    ``entity_source`` reads them from a source (its ``format`` and ``path``, or ``database``
+    and ``table`` or ``query``; every column, ``event_timestamp`` naming the time column), under
+    the same rules as a view's source; times come back as ISO 8601 text.
     """
 
     features: list[str] = []
     service: str | None = None
-    entity_rows: list[dict[str, Value]]
+    entity_rows: list[dict[str, Value]] = []
     chunk_rows: PositiveCount = 10_000
+    entity_source: FeatureSource | None = None
 
 
 class HistoricalFeatures(msgspec.Struct, frozen=True, kw_only=True):

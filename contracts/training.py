@@ -26,7 +26,7 @@ from contracts.common import (
     Version,
     method,
 )
-from contracts.features import Value
+from contracts.features import FeatureSource, Value
 from contracts.inference import RolloutPolicy
 
 __all__ = [
@@ -60,10 +60,11 @@ __all__ = [
 MAX_HISTORY = 1000
 """Epochs a job's ``history`` keeps (the latest ones)."""
 
-VERSION = (1, 3)
+VERSION = (1, 4)
 """Contract version ``(major, minor)``; remote calls refuse a different major.
 
 1.2: numeric fields carry their bounds (seed, time limit, attempts, limits, versions).
+1.4: a dataset's ``entity_source`` (entity rows read from a file or table).
 """
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -76,7 +77,10 @@ class Dataset(msgspec.Struct, frozen=True, kw_only=True):
     (join keys + ``event_timestamp``); ``label`` is then a ``view:feature`` reference read
     point-in-time like the features, or a key of the entity rows. Inline: ``rows`` holding the
     service's ``view:feature`` keys (with ``feature_service``) or the plain columns named by
-    ``features`` (without one), plus ``label``.
+    ``features`` (without one), plus ``label``. Instead of ``entity_rows``, ``entity_source``
+    reads them from a Parquet or CSV file or a PostgreSQL table or query, as the features
+    module reads a view's source (:class:`contracts.features.FeatureSource`; every column, the
+    label may be one of them).
     """
 
     label: str
@@ -84,6 +88,7 @@ class Dataset(msgspec.Struct, frozen=True, kw_only=True):
     entity_rows: list[dict[str, Value]] = []
     rows: list[dict[str, Value]] = []
     features: list[str] = []
+    entity_source: FeatureSource | None = None
 
 
 class Split(msgspec.Struct, frozen=True, kw_only=True):

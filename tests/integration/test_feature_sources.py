@@ -21,6 +21,7 @@ from app.kernel.settings import Settings
 from app.modules.features import store
 from app.modules.features.service import LocalFeaturesService
 from app.modules.features.settings import FeaturesSettings
+from contracts.common import InvalidInput
 from contracts.features import (
     Feature,
     FeatureSource,
@@ -390,6 +391,15 @@ async def test_a_postgresql_table_or_query_source(
     assert (await online(platform, users, "even"))[0] == [
         even[u]["clicks"] if u in even else None for u in users
     ]
+    spine = await platform.client("features", caller="tests").get_historical(
+        GetHistoricalFeatures(
+            features=["users:clicks"],
+            entity_source=FeatureSource(format="postgresql", database="dw", table="user_stats"),
+            chunk_rows=50,
+        )
+    )
+    assert len(spine.rows) == 120
+    assert all(r["users:clicks"] == r["clicks"] for r in spine.rows)  # each row's own event
 
 
 @pytest.fixture
@@ -428,6 +438,11 @@ async def test_materialize_over_http(http: httpx.AsyncClient, tmp_path: Path) ->
         if run.json()["status"] in ("succeeded", "failed"):
             break
         await asyncio.sleep(0.05)
+    spine = {"format": "parquet", "path": "users.parquet"}
+    historical = await http.post(
+        "/v1/features/historical", json={"features": ["users:ctr"], "entity_source": spine}
+    )
+    empty = await http.post("/v1/features/historical", json={"features": ["users:ctr"]})
     windowed = await http.post(
         "/v1/features/views/users/materialize",
         json={"start": "2026-01-02T00:00:00Z", "end": "2026-01-01T00:00:00Z"},
@@ -443,6 +458,11 @@ async def test_materialize_over_http(http: httpx.AsyncClient, tmp_path: Path) ->
     assert (run.json()["rows_done"], run.json()["percent"]) == (120, 100.0)
     assert run.json()["rows_per_s"] > 0
     assert windowed.status_code == 400
+    assert historical.status_code == 200, historical.text
+    assert [r["users:ctr"] for r in historical.json()["rows"][:3]] == [
+        r["ctr"] for r in source_rows()[:3]
+    ]
+    assert empty.status_code == 400
     assert sourceless.status_code == 400
     assert "no source" in sourceless.json()["error"]
     assert (unknown.status_code, no_run.status_code) == (404, 404)
@@ -527,3 +547,48 @@ async def test_a_view_with_a_schedule_materializes_by_itself(tmp_path: Path) -> 
 
     assert values[0] == [latest(source_rows())[0]["clicks"]]
     assert len(runs) == 1  # once an hour: one run so far
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+async def test_historical_entity_rows_read_from_a_source_equal_the_same_rows_inline(
+    platform: Platform, suffix: str
+) -> None:
+    rows = source_rows()
+    write(data(platform, "users.parquet"), rows)
+    await put_view(platform, format="parquet", path="users.parquet")
+    await materialize(platform, "users")
+    moments = [T0 + timedelta(hours=h) for h in (3, 25)]
+    entity_rows = [
+        {"user_id": u, "event_timestamp": m, "label": u % 2} for u in range(30) for m in moments
+    ]
+    write(data(platform, f"spine{suffix}"), entity_rows)
+    client = platform.client("features", caller="tests")
+
+    from_source = await client.get_historical(
+        GetHistoricalFeatures(
+            features=REFS,
+            entity_source=FeatureSource(format=suffix[1:], path=f"spine{suffix}"),
+            chunk_rows=7,
+        )
+    )
+    inline = await client.get_historical(
+        GetHistoricalFeatures(
+            features=REFS,
+            entity_rows=[
+                {**r, "event_timestamp": r["event_timestamp"].isoformat()} for r in entity_rows
+            ],
+        )
+    )
+
+    assert len(from_source.rows) == len(entity_rows)
+    for got, want in zip(from_source.rows, inline.rows, strict=True):
+        assert datetime.fromisoformat(str(got.pop("event_timestamp"))) == datetime.fromisoformat(
+            str(want.pop("event_timestamp"))
+        )
+        assert got == want
+    with pytest.raises(InvalidInput, match="outside the source roots"):
+        await client.get_historical(
+            GetHistoricalFeatures(
+                features=REFS, entity_source=FeatureSource(format="csv", path="/etc/passwd")
+            )
+        )

@@ -161,12 +161,14 @@ class OnlineBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
 class HistoricalBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``POST /v1/features/historical``: ``features`` or a feature ``service`` as for online
-    reads, and the entity rows (join keys + ``event_timestamp``)."""
+    reads, and the entity rows (join keys + ``event_timestamp``), or an ``entity_source`` to
+    read them from (as a view's source)."""
 
     features: list[str] = []
     service: ServiceRef | None = None
     feature_service: OldServiceRef | None = None
-    entity_rows: Annotated[list[dict[str, Value]], _at_least_one("entity row")]
+    entity_rows: Annotated[list[dict[str, Value]], _at_least_one("entity row")] | None = None
+    entity_source: FeatureSource | None = None
 
     openapi_extra: ClassVar[dict[str, Any]] = _FEATURES_OR_SERVICE
 
@@ -355,7 +357,8 @@ def _read_handlers(service: FeaturesService) -> list[Any]:
             GetHistoricalFeatures(
                 features=body.features,
                 service=_service(body),
-                entity_rows=body.entity_rows,
+                entity_rows=body.entity_rows or [],
+                entity_source=body.entity_source,
             )
         )
         first = await anext(chunks)  # bad requests fail here, before the 200 is sent

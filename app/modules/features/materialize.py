@@ -22,17 +22,17 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from app.kernel import singleton
 from app.modules.features import runs
 from app.modules.features.keys import to_micros
-from app.modules.features.source_rows import source_rows
+from app.modules.features.source_rows import plain_rows, source_rows
 from app.modules.features.sources import SourcePolicy, open_source
 from contracts.common import InvalidInput, NotFound, QuarryError, Unavailable
-from contracts.features import FeatureView, Materialization, Materialize, Value
+from contracts.features import FeatureSource, FeatureView, Materialization, Materialize, Value
 
 if TYPE_CHECKING:
     import dramatiq
@@ -45,6 +45,8 @@ __all__ = ["ACTOR", "Materializer"]
 
 ACTOR = "features.materialize"
 TIME_LIMIT_MS = 6 * 60 * 60 * 1000
+END_OF_TIME_US = 253_402_300_799 * 1_000_000
+"""9999-12-31T23:59:59Z: the end of a window that leaves nothing out."""
 
 Row = tuple[str, int, dict[str, Value]]
 Write = Callable[[FeatureView, list[Row]], Awaitable[object]]
@@ -138,6 +140,23 @@ class Materializer:
         if found is None:
             raise NotFound(f"no materialization {run_id!r}", details={"id": run_id})
         return found
+
+    async def entity_rows(
+        self, source: FeatureSource, size: int
+    ) -> AsyncIterator[list[dict[str, Value]]]:
+        """Every row of ``source`` (every column), ``size`` rows at a time (none: skipped)."""
+        reader = await asyncio.to_thread(
+            open_source, [], [], source, self.policy, every_column=True
+        )
+        try:
+            await asyncio.to_thread(reader.check)
+            chunks = reader.chunks(None, END_OF_TIME_US, size)
+            while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+                rows = await asyncio.to_thread(plain_rows, chunk)
+                if rows:
+                    yield rows
+        finally:
+            await asyncio.to_thread(reader.close)
 
     # --- the actor ----------------------------------------------------------------------------
 

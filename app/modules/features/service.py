@@ -324,18 +324,29 @@ class LocalFeaturesService:
     async def stream_historical(
         self, request: GetHistoricalFeatures
     ) -> AsyncIterator[HistoricalChunk]:
-        if not request.entity_rows:
+        if request.entity_source is not None and request.entity_rows:
+            raise InvalidInput("give entity_rows or an entity_source, not both")
+        if not request.entity_rows and request.entity_source is None:
             raise InvalidInput("no entity rows: give at least one row with join keys and time")
         if request.chunk_rows < 1:
             raise InvalidInput("chunk_rows must be at least 1")
         resolved = await self._requested(request.features, request.service)
-        check_entity_rows(resolved, request.entity_rows)
-        for start in range(0, len(request.entity_rows), request.chunk_rows):
-            chunk = request.entity_rows[start : start + request.chunk_rows]
+        if request.entity_source is not None:
+            chunks = self._sources().entity_rows(request.entity_source, request.chunk_rows)
+        else:
+            chunks = _slices(request.entity_rows, request.chunk_rows)
+        start = 0
+        async for chunk in chunks:
+            check_entity_rows(resolved, chunk)
             rows = await self._db.read(
                 functools.partial(read_historical, resolved=resolved, entity_rows=chunk)
             )
             yield HistoricalChunk(offset=start, rows=rows)
+            start += len(chunk)
+        if not start:
+            raise InvalidInput(
+                "the entity source holds no rows", details={"field": "entity_source"}
+            )
 
     # --- transforms -------------------------------------------------------------------------
 
@@ -409,6 +420,11 @@ class LocalFeaturesService:
         """Raw online values per reference (``None`` when missing, null or too old)."""
         columns = await read_online(self._online, resolved, entities, rows)
         return [column.values for column in columns]
+
+
+async def _slices(rows: list[dict[str, Value]], size: int) -> AsyncIterator[list[dict[str, Value]]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
 
 
 def _same_view(view: FeatureView, request: PutFeatureView) -> bool:

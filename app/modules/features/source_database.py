@@ -35,6 +35,8 @@ class DatabaseReader:
         features: Sequence[Feature],
         source: FeatureSource,
         url: str,
+        *,
+        every_column: bool = False,
     ) -> None:
         if not url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
             raise InvalidInput(
@@ -44,6 +46,7 @@ class DatabaseReader:
         self._arrow = import_arrow()
         self._source = source
         self._dtypes = column_dtypes(entities, features, source)
+        self._every = every_column
         self._engine = create_engine(url)
         self._where = f"table {source.table}" if source.table else "the source query"
         quote = self._engine.dialect.identifier_preparer.quote
@@ -106,15 +109,17 @@ class DatabaseReader:
         order = [self._quote(self._source.event_timestamp)]
         if self._source.created_timestamp:
             order.append(self._quote(self._source.created_timestamp))
-        sql, params = self._select(", ".join(self._quote(c) for c in columns), start_us, end_us)
+        what = "*" if self._every else ", ".join(self._quote(c) for c in columns)
+        sql, params = self._select(what, start_us, end_us)
         sql += " ORDER BY " + ", ".join(order)
         first = 0
         with self._connect() as conn:
             streaming = conn.execution_options(stream_results=True, max_row_buffer=size)
             try:
                 result = streaming.exec_driver_sql(sql, params)
+                names = list(result.keys())
                 for rows in result.partitions(size):
-                    yield Chunk(where=self._where, first=first, table=self._table(columns, rows))
+                    yield Chunk(where=self._where, first=first, table=self._table(names, rows))
                     first += len(rows)
             except sa.exc.SQLAlchemyError as exc:
                 raise InvalidInput(f"{self._where}, rows from {first}: {_reason(exc)}") from None

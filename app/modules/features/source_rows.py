@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from app.modules.features.sources import Chunk
 
-__all__ = ["check_columns", "column_dtypes", "needed_columns", "source_rows"]
+__all__ = ["check_columns", "column_dtypes", "needed_columns", "plain_rows", "source_rows"]
 
 Row = tuple[str, int, dict[str, Value]]
 
@@ -164,6 +164,38 @@ def source_rows(
     if not features:
         value_rows = [{} for _ in entity_keys]
     return list(zip(entity_keys, event.to_pylist(), value_rows, strict=True))
+
+
+def plain_rows(chunk: Chunk) -> list[dict[str, Value]]:
+    """Every column of the chunk as rows of plain values: times as ISO 8601 text, decimals as
+    floats, NaN as ``None``; a column of another kind is ``InvalidInput`` naming it."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = chunk.table
+    columns: list[list[Value]] = []
+    for name in table.column_names:
+        column = table.column(name).combine_chunks()
+        t = column.type
+        if pa.types.is_timestamp(t) or pa.types.is_date(t):
+            tz = getattr(t, "tz", None)
+            times = pc.cast(column, pa.timestamp("us", tz=tz)) if pa.types.is_date(t) else column
+            columns.append([None if v is None else v.isoformat() for v in times.to_pylist()])
+        elif pa.types.is_decimal(t) or pa.types.is_floating(t):
+            floats = column.cast(pa.float64())
+            floats = pc.if_else(pc.is_nan(floats), pa.scalar(None, pa.float64()), floats)
+            columns.append(floats.to_pylist())
+        elif _fits("int", t) or _fits("bool", t) or _fits("string", t) or _fits("float_vector", t):
+            columns.append(column.to_pylist())
+        elif pa.types.is_null(t):
+            columns.append([None] * len(column))
+        else:
+            raise InvalidInput(
+                f"{chunk.where}: column {name!r} holds {t}, which a row cannot carry",
+                details={"column": name},
+            )
+    names = table.column_names
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
 
 
 def _entity_keys(entities: Sequence[str], columns: list[list[Value]]) -> list[str]:

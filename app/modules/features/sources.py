@@ -145,8 +145,11 @@ def open_source(
     features: Sequence[Feature],
     source: FeatureSource,
     policy: SourcePolicy,
+    *,
+    every_column: bool = False,
 ) -> SourceReader:
-    """A reader of ``source``; ``InvalidInput`` when it may not be read or is not there."""
+    """A reader of ``source``; ``InvalidInput`` when it may not be read or is not there.
+    ``every_column``: chunks hold every column, not only those the view reads."""
     if source.format == "postgresql":
         from app.modules.features.source_database import DatabaseReader
 
@@ -166,13 +169,14 @@ def open_source(
                 f"table {source.table!r} is not a name or schema.name",
                 details={"field": "source.table"},
             )
-        return DatabaseReader(entities, features, source, policy.database(source.database))
+        url = policy.database(source.database)
+        return DatabaseReader(entities, features, source, url, every_column=every_column)
     if source.path is None or source.database or source.table or source.query:
         raise InvalidInput(
             f"a {source.format} source names a path (no database, table or query)",
             details={"field": "source.path"},
         )
-    return FileReader(entities, features, source, policy)
+    return FileReader(entities, features, source, policy, every_column=every_column)
 
 
 class FileReader:
@@ -184,8 +188,11 @@ class FileReader:
         features: Sequence[Feature],
         source: FeatureSource,
         policy: SourcePolicy,
+        *,
+        every_column: bool = False,
     ) -> None:
         self._arrow = import_arrow()
+        self._every = every_column
         self._entities, self._features, self._source = entities, features, source
         self._policy = policy
         self._columns = needed_columns(entities, features, source)
@@ -282,7 +289,7 @@ class FileReader:
             yield Chunk(where=where, first=first, table=pa.Table.from_batches(pending))
 
     def _batches(self, path: Path, size: int, where: str) -> Iterator[Any]:
-        columns = list(self._columns)
+        columns = None if self._every else list(self._columns)
         done = 0
         try:
             if self._source.format == "parquet":
@@ -297,7 +304,7 @@ class FileReader:
                 check_columns(reader.schema, where, self._types())
                 for batch in reader:
                     done += batch.num_rows
-                    yield batch.select(columns)
+                    yield batch if columns is None else batch.select(columns)
         except FileNotFoundError:
             raise InvalidInput(f"{where}: the file is gone") from None
         except self._arrow.ArrowException as exc:

@@ -70,11 +70,14 @@ def load_rows(
             )
         )
         service, refs = f"{spec.name}:{spec.version}", list(spec.features)
-    if dataset.entity_rows:
+    if dataset.entity_rows or dataset.entity_source is not None:
         if service is None or features is None:
             raise JobFailed("entity_rows need a feature_service to read the features from")
         wanted = [*refs, *([dataset.label] if ":" in dataset.label else [])]
-        rows = call(lambda: _historical(features, wanted, dataset.entity_rows))
+        request = GetHistoricalFeatures(
+            features=wanted, entity_rows=dataset.entity_rows, entity_source=dataset.entity_source
+        )
+        rows = call(lambda: _historical(features, request))
     else:
         rows = list(dataset.rows)
     if not rows:
@@ -90,10 +93,9 @@ def load_rows(
 
 
 async def _historical(
-    features: FeaturesService, refs: list[str], entity_rows: list[dict[str, Value]]
+    features: FeaturesService, request: GetHistoricalFeatures
 ) -> list[dict[str, Value]]:
     rows: list[dict[str, Value]] = []
-    request = GetHistoricalFeatures(features=refs, entity_rows=entity_rows)
     async for chunk in features.stream_historical(request):
         rows.extend(chunk.rows)
     return rows

@@ -347,11 +347,14 @@ def _check_bounds(spec: TrainingJobSpec) -> None:
 def _check_dataset(dataset: Dataset) -> None:
     if not dataset.label:
         raise InvalidInput("dataset.label is required: the column or view:feature to predict")
-    if not dataset.entity_rows and not dataset.rows:
-        raise InvalidInput("the dataset is empty: give entity_rows or rows")
-    if dataset.entity_rows and dataset.rows:
+    entities = bool(dataset.entity_rows) or dataset.entity_source is not None
+    if not entities and not dataset.rows:
+        raise InvalidInput("the dataset is empty: give entity_rows, an entity_source or rows")
+    if dataset.entity_rows and dataset.entity_source is not None:
+        raise InvalidInput("give either dataset.entity_rows or dataset.entity_source, not both")
+    if entities and dataset.rows:
         raise InvalidInput("give either dataset.entity_rows or dataset.rows, not both")
-    if dataset.entity_rows and not dataset.feature_service:
+    if entities and not dataset.feature_service:
         raise InvalidInput("dataset.entity_rows need a dataset.feature_service")
     if not dataset.feature_service and not dataset.features:
         raise InvalidInput("name the input columns: dataset.features or dataset.feature_service")
