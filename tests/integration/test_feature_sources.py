@@ -448,6 +448,7 @@ async def test_materialize_over_http(http: httpx.AsyncClient, tmp_path: Path) ->
         json={"start": "2026-01-02T00:00:00Z", "end": "2026-01-01T00:00:00Z"},
     )
     sourceless = await http.post("/v1/features/views/plain/materialize", json={})
+    huge = await http.post("/v1/features/views/users/materialize", json={"chunk_rows": 2**31 - 1})
     unknown = await http.post("/v1/features/views/nobody/materialize", json={})
     no_run = await http.get("/v1/features/materializations/nothing")
 
@@ -458,6 +459,7 @@ async def test_materialize_over_http(http: httpx.AsyncClient, tmp_path: Path) ->
     assert (run.json()["rows_done"], run.json()["percent"]) == (120, 100.0)
     assert run.json()["rows_per_s"] > 0
     assert windowed.status_code == 400
+    assert huge.status_code == 400
     assert historical.status_code == 200, historical.text
     assert [r["users:ctr"] for r in historical.json()["rows"][:3]] == [
         r["ctr"] for r in source_rows()[:3]
@@ -499,6 +501,8 @@ async def test_sources_that_may_not_or_cannot_be_read_are_refused(
         "dir link out": ({"format": "parquet", "path": "linked"}, "outside the source roots"),
         "a URL": ({"format": "parquet", "path": "file:///etc/passwd"}, "only local paths"),
         "missing": ({"format": "parquet", "path": "nothing.parquet"}, "does not exist"),
+        "NUL": ({"format": "parquet", "path": "a\u0000b.parquet"}, "not a usable path"),
+        "too long": ({"format": "parquet", "path": "a" * 5000}, "not a usable path"),
         "no column": ({"format": "csv", "path": "short.csv"}, "column 'ctr' is missing"),
         "wrong type": ({"format": "parquet", "path": "nocountry.parquet"}, "column 'country'"),
         "unknown mapping": (

@@ -45,6 +45,8 @@ __all__ = ["ACTOR", "Materializer"]
 
 ACTOR = "features.materialize"
 TIME_LIMIT_MS = 6 * 60 * 60 * 1000
+MAX_CHUNK_ROWS = 1_000_000
+"""The most rows a chunk may hold: one chunk is read, checked and written in memory."""
 END_OF_TIME_US = 253_402_300_799 * 1_000_000
 """9999-12-31T23:59:59Z: the end of a window that leaves nothing out."""
 
@@ -125,6 +127,10 @@ class Materializer:
             )
         start = None if request.start is None else to_micros(request.start)
         end = None if request.end is None else to_micros(request.end)
+        if request.chunk_rows > MAX_CHUNK_ROWS:
+            raise InvalidInput(
+                f"chunk_rows must be at most {MAX_CHUNK_ROWS:,}", details={"field": "chunk_rows"}
+            )
         if start is not None and end is not None and start >= end:
             raise InvalidInput("start must be before end", details={"field": "start"})
         run_id = uuid.uuid4().hex
@@ -150,7 +156,7 @@ class Materializer:
         )
         try:
             await asyncio.to_thread(reader.check)
-            chunks = reader.chunks(None, END_OF_TIME_US, size)
+            chunks = reader.chunks(None, END_OF_TIME_US, min(size, MAX_CHUNK_ROWS))
             while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
                 rows = await asyncio.to_thread(plain_rows, chunk)
                 if rows:

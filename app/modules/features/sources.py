@@ -62,14 +62,17 @@ class SourcePolicy:
         """``text`` resolved, if it lies under a root; ``InvalidInput`` otherwise."""
         if "://" in text:
             raise InvalidInput(
-                f"source path {text!r}: only local paths under the source roots are read",
+                f"source path {_shown(text)!r}: only local paths under the source roots are read",
                 details={"field": "source.path"},
             )
-        given = Path(text).expanduser()
-        found = (given if given.is_absolute() else self.roots[0] / given).resolve()
+        try:
+            given = Path(text).expanduser()
+            found = (given if given.is_absolute() else self.roots[0] / given).resolve()
+        except (ValueError, OSError, RuntimeError) as exc:  # NUL bytes, loops, too long
+            raise _unusable(text, exc) from None
         if not any(found.is_relative_to(root) for root in self.roots):
             raise InvalidInput(
-                f"source path {text!r} is outside the source roots (the features module's"
+                f"source path {_shown(text)!r} is outside the source roots (the features module's"
                 " source_roots setting, QUARRY_SOURCE_ROOTS)",
                 details={"field": "source.path"},
             )
@@ -92,6 +95,17 @@ class SourcePolicy:
                 details={"field": "source.database"},
             )
         return url
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _unusable(text: str, exc: Exception) -> InvalidInput:
+    return InvalidInput(
+        f"source path {_shown(text)!r} is not a usable path: {type(exc).__name__}",
+        details={"field": "source.path"},
+    )
 
 
 def _redacted(text: str) -> str:
@@ -196,7 +210,10 @@ class FileReader:
         self._entities, self._features, self._source = entities, features, source
         self._policy = policy
         self._columns = needed_columns(entities, features, source)
-        self.files = self._files(policy.path(source.path or ""))
+        try:
+            self.files = self._files(policy.path(source.path or ""))
+        except OSError as exc:
+            raise _unusable(source.path or "", exc) from None
 
     def _files(self, path: Path) -> list[Path]:
         if not path.exists():
@@ -244,7 +261,7 @@ class FileReader:
 
         return csv.open_csv(
             path,
-            read_options=csv.ReadOptions(block_size=max(1 << 20, size * 64)),
+            read_options=csv.ReadOptions(block_size=min(max(1 << 20, size * 64), 1 << 28)),
             convert_options=csv.ConvertOptions(column_types=self._csv_types()),
         )
 
