@@ -57,7 +57,7 @@ __all__ = [
     "UnloadModel",
 ]
 
-VERSION = (1, 5)
+VERSION = (1, 6)
 """Contract version ``(major, minor)``; remote calls refuse a different major.
 
 1.3: numeric fields carry their bounds (versions, limits, chunk sizes, durations, percents).
@@ -290,8 +290,11 @@ class RolloutPolicy(msgspec.Struct, frozen=True, kw_only=True):
     ``max_error_rate_increase``, or a p99 latency above ``max_latency_ratio`` times the
     baseline's plus ``latency_slack_s``, rolls back; where both have at least ``min_feedback``
     fed-back outcomes, a realised ``quality_metric`` worse than the baseline's by more than
-    ``max_quality_drop`` rolls back. Reaching 100 promotes: the deployment routes only to the
-    candidate and ``promote_alias`` (if set) moves to it.
+    ``max_quality_drop`` rolls back. With ``judge_estimated`` (since contract 1.6), where too
+    little feedback arrived, the ``quality_metric`` monitoring estimates from a classifier's
+    probabilities without labels (CBPE, which assumes calibrated probabilities: a less confident
+    candidate estimates lower) is judged the same way. Reaching 100 promotes: the deployment
+    routes only to the candidate and ``promote_alias`` (if set) moves to it.
     """
 
     steps: list[Percent] = msgspec.field(default_factory=lambda: [5.0, 25.0, 50.0, 100.0])
@@ -304,6 +307,7 @@ class RolloutPolicy(msgspec.Struct, frozen=True, kw_only=True):
     max_quality_drop: Finite = 0.02
     min_feedback: Count = 20
     promote_alias: str | None = "champion"
+    judge_estimated: bool = False
 
 
 class StartRollout(msgspec.Struct, frozen=True, kw_only=True):

@@ -245,6 +245,9 @@ class RetrainingPolicy(msgspec.Struct, frozen=True, kw_only=True):
     are now) and, when its gate passes, starts a rollout of the new version on ``deployment``
     (default: ``<model>-live``; models and deployments share one namespace) with
     ``rollout``.
+
+    ``job`` (since contract 1.4) names the trainer and dataset to retrain with instead: what a
+    model never trained here (one uploaded) needs; its ``model`` must be the policy's.
     """
 
     model: str
@@ -253,6 +256,7 @@ class RetrainingPolicy(msgspec.Struct, frozen=True, kw_only=True):
     deployment: str | None = None
     rollout: RolloutPolicy = RolloutPolicy()
     enabled: bool = True
+    job: TrainingJobSpec | None = None
 
 
 class PutRetrainingPolicy(msgspec.Struct, frozen=True, kw_only=True):

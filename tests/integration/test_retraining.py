@@ -9,18 +9,20 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from app.bootstrap import Platform
 from app.kernel.events import EventMeta
 from app.kernel.settings import Settings
 from app.modules.training.settings import TrainingSettings
-from contracts.common import NotFound
+from contracts.common import InvalidInput, NotFound
 from contracts.inference import Predict, RolloutPolicy
 from contracts.monitoring import DriftDetected
 from contracts.registry import GetAlias
 from contracts.training import (
     Gate,
+    GetRetrainingPolicy,
     ListRetrainings,
     ListTrainingJobs,
     PutRetrainingPolicy,
@@ -140,7 +142,7 @@ async def test_a_passing_version_is_rolled_out_and_promoted(q: Q) -> None:
         done = await q.sagas.advance(saga.id)
         if done.status != "rolling_out":
             break
-    assert done.status == "succeeded", done
+    assert done.status == "succeeded", (done.error, done.log)
     champion = await q.registry.get_alias(GetAlias(name="churn", alias="champion"))
     assert champion.version == rolling.version
 
@@ -163,3 +165,19 @@ async def test_a_rollout_that_cannot_start_is_compensated(q: Q) -> None:
     with pytest.raises(NotFound):
         await q.registry.get_alias(GetAlias(name="churn", alias="candidate"))
     assert any("alias 'candidate' removed" in line for line in settled.log)
+
+
+async def test_a_policy_job_is_checked_like_a_submission(q: Q) -> None:
+    entity_rows = await seed_features(q)
+    other = churn_spec(entity_rows, model="other")
+    with pytest.raises(InvalidInput, match="trains 'other', not 'churn'"):
+        await q.training.put_retraining_policy(
+            PutRetrainingPolicy(policy=RetrainingPolicy(model="churn", job=other))
+        )
+    unknown = msgspec.structs.replace(churn_spec(entity_rows), trainer="no_such_trainer")
+    with pytest.raises(InvalidInput, match="no_such_trainer"):
+        await q.training.put_retraining_policy(
+            PutRetrainingPolicy(policy=RetrainingPolicy(model="churn", job=unknown))
+        )
+    with pytest.raises(NotFound):
+        await q.training.get_retraining_policy(GetRetrainingPolicy(model="churn"))

@@ -330,17 +330,19 @@ def test_without_feedback_the_verdict_judges_estimated_quality() -> None:
         summary = _summary(version, requests=30)
         return msgspec.structs.replace(summary, estimated={"accuracy": accuracy})
 
-    worse = judge(POLICY, estimated(2, 0.70), estimated(1, 0.90))
+    assert judge(POLICY, estimated(2, 0.70), estimated(1, 0.90)).action == "passed"  # not asked
+    policy = msgspec.structs.replace(POLICY, judge_estimated=True)
+    worse = judge(policy, estimated(2, 0.70), estimated(1, 0.90))
     assert worse.action == "rollback"
     assert "accuracy estimated without labels 0.700 is below the baseline's 0.900" in worse.reason
     assert worse.figures["candidate_estimated_accuracy"] == 0.70
 
     too_few = (_realised(2, 0.70, count=3), _realised(1, 0.90))
-    assert judge(POLICY, estimated(2, 0.70), estimated(1, 0.90), too_few).action == "rollback"
-    assert judge(POLICY, estimated(2, 0.89), estimated(1, 0.90)).action == "passed"
+    assert judge(policy, estimated(2, 0.70), estimated(1, 0.90), too_few).action == "rollback"
+    assert judge(policy, estimated(2, 0.89), estimated(1, 0.90)).action == "passed"
     # feedback, where there is enough, is what counts
     labelled = (_realised(2, 0.90), _realised(1, 0.90))
-    assert judge(POLICY, estimated(2, 0.70), estimated(1, 0.90), labelled).action == "passed"
+    assert judge(policy, estimated(2, 0.70), estimated(1, 0.90), labelled).action == "passed"
 
 
 @pytest.mark.parametrize("steps", [[], [50.0], [50.0, 25.0, 100.0], [0.0, 100.0]])

@@ -4,6 +4,7 @@ drift is detected like a Quarry-trained model's."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections.abc import AsyncIterator
@@ -245,3 +246,73 @@ async def test_python_helpers_convert_register_and_profile(tmp_path: Path) -> No
     assert lgbm_version.classes == []
     assert lgbm_version.description == "diabetes"
     assert lgbm_version.params["converter"].startswith("onnxmltools")
+
+
+async def test_an_uploaded_model_is_retrained_on_drift_by_its_policys_job(
+    tmp_path: Path, iris: Iris
+) -> None:
+    """The policy names a trainer and a dataset: drift of the uploaded model starts a retraining
+    that trains, passes its gate and rolls the new version out on the model's deployment."""
+    from app.modules.training.settings import TrainingSettings
+    from contracts.inference import Deployment, PutDeployment, RolloutPolicy, Route
+    from contracts.training import (
+        Dataset,
+        Gate,
+        ListRetrainings,
+        PutRetrainingPolicy,
+        RetrainingPolicy,
+        TrainingJobSpec,
+    )
+
+    settings = Settings(data_dir=tmp_path).with_module(
+        InferenceSettings(prediction_log_sample=1.0),
+        TrainingSettings(heartbeat_s=60.0, stale_s=120.0),
+    )
+    async with Platform(settings) as platform:
+        transport = httpx.ASGITransport(app=create_app(platform, host="127.0.0.1"))
+        async with httpx.AsyncClient(transport=transport, base_url="http://q") as http:
+            q = Q(platform, http)
+            lineage = {"extra": {"columns": json.dumps(COLUMNS)}}
+            assert (await q.upload("iris", iris.onnx, lineage=lineage)).status_code == 201
+            assert (await q.reference_csv("iris", csv_text(iris.x, iris.names))).status_code == 200
+            inference = platform.client("inference", caller="tests")
+            training = platform.client("training", caller="tests")
+            live = Deployment(name="iris-live", routes=[Route(model="iris:1", weight=1.0)])
+            await inference.put_deployment(PutDeployment(deployment=live))
+            rows = [
+                {**dict(zip(COLUMNS, map(float, x), strict=True)), "species": str(name)}
+                for x, name in zip(iris.x, iris.names, strict=True)
+            ]
+            job = TrainingJobSpec(
+                trainer="random_forest_classifier",
+                model="iris",
+                dataset=Dataset(label="species", features=COLUMNS, rows=rows),
+                hyperparameters={"n_estimators": 10, "max_depth": 4},
+                gate=Gate(metric="accuracy", threshold=0.8),
+            )
+            steps = RolloutPolicy(steps=[50.0, 100.0], interval_s=0.01, min_requests=1)
+            policy = RetrainingPolicy(model="iris", deployment="iris-live", rollout=steps, job=job)
+            await training.put_retraining_policy(PutRetrainingPolicy(policy=policy))
+
+            shifted = iris.x[::3] + np.float32(2.5)
+            await inference.predict(Predict(model="iris", inputs={"X": Tensor.from_numpy(shifted)}))
+            await platform.built["inference"].service.records.flush()
+            report = await q.http.post("/v1/monitoring/drift/iris", json={"window": "10m"})
+            assert report.json()["status"] == "drift", report.text
+
+            sagas = platform.built["training"].service.retrainings
+            deadline = asyncio.get_running_loop().time() + 60
+            while not (
+                found := await training.list_retrainings(ListRetrainings(model="iris"))
+            ).items:
+                assert asyncio.get_running_loop().time() < deadline, "DriftDetected started nothing"
+                await asyncio.sleep(0.05)  # the event reaches training through the outbox relay
+            [saga] = found.items
+            assert saga.trigger == f"drift:{report.json()['id']}"
+            while (saga := await sagas.advance(saga.id)).status == "training":
+                assert asyncio.get_running_loop().time() < deadline + 120, saga
+                await asyncio.sleep(0.05)
+
+    assert saga.status == "rolling_out", saga
+    assert saga.version == 2
+    assert saga.rollout_id is not None

@@ -2,8 +2,8 @@
 
 Pure: the figures come in (monitoring's summaries and realised metrics), a verdict with its
 reason goes out. No I/O, so every rule is tested without a clock or a database. Where too little
-feedback arrived to judge quality, the quality monitoring estimates from a classifier's
-probabilities (the summaries' ``estimated``) stands in for it.
+feedback arrived to judge quality, a policy with ``judge_estimated`` takes the quality monitoring
+estimates from a classifier's probabilities (the summaries' ``estimated``) instead.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def judge(
     if slow is not None:
         return Verdict("rollback", slow, figures)
     worse = _quality_problem(policy, quality, figures)
-    if worse is None and not _judged_on_feedback(policy, quality):
+    if worse is None and policy.judge_estimated and not _judged_on_feedback(policy, quality):
         worse = _estimated_quality_problem(policy, candidate, baseline, figures)
     if worse is not None:
         return Verdict("rollback", worse, figures)

@@ -168,7 +168,7 @@ class Retrainings:
         existing = await self._by_trigger(trigger)
         if existing is not None:
             return existing
-        spec = await self._last_spec(model)
+        spec = await self._spec_for(model)
         saga_id = uuid.uuid4().hex
         now = time.time()
 
@@ -202,6 +202,16 @@ class Retrainings:
         await self._update(saga_id, job_id=job.id, note=f"submitted training job {job.id}")
         return await self.get(saga_id)
 
+    async def _spec_for(self, model: str) -> TrainingJobSpec:
+        """The policy's ``job`` when it names one, else the model's last successful job's."""
+        row = await self._db.read(
+            lambda c: c.execute(sa.select(policies.c.spec).where(policies.c.model == model)).first()
+        )
+        policy = None if row is None else msgspec.convert(row.spec, RetrainingPolicy)
+        if policy is not None and policy.job is not None:
+            return _refreshed(policy.job)
+        return await self._last_spec(model)
+
     async def _last_spec(self, model: str) -> TrainingJobSpec:
         def last(conn: Connection) -> Any:
             return conn.execute(
@@ -214,7 +224,8 @@ class Retrainings:
         row = await self._db.read(last)
         if row is None:
             raise NotFound(
-                f"model {model!r} was never trained by a job here: no spec to retrain from",
+                f"model {model!r} was never trained by a job here: no spec to retrain from"
+                " (a retraining policy's `job` names the trainer and dataset to use)",
                 details={"model": model},
             )
         return _refreshed(store.read_spec(row.spec))

@@ -260,6 +260,14 @@ class LocalTrainingService:
         return TrainerList(items=self._trainers.infos())
 
     async def put_retraining_policy(self, request: PutRetrainingPolicy) -> RetrainingPolicy:
+        job = request.policy.job
+        if job is not None:
+            if job.model != request.policy.model:
+                raise InvalidInput(
+                    f"the policy's job trains {job.model!r}, not {request.policy.model!r}",
+                    details={"field": "policy.job.model"},
+                )
+            await self._check(job)  # as a submission would be, so a saga cannot fail on it
         return await self.retrainings.put_policy(request.policy)
 
     async def get_retraining_policy(self, request: GetRetrainingPolicy) -> RetrainingPolicy:
