@@ -79,11 +79,12 @@ __all__ = [
     "ValueStatus",
 ]
 
-VERSION = (1, 2)
+VERSION = (1, 3)
 """Contract version ``(major, minor)``; remote calls refuse a different major.
 
 1.1: numeric fields carry their bounds (versions, limits, TTLs, chunk sizes, clip bounds).
 1.2: a view's ``source`` (Parquet, CSV or a PostgreSQL table or query) and its materialization.
+1.3: ``get_view`` answers the view's offline ``rows`` and ``newest_event_at``.
 """
 
 EVENT_TIMESTAMP = "event_timestamp"
@@ -153,6 +154,10 @@ class FeatureView(msgspec.Struct, frozen=True, kw_only=True):
     change makes a new version; older versions stay readable. Rows belong to the view name and
     the latest version validates pushes. A view with a ``source`` is also filled from it by
     :meth:`FeaturesService.materialize`.
+
+    On ``get_view`` (since contract 1.3) ``rows`` counts the rows the offline store holds for
+    the view's name (every version's) and ``newest_event_at`` is the newest of their event
+    times (``None`` when there are none); lists and ``put_view`` leave both ``None``.
     """
 
     name: str
@@ -164,6 +169,8 @@ class FeatureView(msgspec.Struct, frozen=True, kw_only=True):
     tags: dict[str, str] = {}
     created_at: datetime | None = None
     source: FeatureSource | None = None
+    rows: Count | None = None
+    newest_event_at: datetime | None = None
 
 
 class PutFeatureView(msgspec.Struct, frozen=True, kw_only=True):

@@ -115,6 +115,23 @@ class FeaturesBehaviour:
         page = await features.list_views(ListFeatureViews(limit=500))
         assert any(v.name == name and v.version == 2 for v in page.items)
 
+    async def test_a_view_answers_its_row_count_and_newest_event(
+        self, features: FeaturesService
+    ) -> None:
+        view = await user_view(features)
+        empty = await features.get_view(GetFeatureView(name=view))
+        assert (empty.rows, empty.newest_event_at) == (0, None)
+        rows = [row(1, ago(hours=2), age=1.0), row(1, ago(minutes=3), age=2.0)]
+        await features.push(PushRows(view=view, rows=[*rows, row(2, ago(hours=1), age=3.0)]))
+        await features.push(PushRows(view=view, rows=rows))  # the same rows again: no new rows
+        await features.push(PushRows(view=view, rows=[row(3, ago(minutes=1))], to="online"))
+        found = await features.get_view(GetFeatureView(name=view))
+        assert found.rows == 3
+        assert found.newest_event_at == NOW - timedelta(minutes=3)
+        page = await features.list_views(ListFeatureViews(limit=500))
+        listed = next(v for v in page.items if v.name == view)
+        assert (listed.rows, listed.newest_event_at) == (None, None)
+
     async def test_bad_view_specs_are_refused(self, features: FeaturesService) -> None:
         with pytest.raises(InvalidInput, match="twice"):
             await features.put_view(

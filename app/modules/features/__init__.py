@@ -29,7 +29,7 @@ async def _build(ctx: ModuleContext) -> BuiltModule:
 
     def materializer(service: LocalFeaturesService) -> Materializer:
         async def get_view(name: str) -> FeatureView:
-            return await service.get_view(GetFeatureView(name=name))
+            return await service.find_view(GetFeatureView(name=name))
 
         return Materializer(
             db=ctx.db,

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 from app.kernel.db import Database
 from app.kernel.events import Outbox
 from app.modules.features import store
+from app.modules.features.keys import from_micros
 from app.modules.features.materialize import Materializer
 from app.modules.features.online import OnlineStore
 from app.modules.features.reads import (
@@ -131,15 +132,19 @@ class LocalFeaturesService:
 
     async def get_view(self, request: GetFeatureView) -> FeatureView:
         def get(conn: Connection) -> FeatureView | None:
-            if request.version is None:
-                return store.latest_view(conn, request.name)
-            return store.get_view(conn, request.name, request.version)
+            view = _find_view(conn, request)
+            if view is None:
+                return None
+            rows, newest = store.offline_stats(conn, view.name)
+            newest_at = None if newest is None else from_micros(newest)
+            return msgspec.structs.replace(view, rows=rows, newest_event_at=newest_at)
 
-        view = await self._db.read(get)
-        if view is None:
-            suffix = "" if request.version is None else f" version {request.version}"
-            raise NotFound(f"no feature view {request.name!r}{suffix}")
-        return view
+        return _found(request, await self._db.read(get))
+
+    async def find_view(self, request: GetFeatureView) -> FeatureView:
+        """The view as :meth:`get_view` answers it, without counting its rows (pushes and
+        materialization read the view on every call)."""
+        return _found(request, await self._db.read(lambda conn: _find_view(conn, request)))
 
     async def list_views(self, request: ListFeatureViews) -> Page[FeatureView]:
         limit = _limit(request.limit)
@@ -231,7 +236,7 @@ class LocalFeaturesService:
     # --- ingestion --------------------------------------------------------------------------
 
     async def push(self, request: PushRows) -> PushResult:
-        view = await self.get_view(GetFeatureView(name=request.view))
+        view = await self.find_view(GetFeatureView(name=request.view))
         rows = pushed_rows(view, request.rows, tolerance_s=self._tolerance_s)
         return await self._write(view, rows, request.to)
 
@@ -250,7 +255,7 @@ class LocalFeaturesService:
     async def ingest(self, request: StreamRows) -> AsyncIterator[IngestProgress]:
         if request.chunk_rows < 1:
             raise InvalidInput("chunk_rows must be at least 1")
-        view = await self.get_view(GetFeatureView(name=request.view))
+        view = await self.find_view(GetFeatureView(name=request.view))
         # Every row is checked before the first chunk is written: one bad row writes nothing.
         rows = pushed_rows(view, request.rows, tolerance_s=self._tolerance_s)
         done = 0
@@ -425,6 +430,19 @@ class LocalFeaturesService:
 async def _slices(rows: list[dict[str, Value]], size: int) -> AsyncIterator[list[dict[str, Value]]]:
     for start in range(0, len(rows), size):
         yield rows[start : start + size]
+
+
+def _find_view(conn: Connection, request: GetFeatureView) -> FeatureView | None:
+    if request.version is None:
+        return store.latest_view(conn, request.name)
+    return store.get_view(conn, request.name, request.version)
+
+
+def _found(request: GetFeatureView, view: FeatureView | None) -> FeatureView:
+    if view is None:
+        suffix = "" if request.version is None else f" version {request.version}"
+        raise NotFound(f"no feature view {request.name!r}{suffix}")
+    return view
 
 
 def _same_view(view: FeatureView, request: PutFeatureView) -> bool:

@@ -32,6 +32,7 @@ __all__ = [
     "materializations",
     "metadata",
     "offline_rows",
+    "offline_stats",
     "online_rows",
     "page_services",
     "page_views",
@@ -326,3 +327,13 @@ def count_offline(conn: Connection, view: str) -> int:
     """How many rows the offline store holds for ``view``."""
     query = sa.select(sa.func.count()).select_from(offline_rows).where(offline_rows.c.view == view)
     return int(conn.execute(query).scalar_one())
+
+
+def offline_stats(conn: Connection, view: str) -> tuple[int, int | None]:
+    """How many rows the offline store holds for ``view`` and the newest ``event_ts`` (or
+    ``None``): one aggregate over the primary key's ``view`` prefix."""
+    query = sa.select(sa.func.count(), sa.func.max(offline_rows.c.event_ts)).where(
+        offline_rows.c.view == view
+    )
+    count, newest = conn.execute(query).one()
+    return int(count), None if newest is None else int(newest)
