@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from app.bootstrap import Platform, create_app
 from app.kernel.auth import KeyStore
 from app.kernel.settings import Settings
 from contracts.common import method_info
-from contracts.features import Feature, PutFeatureService, PutFeatureView
+from contracts.features import Feature, PushRows, PutFeatureService, PutFeatureView, Value
 from contracts.inference import Deployment, InferenceService, PutDeployment, Route
 from contracts.monitoring import MonitoringService, RunDriftCheck
 from contracts.registry import RegisterVersion, RegistryService, SetAlias
@@ -26,6 +27,7 @@ from tests.contract.registry_behaviour import reference_profile
 from tests.fakes.models import linear_onnx
 
 MODEL = "churn"
+NEWEST_ROW = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=3)
 DEPLOYMENT = "churn-live"
 
 
@@ -94,6 +96,11 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
             features=[Feature(name="tenure", dtype="float")],
         )
         call(http, features.put_view, view)
+        pushed: list[dict[str, Value]] = [
+            {"user_id": user, "event_timestamp": (NEWEST_ROW - timedelta(hours=user)).isoformat()}
+            for user in range(3)
+        ]
+        call(http, features.push, PushRows(view="subscribers", rows=pushed))
         call(
             http,
             features.put_service,
@@ -132,6 +139,16 @@ def test_every_page_renders_for_an_admin_with_its_actions(console: Console) -> N
     assert "Start rollout" in console.http.get(f"/ui/deployments/{DEPLOYMENT}").text
     overview = console.http.get("/ui").text
     assert f"{MODEL}:1" in overview  # the deployment's traffic split
+
+
+def test_a_feature_views_rows_and_freshness_are_shown(console: Console) -> None:
+    console.login("reader")
+    view = console.http.get("/ui/features/views/subscribers").text
+    assert "<dt>rows</dt><dd>3</dd>" in view
+    newest = re.escape(f"({NEWEST_ROW:%Y-%m-%d %H:%M:%S} UTC)")
+    assert re.search(r"newest row \d+ min ago " + newest, view)
+    listed = console.http.get("/ui/features").text
+    assert re.search(r">subscribers</a></td>.*?<td>3</td><td>\d+ min ago</td>", listed)
 
 
 def test_no_page_names_anything_outside_the_server(console: Console) -> None:
