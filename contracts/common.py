@@ -43,6 +43,7 @@ __all__ = [
     "PositiveCount",
     "QuarryError",
     "RateLimited",
+    "RowCount",
     "Scope",
     "Seconds",
     "Seed",
@@ -290,6 +291,8 @@ PositiveCount = Annotated[int, msgspec.Meta(ge=1, le=MAX_INT32)]
 """A size that must hold something (rows per chunk, buckets, categories): 1 to 2**31 - 1."""
 ByteSize = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 """A number of bytes or a byte offset: 0 to 2**63 - 1 (PostgreSQL ``BIGINT``)."""
+RowCount = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+"""Rows in a store, which may pass 2**31: 0 to 2**63 - 1 (PostgreSQL ``BIGINT``)."""
 Seed = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
 """A random seed: 0 to 2**32 - 1, what numpy and torch accept."""
 Limit = Annotated[int, msgspec.Meta(ge=1, le=MAX_PAGE)]

@@ -23,6 +23,7 @@ from contracts.common import (
     Limit,
     Page,
     PositiveCount,
+    RowCount,
     Scope,
     Tensor,
     Version,
@@ -169,7 +170,7 @@ class FeatureView(msgspec.Struct, frozen=True, kw_only=True):
     tags: dict[str, str] = {}
     created_at: datetime | None = None
     source: FeatureSource | None = None
-    rows: Count | None = None
+    rows: RowCount | None = None
     newest_event_at: datetime | None = None
 
 
