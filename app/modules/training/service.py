@@ -4,7 +4,13 @@ Submission checks what it can (trainer, hyperparameters, dataset shape, gate met
 baseline alias), stores the job as ``queued`` and sends ``training.run_job`` on the ``training``
 queue, whose actor runs :class:`~app.modules.training.runner.JobRunner` on a worker thread (an
 in-process one on the embedded broker, a ``quarry worker`` on Redis). A watchdog re-sends jobs
-whose run went silent (a dead worker) and, on the embedded broker, queued jobs at start-up.
+whose run went silent (a dead worker).
+
+On the embedded broker each process has a queue of its own, so only the process leading
+``training.watchdog`` sends jobs to its queue: it sends those submitted to it at once and looks
+for queued ones every :data:`DISPATCH_S` (submitted to another process sharing the data, or queued
+before a restart). The others leave the jobs they take queued. So ``quarry serve --workers N``
+runs at most ``QUARRY_TRAINING_PROCESSES`` jobs at once, as one process does.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from app.kernel import context, singleton
+from app.kernel.backoff import Backoff
 from app.kernel.cursors import decode_cursor, encode_cursor
 from app.kernel.settings import ConfigError
 from app.modules.training import store
@@ -65,6 +72,8 @@ MAX_RETRIES = 3
 """Retries of a message whose run hit a transient error (a dependency unavailable)."""
 MAX_PAGE = 200
 MAX_ATTEMPTS = 10
+DISPATCH_S = 1.0
+"""How often the leading process looks for queued jobs to send (embedded broker)."""
 
 
 class LocalTrainingService:
@@ -113,15 +122,18 @@ class LocalTrainingService:
             logger=logger,
         )
         self._actor = tasks.actor(
-            self.runner.run,
+            self._run,
             name=ACTOR,
             queue_name=QUEUE,
             max_retries=MAX_RETRIES,
             time_limit_ms=24 * 3600 * 1000,  # each message carries its job's own limit
         )
         tasks.dedicate(QUEUE, config.processes)  # one training process per thread
-        self._watchdog: asyncio.Task[None] | None = None
+        self._lease = singleton.lease("training.watchdog", db=db, settings=settings)
+        self._loops: list[asyncio.Task[None]] = []
         self._resent: dict[str, float] = {}
+        self._sent: set[str] = set()
+        """Jobs whose message waits in this process's embedded queue."""
         self.retrainings = Retrainings(
             db=db,
             registry=registry,
@@ -134,25 +146,63 @@ class LocalTrainingService:
     # --- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Capture the loop contract calls run on; take up the queued jobs; start the watchdog."""
+        """Capture the loop contract calls run on; check the queued jobs can still run; start
+        the watchdog and, on the embedded broker, the dispatch of queued jobs."""
         self.runner.loop = asyncio.get_running_loop()
-        for job_id in await self._db.read(
-            lambda conn: store.stale_or_queued(conn, 0.0, queued=True)
-        ):
-            await self._resume(job_id)
-        lease = singleton.lease("training.watchdog", db=self._db, settings=self._settings)
+        for job_id in await self._queued():
+            await self._take_up(job_id, send=False, when="at start-up")
         watch = singleton.run_as_singleton(
-            lease, self._watch, interval_s=self._config.heartbeat_s, logger=self._log
+            self._lease, self._watch, interval_s=self._config.heartbeat_s, logger=self._log
         )
-        self._watchdog = asyncio.create_task(watch, name="training-watchdog")
+        self._loops.append(asyncio.create_task(watch, name="training-watchdog"))
+        if self._tasks.in_process:
+            self._loops.append(asyncio.create_task(self._dispatch(), name="training-dispatch"))
 
     async def close(self) -> None:
-        """Stop the watchdog; running jobs notice the loop is gone at their next contract call."""
-        if self._watchdog is not None:
-            self._watchdog.cancel()
+        """Stop the loops; running jobs notice the event loop is gone at their next contract
+        call."""
+        for task in self._loops:
+            task.cancel()
+        for task in self._loops:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
+                await task
+        self._loops.clear()
         self.runner.loop = None
+
+    @property
+    def _dispatching(self) -> bool:
+        """Whether this process sends jobs to the task queue: any process on a shared broker,
+        only the leader of ``training.watchdog`` on the embedded one."""
+        return not self._tasks.in_process or self._lease.held
+
+    async def _dispatch(self) -> None:
+        """While this process leads, send the queued jobs not yet in its queue, every
+        :data:`DISPATCH_S`; an outage backs off, logged once at each end."""
+        failures = Backoff("sending queued training jobs", self._log, base_s=DISPATCH_S, cap_s=30)
+        while True:
+            pause = DISPATCH_S
+            if self._lease.held:
+                try:
+                    for job_id in await self._queued():
+                        if job_id not in self._sent:
+                            await self._take_up(job_id, send=True, when="when sent")
+                except Exception as exc:
+                    pause = failures.failed(exc)
+                else:
+                    failures.succeeded()
+            await asyncio.sleep(pause)
+
+    async def _queued(self) -> list[str]:
+        return await self._db.read(lambda conn: store.stale_or_queued(conn, 0.0, queued=True))
+
+    def _run(self, job_id: str) -> None:
+        """The actor: the job's message has left the queue (unless the queue retries it)."""
+        self._sent.discard(job_id)
+        try:
+            self.runner.run(job_id)
+        except Exception:
+            self._sent.add(job_id)  # raised for the task queue to retry the message
+            raise
 
     async def _watch(self) -> None:
         """One watchdog round (in the replica leading ``training.watchdog``): re-send the jobs
@@ -170,20 +220,21 @@ class LocalTrainingService:
         await self.retrainings.schedule_round()
         await self.retrainings.advance_all()
 
-    async def _resume(self, job_id: str) -> None:
-        """Take up a job queued before this start: on the embedded broker, whose messages died
-        with the last process, send it again. A job that cannot run (a spec stored before
-        today's bounds) or be sent is failed with the reason; the others start all the same."""
+    async def _take_up(self, job_id: str, *, send: bool, when: str) -> None:
+        """Take up a queued job that is in no queue of this process: one queued before this
+        start (the embedded broker's messages died with the last process) or submitted to
+        another process sharing the data; ``send`` it. A job that cannot run (a spec stored
+        before today's bounds) or be sent is failed with the reason; the others go on."""
         try:
             problem = await self._db.read(lambda conn: store.spec_problem(conn, job_id))
-            if problem is None and self._tasks.in_process:
+            if problem is None and send:
                 await self._send(job_id)
         except Exception as exc:  # whatever it was, it is this job's alone
-            problem = f"it could not be queued again at start-up: {exc}"
+            problem = f"it could not be queued again: {exc}"
         if problem is None:
             return
         self._log.error("training job %s failed: %s", job_id, problem)
-        reason = f"failed at start-up: {problem}"
+        reason = f"failed {when}: {problem}"
         now = time.time()
 
         def fail(conn: Any) -> None:
@@ -204,6 +255,7 @@ class LocalTrainingService:
             return
         # The run checks its own limit at every epoch; the task queue's is a backstop after it.
         limit_ms = int((job.spec.time_limit_s + 60) * 1000)
+        self._sent.add(job_id)
         await asyncio.to_thread(self._actor.send_with_options, args=(job_id,), time_limit=limit_ms)
 
     # --- the contract -----------------------------------------------------------------------
@@ -213,7 +265,8 @@ class LocalTrainingService:
         await self._check(spec)
         job_id = uuid.uuid4().hex
         job = await self._db.write(lambda conn: store.insert(conn, job_id, spec, time.time()))
-        await self._send(job_id)
+        if self._dispatching:  # else it stays queued for the leader's dispatch
+            await self._send(job_id)
         return job
 
     async def get_job(self, request: GetTrainingJob) -> TrainingJob:
