@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -124,6 +125,15 @@ class _ExportingTracerProvider(TracerProvider):
         super().add_span_processor(span_processor)
         self.exporting = True
 
+    def remove_span_processor(self, span_processor: SpanProcessor) -> None:
+        """Stop sending spans to ``span_processor`` (the SDK offers no way: its multi-processor
+        keeps a tuple, replaced here under its lock)."""
+        active = self._active_span_processor
+        with active._lock:
+            kept = tuple(p for p in active._span_processors if p is not span_processor)
+            active._span_processors = kept
+        self.exporting = bool(kept)
+
 
 def _configured_sampler() -> Sampler:
     """``OTEL_TRACES_SAMPLER`` when set (read as the SDK reads it), else parent-based trace-id
@@ -178,16 +188,28 @@ def _span_exporter(name: str) -> SpanExporter | None:
     raise ValueError(f"OTEL_TRACES_EXPORTER={name!r} is not valid: expected none, console or otlp")
 
 
-def export_spans(processor: SpanProcessor, *, sampler: Sampler | None = None) -> None:
+def export_spans(processor: SpanProcessor, *, sampler: Sampler | None = None) -> Callable[[], None]:
     """Send this process's spans to ``processor`` from now on (tests, embedding applications),
     sampled by ``sampler`` when given (``ALWAYS_ON`` to see every span) instead of the
-    configured one. Needs :func:`configure` first."""
+    configured one. Needs :func:`configure` first.
+
+    Answers ``stop``: it detaches and shuts down ``processor`` and puts the sampler back, so a
+    shut processor is not left to warn about every later span.
+    """
     provider = trace.get_tracer_provider()
     if not isinstance(provider, _ExportingTracerProvider):
         raise RuntimeError("telemetry.configure() has not set up this process's tracing")
+    before = provider.gate.sampler
     if sampler is not None:
         provider.gate.sampler = sampler
     provider.add_span_processor(processor)
+
+    def stop() -> None:
+        provider.remove_span_processor(processor)
+        provider.gate.sampler = before
+        processor.shutdown()
+
+    return stop
 
 
 def spans_recorded() -> bool:

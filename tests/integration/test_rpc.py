@@ -280,12 +280,13 @@ async def test_one_trace_spans_the_caller_and_the_remote(served: tuple[Any, KeyS
     from app.kernel import telemetry
 
     exporter = InMemorySpanExporter()
-    telemetry.export_spans(SimpleSpanProcessor(exporter), sampler=ALWAYS_ON)
+    stop = telemetry.export_spans(SimpleSpanProcessor(exporter), sampler=ALWAYS_ON)
     registry = remote(served[0], TOKEN)
-
-    with trace.get_tracer("tests").start_as_current_span("caller") as parent:
-        await registry.list_models(ListModels())
-    exporter.shutdown()
+    try:
+        with trace.get_tracer("tests").start_as_current_span("caller") as parent:
+            await registry.list_models(ListModels())
+    finally:
+        stop()
 
     trace_id = parent.get_span_context().trace_id
     served_spans = [

@@ -96,12 +96,14 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     telemetry.configure(log_level="WARNING")
     exporter = InMemorySpanExporter()
     processor = SimpleSpanProcessor(exporter)
-    telemetry.export_spans(processor, sampler=ALWAYS_ON)
-    with telemetry.tracer("tests").start_as_current_span("probe") as probe:
-        assert probe.is_recording(), "the process-wide sampler drops root spans"
-    exporter.clear()
-    yield exporter
-    processor.shutdown()  # the provider cannot drop a processor; a shut one exports nothing
+    stop = telemetry.export_spans(processor, sampler=ALWAYS_ON)
+    try:
+        with telemetry.tracer("tests").start_as_current_span("probe") as probe:
+            assert probe.is_recording(), "the process-wide sampler drops root spans"
+        exporter.clear()
+        yield exporter
+    finally:
+        stop()  # detached, so later spans of this process do not reach a shut processor
 
 
 @pytest.fixture

@@ -57,10 +57,12 @@ def test_a_sampled_caller_trace_gets_a_server_span_with_the_request_and_status(
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     exporter = InMemorySpanExporter()
-    telemetry.export_spans(SimpleSpanProcessor(exporter))  # the sampler follows the caller
+    stop = telemetry.export_spans(SimpleSpanProcessor(exporter))  # the sampler follows the caller
     parent = f"00-{TRACE_ID}-b7ad6b7169203331-01"
-    assert client.post("/v1/echo/traced", headers={"traceparent": parent}).status_code == 200
-    exporter.shutdown()
+    try:
+        assert client.post("/v1/echo/traced", headers={"traceparent": parent}).status_code == 200
+    finally:
+        stop()
 
     [span] = [s for s in exporter.get_finished_spans() if s.name == "POST /v1/echo/{name}"]
     assert f"{span.context.trace_id:032x}" == TRACE_ID
