@@ -26,7 +26,7 @@ from app.kernel.db import Database
 from app.kernel.events import EventMeta
 from app.modules.training import store
 from app.modules.training.store import policies, retrainings
-from contracts.common import InvalidInput, NotFound, QuarryError, validate_name
+from contracts.common import NotFound, QuarryError, validate_name
 from contracts.features import EVENT_TIMESTAMP
 from contracts.inference import GetRollout, InferenceService, StartRollout
 from contracts.monitoring import DriftDetected
@@ -87,10 +87,6 @@ class Retrainings:
 
     async def put_policy(self, policy: RetrainingPolicy) -> RetrainingPolicy:
         validate_name(policy.model, what="model name")
-        try:  # the contract's bounds, also for a policy built in-process
-            msgspec.convert(msgspec.to_builtins(policy), RetrainingPolicy)
-        except msgspec.ValidationError as exc:
-            raise InvalidInput(f"invalid retraining policy: {exc}") from None
         if policy.deployment is not None:
             validate_name(policy.deployment, what="deployment name")
         now = time.time()
@@ -204,11 +200,11 @@ class Retrainings:
 
     async def _spec_for(self, model: str) -> TrainingJobSpec:
         """The policy's ``job`` when it names one, else the model's last successful job's."""
-        row = await self._db.read(
-            lambda c: c.execute(sa.select(policies.c.spec).where(policies.c.model == model)).first()
-        )
-        policy = None if row is None else msgspec.convert(row.spec, RetrainingPolicy)
-        if policy is not None and policy.job is not None:
+        try:
+            policy = await self.get_policy(model)
+        except NotFound:
+            return await self._last_spec(model)
+        if policy.job is not None:
             return _refreshed(policy.job)
         return await self._last_spec(model)
 
