@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
@@ -29,10 +29,7 @@ from contracts.features import (
     Value,
 )
 
-if TYPE_CHECKING:
-    from app.modules.features.service import LocalFeaturesService
-
-__all__ = ["Fitted", "Vectorizer", "check_service"]
+__all__ = ["FeatureSource", "Fitted", "Vectorizer", "check_service"]
 
 
 def _dtypes(resolved: Resolved) -> dict[str, FeatureDType]:
@@ -57,10 +54,32 @@ class Fitted:
     columns: list[str]
 
 
+class FeatureSource(Protocol):
+    """What a :class:`Vectorizer` reads: feature definitions, services and online values.
+
+    The features service provides it; the Vectorizer needs nothing else of it, and so does not
+    import it (the service imports the Vectorizer).
+    """
+
+    async def resolve(self, features: Sequence[str]) -> Resolved:
+        """Feature references with their latest views; unknown ones are ``NotFound``."""
+        ...
+
+    async def get_service(self, request: GetFeatureService) -> FeatureService:
+        """A feature service's definition (a given version, else the latest)."""
+        ...
+
+    async def read_online_columns(
+        self, resolved: Resolved, entities: dict[str, Sequence[Value]], rows: int
+    ) -> list[list[Value]]:
+        """Raw online values per reference (``None`` when missing, null or too old)."""
+        ...
+
+
 class Vectorizer:
     """Turns raw feature values into model inputs for a feature service."""
 
-    def __init__(self, service: LocalFeaturesService) -> None:
+    def __init__(self, service: FeatureSource) -> None:
         self._service = service
 
     async def fit(self, spec: FeatureService, rows: Sequence[Mapping[str, Value]]) -> Fitted:
