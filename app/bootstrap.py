@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -26,7 +26,13 @@ from app.kernel.http.app import ModuleStatus, create_http_app
 from app.kernel.http.auth import auth_guard, auth_middleware
 from app.kernel.http.idempotency import IdempotencyMiddleware
 from app.kernel.http.ratelimit import rate_limiter
-from app.kernel.module import BuiltModule, ModuleContext, ModuleSpec
+from app.kernel.module import (
+    BuiltModule,
+    ModuleContext,
+    ModuleSpec,
+    unmet_requirement,
+    unplaced,
+)
 from app.kernel.module_settings import configure_modules
 from app.kernel.reach import Dependency, check_reachable, database_dependency
 from app.kernel.rpc import RemoteModule, rpc_router
@@ -74,9 +80,16 @@ class Platform:
         self.databases: dict[str, Database] = {}
         self.built: dict[str, BuiltModule] = {}
         self.remotes = _remote_modules(settings, self.specs)
+        _check_placement(settings, self.hosted, self.remotes)
         self.health = DependencyMonitor()
         """The servers this process uses, checked in the background (``/readyz``, ``/metrics``)."""
         self.health.add_settings(settings)
+        self._probes: httpx.AsyncClient | None = None
+        if not self.hosted:  # a gateway is ready when it reaches the modules it serves
+            for name, remote in self.remotes.items():
+                self.health.add(
+                    f"{name}.remote", "quarry", self._remote_probe(remote.url), module=name
+                )
         online = settings.module_config(FeaturesSettings).online_store_url
         if online and online.startswith("redis"):  # a module's own server, watched all the same
             self.health.add_redis("online_store", online, serving=True)
@@ -132,6 +145,9 @@ class Platform:
                     _log.exception("shutdown hook failed")
         await self.bus.stop()
         await asyncio.to_thread(self.tasks.stop)
+        probes, self._probes = self._probes, None
+        if probes is not None:
+            await probes.aclose()
         for remote in self.remotes.values():
             await remote.aclose()
         for db in self.databases.values():
@@ -144,6 +160,24 @@ class Platform:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    @property
+    def gateway(self) -> bool:
+        """Whether this process hosts no module (``QUARRY_MODULES=none``) and only serves the
+        remote ones' routes."""
+        return not self.hosted
+
+    def _remote_probe(self, url: str) -> Callable[[], Awaitable[None]]:
+        """A health check of the process at ``url``: its ``/healthz`` answers 200."""
+        headers = {"authorization": f"Bearer {self.settings.service_token}"}
+
+        async def check() -> None:
+            if self._probes is None:
+                self._probes = httpx.AsyncClient(headers=headers)
+            answer = await self._probes.get(f"{url}/healthz", timeout=self.health.timeout_s)
+            answer.raise_for_status()
+
+        return check
 
     # --- building ---------------------------------------------------------------------------
 
@@ -226,9 +260,18 @@ class Platform:
         return [s for s in self.specs.values() if s in self.hosted or s.name in self.remotes]
 
     def route_handlers(self) -> list[Any]:
-        """Public and RPC routes of every module this process reaches, local or remote."""
+        """Public and RPC routes of every module this process reaches, local or remote; the
+        public routes of a module it does not reach answer 503 ``unavailable`` naming it."""
         handlers: list[Any] = []
-        for spec in self.reachable:
+        reachable = self.reachable
+        for spec in self.specs.values():
+            if spec not in reachable:
+                stand_in = unplaced(spec.name)
+                client = calls.bind(
+                    spec.provides, stand_in, module=spec.name, caller="http", placement="unplaced"
+                )
+                handlers.extend(spec.routes(client, self.settings))
+                continue
             client = self.client(spec.name, caller="http")
             handlers.extend(spec.routes(client, self.settings))
             handlers.append(
@@ -311,6 +354,26 @@ def _remote_modules(settings: Settings, specs: dict[str, ModuleSpec]) -> dict[st
         )
         for name, url in remotes.items()
     }
+
+
+def _check_placement(
+    settings: Settings, hosted: list[ModuleSpec], remotes: Mapping[str, RemoteModule]
+) -> None:
+    """Refuse a placement that cannot work, before any work: a hosted module's required
+    dependency neither hosted nor remote, or a gateway (no hosted module) that reaches none."""
+    unmet = unmet_requirement(hosted, {s.name for s in hosted} | set(remotes))
+    if unmet is not None:
+        spec, dep = unmet
+        raise ConfigError(
+            f"module {spec.name} requires {dep.module}, which is neither hosted here"
+            f" (QUARRY_MODULES) nor remote (set QUARRY_REMOTE_{dep.module.upper()})"
+        )
+    if not hosted and not remotes:
+        hosts = "none" if settings.modules == () else ",".join(settings.modules or ("all",))
+        raise ConfigError(
+            f"QUARRY_MODULES={hosts!r} hosts no module and no QUARRY_REMOTE_<MODULE> is set:"
+            " a gateway needs the URL of at least one module's process"
+        )
 
 
 def _check_event_placement(

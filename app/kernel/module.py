@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -20,7 +20,15 @@ if TYPE_CHECKING:
     from app.kernel.settings import Settings
     from app.kernel.tasks import TaskQueue
 
-__all__ = ["BuiltModule", "Dependency", "ModuleContext", "ModuleSpec", "RouteFactory"]
+__all__ = [
+    "BuiltModule",
+    "Dependency",
+    "ModuleContext",
+    "ModuleSpec",
+    "RouteFactory",
+    "unmet_requirement",
+    "unplaced",
+]
 
 P = TypeVar("P")
 
@@ -113,3 +121,42 @@ def unbound(feature: str, variable: str) -> Unavailable:
         f" (set {variable})",
         retry_after=60,
     )
+
+
+def unmet_requirement(
+    hosted: Iterable[ModuleSpec], placed: Collection[str]
+) -> tuple[ModuleSpec, Dependency] | None:
+    """The first hosted module (in the order given) with a required dependency that is not among
+    the ``placed`` modules (hosted here or remote), and that dependency; ``None`` when the
+    placement satisfies the module graph. Optional dependencies never make a placement fail."""
+    for spec in hosted:
+        for dep in spec.requires:
+            if not dep.optional and dep.module not in placed:
+                return spec, dep
+    return None
+
+
+class _Unplaced:
+    """Every method of a module that is neither hosted here nor remote: refused when called."""
+
+    def __init__(self, module: str) -> None:
+        self._module = module
+
+    def __getattr__(self, method: str) -> Callable[..., Any]:
+        module = self._module
+
+        def call(*_args: Any) -> Any:
+            raise Unavailable(
+                f"module {module} is neither hosted here nor remote"
+                f" (set QUARRY_REMOTE_{module.upper()} or add it to QUARRY_MODULES)",
+                retry_after=60,
+            )
+
+        return call
+
+
+def unplaced(module: str) -> Any:
+    """A stand-in for ``module``'s service in a process that neither hosts nor reaches it: its
+    public routes are still mounted, and each answers 503 ``unavailable`` naming the module
+    (never a 404, which would tell a client the route does not exist)."""
+    return _Unplaced(module)

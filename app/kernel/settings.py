@@ -36,8 +36,9 @@ class Settings:
     data_dir: Path = Path(".quarry")
     """QUARRY_DATA_DIR: where embedded databases, artifacts and the keys file live."""
     modules: tuple[str, ...] | None = None
-    """QUARRY_MODULES: the modules this process hosts (``all``, i.e. ``None``, or a
-    comma-separated list, checked against the build by the composition root)."""
+    """QUARRY_MODULES: the modules this process hosts (``all``, i.e. ``None``; a comma-separated
+    list, checked against the build by the composition root; or ``none``, i.e. ``()``: a gateway
+    that hosts no module and serves the remote ones' routes)."""
     remotes: Mapping[str, str] = field(default_factory=dict)
     """QUARRY_REMOTE_<M>: base URL of the process hosting module M."""
     database_urls: Mapping[str, str] = field(default_factory=dict)
@@ -189,7 +190,11 @@ def _bool(value: str) -> bool:
 def _modules(value: str) -> tuple[str, ...] | None:
     names = [m.strip().lower() for m in value.split(",") if m.strip()]
     if not names:
-        raise ValueError("expected 'all' or a comma-separated list of modules")
+        raise ValueError("expected 'all', 'none' or a comma-separated list of modules")
+    if len(names) > 1 and {"all", "none"} & set(names):
+        raise ValueError("'all' and 'none' stand alone, not in a list of modules")
+    if names == ["none"]:
+        return ()  # a gateway: hosts nothing, serves every remote module's routes
     return None if names == ["all"] else tuple(dict.fromkeys(names))
 
 
