@@ -25,6 +25,7 @@ from contracts.common import (
     PositiveCount,
     RowCount,
     Scope,
+    Share,
     Tensor,
     Version,
     method,
@@ -36,9 +37,11 @@ __all__ = [
     "Bucketize",
     "Clip",
     "Derived",
+    "Expectation",
     "Feature",
     "FeatureColumn",
     "FeatureDType",
+    "FeatureExpectations",
     "FeatureService",
     "FeatureSource",
     "FeatureVectors",
@@ -47,6 +50,7 @@ __all__ = [
     "FeaturesService",
     "FillMissing",
     "FitTransforms",
+    "GetExpectations",
     "GetFeatureService",
     "GetFeatureView",
     "GetHistoricalFeatures",
@@ -69,6 +73,7 @@ __all__ = [
     "OnlineMetadata",
     "PushResult",
     "PushRows",
+    "PutExpectations",
     "PutFeatureService",
     "PutFeatureView",
     "Standardize",
@@ -80,12 +85,14 @@ __all__ = [
     "ValueStatus",
 ]
 
-VERSION = (1, 3)
+VERSION = (1, 5)
 """Contract version ``(major, minor)``; remote calls refuse a different major.
 
 1.1: numeric fields carry their bounds (versions, limits, TTLs, chunk sizes, clip bounds).
 1.2: a view's ``source`` (Parquet, CSV or a PostgreSQL table or query) and its materialization.
 1.3: ``get_view`` answers the view's offline ``rows`` and ``newest_event_at``.
+1.5: data expectations of a view (``put_expectations``, ``get_expectations``), checked on push;
+a push answers the ``violations`` it let through and their ``warnings``.
 """
 
 EVENT_TIMESTAMP = "event_timestamp"
@@ -417,12 +424,19 @@ class PushRows(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class PushResult(msgspec.Struct, frozen=True, kw_only=True):
-    """What a push did: ``rows`` accepted; ``online_updated`` entities whose value moved forward."""
+    """What a push did: ``rows`` accepted; ``online_updated`` entities whose value moved forward.
+
+    Under expectations set to ``warn`` (since contract 1.5), ``violations`` counts the broken
+    expectations the push let through and ``warnings`` describes the first of them (row index
+    and feature, as a rejection would).
+    """
 
     view: str
     version: Version
     rows: Count
     online_updated: Count = 0
+    violations: Count = 0
+    warnings: list[str] = []
 
 
 class StreamRows(msgspec.Struct, frozen=True, kw_only=True):
@@ -440,6 +454,60 @@ class IngestProgress(msgspec.Struct, frozen=True, kw_only=True):
     view: str
     rows: Count
     rows_done: Count
+
+
+# --- expectations ---------------------------------------------------------------------------
+
+
+class Expectation(msgspec.Struct, frozen=True, kw_only=True):
+    """What one feature's pushed values are expected to be (every field optional).
+
+    ``min`` / ``max`` bound numbers (a ``float_vector``: each element); ``categories`` lists the
+    allowed values as text (a string as it is, an integral number as ``"3"``, a bool as
+    ``"true"``/``"false"``); ``max_null_share`` bounds the share of a push's rows where the
+    feature is missing; ``dtype`` ``"int"`` on a ``float`` feature expects integral values
+    (otherwise it must be the feature's own dtype).
+    """
+
+    feature: str
+    dtype: FeatureDType | None = None
+    min: Finite | None = None
+    max: Finite | None = None
+    categories: list[str] | None = None
+    max_null_share: Share | None = None
+
+
+class PutExpectations(msgspec.Struct, frozen=True, kw_only=True):
+    """Set a view's expectations, replacing any earlier ones (an empty list removes them).
+
+    ``on_violation``: ``reject`` refuses a push that breaks one (``InvalidInput`` naming the
+    row and feature), ``warn`` writes it and answers the violations. ``fitted_from`` records
+    where fitted expectations came from (for example the model version whose training profile
+    monitoring fitted them on); it is kept for the reader and changes nothing.
+    """
+
+    view: str
+    expectations: list[Expectation] = []
+    on_violation: Literal["reject", "warn"] = "reject"
+    fitted_from: str | None = None
+
+
+class GetExpectations(msgspec.Struct, frozen=True, kw_only=True):
+    """A view's expectations."""
+
+    view: str
+
+
+class FeatureExpectations(msgspec.Struct, frozen=True, kw_only=True):
+    """A view's expectations as set, with ``violations``: those warned pushes let through
+    since they were set."""
+
+    view: str
+    expectations: list[Expectation] = []
+    on_violation: Literal["reject", "warn"] = "reject"
+    fitted_from: str | None = None
+    violations: RowCount = 0
+    updated_at: datetime | None = None
 
 
 # --- materialization ------------------------------------------------------------------------
@@ -606,6 +674,17 @@ class FeaturesService(Protocol):
     @method(scope=Scope.READ, idempotent=True)
     async def list_services(self, request: ListFeatureServices) -> Page[FeatureService]:
         """One page of feature services ordered by name."""
+        ...
+
+    @method(scope=Scope.ADMIN, idempotent=True)
+    async def put_expectations(self, request: PutExpectations) -> FeatureExpectations:
+        """Set a view's expectations; ``InvalidInput`` for a feature the view does not have or
+        bounds that cannot hold, ``NotFound`` for an unknown view."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def get_expectations(self, request: GetExpectations) -> FeatureExpectations:
+        """A view's expectations (none set: an empty list); ``NotFound`` for an unknown view."""
         ...
 
     @method(scope=Scope.INGEST, idempotent=True)

@@ -10,6 +10,7 @@
   these routes used first, is taken too)
 - ``GET /transform-states/{id}``
 - ``POST /views/{name}/materialize``, ``GET /materializations/{id}`` (:mod:`.api_materialize`)
+- ``GET|PUT /views/{name}/expectations`` (:mod:`.api_expectations`)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from app.kernel.http.bodies import contract_scope, decode_body, from_params, jso
 from app.kernel.http.openapi import documented
 from app.kernel.http.params import PageCursor, PageLimit, VersionQuery, version_number
 from app.kernel.http.patterns import integer_pattern
+from app.modules.features.api_expectations import expectation_handlers
 from app.modules.features.api_materialize import materialize_handlers
 from contracts.common import MAX_INT32, NAME_PATTERN, Count, InvalidInput, Page, PositiveCount
 from contracts.features import (
@@ -209,7 +211,11 @@ def routes(service: FeaturesService) -> list[Any]:
         ),
         Router(
             path="/v1/features",
-            route_handlers=[*_read_handlers(service), *materialize_handlers(service)],
+            route_handlers=[
+                *_read_handlers(service),
+                *materialize_handlers(service),
+                *expectation_handlers(service),
+            ],
             tags=["features"],
         ),
     ]

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 
 from app.kernel.db import Database
 from app.kernel.events import Outbox
-from app.modules.features import store
+from app.modules.features import expectations, store
 from app.modules.features.keys import from_micros
 from app.modules.features.materialize import Materializer
 from app.modules.features.online import OnlineStore
@@ -30,11 +30,13 @@ from app.modules.features.vectors import Vectorizer, check_service
 from contracts.common import InvalidInput, NotFound, Page, validate_name
 from contracts.features import (
     FeatureColumn,
+    FeatureExpectations,
     FeatureService,
     FeatureVectors,
     FeatureView,
     FeatureViewChanged,
     FitTransforms,
+    GetExpectations,
     GetFeatureService,
     GetFeatureView,
     GetHistoricalFeatures,
@@ -53,6 +55,7 @@ from contracts.features import (
     OnlineMetadata,
     PushResult,
     PushRows,
+    PutExpectations,
     PutFeatureService,
     PutFeatureView,
     StreamRows,
@@ -238,7 +241,48 @@ class LocalFeaturesService:
     async def push(self, request: PushRows) -> PushResult:
         view = await self.find_view(GetFeatureView(name=request.view))
         rows = pushed_rows(view, request.rows, tolerance_s=self._tolerance_s)
-        return await self._write(view, rows, request.to)
+        broken = await self._expected(view, rows)
+        result = await self._write(view, rows, request.to)
+        if not broken:
+            return result
+        await self._db.write(lambda conn: expectations.add_violations(conn, view.name, len(broken)))
+        return msgspec.structs.replace(
+            result,
+            violations=len(broken),
+            warnings=[str(v) for v in broken[: expectations.MAX_WARNINGS]],
+        )
+
+    async def _expected(
+        self, view: FeatureView, rows: list[tuple[str, int, dict[str, Value]]]
+    ) -> list[expectations.Violation]:
+        """The violations of the view's expectations ``rows`` bring: raised as ``InvalidInput``
+        (naming the first one's row and feature) when the view rejects them."""
+        rules = await self._db.read(lambda conn: expectations.get_expectations(conn, view.name))
+        broken = expectations.violations(view, rules.expectations, rows)
+        if not broken:
+            return []
+        first = broken[0]
+        if rules.on_violation == "reject":
+            more = f" ({len(broken) - 1} more)" if len(broken) > 1 else ""
+            raise InvalidInput(
+                f"{first}{more}: the push breaks view {view.name!r}'s expectations",
+                details={
+                    "row": first.row,
+                    "field": first.feature,
+                    "expectation": first.kind,
+                    "violations": len(broken),
+                },
+            )
+        return broken
+
+    async def put_expectations(self, request: PutExpectations) -> FeatureExpectations:
+        view = await self.find_view(GetFeatureView(name=request.view))
+        expectations.check_spec(view, request)
+        return await self._db.write(lambda conn: expectations.put_expectations(conn, request))
+
+    async def get_expectations(self, request: GetExpectations) -> FeatureExpectations:
+        view = await self.find_view(GetFeatureView(name=request.view))
+        return await self._db.read(lambda conn: expectations.get_expectations(conn, view.name))
 
     async def _write(
         self, view: FeatureView, rows: list[tuple[str, int, dict[str, Value]]], to: str
@@ -258,12 +302,17 @@ class LocalFeaturesService:
         view = await self.find_view(GetFeatureView(name=request.view))
         # Every row is checked before the first chunk is written: one bad row writes nothing.
         rows = pushed_rows(view, request.rows, tolerance_s=self._tolerance_s)
+        broken = await self._expected(view, rows)
         done = 0
         for start in range(0, len(rows), request.chunk_rows):
             chunk = rows[start : start + request.chunk_rows]
             await self._write(view, chunk, request.to)
             done += len(chunk)
             yield IngestProgress(view=view.name, rows=len(rows), rows_done=done)
+        if broken:
+            await self._db.write(
+                lambda conn: expectations.add_violations(conn, view.name, len(broken))
+            )
 
     # --- reads ------------------------------------------------------------------------------
 
