@@ -6,10 +6,11 @@ A chunk is checked whole before anything of it is written; a bad value fails it 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from app.kernel.sources import check_columns, fits
 from app.modules.features.keys import encode_entity_key, to_micros
 from contracts.common import InvalidInput
 from contracts.features import Feature, FeatureSource, Value
@@ -58,59 +59,6 @@ def column_dtypes(
     for feature in features:
         found.setdefault(source.columns.get(feature.name, feature.name), feature.dtype)
     return found
-
-
-def _fits(kind: str, t: pa.DataType) -> bool:
-    import pyarrow as pa
-
-    types = pa.types
-    if types.is_null(t):
-        return kind not in (TIMESTAMP, ENTITY)
-    checks = {
-        ENTITY: lambda: types.is_integer(t) or types.is_string(t) or types.is_large_string(t),
-        TIMESTAMP: lambda: (
-            types.is_timestamp(t)
-            or types.is_date(t)
-            or types.is_string(t)
-            or types.is_large_string(t)
-            or types.is_integer(t)
-            or types.is_floating(t)
-        ),
-        "int": lambda: types.is_integer(t),
-        "float": lambda: types.is_integer(t) or types.is_floating(t) or types.is_decimal(t),
-        "bool": lambda: types.is_boolean(t),
-        "string": lambda: types.is_string(t) or types.is_large_string(t),
-        "float_vector": lambda: (
-            (types.is_list(t) or types.is_large_list(t) or types.is_fixed_size_list(t))
-            and (types.is_integer(t.value_type) or types.is_floating(t.value_type))
-        ),
-    }
-    return bool(checks[kind]())
-
-
-_WANTED = {
-    ENTITY: "int or string join keys",
-    TIMESTAMP: "timestamps, ISO 8601 text or epoch seconds",
-    "float_vector": "lists of numbers",
-}
-
-
-def check_columns(schema: pa.Schema, where: str, dtypes: Mapping[str, str]) -> None:
-    """Every column of ``dtypes`` is in ``schema`` with a type that can hold its values."""
-    for column, kind in dtypes.items():
-        index = schema.get_field_index(column)
-        if index < 0:
-            raise InvalidInput(
-                f"{where}: column {column!r} is missing (columns: {', '.join(schema.names)})",
-                details={"column": column},
-            )
-        found = schema.field(index).type
-        if not _fits(kind, found):
-            wanted = _WANTED.get(kind, f"{kind} values")
-            raise InvalidInput(
-                f"{where}: column {column!r} holds {found}, not {wanted}",
-                details={"column": column},
-            )
 
 
 def source_rows(
@@ -185,7 +133,7 @@ def plain_rows(chunk: Chunk) -> list[dict[str, Value]]:
             floats = column.cast(pa.float64())
             floats = pc.if_else(pc.is_nan(floats), pa.scalar(None, pa.float64()), floats)
             columns.append(floats.to_pylist())
-        elif _fits("int", t) or _fits("bool", t) or _fits("string", t) or _fits("float_vector", t):
+        elif fits("int", t) or fits("bool", t) or fits("string", t) or fits("float_vector", t):
             columns.append(column.to_pylist())
         elif pa.types.is_null(t):
             columns.append([None] * len(column))
