@@ -13,7 +13,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.run-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[gpu,training]'
+	$(BIN)/pip install --quiet -e '.[gpu,training,sources]'
 	touch $@
 
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python

@@ -2,10 +2,13 @@
 
 ingest -> train -> register -> deploy -> traffic -> shift -> drift -> retrain -> rollout -> serve.
 The data set is generated (seeded): subscribers of a product, whose churn depends on their
-tenure, spend, support tickets, plan and last login. The shift makes support tickets climb and
-spend fall for every subscriber, and churn follow. Each stage prints ``[stage] <name>``, what
-happened and how long it took; ``--no-serve`` exits after the rollout (status 0 only when every
-stage succeeded), otherwise the API keeps serving with ready-to-paste commands printed.
+tenure, spend, support tickets, plan and last login. Ingest writes it to a Parquet file in the
+data directory and materializes the views whose source it is, as a team with an export would;
+the shift pushes its rows through the API, as a live system would. The shift makes support
+tickets climb and spend fall for every subscriber, and churn follow. Each stage prints
+``[stage] <name>``, what happened and how long it took; ``--no-serve`` exits after the rollout
+(status 0 only when every stage succeeded), otherwise the API keeps serving with ready-to-paste
+commands printed.
 """
 
 from __future__ import annotations
@@ -27,7 +30,10 @@ from app.bootstrap import Platform, configure, create_app
 from app.kernel.settings import Settings
 from contracts.features import (
     Feature,
+    FeatureSource,
+    GetMaterialization,
     Log1p,
+    Materialize,
     OneHot,
     PushRows,
     PutFeatureService,
@@ -72,6 +78,8 @@ FEATURES = [
     "subscribers:plan",
     "subscribers:days_since_login",
 ]
+SOURCE = "sources/subscribers.parquet"
+"""The generated data set, relative to the data directory (the first source root)."""
 
 
 class StageFailed(Exception):
@@ -86,6 +94,7 @@ class Run:
     out: Any
     rng: np.random.Generator
     flush: Callable[[], Awaitable[None]]
+    data_dir: Path
     version: int = 0
     columns: int = 0
     shift_started: float = 0.0
@@ -162,8 +171,46 @@ async def _push(run: Run, rows: list[dict[str, Any]], labels: list[int], when: d
 # --- stages ------------------------------------------------------------------------------------
 
 
+def write_source(path: Path, rows: list[dict[str, Any]], labels: list[int], when: datetime) -> None:
+    """The subscribers and their outcomes as one Parquet file, every row stamped ``when``."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:  # pragma: no cover - installed with the training extra
+        raise StageFailed("the quickstart needs pyarrow: pip install 'quarryml[sources]'") from None
+    table = pa.Table.from_pylist(
+        [
+            {**row, "churned": label, "event_timestamp": when}
+            for row, label in zip(rows, labels, strict=True)
+        ]
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+
+
+async def _materialize(run: Run, view: str) -> None:
+    """Load ``view`` from its source, drawing the run's progress as ``quarry materialize``
+    does."""
+    from app.cli.materialize import progress_line
+
+    features = run.q["features"]
+    job = await features.materialize(Materialize(view=view, chunk_rows=500))  # a few chunks
+    tty = getattr(run.out, "isatty", lambda: False)()
+    while job.status in ("queued", "running"):
+        if tty:
+            print(f"\r  {progress_line(job)}", end="", file=run.out, flush=True)
+        await asyncio.sleep(0.1)
+        job = await features.get_materialization(GetMaterialization(id=job.id))
+    print(("\r" if tty else "") + f"  {progress_line(job)}", file=run.out, flush=True)
+    if job.status != "succeeded":
+        raise StageFailed(f"materializing {view!r} failed: {job.error}")
+
+
 async def ingest(run: Run) -> None:
     features = run.q["features"]
+    rows, labels = subscribers(run.rng, shifted=False)
+    write_source(run.data_dir / SOURCE, rows, labels, datetime.now(UTC) - timedelta(days=1))
+    run.say(f"{USERS} subscribers and their outcomes written to {SOURCE} (Parquet)")
     await features.put_view(
         PutFeatureView(
             name="subscribers",
@@ -176,6 +223,7 @@ async def ingest(run: Run) -> None:
                 Feature(name="days_since_login", dtype="float"),
             ],
             description="What we know about each subscriber",
+            source=FeatureSource(format="parquet", path=SOURCE),
         )
     )
     await features.put_view(
@@ -184,6 +232,7 @@ async def ingest(run: Run) -> None:
             entities=["user_id"],
             features=[Feature(name="churned", dtype="int")],
             description="Whether the subscriber left",
+            source=FeatureSource(format="parquet", path=SOURCE),
         )
     )
     await features.put_service(
@@ -201,9 +250,9 @@ async def ingest(run: Run) -> None:
             description="Churn model inputs",
         )
     )
-    rows, labels = subscribers(run.rng, shifted=False)
-    await _push(run, rows, labels, datetime.now(UTC) - timedelta(days=1))
-    run.say(f"{USERS} subscribers and their outcomes pushed to the online and offline stores")
+    run.say("views 'subscribers' and 'outcomes' read it as their source; materialized:")
+    for view in ("subscribers", "outcomes"):
+        await _materialize(run, view)
     run.say(f"churn rate {np.mean(labels):.1%}; feature service {MODEL!r} with 6 transforms")
 
 
@@ -464,6 +513,7 @@ async def run(settings: Settings, *, serve: bool, out: Any = sys.stdout) -> int:
             "monitoring": {"drift_interval_s": 0},
         },
     )
+    settings = _with_source_root(settings)
     platform = Platform(settings)
     config = uvicorn.Config(
         create_app(platform, host=settings.host),
@@ -495,6 +545,7 @@ async def run(settings: Settings, *, serve: bool, out: Any = sys.stdout) -> int:
         out=out,
         rng=np.random.default_rng(7),
         flush=platform.built["inference"].service.records.flush,
+        data_dir=settings.data_dir,
     )
     ok = await _stages(shared, out)
     if ok and serve:
@@ -504,6 +555,17 @@ async def run(settings: Settings, *, serve: bool, out: Any = sys.stdout) -> int:
     server.should_exit = True
     await serving
     return 0 if ok else 1
+
+
+def _with_source_root(settings: Settings) -> Settings:
+    """``settings`` with the data directory the first source root (the generated Parquet file
+    lies there, named relative to it), before the roots configured (none by default)."""
+    from app.bootstrap import AVAILABLE_MODULES
+
+    kind = next(spec.settings for spec in AVAILABLE_MODULES if spec.name == "features")
+    configured = getattr(settings.module_config(kind), "source_roots", ()) if kind else ()
+    roots = [str(settings.data_dir), *configured]
+    return configure(settings, overrides={"features": {"source_roots": roots}})
 
 
 async def _stages(shared: Run, out: Any) -> bool:
