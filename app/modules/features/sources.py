@@ -2,8 +2,9 @@
 
 Files (Parquet, CSV) are read only under the configured source roots: a path is resolved
 (``..`` and symlinks followed) before it is compared with them, so neither a relative trick nor
-a link out of a root reaches anything else. Databases are read only when configured, by name or
-by their exact URL. Reading is blocking: callers run it in a thread.
+a link out of a root reaches anything else; an ``s3://`` URL only under an ``s3://`` root
+(:mod:`.source_s3`). Databases are read only when configured, by name or by their exact URL.
+Reading is blocking: callers run it in a thread.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from app.modules.features import source_s3
 from app.modules.features.source_rows import check_columns, needed_columns
 from contracts.common import InvalidInput
 from contracts.features import Feature, FeatureSource, PutFeatureView
@@ -40,15 +42,22 @@ def import_arrow() -> Any:
 
 @dataclass(frozen=True)
 class SourcePolicy:
-    """Where sources may be read: file ``roots`` (resolved) and ``databases`` (name -> URL)."""
+    """Where sources may be read: file ``roots`` (resolved), ``databases`` (name -> URL) and
+    ``buckets``, the ``s3://`` roots (as ``bucket/prefix``)."""
 
     roots: tuple[Path, ...]
     databases: Mapping[str, str]
+    buckets: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, roots: Sequence[str], databases: Sequence[str], data_dir: Path) -> SourcePolicy:
-        """The policy of the module's settings (no roots: the data directory alone)."""
-        folders = tuple(Path(r).expanduser().resolve() for r in roots) or (data_dir.resolve(),)
+        """The policy of the module's settings (no local roots: the data directory alone;
+        ``s3://`` roots only as given)."""
+        local = [r for r in roots if not source_s3.is_s3(r)]
+        buckets = tuple(
+            source_s3.parse_url(r, field="source_roots") for r in roots if source_s3.is_s3(r)
+        )
+        folders = tuple(Path(r).expanduser().resolve() for r in local) or (data_dir.resolve(),)
         named: dict[str, str] = {}
         for entry in databases:
             name, sep, url = entry.partition("=")
@@ -56,14 +65,15 @@ class SourcePolicy:
                 named[name.strip()] = named[url.strip()] = url.strip()
             else:
                 named[entry] = entry
-        return cls(roots=folders, databases=named)
+        return cls(roots=folders, databases=named, buckets=buckets)
 
-    def path(self, text: str) -> Path:
+    def path(self, text: str, *, field: str = "source.path") -> Path:
         """``text`` resolved, if it lies under a root; ``InvalidInput`` otherwise."""
         if "://" in text:
             raise InvalidInput(
-                f"source path {_shown(text)!r}: only local paths under the source roots are read",
-                details={"field": "source.path"},
+                f"source path {_shown(text)!r}: only local paths under the source roots and"
+                " s3:// URLs under its s3:// roots are read",
+                details={"field": field},
             )
         try:
             given = Path(text).expanduser()
@@ -74,9 +84,22 @@ class SourcePolicy:
             raise InvalidInput(
                 f"source path {_shown(text)!r} is outside the source roots (the features module's"
                 " source_roots setting, QUARRY_SOURCE_ROOTS)",
-                details={"field": "source.path"},
+                details={"field": field},
             )
         return found
+
+    def s3_path(self, text: str, *, field: str = "source.path") -> str:
+        """The ``s3://`` URL ``text`` as ``bucket/key``, if it lies under an ``s3://`` root;
+        ``InvalidInput`` otherwise."""
+        path = source_s3.parse_url(text, field=field)
+        if not any(source_s3.under(path, root) for root in self.buckets):
+            raise InvalidInput(
+                f"{_shown(text)!r} is outside the s3:// source roots (the features module's"
+                " source_roots setting, QUARRY_SOURCE_ROOTS, may list s3://bucket/prefix"
+                " entries; none by default)",
+                details={"field": field},
+            )
+        return path
 
     def shown(self, path: Path) -> str:
         """``path`` as errors name it: relative to its root."""
@@ -189,6 +212,14 @@ def open_source(
         raise InvalidInput(
             f"a {source.format} source names a path (no database, table or query)",
             details={"field": "source.path"},
+        )
+    if source_s3.is_s3(source.path):
+        from app.modules.features.source_s3_reader import S3Reader
+
+        prefix = policy.s3_path(source.path)
+        arrow = import_arrow()
+        return S3Reader(
+            entities, features, source, prefix, arrow=arrow, chunk=Chunk, every_column=every_column
         )
     return FileReader(entities, features, source, policy, every_column=every_column)
 
