@@ -296,3 +296,25 @@ async def test_one_trace_spans_the_caller_and_the_remote(served: tuple[Any, KeyS
     ]
     assert len(served_spans) == 1
     assert served_spans[0].context.trace_id == trace_id
+
+
+async def test_pooled_connections_fail_as_the_mocked_ones_do() -> None:
+    """Without an injected transport: a remote nobody listens on, then one that never answers."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # reads the request, answers nothing until the caller gives up
+        writer.close()
+
+    listening = await asyncio.start_server(silent, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{listening.sockets[0].getsockname()[1]}"
+    async with listening:
+        module = RemoteModule("registry", url, RegistryService, VERSION, token=TOKEN)
+        with context.use(CallContext().with_timeout(0.2)), pytest.raises(DeadlineExceeded):
+            await module.proxy().get_model(GetModel(name="m"))
+        await module.aclose()
+
+    down = RemoteModule("registry", url, RegistryService, VERSION, token=TOKEN, backoff_s=0.001)
+    with pytest.raises(Unavailable, match=r"unreachable: .*Connect"):
+        await down.proxy().get_model(GetModel(name="m"))
+    assert down.breaker.state == "closed"  # three failed attempts, under the threshold of five
+    await down.aclose()

@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
 
-import httpx
 import msgspec
 from opentelemetry.propagate import inject
 
@@ -24,13 +23,44 @@ from app.kernel.codec import MethodCodec, decode_error, method_codecs
 from app.kernel.context import DEFAULT_DEADLINE_S
 from app.kernel.errors import error_for_status
 from app.kernel.rpc.breaker import CircuitBreaker
+from app.kernel.rpc.connections import ConnectionPool, TransportError
 from app.kernel.rpc.frames import END, ERROR, ITEM, FrameReader
 from app.kernel.rpc.server import CONTRACT_HEADER, MSGPACK
-from contracts.common import DeadlineExceeded, QuarryError, Unavailable, error_class
+from contracts.common import (
+    DeadlineExceeded,
+    InvalidInput,
+    QuarryError,
+    Unavailable,
+    error_class,
+)
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["RemoteModule"]
 
 _JSON_ERROR = msgspec.json.Decoder(dict[str, Any])
+_UNSENDABLE = frozenset("\r\n\0")
+Headers = dict[str, str]
+
+
+class Answer(Protocol):
+    """An answer whose status and headers arrived; its body is read once, then it is closed."""
+
+    status: int
+    headers: Headers
+
+    async def read(self) -> bytes: ...
+
+    def iter_bytes(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class _Pool(Protocol):
+    async def post(self, path: str, headers: Iterable[tuple[str, str]], body: bytes) -> Answer: ...
+
+    async def aclose(self) -> None: ...
 
 
 class RemoteModule:
@@ -58,20 +88,21 @@ class RemoteModule:
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self._max_frame = max_frame_bytes
-        self._headers = {
-            "content-type": MSGPACK,
-            "accept": MSGPACK,
-            CONTRACT_HEADER: f"{name}/{version[0]}.{version[1]}",
-            "quarry-caller": caller,
-        }
+        headers = [
+            ("content-type", MSGPACK),
+            ("accept", MSGPACK),
+            (CONTRACT_HEADER, f"{name}/{version[0]}.{version[1]}"),
+            ("quarry-caller", caller),
+        ]
         if token:
-            self._headers["authorization"] = f"Bearer {token}"
-        self._http = httpx.AsyncClient(
-            base_url=f"{self.url}/rpc/{name}/",
-            timeout=None,  # noqa: S113 - every call is bounded by its own deadline instead
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-            transport=transport,
-        )
+            headers.append(("authorization", f"Bearer {token}"))
+        self._http: _Pool
+        if transport is None:
+            self._http = ConnectionPool(f"{self.url}/rpc/{name}", headers=headers)
+        else:
+            from app.kernel.rpc.httpx_pool import HttpxPool
+
+            self._http = HttpxPool(f"{self.url}/rpc/{name}", transport, headers=headers)
         self._proxy = self._build_proxy()
 
     def proxy(self) -> Any:
@@ -100,8 +131,7 @@ class RemoteModule:
             attempt = 1
             while True:
                 try:
-                    response = await self._send(name, body, deadline)
-                    return self._answer(codec, response)
+                    return self._answer(codec, await self._send(name, body, deadline))
                 except Unavailable as exc:
                     if not idempotent or attempt >= self.max_attempts:
                         raise
@@ -116,24 +146,21 @@ class RemoteModule:
             body = codec.encode(args[0]) if args else b""
             deadline = _deadline()
             self.breaker.before_call()
-            request = self._http.build_request(
-                "POST", name, content=body, headers=self._request_headers(deadline)
-            )
+            headers = self._request_headers(deadline)
             try:
                 async with asyncio.timeout_at(_loop_time(deadline)):
-                    response = await self._http.send(request, stream=True)
+                    response = await self._http.post(f"/{name}", headers, body)
                 try:
-                    if response.status_code != 200:
-                        await response.aread()
-                        raise self._error(response)
+                    if response.status != 200:
+                        raise self._error(response.status, response.headers, await response.read())
                     self.breaker.record_success()
-                    async for item in self._items(codec, response, deadline):
+                    async for item in self._items(codec, response):
                         yield item
                 finally:
                     await response.aclose()
             except TimeoutError:
                 raise DeadlineExceeded(f"{self.name}.{name} did not finish in time") from None
-            except httpx.TransportError as exc:
+            except TransportError as exc:
                 self.breaker.record_failure()
                 raise self._unreachable(exc) from None
 
@@ -142,43 +169,55 @@ class RemoteModule:
 
     # --- one exchange -----------------------------------------------------------------------
 
-    async def _send(self, method: str, body: bytes, deadline: float) -> httpx.Response:
+    async def _send(self, method: str, body: bytes, deadline: float) -> tuple[int, Headers, bytes]:
+        """The status, headers and body of the answer to one request."""
         self.breaker.before_call()
         left = deadline - time.monotonic()
         if left <= 0:
             raise DeadlineExceeded(f"deadline passed before {self.name}.{method} was sent")
+        headers = self._request_headers(deadline)
         try:
             async with asyncio.timeout(left):
-                response = await self._http.post(
-                    method, content=body, headers=self._request_headers(deadline)
-                )
+                response = await self._http.post(f"/{method}", headers, body)
+                try:
+                    content = await response.read()
+                finally:
+                    await response.aclose()
         except TimeoutError:
             self.breaker.record_failure()
             raise DeadlineExceeded(
                 f"{self.name}.{method} did not answer within its deadline",
                 details={"module": self.name, "method": method},
             ) from None
-        except httpx.TransportError as exc:
+        except TransportError as exc:
             self.breaker.record_failure()
             raise self._unreachable(exc) from None
-        return response
+        return response.status, response.headers, content
 
-    def _request_headers(self, deadline: float) -> dict[str, str]:
-        headers = dict(self._headers)
+    def _request_headers(self, deadline: float) -> list[tuple[str, str]]:
         left_ms = max(1, int((deadline - time.monotonic()) * 1000))
-        headers["quarry-deadline-ms"] = str(left_ms)
+        headers = [("quarry-deadline-ms", str(left_ms))]
         ctx = context.current()
         if ctx.idempotency_key:
-            headers["quarry-idempotency-key"] = ctx.idempotency_key
+            headers.append(("quarry-idempotency-key", ctx.idempotency_key))
         if ctx.request_id:
-            headers["x-request-id"] = ctx.request_id
-        inject(headers)
+            headers.append(("x-request-id", ctx.request_id))
+        propagated: dict[str, str] = {}
+        inject(propagated)
+        headers += propagated.items()
+        for _, value in headers:
+            if _UNSENDABLE.intersection(value):
+                raise InvalidInput(
+                    "the call context holds a value that cannot be sent as a header",
+                    details={"value": value[:64]},
+                )
         return headers
 
-    def _answer(self, codec: MethodCodec, response: httpx.Response) -> Any:
-        if response.status_code == 200:
+    def _answer(self, codec: MethodCodec, answer: tuple[int, Headers, bytes]) -> Any:
+        status, headers, content = answer
+        if status == 200:
             try:
-                answer = codec.decode_answer(response.content)
+                decoded = codec.decode_answer(content)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 self.breaker.record_failure()
                 raise Unavailable(
@@ -187,16 +226,16 @@ class RemoteModule:
                     details={"module": self.name},
                 ) from None
             self.breaker.record_success()
-            return answer
-        raise self._error(response)
+            return decoded
+        raise self._error(status, headers, content)
 
-    def _error(self, response: httpx.Response) -> QuarryError:
-        error = _decode_error_body(response)
+    def _error(self, status: int, headers: Headers, content: bytes) -> QuarryError:
+        error = _decode_error_body(status, headers.get("content-type", ""), content)
         if error is None:
             self.breaker.record_failure()
             return Unavailable(
-                f"module {self.name} answered HTTP {response.status_code} without a Quarry error",
-                details={"module": self.name, "status": response.status_code},
+                f"module {self.name} answered HTTP {status} without a Quarry error",
+                details={"module": self.name, "status": status},
             )
         if isinstance(error, Unavailable):
             self.breaker.record_failure()
@@ -204,11 +243,9 @@ class RemoteModule:
             self.breaker.record_success()
         return error
 
-    async def _items(
-        self, codec: MethodCodec, response: httpx.Response, deadline: float
-    ) -> AsyncIterator[Any]:
+    async def _items(self, codec: MethodCodec, response: Answer) -> AsyncIterator[Any]:
         reader = FrameReader(self._max_frame)
-        async for chunk in response.aiter_bytes():
+        async for chunk in response.iter_bytes():
             try:
                 frames = list(reader.feed(chunk))
             except ValueError:
@@ -232,9 +269,9 @@ class RemoteModule:
         self.breaker.record_failure()
         return Unavailable(f"module {self.name} sent a malformed stream")
 
-    def _unreachable(self, exc: Exception) -> Unavailable:
+    def _unreachable(self, exc: TransportError) -> Unavailable:
         return Unavailable(
-            f"module {self.name} at {self.url} is unreachable: {type(exc).__name__}",
+            f"module {self.name} at {self.url} is unreachable: {exc}",
             retry_after=self.breaker.reset_s,
             details={"module": self.name, "url": self.url},
         )
@@ -255,15 +292,14 @@ def _loop_time(deadline: float) -> float:
     return asyncio.get_running_loop().time() + (deadline - time.monotonic())
 
 
-def _decode_error_body(response: httpx.Response) -> QuarryError | None:
-    content_type = response.headers.get("content-type", "")
+def _decode_error_body(status: int, content_type: str, content: bytes) -> QuarryError | None:
     try:
         if content_type.startswith(MSGPACK):
-            return decode_error(response.content)
+            return decode_error(content)
         if content_type.startswith("application/json"):
-            body = _JSON_ERROR.decode(response.content)
+            body = _JSON_ERROR.decode(content)
             if isinstance(body.get("error"), str) and isinstance(body.get("code"), str):
-                error = error_for_status(response.status_code, body["error"], body.get("details"))
+                error = error_for_status(status, body["error"], body.get("details"))
                 return _with_code(error, body)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
