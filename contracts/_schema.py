@@ -101,6 +101,9 @@ def _field_problems(
             found.append(f"{struct}.{field} was removed")
         elif new_props[field] == schema:
             continue
+        elif _widened(schema, new_props[field]):
+            if not minor_raised:
+                found.append(f"{struct}.{field} allows new values (raise the minor version)")
         elif _unbounded(new_props[field]) != _unbounded(schema):
             found.append(f"{struct}.{field} changed type")
         elif not minor_raised:
@@ -113,6 +116,20 @@ def _field_problems(
     if old.get("tag") != new.get("tag"):
         found.append(f"{struct} changed its tag")
     return found
+
+
+def _widened(old: Any, new: Any) -> bool:
+    """Whether ``new`` is ``old`` with values added to its enum (a ``Literal`` that gained
+    members): it reads everything ``old`` did, and callers learn of the new values from the
+    minor version."""
+    if not isinstance(old, dict) or not isinstance(new, dict) or "enum" not in old:
+        return False
+    rest = {k: v for k, v in old.items() if k != "enum"}
+    return (
+        "enum" in new
+        and {k: v for k, v in new.items() if k != "enum"} == rest
+        and set(old["enum"]) < set(new["enum"])
+    )
 
 
 def _unbounded(schema: Any) -> Any:

@@ -25,7 +25,7 @@ from contracts.common import (
     Version,
     method,
 )
-from contracts.features import Value
+from contracts.features import Expectation, Value
 from contracts.inference import PredictionRecord
 
 __all__ = [
@@ -36,16 +36,22 @@ __all__ = [
     "AlertResolved",
     "AlertSignal",
     "AlertState",
+    "AlertTarget",
     "DeleteAlert",
     "DriftDetected",
     "DriftReport",
     "EstimatedMetrics",
     "EstimatedPoint",
+    "ExpectationViolations",
     "FeatureDrift",
+    "FeatureViolations",
     "Feedback",
+    "FitExpectations",
+    "FittedExpectations",
     "GetAlert",
     "GetDriftReport",
     "GetEstimatedMetrics",
+    "GetExpectationViolations",
     "GetRealisedMetrics",
     "GetSummary",
     "ListAlerts",
@@ -62,12 +68,15 @@ __all__ = [
     "Summary",
 ]
 
-VERSION = (1, 2)
+VERSION = (1, 4)
 """Contract version ``(major, minor)``; remote calls refuse a different major.
 
 1.1: numeric fields carry their bounds (versions, windows, limits, buckets, shares).
 1.2: alert rules (``AlertFired`` / ``AlertResolved``), performance estimated without labels,
 and the summary's realised and estimated quality.
+1.4: data expectations fitted on a version's reference profile (``fit_expectations``) and the
+violations served inputs bring (``get_expectation_violations``); alert rules over a deployment's
+traffic or a feature view's freshness (``target``) and on expectation violations.
 """
 
 
@@ -303,11 +312,16 @@ AlertSignal = Literal[
     "drift_share",
     "realised_accuracy",
     "estimated_accuracy",
+    "expectation_violations",
+    "feature_freshness",
 ]
 """What an alert watches over its window: the share of failed predictions, the 99th percentile
 latency in seconds, the share answered within the latency objective, the number of predictions,
 the share of drifted columns in the newest drift report made in the window, accuracy against
-feedback, accuracy estimated without labels (:class:`EstimatedMetrics`)."""
+feedback, accuracy estimated without labels (:class:`EstimatedMetrics`); since contract 1.4 the
+number of served input values breaking the version's fitted expectations
+(:class:`ExpectationViolations`; one ``feature``'s, or all), and a feature view's freshness: the
+age in seconds of its newest row's event (``None`` while it has no rows)."""
 
 SIGNALS: tuple[str, ...] = (
     "error_rate",
@@ -317,8 +331,14 @@ SIGNALS: tuple[str, ...] = (
     "drift_share",
     "realised_accuracy",
     "estimated_accuracy",
+    "expectation_violations",
+    "feature_freshness",
 )
 """Every :data:`AlertSignal`."""
+
+AlertTarget = Literal["model", "deployment", "view"]
+"""What an alert rule's ``model`` field names: a registered model; a deployment (its signals
+are computed over the predictions served through it); a feature view (``feature_freshness``)."""
 
 AlertState = Literal["ok", "pending", "firing"]
 
@@ -326,7 +346,12 @@ AlertState = Literal["ok", "pending", "firing"]
 class PutAlert(msgspec.Struct, frozen=True, kw_only=True):
     """Create or replace alert rule ``name``: it fires when ``signal`` of ``model`` (a registered
     model's name; one ``version`` or all) over the last ``window_s`` seconds is ``above`` or
-    ``below`` ``threshold`` for ``for_s`` seconds on end. Replacing a rule starts it ``ok``."""
+    ``below`` ``threshold`` for ``for_s`` seconds on end. Replacing a rule starts it ``ok``.
+
+    Since contract 1.4 ``target`` says what ``model`` names (:data:`AlertTarget`): a deployment
+    takes the traffic signals (error rate, p99, SLO compliance, volume), a view only
+    ``feature_freshness``. ``feature`` narrows ``expectation_violations`` to one input column.
+    """
 
     name: str
     model: str
@@ -336,6 +361,8 @@ class PutAlert(msgspec.Struct, frozen=True, kw_only=True):
     window_s: Annotated[float, msgspec.Meta(gt=0, le=90 * 86400.0)] = 300.0
     for_s: Seconds = 0.0
     version: Version | None = None
+    target: AlertTarget = "model"
+    feature: str | None = None
 
 
 class Alert(msgspec.Struct, frozen=True, kw_only=True):
@@ -355,6 +382,8 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
     value: float | None = None
     since: datetime | None = None
     evaluated_at: datetime | None = None
+    target: AlertTarget = "model"
+    feature: str | None = None
 
 
 class GetAlert(msgspec.Struct, frozen=True, kw_only=True):
@@ -387,6 +416,8 @@ class AlertFired(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     value: float
     window_s: float
     version: Version | None = None
+    target: AlertTarget = "model"
+    feature: str | None = None
 
 
 class AlertResolved(msgspec.Struct, frozen=True, kw_only=True, tag=True):
@@ -398,6 +429,64 @@ class AlertResolved(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     threshold: float
     value: float | None
     version: Version | None = None
+    target: AlertTarget = "model"
+    feature: str | None = None
+
+
+class FitExpectations(msgspec.Struct, frozen=True, kw_only=True):
+    """Fit data expectations on the reference profile of the version ``model`` (a reference)
+    resolves to: a categorical column's seen categories (type ``int``), a numerical column's
+    range widened by ``tolerance`` of its span on each side, and a null share ``null_tolerance``
+    above the sample's. With ``view``, only columns named ``feature`` or ``view:feature`` are
+    kept, named ``feature``: the body ``PUT /v1/features/views/{view}/expectations`` takes."""
+
+    model: str
+    view: str | None = None
+    tolerance: Share = 0.1
+    null_tolerance: Share = 0.05
+
+
+class FittedExpectations(msgspec.Struct, frozen=True, kw_only=True):
+    """Expectations fitted on ``model:version``'s profile (``fitted_from`` names it)."""
+
+    model: str
+    version: Version
+    fitted_from: str
+    expectations: list[Expectation] = []
+
+
+class GetExpectationViolations(msgspec.Struct, frozen=True, kw_only=True):
+    """Count the sampled served inputs of ``model`` (all versions, or ``version``) over the last
+    ``window_s`` seconds that break the expectations fitted on their version's profile."""
+
+    model: str
+    version: Version | None = None
+    window_s: Seconds = 3600.0
+
+
+class FeatureViolations(msgspec.Struct, frozen=True, kw_only=True):
+    """One version's input column: ``count`` values of ``rows`` broke its expectation, by kind
+    (``category``: never seen in the profile; ``range``: outside the fitted range; ``null``: every
+    missing value, when more are missing than the fitted null share allows)."""
+
+    version: Version
+    feature: str
+    count: int
+    rows: int
+    kinds: dict[str, int] = {}
+
+
+class ExpectationViolations(msgspec.Struct, frozen=True, kw_only=True):
+    """Violations of fitted expectations in a window's sampled inputs: ``rows`` input rows were
+    checked (versions without a reference profile are skipped), ``total`` values broke one;
+    ``features`` lists every column with a violation, most first."""
+
+    model: str
+    version: Version | None
+    window_s: float
+    rows: int
+    total: int
+    features: list[FeatureViolations] = []
 
 
 class DriftDetected(msgspec.Struct, frozen=True, kw_only=True, tag=True):
@@ -459,10 +548,23 @@ class MonitoringService(Protocol):
         """A classifier's accuracy, F1 and AUC estimated from its probabilities (CBPE)."""
         ...
 
+    @method(scope=Scope.READ, idempotent=True)
+    async def fit_expectations(self, request: FitExpectations) -> FittedExpectations:
+        """Expectations fitted on a version's training profile; ``NotFound`` without one."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def get_expectation_violations(
+        self, request: GetExpectationViolations
+    ) -> ExpectationViolations:
+        """Served inputs breaking their version's fitted expectations, per version and feature."""
+        ...
+
     @method(scope=Scope.ADMIN, idempotent=True)
     async def put_alert(self, request: PutAlert) -> Alert:
         """Create or replace an alert rule; ``InvalidInput`` for a model the registry does not
-        know."""
+        know, a deployment no prediction was served through, a view the features module does
+        not know, or a signal its target does not have."""
         ...
 
     @method(scope=Scope.READ, idempotent=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from app.kernel.module import BuiltModule, Dependency, ModuleContext, ModuleSpec
 from app.modules.monitoring.settings import MonitoringSettings
+from contracts.features import FeaturesService
 from contracts.monitoring import (
     VERSION,
     AlertFired,
@@ -27,6 +28,7 @@ async def _build(ctx: ModuleContext) -> BuiltModule:
         db=ctx.db,
         outbox=ctx.outbox,
         registry=ctx.require(RegistryService),
+        features=ctx.optional(FeaturesService),
         settings=ctx.settings,
         config=ctx.config,
         logger=ctx.logger,
@@ -46,7 +48,10 @@ module = ModuleSpec(
     contract_version=VERSION,
     build=_build,
     routes=_routes,
-    requires=(Dependency(module="registry", protocol=RegistryService),),
+    requires=(
+        Dependency(module="registry", protocol=RegistryService),
+        Dependency(module="features", protocol=FeaturesService, optional=True),
+    ),
     publishes=(DriftDetected, AlertFired, AlertResolved),
     migrations="monitoring",
     settings=MonitoringSettings,

@@ -1,7 +1,8 @@
 """The alert rules table (``monitoring_alerts``) and its queries.
 
-A rule's state (``ok`` / ``pending`` / ``firing``), last value and the time the state began are
-kept with it. Times are epoch seconds, as in :mod:`app.modules.monitoring.store`.
+A rule watches what its ``target`` says its ``model`` names (a model, a deployment, a feature
+view). A rule's state (``ok`` / ``pending`` / ``firing``), last value and the time the state
+began are kept with it. Times are epoch seconds, as in :mod:`app.modules.monitoring.store`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ alerts = sa.Table(
     sa.Column("value", sa.Float, nullable=True),
     sa.Column("since", sa.Float, nullable=True),
     sa.Column("evaluated_at", sa.Float, nullable=True),
+    sa.Column("target", sa.String(16), nullable=False, server_default="model"),
+    sa.Column("feature", sa.String(128), nullable=True),
 )
 
 
@@ -53,6 +56,8 @@ def _alert(row: Any) -> Alert:
         value=row.value,
         since=_time(row.since),
         evaluated_at=_time(row.evaluated_at),
+        target=row.target,
+        feature=row.feature,
     )
 
 
@@ -73,6 +78,8 @@ def put_alert(conn: Connection, rule: PutAlert, now: float) -> Alert:
             value=None,
             since=now,
             evaluated_at=None,
+            target=rule.target,
+            feature=rule.feature,
         )
     )
     found = get_alert(conn, rule.name)

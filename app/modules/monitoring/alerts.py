@@ -35,6 +35,7 @@ from contracts.registry import GetModel, RegistryService
 if TYPE_CHECKING:
     from app.kernel.db import Database
     from app.kernel.events import Outbox
+    from app.modules.monitoring.alert_targets import AlertTargets
 
 __all__ = ["Alerts", "Measure"]
 
@@ -54,8 +55,10 @@ class Alerts:
         outbox: Outbox,
         registry: RegistryService,
         measure: Measure,
+        targets: AlertTargets,
         logger: logging.Logger,
     ) -> None:
+        self._targets = targets
         self._db = db
         self._outbox = outbox
         self._registry = registry
@@ -63,16 +66,19 @@ class Alerts:
         self._log = logger
 
     async def put(self, request: PutAlert, now: float) -> Alert:
-        """Create or replace a rule (the model must be one the registry knows)."""
+        """Create or replace a rule (its model, deployment or view must be known, and the
+        signal one that its target has)."""
         validate_name(request.name, what="alert name")
-        validate_name(request.model, what="model name")
-        try:
-            await self._registry.get_model(GetModel(name=request.model))
-        except NotFound:
-            raise InvalidInput(
-                f"no model {request.model!r} is registered: an alert watches a registered model",
-                details={"field": "model", "model": request.model},
-            ) from None
+        await self._targets.check(request)
+        if request.target == "model":
+            try:
+                await self._registry.get_model(GetModel(name=request.model))
+            except NotFound:
+                raise InvalidInput(
+                    f"no model {request.model!r} is registered: an alert watches a registered"
+                    " model",
+                    details={"field": "model", "model": request.model},
+                ) from None
         return await self._db.write(lambda c: alert_store.put_alert(c, request, now))
 
     async def get(self, request: GetAlert) -> Alert:
@@ -128,6 +134,8 @@ class Alerts:
                     signal=rule.signal,
                     threshold=rule.threshold,
                     value=value,
+                    target=rule.target,
+                    feature=rule.feature,
                 )
         else:
             state = "pending" if rule.state == "ok" else rule.state
@@ -145,6 +153,8 @@ class Alerts:
                     threshold=rule.threshold,
                     value=value,
                     window_s=rule.window_s,
+                    target=rule.target,
+                    feature=rule.feature,
                 )
         if state != rule.state:
             since = now

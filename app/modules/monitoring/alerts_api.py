@@ -1,10 +1,14 @@
-"""The monitoring module's routes for alert rules and estimated performance, under
-``/v1/monitoring``.
+"""The monitoring module's routes for alert rules, estimated performance and data
+expectations, under ``/v1/monitoring``.
 
-- ``GET /alerts``, ``GET|PUT|DELETE /alerts/{name}``: ``PUT`` takes ``model``, ``signal``,
-  ``threshold``, and optionally ``comparison`` (``above``/``below``), ``window``, ``for`` (both
-  durations: seconds or ``30s``, ``5m``, ``2h``, ``1d``) and ``version``
+- ``GET /alerts``, ``GET|PUT|DELETE /alerts/{name}``: ``PUT`` takes one of ``model``,
+  ``deployment`` or ``view``, then ``signal``, ``threshold``, and optionally ``comparison``
+  (``above``/``below``), ``window``, ``for`` (both durations: seconds or ``30s``, ``5m``,
+  ``2h``, ``1d``), ``version`` and ``feature``
 - ``GET /models/{name}/estimated?window=1d&buckets=N[&version=N]``
+- ``GET /models/{ref}/expectations[?view=V&tolerance=0.1]``: expectations fitted on the version's
+  reference profile (the body ``PUT /v1/features/views/{view}/expectations`` takes)
+- ``GET /models/{name}/violations?window=1h[&version=N]``: served inputs breaking them
 
 Writes need the ``admin`` scope, reads ``read`` (from the contract's markers).
 """
@@ -15,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Router, delete, get, put
-from litestar.params import JSONBody, PathParameter
+from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from app.kernel.http.bodies import contract_scope, from_params
 from app.kernel.http.params import (
@@ -26,16 +30,27 @@ from app.kernel.http.params import (
     version_number,
 )
 from app.kernel.http.patterns import duration_pattern
-from app.modules.monitoring.api import WINDOW_PATTERN, Buckets, ModelName, Window, WindowQuery
+from app.modules.monitoring.api import (
+    WINDOW_PATTERN,
+    Buckets,
+    ModelName,
+    ModelRef,
+    Window,
+    WindowQuery,
+)
 from app.modules.monitoring.service import MAX_WINDOW_S
-from contracts.common import NAME_PATTERN, Finite, Page, Version
+from contracts.common import NAME_PATTERN, Finite, InvalidInput, Page, Version
 from contracts.monitoring import (
     Alert,
     AlertSignal,
     DeleteAlert,
     EstimatedMetrics,
+    ExpectationViolations,
+    FitExpectations,
+    FittedExpectations,
     GetAlert,
     GetEstimatedMetrics,
+    GetExpectationViolations,
     ListAlerts,
     MonitoringService,
     PutAlert,
@@ -68,10 +83,31 @@ For = Annotated[
 ]
 
 
-class AlertBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The body of ``PUT /v1/monitoring/alerts/{name}``."""
+Named = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
+Tolerance = Annotated[
+    float,
+    QueryParameter(
+        description="The share of a column's range added on each side.",
+        schema_extra={"minimum": 0, "maximum": 1},
+    ),
+]
+ViewQuery = Annotated[
+    str | None,
+    QueryParameter(
+        description="Keep the columns named `feature` or `view:feature`, named `feature`.",
+        schema_extra={"pattern": NAME_PATTERN},
+    ),
+]
 
-    model: Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
+
+class AlertBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The body of ``PUT /v1/monitoring/alerts/{name}``: one of ``model`` (a registered model),
+    ``deployment`` (its traffic signals) or ``view`` (``feature_freshness``)."""
+
+    model: Named | None = None
+    deployment: Named | None = None
+    view: Named | None = None
+    feature: str | None = None
     signal: AlertSignal
     threshold: Finite
     comparison: Literal["above", "below"] = "above"
@@ -99,10 +135,26 @@ def routes(service: MonitoringService) -> list[Router]:
     async def put_alert(name: Name, data: JSONBody[AlertBody]) -> Alert:
         """Create or replace an alert rule (it starts ``ok``). 400 for a model the registry does
         not know or a signal that is not one of the listed ones."""
+        named = [
+            (target, value)
+            for target, value in (
+                ("model", data.model),
+                ("deployment", data.deployment),
+                ("view", data.view),
+            )
+            if value is not None
+        ]
+        if len(named) != 1:
+            raise InvalidInput(
+                "an alert watches one of model, deployment or view: give exactly one",
+                details={"field": "model"},
+            )
         rule = from_params(
             PutAlert,
             name=name,
-            model=data.model,
+            model=named[0][1],
+            target=named[0][0],
+            feature=data.feature,
             signal=data.signal,
             threshold=data.threshold,
             comparison=data.comparison,
@@ -135,5 +187,37 @@ def routes(service: MonitoringService) -> list[Router]:
         )
         return await service.get_estimated_metrics(request)
 
-    handlers: list[Any] = [list_alerts, get_alert, put_alert, delete_alert, estimated]
+    @get("/models/{ref:str}/expectations", opt=contract_scope(svc.fit_expectations))
+    async def fit_expectations(
+        ref: ModelRef, view: ViewQuery = None, tolerance: Tolerance = 0.1
+    ) -> FittedExpectations:
+        """Data expectations fitted on the version's training profile: seen categories, the
+        range widened by ``tolerance``, the null share. With ``view``, ready for
+        ``PUT /v1/features/views/{view}/expectations``."""
+        request = from_params(FitExpectations, model=ref, view=view, tolerance=tolerance)
+        return await service.fit_expectations(request)
+
+    @get("/models/{name:str}/violations", opt=contract_scope(svc.get_expectation_violations))
+    async def violations(
+        name: ModelName, window: WindowQuery = "1h", version: VersionQuery = None
+    ) -> ExpectationViolations:
+        """Sampled served inputs breaking the expectations fitted on their version's profile,
+        counted per version and feature (a new category, a value out of range)."""
+        request = from_params(
+            GetExpectationViolations,
+            model=name,
+            version=version_number(version),
+            window_s=parse_duration(window, WINDOW_PATTERN),
+        )
+        return await service.get_expectation_violations(request)
+
+    handlers: list[Any] = [
+        list_alerts,
+        get_alert,
+        put_alert,
+        delete_alert,
+        estimated,
+        fit_expectations,
+        violations,
+    ]
     return [Router(path="/v1/monitoring", route_handlers=handlers, tags=["monitoring"])]

@@ -24,10 +24,13 @@ import numpy as np
 from app.kernel import singleton
 from app.kernel.cursors import decode_cursor, encode_cursor
 from app.modules.monitoring import cbpe, drift, figures, store
+from app.modules.monitoring.alert_targets import AlertTargets
 from app.modules.monitoring.alerts import Alerts
+from app.modules.monitoring.input_checks import InputChecks
 from app.modules.monitoring.live import LiveFigures
 from app.modules.monitoring.report_html import render
 from contracts.common import Conflict, InvalidInput, NotFound, Page, validate_name
+from contracts.features import FeaturesService
 from contracts.monitoring import (
     Alert,
     DeleteAlert,
@@ -35,10 +38,14 @@ from contracts.monitoring import (
     DriftReport,
     EstimatedMetrics,
     EstimatedPoint,
+    ExpectationViolations,
     Feedback,
+    FitExpectations,
+    FittedExpectations,
     GetAlert,
     GetDriftReport,
     GetEstimatedMetrics,
+    GetExpectationViolations,
     GetRealisedMetrics,
     GetSummary,
     ListAlerts,
@@ -94,6 +101,7 @@ class LocalMonitoringService:
         settings: Settings,
         config: MonitoringSettings,
         logger: logging.Logger,
+        features: FeaturesService | None = None,
     ) -> None:
         self._db = db
         self._outbox = outbox
@@ -105,8 +113,17 @@ class LocalMonitoringService:
         self.live = LiveFigures(slo_s=self._slo_s)
         self._loops: list[asyncio.Task[None]] = []
         self._versions: dict[tuple[str, int], tuple[figures.Task | None, list[str] | None]] = {}
+        self.inputs = InputChecks(db=db, registry=registry)
+        self._targets = AlertTargets(
+            db=db, features=features, inputs=self.inputs, slo_s=self._slo_s
+        )
         self.alerts = Alerts(
-            db=db, outbox=outbox, registry=registry, measure=self._measure, logger=logger
+            db=db,
+            outbox=outbox,
+            registry=registry,
+            measure=self._measure,
+            targets=self._targets,
+            logger=logger,
         )
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -594,6 +611,17 @@ class LocalMonitoringService:
             return None, len(truths)
         return cbpe.calibration_error(np.stack(probabilities), np.array(truths)), len(truths)
 
+    # --- expectations -----------------------------------------------------------------------
+
+    async def fit_expectations(self, request: FitExpectations) -> FittedExpectations:
+        return await self.inputs.fit(request)
+
+    async def get_expectation_violations(
+        self, request: GetExpectationViolations
+    ) -> ExpectationViolations:
+        _window(request.window_s)
+        return await self.inputs.violations(request, until=time.time())
+
     # --- alerts -----------------------------------------------------------------------------
 
     async def put_alert(self, request: PutAlert) -> Alert:
@@ -614,6 +642,8 @@ class LocalMonitoringService:
 
     async def _measure(self, rule: Alert, now: float) -> float | None:
         """``rule``'s signal over its window ending at ``now`` (``None``: no data)."""
+        if self._targets.handles(rule):
+            return await self._targets.measure(rule, now)
         model, version, since = rule.model, rule.version, now - rule.window_s
         if rule.signal in _TRAFFIC_SIGNALS:
             rows = await self._db.read(lambda c: store.latencies(c, model, version, since, now))

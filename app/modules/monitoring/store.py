@@ -21,6 +21,8 @@ from contracts.monitoring import DriftReport, Feedback
 
 __all__ = [
     "Logged",
+    "deployment_known",
+    "deployment_latencies",
     "feedback_for",
     "get_feedback",
     "get_report",
@@ -136,6 +138,29 @@ def latencies(
         until,
     ).order_by(predictions.c.at)
     return [(r.at, r.latency_s, r.status) for r in conn.execute(query)]
+
+
+def deployment_latencies(
+    conn: Connection, deployment: str, since: float, until: float
+) -> list[tuple[float, float, str]]:
+    """``(at, latency_s, status)`` of every record served through ``deployment`` in the
+    window, oldest first."""
+    query = (
+        sa.select(predictions.c.at, predictions.c.latency_s, predictions.c.status)
+        .where(
+            predictions.c.deployment == deployment,
+            predictions.c.at >= since,
+            predictions.c.at < until,
+        )
+        .order_by(predictions.c.at)
+    )
+    return [(r.at, r.latency_s, r.status) for r in conn.execute(query)]
+
+
+def deployment_known(conn: Connection, deployment: str) -> bool:
+    """Whether any record kept was served through ``deployment``."""
+    query = sa.select(predictions.c.prediction_id).where(predictions.c.deployment == deployment)
+    return conn.execute(query.limit(1)).first() is not None
 
 
 @dataclass(frozen=True, slots=True)
