@@ -26,24 +26,37 @@ model. The sample's columns are recorded as the version's input columns
 (``lineage.extra["columns"]``). Nothing is pickled and nothing runs on the server but ONNX.
 ``q.registry.set_reference(SetReference(..., columns=...))`` takes plain data for each column
 too (arrays, lists, a pandas Series), or ``columns=df`` for every column of a DataFrame.
+
+**Training sets as frames.** ``q.features.historical_frame(GetHistoricalFeatures(...))``
+answers a point-in-time retrieval as a pandas ``DataFrame`` (``historical_table``: a pyarrow
+``Table``, for callers without pandas), ``event_timestamp`` as UTC times. With an ``output``
+the server writes the Parquet file and the frame is read back from it (a local path must be
+reachable from the caller too; an ``s3://`` URL is read with the caller's AWS variables).
+pyarrow (``pip install 'quarryml[sources]'``) is needed for both, pandas for the frame.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import importlib
+import importlib.util
 import json
+import os
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 import numpy as np
 
 from contracts.common import InvalidInput, Tensor
+from contracts.features import EVENT_TIMESTAMP, GetHistoricalFeatures, Value
 from contracts.inference import Predict, Prediction
 from contracts.registry import Lineage, RegisterVersion, SetReference, Task, VersionInfo
 
 __all__ = [
+    "ConvenientFeatures",
     "ConvenientInference",
     "ConvenientRegistry",
     "as_tensor",
@@ -262,10 +275,96 @@ def _optional(module: str) -> Any:
         ) from None
 
 
+class ConvenientFeatures:
+    """The features contract, plus historical retrievals as a pandas ``DataFrame`` or a pyarrow
+    ``Table``."""
+
+    conveniences = ("historical_frame", "historical_table")
+    """Methods beyond the contract's (``connect_sync`` offers them blocking too)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.protocol = client.protocol
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def __repr__(self) -> str:
+        return repr(self._client)
+
+    async def historical_table(self, request: GetHistoricalFeatures) -> Any:
+        """The retrieval as a pyarrow ``Table`` (``event_timestamp`` as UTC times); with an
+        ``output``, the file the server wrote, read back."""
+        _optional_arrow()
+        if request.output is not None:
+            answer = await self._client.get_historical(request)
+            return await asyncio.to_thread(_read_output, str(answer.output))
+        rows: list[dict[str, Value]] = []
+        async for chunk in self._client.stream_historical(request):
+            rows.extend(chunk.rows)
+        return await asyncio.to_thread(_rows_table, rows)
+
+    async def historical_frame(self, request: GetHistoricalFeatures) -> Any:
+        """The retrieval as a pandas ``DataFrame``: :meth:`historical_table`, converted."""
+        if importlib.util.find_spec("pandas") is None:
+            raise ImportError(
+                "historical_frame needs pandas: pip install pandas (or use historical_table)"
+            )
+        return (await self.historical_table(request)).to_pandas()
+
+
+def _optional_arrow() -> Any:
+    try:
+        return importlib.import_module("pyarrow")
+    except ImportError:
+        raise ImportError(
+            "historical tables need pyarrow: pip install 'quarryml[sources]'"
+        ) from None
+
+
+def _rows_table(rows: list[dict[str, Value]]) -> Any:
+    import pyarrow as pa
+
+    table = pa.Table.from_pylist(rows)
+    if EVENT_TIMESTAMP not in table.column_names:
+        return table
+    times = [_moment(v) for v in table.column(EVENT_TIMESTAMP).to_pylist()]
+    index = table.column_names.index(EVENT_TIMESTAMP)
+    column = pa.array(times, pa.timestamp("us", tz="UTC"))
+    return table.set_column(index, EVENT_TIMESTAMP, column)
+
+
+def _moment(value: Any) -> datetime | None:
+    if isinstance(value, str):
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    return None
+
+
+def _read_output(where: str) -> Any:
+    import pyarrow.parquet as pq
+    from pyarrow import fs
+
+    if not where.startswith("s3://"):
+        return pq.read_table(where)
+    options: dict[str, Any] = {}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        options["endpoint_override"] = endpoint
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        options["region"] = region
+    return pq.read_table(where.removeprefix("s3://"), filesystem=fs.S3FileSystem(**options))
+
+
 def with_conveniences(clients: Mapping[str, Any]) -> dict[str, Any]:
-    """``clients`` with the inference and registry clients wrapped by
-    :class:`ConvenientInference` and :class:`ConvenientRegistry`."""
+    """``clients`` with the inference, registry and features clients wrapped by
+    :class:`ConvenientInference`, :class:`ConvenientRegistry` and :class:`ConvenientFeatures`."""
     wrapped = dict(clients)
+    if "features" in wrapped:
+        wrapped["features"] = ConvenientFeatures(wrapped["features"])
     if "inference" in wrapped:
         wrapped["inference"] = ConvenientInference(wrapped["inference"])
     if "registry" in wrapped:

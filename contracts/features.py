@@ -91,6 +91,8 @@ VERSION = (1, 5)
 1.1: numeric fields carry their bounds (versions, limits, TTLs, chunk sizes, clip bounds).
 1.2: a view's ``source`` (Parquet, CSV or a PostgreSQL table or query) and its materialization.
 1.3: ``get_view`` answers the view's offline ``rows`` and ``newest_event_at``.
+1.4: ``s3://`` sources; ``get_historical`` may write its rows to a Parquet ``output`` (a path
+under the source roots or an ``s3://`` URL) and answer where and how many.
 1.5: data expectations of a view (``put_expectations``, ``get_expectations``), checked on push;
 a push answers the ``violations`` it let through and their ``warnings``.
 """
@@ -606,6 +608,13 @@ class GetHistoricalFeatures(msgspec.Struct, frozen=True, kw_only=True):
     ``entity_source`` reads them from a source (its ``format`` and ``path``, or ``database``
     and ``table`` or ``query``; every column, ``event_timestamp`` naming the time column), under
     the same rules as a view's source; times come back as ISO 8601 text.
+
+    ``output`` (since contract 1.4; :meth:`FeaturesService.get_historical` only) writes the rows
+    to a Parquet file instead of answering them: a path ending in ``.parquet`` under the source
+    roots (relative to the first) or an ``s3://`` URL under an ``s3://`` root. Its columns are
+    the entity rows' (``event_timestamp`` as a UTC timestamp) then the features (typed as their
+    views declare them). The file appears whole or not at all; an existing file is replaced
+    only when it is such an output itself (else ``Conflict``).
     """
 
     features: list[str] = []
@@ -613,19 +622,33 @@ class GetHistoricalFeatures(msgspec.Struct, frozen=True, kw_only=True):
     entity_rows: list[dict[str, Value]] = []
     chunk_rows: PositiveCount = 10_000
     entity_source: FeatureSource | None = None
+    output: str | None = None
 
 
 class HistoricalFeatures(msgspec.Struct, frozen=True, kw_only=True):
-    """Entity rows in request order, each extended with ``view:feature`` values."""
+    """Entity rows in request order, each extended with ``view:feature`` values.
+
+    For a request with an ``output`` (since contract 1.4), ``rows`` is empty, ``output`` is
+    where the file was written (an absolute path on the features module's host, or the
+    ``s3://`` URL) and ``rows_written`` how many rows it holds.
+    """
 
     rows: list[dict[str, Value]]
+    output: str | None = None
+    rows_written: RowCount | None = None
 
     def to_pandas(self) -> Any:
         """The rows as a pandas ``DataFrame``, one column per key, in request order.
 
         pandas is optional: it is imported here, on first use, and never by the contracts
-        themselves; without it this raises ``ImportError`` saying how to install it.
+        themselves; without it this raises ``ImportError`` saying how to install it. An answer
+        written to an ``output`` carries no rows: read its file (``pandas.read_parquet``), or
+        ask ``app.connect()``'s ``q.features.historical_frame`` for the frame.
         """
+        if self.output is not None:
+            raise ValueError(
+                f"the rows were written to {self.output}: read that file (pandas.read_parquet)"
+            )
         try:
             pandas = importlib.import_module("pandas")
         except ImportError:

@@ -21,8 +21,8 @@ from moto.server import ThreadedMotoServer
 from app.bootstrap import Platform, create_app
 from app.kernel.settings import Settings
 from app.modules.features.settings import FeaturesSettings
-from contracts.common import InvalidInput
-from contracts.features import FeatureSource, GetHistoricalFeatures, PutFeatureView
+from contracts.common import Conflict, InvalidInput
+from contracts.features import FeatureSource, GetHistoricalFeatures, PutFeatureView, Value
 from tests.integration.test_feature_sources import (
     FEATURES,
     REFS,
@@ -220,3 +220,51 @@ async def test_no_s3_root_means_no_s3_source(tmp_path: Path, s3: Any, bucket: st
             await put_view(running, f"s3://{bucket}/exports/users.parquet")
     finally:
         await running.stop()
+
+
+async def test_historical_rows_written_to_an_object(
+    platform: Platform, s3: Any, bucket: str
+) -> None:
+    rows = source_rows()
+    put_object(s3, bucket, "exports/users.parquet", rows)
+    await put_view(platform, f"s3://{bucket}/exports/users.parquet")
+    await materialize(platform, "users")
+    entity_rows: list[dict[str, Value]] = [
+        {"user_id": u, "event_timestamp": (T0 + timedelta(hours=25)).isoformat()} for u in range(30)
+    ]
+    client = platform.client("features", caller="tests")
+    output = f"s3://{bucket}/exports/training/set.parquet"
+
+    answer = await client.get_historical(
+        GetHistoricalFeatures(features=REFS, entity_rows=entity_rows, output=output, chunk_rows=8)
+    )
+    inline = await client.get_historical(
+        GetHistoricalFeatures(features=REFS, entity_rows=entity_rows)
+    )
+
+    assert (answer.output, answer.rows_written) == (output, 30)
+    body = s3.get_object(Bucket=bucket, Key="exports/training/set.parquet")["Body"].read()
+    written = pq.read_table(io.BytesIO(body)).to_pylist()
+    assert [r["users:clicks"] for r in written] == [r["users:clicks"] for r in inline.rows]
+    with pytest.raises(Conflict, match="not a historical output"):
+        await client.get_historical(
+            GetHistoricalFeatures(
+                features=REFS,
+                entity_rows=entity_rows,
+                output=f"s3://{bucket}/exports/users.parquet",
+            )
+        )
+    with pytest.raises(InvalidInput, match="outside the s3:// source roots"):
+        await client.get_historical(
+            GetHistoricalFeatures(
+                features=REFS, entity_rows=entity_rows, output=f"s3://{bucket}/x.parquet"
+            )
+        )
+    with pytest.raises(InvalidInput, match="does not exist"):
+        await client.get_historical(
+            GetHistoricalFeatures(
+                features=REFS,
+                entity_rows=entity_rows,
+                output=f"s3://{MISSING_BUCKET}/x.parquet",
+            )
+        )

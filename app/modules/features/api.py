@@ -7,7 +7,8 @@
 - ``GET /services``, ``GET|PUT /services/{name}``
 - ``POST /online`` (Feast-shaped), ``POST /historical`` (the answer streams as it is computed):
   ``features`` or a feature ``service`` (as the contract names it; ``feature_service``, the name
-  these routes used first, is taken too)
+  these routes used first, is taken too); with an ``output`` the rows go to that Parquet file
+  and the answer says where and how many
 - ``GET /transform-states/{id}``
 - ``POST /views/{name}/materialize``, ``GET /materializations/{id}`` (:mod:`.api_materialize`)
 - ``GET|PUT /views/{name}/expectations`` (:mod:`.api_expectations`)
@@ -161,16 +162,28 @@ class OnlineBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     openapi_extra: ClassVar[dict[str, Any]] = _FEATURES_OR_SERVICE
 
 
+OutputPath = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        description="A `.parquet` file to write the rows to instead of answering them: a path"
+        " under the source roots (relative to the first) or an `s3://` URL under an `s3://`"
+        ' root. The answer is then `{"rows": [], "output": ..., "rows_written": N}`.',
+    ),
+]
+
+
 class HistoricalBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``POST /v1/features/historical``: ``features`` or a feature ``service`` as for online
     reads, and the entity rows (join keys + ``event_timestamp``), or an ``entity_source`` to
-    read them from (as a view's source)."""
+    read them from (as a view's source); ``output``: a Parquet file to write the rows to."""
 
     features: list[str] = []
     service: ServiceRef | None = None
     feature_service: OldServiceRef | None = None
     entity_rows: Annotated[list[dict[str, Value]], _at_least_one("entity row")] | None = None
     entity_source: FeatureSource | None = None
+    output: OutputPath | None = None
 
     openapi_extra: ClassVar[dict[str, Any]] = _FEATURES_OR_SERVICE
 
@@ -352,21 +365,24 @@ def _read_handlers(service: FeaturesService) -> list[Any]:
         status_code=200,
         **documented(body=HistoricalBody, answer=HistoricalFeatures),
     )
-    async def historical(request: Request[Any, Any, Any]) -> Stream:
-        """Point-in-time correct rows in request order: ``{"rows": [...]}``, streamed."""
+    async def historical(request: Request[Any, Any, Any]) -> Stream | Response[bytes]:
+        """Point-in-time correct rows in request order: ``{"rows": [...]}``, streamed; or,
+        given an ``output``, written to that Parquet file (the answer says where and how many)."""
         example = (
             '{"features": ["view:feature"],'
             ' "entity_rows": [{"user_id": 1, "event_timestamp": "2026-01-01T00:00:00Z"}]}'
         )
         body = _decode(await request.body(), HistoricalBody, example)
-        chunks = service.stream_historical(
-            GetHistoricalFeatures(
-                features=body.features,
-                service=_service(body),
-                entity_rows=body.entity_rows or [],
-                entity_source=body.entity_source,
-            )
+        read = GetHistoricalFeatures(
+            features=body.features,
+            service=_service(body),
+            entity_rows=body.entity_rows or [],
+            entity_source=body.entity_source,
+            output=body.output,
         )
+        if body.output is not None:
+            return json_response(await service.get_historical(read))
+        chunks = service.stream_historical(read)
         first = await anext(chunks)  # bad requests fail here, before the 200 is sent
         return Stream(_rows_document(first, chunks), media_type="application/json")
 

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 from app.kernel.db import Database
 from app.kernel.events import Outbox
 from app.modules.features import expectations, store
+from app.modules.features.historical_files import feature_dtypes, write_historical
 from app.modules.features.keys import from_micros
 from app.modules.features.materialize import Materializer
 from app.modules.features.online import OnlineStore
@@ -370,6 +371,11 @@ class LocalFeaturesService:
         return OnlineFeatures(metadata=OnlineMetadata(feature_names=names), results=keys + features)
 
     async def get_historical(self, request: GetHistoricalFeatures) -> HistoricalFeatures:
+        if request.output is not None:
+            resolved = await self._requested(request.features, request.service)
+            chunks = self.stream_historical(msgspec.structs.replace(request, output=None))
+            policy, dtypes = self._sources().policy, feature_dtypes(resolved)
+            return await write_historical(chunks, request.output, policy, dtypes)
         rows = []
         async for chunk in self.stream_historical(request):
             rows.extend(chunk.rows)
@@ -384,6 +390,8 @@ class LocalFeaturesService:
             raise InvalidInput("no entity rows: give at least one row with join keys and time")
         if request.chunk_rows < 1:
             raise InvalidInput("chunk_rows must be at least 1")
+        if request.output is not None:
+            raise InvalidInput("output is for get_historical: stream_historical streams the rows")
         resolved = await self._requested(request.features, request.service)
         if request.entity_source is not None:
             chunks = self._sources().entity_rows(request.entity_source, request.chunk_rows)
