@@ -57,12 +57,14 @@ __all__ = [
     "UnloadModel",
 ]
 
-VERSION = (1, 6)
+VERSION = (1, 7)
 """Contract version ``(major, minor)``; remote calls refuse a different major.
 
 1.3: numeric fields carry their bounds (versions, limits, chunk sizes, durations, percents).
 1.4: ``Rollout.follows``: the alias a deployment followed when its rollout started.
 1.5: ``Prediction.labels`` and ``ModelStatus.classes`` for versions with class labels.
+1.6: ``RolloutPolicy.judge_estimated``.
+1.7: ``Predict.sticky``: the request headers a deployment's ``sticky_header`` reads.
 """
 
 
@@ -90,6 +92,12 @@ class Predict(msgspec.Struct, frozen=True, kw_only=True):
     """For a deployment with stickiness: the key (e.g. a request header) that picks the route."""
     entities: dict[str, list[Value]] = {}
     features: dict[str, list[Value]] = {}
+    sticky: dict[str, str] = {}
+    """The caller's request headers (lower-case names), from which a deployment with a
+    ``sticky_header`` takes its key when ``sticky_key`` is not given; the HTTP route passes
+    them, so it need not look the deployment up first (since contract 1.7). Credentials
+    (``authorization``, ``proxy-authorization``, ``cookie``, ``x-api-key``) travel as their
+    SHA-256 digest, never as they are."""
 
 
 class Prediction(msgspec.Struct, frozen=True, kw_only=True):

@@ -13,7 +13,8 @@ base64 only when they are not; msgpack answers carry them as raw bytes.
 
 from __future__ import annotations
 
-import time
+import hashlib
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 import msgspec
@@ -48,7 +49,6 @@ from app.modules.inference.oip import oip_routes
 from contracts.common import (
     Conflict,
     InvalidInput,
-    NotFound,
     Page,
     Scope,
     Tensor,
@@ -85,8 +85,8 @@ MSGPACK = "application/x-msgpack"
 
 Id = Annotated[str, PathParameter(description="The identifier it was given at creation.")]
 
-STICKY_TTL_S = 5.0
-"""How long the predict route trusts what it learnt of a deployment's sticky header."""
+CREDENTIALS = frozenset({b"authorization", b"proxy-authorization", b"cookie", b"x-api-key"})
+"""Request headers passed on for stickiness as their SHA-256 digest, never as they are."""
 
 _DEPLOYMENT = msgspec.json.Decoder(DeploymentBody)
 _BATCH_JOB = msgspec.json.Decoder(BatchJobBody)
@@ -100,24 +100,6 @@ _MSGPACK_OUT = msgspec.msgpack.Encoder()
 
 def routes(service: InferenceService, settings: Settings) -> list[Any]:
     """Public routes of the inference module, calling ``service`` (local or remote)."""
-
-    sticky_headers: dict[str, tuple[str | None, float]] = {}
-
-    async def sticky_header(model_ref: str) -> str | None:
-        if ":" in model_ref or "@" in model_ref:
-            return None
-        known = sticky_headers.get(model_ref)
-        if known is not None and time.monotonic() - known[1] < STICKY_TTL_S:
-            return known[0]
-        try:
-            deployment = await service.get_deployment(GetDeployment(name=model_ref))
-            header = deployment.sticky_header
-        except (NotFound, InvalidInput):
-            header = None
-        if len(sticky_headers) > 10_000:
-            sticky_headers.clear()
-        sticky_headers[model_ref] = (header, time.monotonic())
-        return header
 
     @post(
         "/v1/predict/{model_ref:str}",
@@ -140,17 +122,15 @@ def routes(service: InferenceService, settings: Settings) -> list[Any]:
         """
         packed = request.headers.get("content-type", "").startswith(MSGPACK)
         body = _decode(await request.body(), packed)
-        header = await sticky_header(model_ref)
-        sticky = request.headers.get(header) if header else None
         prediction = await service.predict(
             Predict(
                 model=model_ref,
                 inputs=_tensors(body),
                 outputs=body.outputs,
                 coerce=True,
-                sticky_key=sticky,
                 entities=body.entities,
                 features=body.features,
+                sticky=_sticky_headers(request.scope["headers"], model_ref),
             )
         )
         answer = _answer(prediction, packed=packed)
@@ -191,6 +171,17 @@ def routes(service: InferenceService, settings: Settings) -> list[Any]:
         ),
         *oip_routes(service, settings),
     ]
+
+
+def _sticky_headers(headers: Iterable[tuple[bytes, bytes]], model_ref: str) -> dict[str, str]:
+    """The headers a deployment's ``sticky_header`` may name (only a bare name can be one)."""
+    if ":" in model_ref or "@" in model_ref:
+        return {}
+    sticky: dict[str, str] = {}
+    for name, raw in headers:
+        value = hashlib.sha256(raw).hexdigest() if name in CREDENTIALS else raw.decode("latin-1")
+        sticky.setdefault(name.decode("latin-1").lower(), value)
+    return sticky
 
 
 def _answer(prediction: Prediction, *, packed: bool) -> PredictAnswer:

@@ -1,27 +1,25 @@
-"""Deployments: storage, routing by weight or sticky key, shadows, fallbacks and cached answers."""
+"""Deployments: their storage, and the plan that answers a request through one.
+
+A deployment only plans: :meth:`Deployments.plan` picks the route (by weight, or by sticky key),
+resolves it, and answers a :class:`Plan` (the primary version, shadows, fallbacks, the response
+cache key); the service runs the plan (:mod:`~app.modules.inference.running`).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import logging
 import random
-import time
-from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-import msgspec
-
-from app.kernel import context
 from app.kernel.cursors import decode_cursor, encode_cursor
 from app.kernel.ids import unique_id
 from app.modules.inference import store
-from app.modules.inference._cache import ResponseCache, digest
+from app.modules.inference._cache import CacheKey, ResponseCache, digest
 from app.modules.inference._deployment_spec import check_spec
-from app.modules.inference.loading import Key
+from app.modules.inference.resolver import Key, Resolver
 from contracts.common import (
     Conflict,
     DeadlineExceeded,
@@ -30,7 +28,6 @@ from contracts.common import (
     ModelLoadFailed,
     NotFound,
     Page,
-    QuarryError,
     Unavailable,
     validate_name,
 )
@@ -42,56 +39,52 @@ if TYPE_CHECKING:
 
     from app.kernel.db import Database
 
-__all__ = ["DEPLOYMENT_TTL_S", "FALLIBLE", "MAX_LIST", "PRIMARY_SHARE", "ROUTED", "Deployments"]
+__all__ = ["FALLIBLE", "MAX_LIST", "PRIMARY_SHARE", "Deployments", "Plan", "default_answer"]
 
-DEPLOYMENT_TTL_S = 2.0
-"""How long a deployment read from the database is trusted (other processes may change it)."""
 PRIMARY_SHARE = 0.8
 """With fallbacks, the share of the call's remaining time the primary route may use."""
 MAX_LIST = 500
 FALLIBLE = (Unavailable, ModelLoadFailed, DeadlineExceeded, InternalError)
 """Failures of the primary that fallbacks answer for (input errors are the caller's)."""
 
-PredictModel = Callable[[str, Predict], Awaitable[Prediction]]
-"""Answers a request from one model reference (no deployment lookup)."""
-Resolve = Callable[[str], Awaitable[Key]]
-Refresh = Callable[[str], Awaitable[None]]
-"""Re-resolves the references to one model (its aliases and bare name) at once."""
 
-ROUTED: ContextVar[tuple[str, Key] | None] = ContextVar("routed", default=None)
-"""The deployment and version a deployment request was routed to, so that a failure after the
-route was picked is recorded against that version (the service resets it per prediction)."""
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How to answer one request: run ``primary``; for a deployment, also copy the request to
+    ``shadows``, answer from the response cache under ``cache_key`` when it holds one, and try
+    ``fallbacks`` in order when the primary fails for a reason of its own (:data:`FALLIBLE`)."""
 
+    primary: Key
+    """The version to run (a route's, or the one a model reference resolved to)."""
+    deployment: Deployment | None = None
+    """The deployment that routed the request; ``None`` for a model reference."""
+    route: str = ""
+    """The picked route's reference."""
+    sticky: str | None = None
+    """The sticky key that picked the route, if any."""
+    shadows: tuple[str, ...] = ()
+    fallbacks: tuple[Fallback, ...] = ()
+    cache_key: CacheKey | None = None
+    """Where the answer is cached (deployments with ``cache_ttl_s``)."""
 
-@dataclass
-class _Shadows:
-    runs: dict[str, int] = field(default_factory=dict)
-    failures: dict[str, int] = field(default_factory=dict)
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    @property
+    def budget_share(self) -> float:
+        """The share of the call's remaining time the primary may use (all of it without
+        fallbacks)."""
+        return PRIMARY_SHARE if self.fallbacks else 1.0
 
 
 class Deployments:
-    """The deployments a service answers for, read from the database and briefly trusted."""
+    """The deployments a service answers for (stored in the module's database) and their plans."""
 
     def __init__(
-        self,
-        *,
-        registry: RegistryService,
-        db: Database | None,
-        logger: logging.Logger,
-        predict_model: PredictModel,
-        resolve: Resolve,
-        refresh: Refresh | None = None,
+        self, *, registry: RegistryService, db: Database | None, resolver: Resolver
     ) -> None:
         self._registry = registry
         self._db = db
-        self._log = logger
-        self._predict_model = predict_model
-        self._resolve = resolve
-        self._refresh = refresh
-        self._known: dict[str, tuple[Deployment | None, float]] = {}
-        self._cache = ResponseCache()
-        self._shadows = _Shadows()
+        self._resolver = resolver
+        self.answers = ResponseCache()
+        """Recent answers per deployment (those with ``cache_ttl_s``)."""
 
     # --- storage ----------------------------------------------------------------------------
 
@@ -151,33 +144,12 @@ class Deployments:
             raise _no_deployment(name)
         return gone
 
-    async def find(self, name: str) -> Deployment | None:
-        """The deployment called ``name``, or None (always None without a database)."""
-        if self._db is None:
-            return None
-        known = self._known.get(name)
-        if known is not None and time.monotonic() - known[1] < DEPLOYMENT_TTL_S:
-            return known[0]
-        found = await self._db.read(lambda conn: store.get_deployment(conn, name))
-        self._known[name] = (found, time.monotonic())
-        return found
-
     async def alias_moved(self, model: str) -> None:
-        """An alias of ``model`` moved (or its bare name may resolve elsewhere): routes that
-        name it (``model@alias``, a bare ``model``) resolve again, the new version warmed
-        before traffic moves, and cached answers of every deployment are dropped."""
-        if self._refresh is not None:
-            await self._refresh(model)
-        self._known.clear()
-        self._cache.caches.clear()
-
-    def shadow_counts(self, name: str) -> tuple[int, int]:
-        return self._shadows.runs.get(name, 0), self._shadows.failures.get(name, 0)
-
-    def close(self) -> None:
-        """Cancel shadow traffic still in flight."""
-        for task in list(self._shadows.tasks):
-            task.cancel()
+        """An alias of ``model`` moved (or its bare name may resolve elsewhere): references to
+        it (``model@alias``, a bare ``model``, deployment routes) resolve again, the new version
+        warmed before traffic moves, and cached answers of every deployment are dropped."""
+        await self._resolver.refresh(model)
+        self.answers.caches.clear()
 
     def _database(self) -> Database:
         if self._db is None:
@@ -185,8 +157,8 @@ class Deployments:
         return self._db
 
     def _forget(self, name: str) -> None:
-        self._known.pop(name, None)
-        self._cache.drop(name)
+        self._resolver.forget(name)
+        self.answers.drop(name)
 
     async def _check(self, deployment: Deployment) -> None:
         name = validate_name(deployment.name)
@@ -201,87 +173,22 @@ class Deployments:
             details={"name": name},
         )
 
-    # --- answering --------------------------------------------------------------------------
+    # --- planning ---------------------------------------------------------------------------
 
-    async def predict(self, deployment: Deployment, request: Predict) -> Prediction:
-        route = _pick(deployment, request)
-        key = await self._resolve(route.model)
-        ROUTED.set((deployment.name, key))
-        hashed = digest(request) if deployment.cache_ttl_s > 0 else None
-        if hashed is not None:
-            hit = self._cache.get(deployment.name, (key, hashed))
-            if hit is not None:
-                return msgspec.structs.replace(hit, prediction_id=unique_id(), cached=True)
-        for shadow in deployment.shadows:
-            self._shadow(deployment.name, shadow, request)
-        try:
-            answer = await self._primary(deployment, route.model, request)
-        except FALLIBLE as exc:
-            answer = await self._fall_back(deployment, request, exc)
-            return msgspec.structs.replace(answer, deployment=deployment.name)
-        answer = msgspec.structs.replace(answer, deployment=deployment.name)
-        if hashed is not None:
-            self._cache.put(deployment, (key, hashed), answer)
-        return answer
-
-    async def _primary(self, deployment: Deployment, ref: str, request: Predict) -> Prediction:
-        if not deployment.fallbacks:
-            return await self._predict_model(ref, request)
-        current = context.current()
-        budget = context.remaining() * PRIMARY_SHARE
-        with context.use(current.with_timeout(budget)):
-            try:
-                return await asyncio.wait_for(self._predict_model(ref, request), budget)
-            except TimeoutError:
-                raise DeadlineExceeded(
-                    f"deployment {deployment.name}: route {ref} missed its deadline"
-                ) from None
-
-    async def _fall_back(
-        self, deployment: Deployment, request: Predict, error: QuarryError
-    ) -> Prediction:
-        self._log.warning(
-            "deployment %s: primary failed (%s), trying fallbacks", deployment.name, error.message
+    async def plan(self, deployment: Deployment, request: Predict) -> Plan:
+        """The plan that answers ``request`` through ``deployment``."""
+        sticky = _sticky_key(deployment, request) if len(deployment.routes) > 1 else None
+        route = _pick(deployment, sticky)
+        key = await self._resolver.version(route.model)
+        return Plan(
+            primary=key,
+            deployment=deployment,
+            route=route.model,
+            sticky=sticky,
+            shadows=tuple(deployment.shadows),
+            fallbacks=tuple(deployment.fallbacks),
+            cache_key=(key, digest(request)) if deployment.cache_ttl_s > 0 else None,
         )
-        for fallback in deployment.fallbacks:
-            if fallback.kind == "default":
-                return _default_answer(deployment, fallback, request)
-            assert fallback.model is not None
-            try:
-                answer = await self._predict_model(fallback.model, request)
-            except FALLIBLE as exc:
-                self._log.warning(
-                    "deployment %s: fallback %s failed: %s",
-                    deployment.name,
-                    fallback.model,
-                    exc.message,
-                )
-                continue
-            return msgspec.structs.replace(answer, fallback=f"model:{fallback.model}")
-        raise error
-
-    def _shadow(self, name: str, ref: str, request: Predict) -> None:
-        tracked = self._shadows
-
-        async def run() -> None:
-            try:
-                answer = await self._predict_model(ref, request)
-            except Exception as exc:  # a shadow never affects the answer
-                tracked.failures[name] = tracked.failures.get(name, 0) + 1
-                self._log.warning("deployment %s: shadow %s failed: %s", name, ref, exc)
-                return
-            tracked.runs[name] = tracked.runs.get(name, 0) + 1
-            self._log.info(
-                "deployment %s: shadow %s:%s answered %s",
-                name,
-                answer.model,
-                answer.version,
-                answer.prediction_id,
-            )
-
-        task = asyncio.ensure_future(run())
-        tracked.tasks.add(task)
-        task.add_done_callback(tracked.tasks.discard)
 
 
 def _no_deployment(name: str) -> NotFound:
@@ -289,8 +196,12 @@ def _no_deployment(name: str) -> NotFound:
 
 
 def _sticky_key(deployment: Deployment, request: Predict) -> str | None:
-    if deployment.sticky_header and request.sticky_key is not None:
-        return request.sticky_key
+    if deployment.sticky_header:
+        if request.sticky_key is not None:
+            return request.sticky_key
+        value = request.sticky.get(deployment.sticky_header.lower())
+        if value is not None:
+            return value
     if deployment.sticky_input and deployment.sticky_input in request.inputs:
         array = request.inputs[deployment.sticky_input].to_numpy()
         if array.size == 0:
@@ -300,12 +211,11 @@ def _sticky_key(deployment: Deployment, request: Predict) -> str | None:
     return request.sticky_key
 
 
-def _pick(deployment: Deployment, request: Predict) -> Route:
+def _pick(deployment: Deployment, sticky: str | None) -> Route:
     routes = deployment.routes
     if len(routes) == 1:
         return routes[0]
     weights = [r.weight for r in routes]
-    sticky = _sticky_key(deployment, request)
     if sticky is None:
         return random.choices(routes, weights=weights)[0]
     hashed = hashlib.sha256(f"{deployment.name}\0{sticky}".encode()).digest()
@@ -317,7 +227,8 @@ def _pick(deployment: Deployment, request: Predict) -> Route:
     return routes[-1]
 
 
-def _default_answer(deployment: Deployment, fallback: Fallback, request: Predict) -> Prediction:
+def default_answer(deployment: Deployment, fallback: Fallback, request: Predict) -> Prediction:
+    """A ``default`` fallback's answer: its outputs (those the request asked for)."""
     outputs = fallback.outputs
     if request.outputs:
         outputs = {k: v for k, v in outputs.items() if k in request.outputs}

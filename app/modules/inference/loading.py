@@ -1,4 +1,5 @@
-"""Reference resolution and model loading: which versions are served, loading or failed.
+"""Model loading: which versions are served, loading or failed (references are resolved by
+:mod:`~app.modules.inference.resolver`; this module takes versions).
 
 A version that fails to load or warm up (a model ONNX Runtime refuses, one that cannot run, a
 hash mismatch, memory that runs out) is *failed*: its status says why, and predictions answer
@@ -23,7 +24,7 @@ from app.modules.inference.artifact_cache import cache_for
 from app.modules.inference.batching import Batcher
 from app.modules.inference.runtime import LoadedModel, ModelCache, load_model, select_providers
 from app.modules.inference.settings import InferenceSettings
-from contracts.common import IntegrityError, ModelLoadFailed, ModelRef, QuarryError
+from contracts.common import IntegrityError, ModelLoadFailed, QuarryError
 from contracts.inference import ModelStatus
 from contracts.registry import (
     FetchArtifact,
@@ -33,11 +34,9 @@ from contracts.registry import (
     read_artifact,
 )
 
-__all__ = ["REF_TTL_S", "RETRY_FIRST_S", "RETRY_MAX_S", "Key", "Loader", "Served"]
+__all__ = ["RETRY_FIRST_S", "RETRY_MAX_S", "Key", "Loader", "Served"]
 
 Key = tuple[str, int]
-REF_TTL_S = 10.0
-"""How long a resolved alias or bare name is trusted without an event saying it moved."""
 RETRY_FIRST_S = 30.0
 """How long a failed load stands before the next use tries again; doubles per failure."""
 RETRY_MAX_S = 600.0
@@ -52,11 +51,10 @@ class Served:
     model: LoadedModel
     batcher: Batcher
 
-
-@dataclass
-class _Resolved:
-    key: Key
-    at: float
+    @property
+    def size(self) -> int:
+        """The artifact's bytes, which the loaded models' bounds count."""
+        return self.model.size
 
 
 @dataclass
@@ -83,7 +81,7 @@ class _Loads:
 
 
 class Loader:
-    """Resolves references to versions, loads and warms them once, and reports their state."""
+    """Loads and warms versions once, keeps them in one bounded registry, reports their state."""
 
     def __init__(
         self, *, registry: RegistryService, settings: Settings, logger: logging.Logger
@@ -93,12 +91,11 @@ class Loader:
         self._config = config = settings.module_config(InferenceSettings)
         self._log = logger
         self._providers = select_providers(config.providers)
-        self._cache = ModelCache(
+        self._models: ModelCache[Served] = ModelCache(
             max_models=config.max_loaded_models, max_bytes=config.max_loaded_bytes
         )
+        """Every served version with its batcher: the one registry of loaded models."""
         self._artifacts = cache_for(settings, logger)
-        self._served: dict[Key, Served] = {}
-        self._refs: dict[str, _Resolved] = {}
         self._loads = _Loads()
 
     async def check_exists(self, key: Key) -> None:
@@ -106,51 +103,25 @@ class Loader:
         await self._registry.get_version(GetVersion(ref=f"{key[0]}:{key[1]}"))
 
     def is_served(self, key: Key) -> bool:
-        return key in self._served
+        return key in self._models
 
     def may_load(self, key: Key) -> bool:
         """Whether a use may start loading ``key``: not failed, or its backoff has passed."""
         failure = self._loads.failed.get(key)
         return failure is None or time.monotonic() >= failure.retry_at
 
-    # --- resolution -------------------------------------------------------------------------
-
-    async def resolve(self, text: str) -> Key:
-        ref = ModelRef.parse(text)
-        if ref.version is not None:
-            return (ref.name, ref.version)
-        cached = self._refs.get(text)
-        if cached is not None and time.monotonic() - cached.at < REF_TTL_S:
-            return cached.key
-        key = await self._lookup(text)
-        self._refs[text] = _Resolved(key, time.monotonic())
-        return key
-
-    async def _lookup(self, text: str) -> Key:
-        info = await self._registry.get_version(GetVersion(ref=text))
-        return (info.name, info.version)
-
-    async def refresh(self, name: str) -> None:
-        """Re-resolve the references to ``name``, warming a new version before traffic moves."""
-        for text in [t for t in self._refs if ModelRef.parse(t).name == name]:
-            old = self._refs[text].key
-            try:
-                key = await self._lookup(text)
-                if old in self._served and key not in self._served:
-                    await self.load(key)  # warm before traffic moves
-            except QuarryError as exc:
-                self._log.warning("could not follow %s: %s", text, exc.message)
-                self._refs.pop(text, None)
-                continue
-            self._refs[text] = _Resolved(key, time.monotonic())
+    async def follow(self, old: Key, new: Key) -> None:
+        """A reference moves from ``old`` to ``new``: load and warm ``new`` first when ``old``
+        is served, so that its traffic never waits for a load."""
+        if old in self._models and new not in self._models:
+            await self.load(new)
 
     # --- loading ----------------------------------------------------------------------------
 
-    async def serving(self, text: str) -> Served:
-        key = await self.resolve(text)
-        served = self._served.get(key)
+    async def serving(self, key: Key) -> Served:
+        """Version ``key`` ready to run, loading it on first use."""
+        served = self._models.get(key)  # marks it recently used
         if served is not None:
-            self._cache.get(key)  # mark recently used
             return served
         failure = self._loads.failed.get(key)
         if failure is not None and key not in self._loads.tasks and not self.may_load(key):
@@ -182,12 +153,9 @@ class Loader:
         except Exception as exc:  # whatever the model does, it becomes its failed state
             raise self._failed(key, exc) from None
         served = Served(model=model, batcher=self._batcher(model))
-        self._served[key] = served
         self._loads.failed.pop(key, None)
-        for evicted in self._cache.put(key, model):
-            gone = self._served.pop(evicted, None)
-            if gone is not None:
-                await gone.batcher.close()
+        for _, gone in self._models.add(key, served):
+            await gone.batcher.close()
         self._log.info("model %s:%s ready on %s", name, version, ",".join(model.providers))
         return served
 
@@ -254,23 +222,22 @@ class Loader:
         )
 
     async def unload(self, key: Key) -> None:
-        served = self._served.pop(key, None)
-        self._cache.remove(key)
+        served = self._models.remove(key)
         self._loads.failed.pop(key, None)
         if served is not None:
             await served.batcher.close()
 
     async def close(self) -> None:
         """Stop every batcher."""
-        for served in self._served.values():
+        for key, served in self._models.items():
+            self._models.remove(key)
             await served.batcher.close()
-        self._served.clear()
 
     # --- state ------------------------------------------------------------------------------
 
     def status(self, key: Key) -> ModelStatus:
         name, version = key
-        served = self._served.get(key)
+        served = self._models.peek(key)
         if served is not None:
             signature = served.model.signature
             return ModelStatus(

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -317,42 +317,63 @@ def ort_error(exc: Exception, what: str, *, load: bool = False) -> QuarryError:
     return InternalError(message, details=details)
 
 
-class ModelCache:
+class Sized(Protocol):
+    """What :class:`ModelCache` holds: anything that knows its artifact's byte count."""
+
+    @property
+    def size(self) -> int:
+        """Artifact bytes."""
+        ...
+
+
+M = TypeVar("M", bound=Sized)
+
+
+class ModelCache(Generic[M]):
     """Loaded models by ``(name, version)``, least recently used first out.
 
     Bounded by count and by total artifact bytes; the model just put is never evicted, so one
     model larger than ``max_bytes`` still serves alone. Eviction only drops the cache's
     reference: requests holding the model finish on it. Use from one thread (the event loop).
+    It holds :class:`LoadedModel` or anything sized (the loader's served models).
     """
 
     def __init__(self, *, max_models: int, max_bytes: int) -> None:
         self.max_models = max_models
         self.max_bytes = max_bytes
-        self._models: OrderedDict[Key, LoadedModel] = OrderedDict()
+        self._models: OrderedDict[Key, M] = OrderedDict()
         self._bytes = 0
 
-    def get(self, key: Key) -> LoadedModel | None:
+    def peek(self, key: Key) -> M | None:
+        """The model under ``key`` without marking it used, or ``None``."""
+        return self._models.get(key)
+
+    def get(self, key: Key) -> M | None:
         """The model under ``key`` (marked most recently used), or ``None``."""
         model = self._models.get(key)
         if model is not None:
             self._models.move_to_end(key)
         return model
 
-    def put(self, key: Key, model: LoadedModel) -> list[Key]:
+    def put(self, key: Key, model: M) -> list[Key]:
         """Add or replace ``key``; answers the keys evicted to stay within bounds, oldest first."""
+        return [evicted for evicted, _ in self.add(key, model)]
+
+    def add(self, key: Key, model: M) -> list[tuple[Key, M]]:
+        """:meth:`put`, answering what was evicted with the models it held."""
         self.remove(key)
         self._models[key] = model
         self._bytes += model.size
-        evicted: list[Key] = []
+        evicted: list[tuple[Key, M]] = []
         while len(self._models) > 1 and (
             len(self._models) > self.max_models or self._bytes > self.max_bytes
         ):
-            oldest = next(iter(self._models))
+            oldest, held = next(iter(self._models.items()))
             self.remove(oldest)
-            evicted.append(oldest)
+            evicted.append((oldest, held))
         return evicted
 
-    def remove(self, key: Key) -> LoadedModel | None:
+    def remove(self, key: Key) -> M | None:
         """Drop ``key``; answers the model it held, if any."""
         model = self._models.pop(key, None)
         if model is not None:
@@ -364,7 +385,7 @@ class ModelCache:
         """Artifact bytes of every cached model."""
         return self._bytes
 
-    def items(self) -> list[tuple[Key, LoadedModel]]:
+    def items(self) -> list[tuple[Key, M]]:
         """Every entry, least recently used first."""
         return list(self._models.items())
 

@@ -1,4 +1,10 @@
-"""LocalInferenceService: resolves references, loads and warms sessions, batches predictions."""
+"""LocalInferenceService: resolves references, loads and warms sessions, batches predictions.
+
+A prediction goes one way: the resolver says what the reference means (a deployment or a model
+version), a deployment answers a plan (:class:`~app.modules.inference.deployments.Plan`), the
+runner runs it and answers one :class:`~app.modules.inference.running.Outcome`, and the service
+records that outcome, then returns its prediction or raises its error.
+"""
 
 from __future__ import annotations
 
@@ -7,34 +13,20 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import msgspec
-import numpy as np
-
-from app.kernel import context
 from app.kernel.events import EventMeta
 from app.kernel.ids import unique_id
 from app.kernel.settings import Settings
 from app.modules.inference.batch_jobs import BatchJobs
-from app.modules.inference.deployments import ROUTED, Deployments
-from app.modules.inference.entities import entity_inputs
-from app.modules.inference.inputs import prepare_inputs
-from app.modules.inference.labels import labels_of
+from app.modules.inference.deployments import Deployments, Plan
 from app.modules.inference.loading import Loader
 from app.modules.inference.records import MonitoringSink, Recorder
+from app.modules.inference.resolver import Resolver
 from app.modules.inference.rollouts import Rollouts
+from app.modules.inference.running import Outcome, Runner
 from app.modules.inference.settings import InferenceSettings
-from contracts.common import (
-    ModelRef,
-    NotFound,
-    Page,
-    QuarryError,
-    Tensor,
-    Unavailable,
-    UnprocessableInput,
-)
+from contracts.common import ModelRef, Page, QuarryError, Unavailable
 from contracts.inference import (
     AbortRollout,
     BatchJob,
@@ -75,11 +67,6 @@ if TYPE_CHECKING:
 
 __all__ = ["LocalInferenceService"]
 
-_BUILT_INPUTS: ContextVar[dict[str, Tensor] | None] = ContextVar("built_inputs", default=None)
-"""The inputs a predict-by-entity call built, for its prediction record."""
-_SERVED: ContextVar[tuple[str, int] | None] = ContextVar("served", default=None)
-"""The model version a call resolved to, so that a later failure is recorded against it."""
-
 
 class LocalInferenceService:
     """Serves registry models on ONNX Runtime; see :class:`contracts.inference.InferenceService`."""
@@ -99,17 +86,20 @@ class LocalInferenceService:
     ) -> None:
         self._settings = settings
         self._config = settings.module_config(InferenceSettings)
-        self._features = features
         self._registry = registry
         self._log = logger or logging.getLogger("quarry.inference")
         self._loader = Loader(registry=registry, settings=settings, logger=self._log)
-        self._deployments = Deployments(
-            registry=registry,
-            db=db,
+        self._resolver = Resolver(
+            registry=registry, db=db, logger=self._log, follow=self._loader.follow
+        )
+        self._deployments = Deployments(registry=registry, db=db, resolver=self._resolver)
+        self._runner = Runner(
+            loader=self._loader,
+            resolver=self._resolver,
+            answers=self._deployments.answers,
+            features=features,
+            max_rows=self._config.max_queue_rows,
             logger=self._log,
-            predict_model=self._predict_model,
-            resolve=self._loader.resolve,
-            refresh=self._loader.refresh,
         )
         self.records = recorder or Recorder(
             MonitoringSink(monitoring) if monitoring is not None else None,
@@ -142,76 +132,54 @@ class LocalInferenceService:
 
     async def predict(self, request: Predict) -> Prediction:
         started = time.perf_counter()
-        _BUILT_INPUTS.set(None)
-        ROUTED.set(None)
-        _SERVED.set(None)
         try:
-            prediction = await self._predict(request)
-        except QuarryError as exc:
-            self._record_error(request, exc.code, started)
-            raise
-        except Exception:
-            self._record_error(request, "internal", started)
-            raise
-        self.records.record(
-            prediction_id=prediction.prediction_id,
-            model=prediction.model,
-            version=prediction.version,
-            status="ok",
-            latency_s=time.perf_counter() - started,
-            outputs=prediction.outputs,
-            inputs=request.inputs or _BUILT_INPUTS.get(),
-            deployment=prediction.deployment,
-        )
-        return prediction
+            plan = await self._plan(request)
+        except Exception as exc:
+            outcome = Outcome(error=exc)
+        else:
+            outcome = await self._runner.run(plan, request)
+        self._record(request, outcome, started)
+        if outcome.error is not None:
+            raise outcome.error
+        assert outcome.prediction is not None
+        return outcome.prediction
 
-    def _record_error(self, request: Predict, code: str, started: float) -> None:
+    async def _plan(self, request: Predict) -> Plan:
+        target = await self._resolver.target(request.model)
+        if isinstance(target, tuple):
+            return Plan(primary=target)
+        return await self._deployments.plan(target, request)
+
+    def _record(self, request: Predict, outcome: Outcome, started: float) -> None:
+        prediction = outcome.prediction
+        if prediction is not None:
+            self.records.record(
+                prediction_id=prediction.prediction_id,
+                model=prediction.model,
+                version=prediction.version,
+                status="ok",
+                latency_s=time.perf_counter() - started,
+                outputs=prediction.outputs,
+                inputs=request.inputs or outcome.inputs or None,
+                deployment=prediction.deployment,
+            )
+            return
         # A failure counts against the version it happened on: the one a deployment routed to,
         # else the one the reference resolved to; none when it failed before either was known.
-        routed = ROUTED.get()
-        served = _SERVED.get()
-        model, version = (
-            routed[1] if routed is not None else served if served else (request.model, None)
-        )
+        error = outcome.error
+        model, version = outcome.served or (request.model, None)
         self.records.record(
             prediction_id=unique_id(),
             model=model,
             version=version,
-            status=code,
+            status=error.code if isinstance(error, QuarryError) else "internal",
             latency_s=time.perf_counter() - started,
             inputs=request.inputs,
-            deployment=routed[0] if routed is not None else None,
-        )
-
-    async def _predict(self, request: Predict) -> Prediction:
-        ref = ModelRef.parse(request.model)
-        if ref.version is None and ref.alias is None:
-            deployment = await self._deployments.find(ref.name)
-            if deployment is not None:
-                return await self._deployments.predict(deployment, request)
-        return await self._predict_model(request.model, request)
-
-    async def _predict_model(self, text: str, request: Predict) -> Prediction:
-        served = await self._loader.serving(text)
-        _SERVED.set((served.model.name, served.model.version))
-        signature = served.model.signature
-        if request.entities:
-            inputs = await entity_inputs(self._features, served.model, request)
-            _BUILT_INPUTS.set(inputs)  # what the prediction record logs for this call
-            request = msgspec.structs.replace(request, inputs=inputs, coerce=True)
-        arrays = _arrays(request, {s.name: s.dtype for s in signature.inputs})
-        feeds, rows = prepare_inputs(signature, arrays, max_rows=self._config.max_queue_rows)
-        outputs = await served.batcher.submit(feeds, rows, context.current().deadline)
-        return Prediction(
-            model=served.model.name,
-            version=served.model.version,
-            outputs=_select(outputs, request.outputs),
-            prediction_id=unique_id(),
-            labels=labels_of(served.model.classes, outputs),
+            deployment=outcome.deployment,
         )
 
     async def load_model(self, request: LoadModel) -> ModelStatus:
-        key = await self._loader.resolve(request.model)
+        key = await self._resolver.version(request.model)
         if self._loader.is_served(key):
             return self._loader.status(key)
         await self._loader.check_exists(
@@ -226,13 +194,13 @@ class LocalInferenceService:
         return self._loader.status(key)
 
     async def model_status(self, request: GetModelStatus) -> ModelStatus:
-        key = await self._loader.resolve(request.model)
+        key = await self._resolver.version(request.model)
         if not self._loader.is_served(key):
             await self._loader.check_exists(key)
         return self._loader.status(key)
 
     async def unload_model(self, request: UnloadModel) -> ModelStatus:
-        key = await self._loader.resolve(request.model)
+        key = await self._resolver.version(request.model)
         await self._loader.unload(key)
         return self._loader.status(key)
 
@@ -294,7 +262,7 @@ class LocalInferenceService:
         if (
             ref.version is None
             and ref.alias is None
-            and await self._deployments.find(ref.name) is not None
+            and await self._resolver.deployment(ref.name) is not None
         ):
             return ref.name
         info = await self._registry.get_version(GetVersion(ref=text))
@@ -302,7 +270,7 @@ class LocalInferenceService:
 
     def shadow_counts(self, name: str) -> tuple[int, int]:
         """Shadow runs and shadow failures recorded for a deployment in this process."""
-        return self._deployments.shadow_counts(name)
+        return self._runner.shadow_counts(name)
 
     # --- events -----------------------------------------------------------------------------
 
@@ -313,7 +281,7 @@ class LocalInferenceService:
 
     async def on_version_registered(self, event: ModelVersionRegistered, _meta: EventMeta) -> None:
         """A new version may change what a bare name resolves to."""
-        await self._loader.refresh(event.name)
+        await self._resolver.refresh(event.name)
 
     async def start(self) -> None:
         """Start handing prediction records to monitoring in the background, and the stepper
@@ -332,53 +300,5 @@ class LocalInferenceService:
         if self._batch_jobs is not None:
             self._batch_jobs.close()
         await self.records.stop()
-        self._deployments.close()
+        self._runner.close()
         await self._loader.close()
-
-
-def _arrays(request: Predict, dtypes: dict[str, str]) -> dict[str, np.ndarray[Any, Any]]:
-    arrays = {}
-    for name, tensor in request.inputs.items():
-        array = tensor.to_numpy()
-        if request.coerce and name in dtypes:
-            array = _coerce(name, array, dtypes[name])
-        arrays[name] = array
-    return arrays
-
-
-def _coerce(name: str, array: np.ndarray[Any, Any], dtype: str) -> np.ndarray[Any, Any]:
-    """Convert a number array from a text format to ``dtype`` when every value fits."""
-    if dtype == "BYTES" or array.dtype.kind not in "biuf":
-        return array
-    target = np.dtype(_numpy_name(dtype))
-    with np.errstate(over="ignore", invalid="ignore"):
-        converted = array.astype(target)
-    if target.kind in "iub" and not np.array_equal(converted, array):
-        raise UnprocessableInput(
-            f"input {name!r}: values do not fit {dtype} (expected whole numbers in range)",
-            details={"input": name, "expected": dtype},
-        )
-    # A finite number too large for the float type would become infinity: refused, as /v2 does.
-    if target.kind == "f" and not np.array_equal(np.isfinite(converted), np.isfinite(array)):
-        raise UnprocessableInput(
-            f"input {name!r} has values outside the range of {dtype}",
-            details={"input": name, "expected": dtype},
-        )
-    return converted
-
-
-def _numpy_name(dtype: str) -> str:
-    names = {"FP16": "float16", "FP32": "float32", "FP64": "float64", "BOOL": "bool"}
-    return names.get(dtype, dtype.lower())
-
-
-def _select(outputs: dict[str, np.ndarray[Any, Any]], wanted: list[str]) -> dict[str, Tensor]:
-    if not wanted:
-        return {name: Tensor.from_numpy(array) for name, array in outputs.items()}
-    missing = [name for name in wanted if name not in outputs]
-    if missing:
-        raise NotFound(
-            f"the model has no output {missing[0]!r} (it has {', '.join(outputs)})",
-            details={"output": missing[0], "outputs": list(outputs)},
-        )
-    return {name: Tensor.from_numpy(outputs[name]) for name in wanted}
