@@ -29,6 +29,7 @@ from contracts.features import Expectation, Value
 from contracts.inference import PredictionRecord
 
 __all__ = [
+    "MAX_SERIES_BUCKETS",
     "SIGNALS",
     "VERSION",
     "Alert",
@@ -53,6 +54,7 @@ __all__ = [
     "GetEstimatedMetrics",
     "GetExpectationViolations",
     "GetRealisedMetrics",
+    "GetSeries",
     "GetSummary",
     "ListAlerts",
     "ListDriftReports",
@@ -64,6 +66,8 @@ __all__ = [
     "Recorded",
     "ReportPage",
     "RunDriftCheck",
+    "Series",
+    "SeriesPoint",
     "SubmitFeedback",
     "Summary",
 ]
@@ -74,6 +78,8 @@ VERSION = (1, 4)
 1.1: numeric fields carry their bounds (versions, windows, limits, buckets, shares).
 1.2: alert rules (``AlertFired`` / ``AlertResolved``), performance estimated without labels,
 and the summary's realised and estimated quality.
+1.3: time series of traffic, errors and latency (:meth:`MonitoringService.get_series`), per
+model or per deployment.
 1.4: data expectations fitted on a version's reference profile (``fit_expectations``) and the
 violations served inputs bring (``get_expectation_violations``); alert rules over a deployment's
 traffic or a feature view's freshness (``target``) and on expectation violations.
@@ -128,6 +134,50 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True):
     """Quality measured against the feedback given for the window's predictions."""
     estimated: dict[str, float] = {}
     """A classifier's quality estimated from its probabilities (see ``EstimatedMetrics``)."""
+
+
+MAX_SERIES_BUCKETS = 200
+"""The most steps a series is cut into."""
+
+
+class GetSeries(msgspec.Struct, frozen=True, kw_only=True):
+    """Per-step figures of ``model`` (all versions, or ``version``), or of every prediction
+    served through ``deployment`` (both: the model's through that deployment), over the last
+    ``window_s`` seconds cut into ``buckets`` equal steps, oldest first. One of ``model`` and
+    ``deployment`` is needed."""
+
+    model: str | None = None
+    version: Version | None = None
+    deployment: str | None = None
+    window_s: Annotated[float, msgspec.Meta(gt=0, le=90 * 86400.0)] = 3600.0
+    buckets: Annotated[int, msgspec.Meta(ge=1, le=MAX_SERIES_BUCKETS)] = 60
+
+
+class SeriesPoint(msgspec.Struct, frozen=True, kw_only=True):
+    """The records of ``[start, end)``: how many, how many failed (by error code), requests per
+    second and latency quantiles in seconds (``None`` when the step had no request)."""
+
+    start: datetime
+    end: datetime
+    requests: int
+    errors: int
+    qps: float
+    error_rate: float
+    latency_p50_s: float | None = None
+    latency_p95_s: float | None = None
+    latency_p99_s: float | None = None
+    errors_by_code: dict[str, int] = {}
+
+
+class Series(msgspec.Struct, frozen=True, kw_only=True):
+    """Traffic, errors and latency step by step; ``step_s`` is each step's length."""
+
+    model: str | None
+    version: Version | None
+    deployment: str | None
+    window_s: float
+    step_s: float
+    points: list[SeriesPoint] = []
 
 
 class RunDriftCheck(msgspec.Struct, frozen=True, kw_only=True):
@@ -510,6 +560,12 @@ class MonitoringService(Protocol):
     @method(scope=Scope.READ, idempotent=True)
     async def get_summary(self, request: GetSummary) -> Summary:
         """Throughput, errors, latency, SLO and prediction figures over a window."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def get_series(self, request: GetSeries) -> Series:
+        """Requests, errors by code and latency quantiles per step of a window, of a model or
+        of a deployment; ``InvalidInput`` when neither is named."""
         ...
 
     @method(scope=Scope.READ)

@@ -6,6 +6,8 @@
 - ``GET /reports/{id}`` (JSON) and ``GET /reports/{id}/html`` (a self-contained page)
 - ``POST /feedback`` with ``{"prediction_id": ..., "label": ..., "value": ...}``
 - ``GET /models/{name}/realised?window=1d&buckets=N[&version=N]``
+- ``GET /models/{name}/series?window=1h&buckets=N[&version=N]`` and
+  ``GET /deployments/{name}/series?window=1h&buckets=N`` (traffic, errors, latency per step)
 
 Windows are seconds or a number with a unit: ``30s``, ``5m``, ``2h``, ``1d``.
 """
@@ -33,15 +35,18 @@ from app.modules.monitoring.service import MAX_BUCKETS, MAX_LIST, MAX_WINDOW_S
 from contracts.common import NAME_PATTERN, Finite, InvalidInput, Page, PositiveCount
 from contracts.features import Value
 from contracts.monitoring import (
+    MAX_SERIES_BUCKETS,
     DriftReport,
     Feedback,
     GetDriftReport,
     GetRealisedMetrics,
+    GetSeries,
     GetSummary,
     ListDriftReports,
     MonitoringService,
     RealisedMetrics,
     RunDriftCheck,
+    Series,
     SubmitFeedback,
     Summary,
 )
@@ -65,6 +70,17 @@ Buckets = Annotated[
         description="How many slices the window is cut into.",
         schema_extra={"minimum": 1, "maximum": MAX_BUCKETS},
     ),
+]
+SeriesBuckets = Annotated[
+    int,
+    QueryParameter(
+        description="How many steps the window is cut into.",
+        schema_extra={"minimum": 1, "maximum": MAX_SERIES_BUCKETS},
+    ),
+]
+DeploymentName = Annotated[
+    str,
+    PathParameter(description="The deployment's name.", schema_extra={"pattern": NAME_PATTERN}),
 ]
 ReportsLimit = Annotated[
     int,
@@ -176,6 +192,44 @@ def routes(service: MonitoringService) -> list[Any]:
         )
         return json_response(await service.get_realised_metrics(request))
 
+    @get(
+        "/models/{name:str}/series",
+        opt=contract_scope(MonitoringService.get_series),
+        **documented(answer=Series),
+    )
+    async def model_series(
+        name: ModelName,
+        window: WindowQuery = "1h",
+        buckets: SeriesBuckets = 60,
+        version: VersionQuery = None,
+    ) -> Response[bytes]:
+        """Requests, errors by code and latency quantiles per step of the window."""
+        request = from_params(
+            GetSeries,
+            model=name,
+            version=version_number(version),
+            window_s=parse_duration(window, WINDOW_PATTERN),
+            buckets=buckets,
+        )
+        return json_response(await service.get_series(request))
+
+    @get(
+        "/deployments/{name:str}/series",
+        opt=contract_scope(MonitoringService.get_series),
+        **documented(answer=Series),
+    )
+    async def deployment_series(
+        name: DeploymentName, window: WindowQuery = "1h", buckets: SeriesBuckets = 60
+    ) -> Response[bytes]:
+        """The same per step, of every prediction served through the deployment."""
+        request = from_params(
+            GetSeries,
+            deployment=name,
+            window_s=parse_duration(window, WINDOW_PATTERN),
+            buckets=buckets,
+        )
+        return json_response(await service.get_series(request))
+
     @post(
         "/drift/{model:str}",
         opt=contract_scope(MonitoringService.run_drift_check),
@@ -250,5 +304,15 @@ def routes(service: MonitoringService) -> list[Any]:
         )
         return json_response(item, 201)
 
-    handlers = [summary, realised, run_check, list_reports, report, report_html, feedback]
+    handlers = [
+        summary,
+        realised,
+        model_series,
+        deployment_series,
+        run_check,
+        list_reports,
+        report,
+        report_html,
+        feedback,
+    ]
     return [Router(path="/v1/monitoring", route_handlers=handlers, tags=["monitoring"])]

@@ -29,6 +29,7 @@ from app.modules.monitoring.alerts import Alerts
 from app.modules.monitoring.input_checks import InputChecks
 from app.modules.monitoring.live import LiveFigures
 from app.modules.monitoring.report_html import render
+from app.modules.monitoring.series import read_series
 from contracts.common import Conflict, InvalidInput, NotFound, Page, validate_name
 from contracts.features import FeaturesService
 from contracts.monitoring import (
@@ -47,6 +48,7 @@ from contracts.monitoring import (
     GetEstimatedMetrics,
     GetExpectationViolations,
     GetRealisedMetrics,
+    GetSeries,
     GetSummary,
     ListAlerts,
     ListDriftReports,
@@ -57,6 +59,7 @@ from contracts.monitoring import (
     RecordPredictions,
     ReportPage,
     RunDriftCheck,
+    Series,
     SubmitFeedback,
     Summary,
 )
@@ -245,6 +248,9 @@ class LocalMonitoringService:
             latency_p99_s=latency.pop("latency_p99_s", None),
             **latency,
         )
+
+    async def get_series(self, request: GetSeries) -> Series:
+        return await read_series(self._db, request)
 
     # --- drift ------------------------------------------------------------------------------
 
