@@ -183,6 +183,7 @@ async def test_a_deployment_rule_watches_the_traffic_it_serves(
         {**busy, "model": "lin"},  # two targets
         {**busy, "version": 1},
         {"model": "lin", "signal": "error_rate", "threshold": 1, "feature": "age"},
+        {"model": "lin", "signal": "expectation_violations", "threshold": 1, "feature": "x" * 129},
     ):
         refused = await http.put("/v1/monitoring/alerts/other", json=body)
         assert refused.status_code == 400, (body, refused.text)

@@ -35,6 +35,8 @@ TRAFFIC_SIGNALS = {
 """Alert signals read from the window's records, and their key in the latency figures."""
 DEPLOYMENT_SIGNALS = frozenset(TRAFFIC_SIGNALS)
 VIEW_SIGNALS = frozenset({"feature_freshness"})
+MAX_FEATURE = 128
+"""The longest input column name a rule may narrow to."""
 
 
 class AlertTargets:
@@ -59,6 +61,8 @@ class AlertTargets:
         validate_name(rule.model, what=f"{rule.target} name")
         if rule.feature is not None and rule.signal != "expectation_violations":
             raise _invalid("feature only narrows expectation_violations", "feature")
+        if rule.feature is not None and not 0 < len(rule.feature) <= MAX_FEATURE:
+            raise _invalid(f"feature must be 1 to {MAX_FEATURE} characters", "feature")
         allowed = {"deployment": DEPLOYMENT_SIGNALS, "view": VIEW_SIGNALS}.get(rule.target)
         if allowed is None:
             if rule.signal in VIEW_SIGNALS:
