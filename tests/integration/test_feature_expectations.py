@@ -1,13 +1,30 @@
 """A view's data expectations over HTTP: a push breaking one is refused naming the row and the
 feature, or written and reported under ``warn``; bad specs are refused; on embedded defaults
-and on PostgreSQL + Redis."""
+and on PostgreSQL + Redis; and through a msgpack round trip of the contract."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from app.bootstrap import Platform
+from app.kernel import calls
+from app.kernel.codec import loopback
+from app.kernel.settings import Settings
+from contracts.common import InvalidInput
+from contracts.features import (
+    Expectation,
+    Feature,
+    FeaturesService,
+    GetExpectations,
+    PushRows,
+    PutExpectations,
+    PutFeatureView,
+    Value,
+)
 from tests.integration.test_features_http import ago, client, put_users
 
 __all__ = ["client"]  # the parametrised fixture, embedded and PostgreSQL + Redis
@@ -122,3 +139,30 @@ async def test_an_int_expectation_on_a_float_feature_refuses_fractions(
     assert fraction.json()["details"]["expectation"] == "type"
     unseen = await _push(client, _row(1, age=3.0))
     assert unseen.json()["details"]["expectation"] == "category"
+
+
+async def test_expectations_travel_the_wire_as_they_are(tmp_path: Path) -> None:
+    async with Platform(Settings(data_dir=tmp_path, modules=("features",))) as platform:
+        wire = loopback(FeaturesService, platform.client("features"))
+        features = calls.bind(FeaturesService, wire, module="features", caller="tests")
+        await features.put_view(
+            PutFeatureView(
+                name="users", entities=["user_id"], features=[Feature(name="age", dtype="float")]
+            )
+        )
+        rules = [Expectation(feature="age", min=0, max=120)]
+        put = await features.put_expectations(
+            PutExpectations(view="users", expectations=rules, on_violation="warn")
+        )
+        assert put.expectations == rules
+        row: dict[str, Value] = {"user_id": 1, "event_timestamp": ago(hours=1), "age": 200.0}
+        pushed = await features.push(PushRows(view="users", rows=[row]))
+        assert (pushed.violations, len(pushed.warnings)) == (1, 1)
+        got = await features.get_expectations(GetExpectations(view="users"))
+        assert (got.violations, got.on_violation) == (1, "warn")
+
+        await features.put_expectations(PutExpectations(view="users", expectations=rules))
+        with pytest.raises(InvalidInput) as refused:
+            await features.push(PushRows(view="users", rows=[row]))
+        assert refused.value.details["row"] == 0
+        assert refused.value.details["field"] == "age"
