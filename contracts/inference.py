@@ -21,14 +21,16 @@ from contracts.common import (
     Version,
     method,
 )
-from contracts.features import Value
+from contracts.features import FeatureSource, Value
 from contracts.registry import TensorSpec
 
 __all__ = [
     "VERSION",
     "AbortRollout",
     "BatchJob",
+    "BatchOutput",
     "BatchResultChunk",
+    "BatchSource",
     "DeleteDeployment",
     "Deployment",
     "Fallback",
@@ -57,7 +59,7 @@ __all__ = [
     "UnloadModel",
 ]
 
-VERSION = (1, 7)
+VERSION = (1, 8)
 """Contract version ``(major, minor)``; remote calls refuse a different major.
 
 1.3: numeric fields carry their bounds (versions, limits, chunk sizes, durations, percents).
@@ -65,6 +67,8 @@ VERSION = (1, 7)
 1.5: ``Prediction.labels`` and ``ModelStatus.classes`` for versions with class labels.
 1.6: ``RolloutPolicy.judge_estimated``.
 1.7: ``Predict.sticky``: the request headers a deployment's ``sticky_header`` reads.
+1.8: batch jobs read their rows from files or tables (``SubmitBatchJob.source``) and write their
+     results to a Parquet file (``SubmitBatchJob.output``, ``BatchJob.output``).
 """
 
 
@@ -239,17 +243,63 @@ class DeleteDeployment(msgspec.Struct, frozen=True, kw_only=True):
     name: str
 
 
+class BatchSource(msgspec.Struct, frozen=True, kw_only=True):
+    """A batch job's rows, read from a file or a table where they live (since contract 1.8).
+
+    ``source`` says where, as a feature view's source does: a Parquet or CSV file or directory
+    under the source roots (``QUARRY_SOURCE_ROOTS``), or a table or query of a configured
+    database (``QUARRY_SOURCE_DATABASES``); its timestamps, ``columns`` and schedule are not
+    used. The model's input comes from one of:
+
+    - ``inputs``: each model input -> the columns stacked, in order, into its tensor
+      (``[rows, len(columns)]``; numbers or booleans, converted to the input's dtype when every
+      value fits, as ``coerce`` does; or text columns for a ``BYTES`` input);
+    - ``entities``: join keys read from the columns of their names (or ``source.entities[key]``);
+      the model's feature service builds its input, as predicting by entity does.
+
+    ``keys`` are columns written next to the predictions in an ``output`` file. Files are read in
+    path order, a table or query in the order of its ``keys`` (which it needs): a resumed job
+    reads the same rows in the same order.
+    """
+
+    source: FeatureSource
+    inputs: dict[str, list[str]] = {}
+    entities: list[str] = []
+    keys: list[str] = []
+
+
+class BatchOutput(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a batch job writes its results: a Parquet file under the source roots.
+
+    The file has the source's ``keys`` columns (or ``row``, the row's number in the input), then
+    one column per output of one value per row (``name``) or per position of a row's vector
+    (``name_0``, ``name_1``, ...), then ``label`` for a version with class labels. Each chunk is
+    written to a part file as it is scored; the parts become the file in one rename when the job
+    succeeds, so the file is never seen half written and a resumed job never repeats a row.
+    An existing file is replaced only with ``overwrite``.
+    """
+
+    path: str
+    overwrite: bool = False
+
+
 class SubmitBatchJob(msgspec.Struct, frozen=True, kw_only=True):
     """Run a model on many rows in the background, ``chunk_rows`` rows at a time.
 
     ``model`` is resolved at submission (an unknown model is ``NotFound`` then) and pinned to
     that version unless it names a deployment; ``coerce`` is as in :class:`Predict`.
+
+    The rows are ``inputs`` (tensors), or, since contract 1.8, read from ``source`` (``inputs``
+    then empty); the results are fetched with :meth:`InferenceService.fetch_batch_results`, or
+    written to ``output``.
     """
 
     model: str
     inputs: dict[str, Tensor]
     chunk_rows: PositiveCount = 1024
     coerce: bool = False
+    source: BatchSource | None = None
+    output: BatchOutput | None = None
 
 
 class GetBatchJob(msgspec.Struct, frozen=True, kw_only=True):
@@ -274,6 +324,8 @@ class BatchJob(msgspec.Struct, frozen=True, kw_only=True):
     version: Version | None = None
     created_at: datetime
     updated_at: datetime
+    output: str | None = None
+    """The Parquet file the job writes its results to (since contract 1.8)."""
 
 
 class FetchBatchResults(msgspec.Struct, frozen=True, kw_only=True):
@@ -450,7 +502,9 @@ class InferenceService(Protocol):
     @method(scope=Scope.PREDICT)
     async def submit_batch_job(self, request: SubmitBatchJob) -> BatchJob:
         """Queue a batch job; ``NotFound`` for an unknown model, ``InvalidInput`` for ragged
-        inputs or a bad ``chunk_rows``. Poll :meth:`get_batch_job` for its progress."""
+        inputs, a bad ``chunk_rows``, or a source or output that may not or cannot be read or
+        written (naming the path and column); ``Conflict`` for an existing output file without
+        ``overwrite``. Poll :meth:`get_batch_job` for its progress."""
         ...
 
     @method(scope=Scope.READ, idempotent=True)
@@ -486,5 +540,6 @@ class InferenceService(Protocol):
 
     @method(scope=Scope.READ, idempotent=True, streaming=True)
     def fetch_batch_results(self, request: FetchBatchResults) -> AsyncIterator[BatchResultChunk]:
-        """Stream a succeeded job's outputs in row order; ``Conflict`` while it is not."""
+        """Stream a succeeded job's outputs in row order; ``Conflict`` while it is not, and for
+        a job that wrote them to an output file."""
         ...

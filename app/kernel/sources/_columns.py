@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from contracts.common import InvalidInput
@@ -21,17 +21,19 @@ KINDS = (
     "string",
     "float_vector",
     "number",
+    "scalar",
     "any",
 )
 """``entity``: int or string join keys; ``timestamp``: times, ISO 8601 text or epoch seconds;
-``number``: integers, floats, decimals or booleans; ``any``: any type; the others as a feature's
-dtype."""
+``number``: integers, floats, decimals or booleans; ``scalar``: numbers or text; ``any``: any
+type; the others as a feature's dtype."""
 
 _WANTED = {
     "entity": "int or string join keys",
     "timestamp": "timestamps, ISO 8601 text or epoch seconds",
     "float_vector": "lists of numbers",
     "number": "numbers",
+    "scalar": "numbers or text",
 }
 
 
@@ -45,7 +47,7 @@ def fits(kind: str, t: pa.DataType) -> bool:
         return True
     if types.is_null(t):
         return kind not in ("timestamp", "entity")
-    checks = {
+    checks: dict[str, Callable[[], bool]] = {
         "entity": lambda: types.is_integer(t) or types.is_string(t) or types.is_large_string(t),
         "timestamp": lambda: (
             types.is_timestamp(t)
@@ -63,6 +65,7 @@ def fits(kind: str, t: pa.DataType) -> bool:
             or types.is_decimal(t)
             or types.is_boolean(t)
         ),
+        "scalar": lambda: _scalar(t),
         "bool": lambda: types.is_boolean(t),
         "string": lambda: types.is_string(t) or types.is_large_string(t),
         "float_vector": lambda: (
@@ -71,6 +74,10 @@ def fits(kind: str, t: pa.DataType) -> bool:
         ),
     }
     return bool(checks[kind]())
+
+
+def _scalar(t: pa.DataType) -> bool:
+    return fits("number", t) or fits("string", t)
 
 
 def check_columns(schema: pa.Schema, where: str, dtypes: Mapping[str, str]) -> None:

@@ -371,7 +371,8 @@ def _batch_job_handlers(service: InferenceService) -> list[Any]:
         **documented(body=BatchJobBody, answer=BatchJob, status=202, body_example=BATCH_EXAMPLE),
     )
     async def submit_batch_job(request: Request[Any, Any, Any]) -> Response[bytes]:
-        """Queue a batch job (JSON ``{"model", "inputs": {name: rows}}``); answers the job."""
+        """Queue a batch job (JSON ``{"model", "inputs": {name: rows}}``, or a ``source`` file
+        or table and optionally an ``output`` Parquet file); answers the job."""
         example = '{"model": "<ref>", "inputs": {...}}'
         body = decode_body(_BATCH_JOB, await request.body(), what="batch job", example=example)
         job = await service.submit_batch_job(
@@ -380,6 +381,8 @@ def _batch_job_handlers(service: InferenceService) -> list[Any]:
                 inputs=_tensors(PredictBody(inputs=body.inputs)),
                 chunk_rows=body.chunk_rows,
                 coerce=True,
+                source=body.source,
+                output=body.output,
             )
         )
         return json_response(job, 202)

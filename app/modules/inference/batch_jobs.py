@@ -1,12 +1,15 @@
 """Batch prediction jobs: inputs stored in chunks, run by a task actor through ``predict``.
 
 Submission validates, pins the model version (unless the reference names a deployment), splits
-the inputs into msgpack chunks and queues ``inference.run_batch_job``. The actor runs in a
+the inputs into msgpack chunks and queues ``inference.run_batch_job``; a job on a file or a
+table stores what it reads and writes instead, and reads its rows at run time
+(:mod:`.batch_files`). The actor runs in a
 dramatiq worker thread; it hands the work to the module's event loop and waits. Each chunk's
 outputs and the new ``rows_done`` are stored in one transaction guarded by the old
 ``rows_done``, so a redelivered message resumes where the last attempt stopped and never stores
 a chunk twice; the job row takes one outcome. Input errors fail the job with the reason;
-other errors are retried by the task queue.
+other errors are retried by the task queue. A job writing an output file writes each chunk's
+part before claiming it, and joins the parts into the file before it succeeds.
 """
 
 from __future__ import annotations
@@ -16,11 +19,17 @@ import concurrent.futures
 import functools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from app.modules.inference import store
+import msgspec
+
+from app.kernel.sources import SourcePolicy
+from app.modules.inference import batch_files, store
+from app.modules.inference.batch_files import FileJob, OutputFile
+from app.modules.inference.settings import InferenceSettings
 from contracts.common import (
     Conflict,
     InvalidInput,
@@ -29,12 +38,21 @@ from contracts.common import (
     Unavailable,
     UnprocessableInput,
 )
-from contracts.inference import BatchJob, BatchResultChunk, Predict, Prediction, SubmitBatchJob
+from contracts.inference import (
+    BatchJob,
+    BatchResultChunk,
+    BatchSource,
+    Predict,
+    Prediction,
+    SubmitBatchJob,
+)
 
 if TYPE_CHECKING:
     import dramatiq
 
     from app.kernel.db import Database
+    from app.kernel.settings import Settings
+    from app.kernel.sources import Chunk, SourceReader
     from app.kernel.tasks import TaskQueue
 
 __all__ = ["ACTOR", "MAX_CHUNK_ROWS", "BatchJobs"]
@@ -61,8 +79,10 @@ class BatchJobs:
         predict: Callable[[Predict], Awaitable[Prediction]],
         pin: Resolve,
         logger: logging.Logger,
+        settings: Settings | None = None,
     ) -> None:
         self._db = db
+        self._settings = settings
         self._tasks = tasks
         self._predict = predict
         self._pin = pin
@@ -108,7 +128,19 @@ class BatchJobs:
                 f"chunk_rows must be between 1 and {MAX_CHUNK_ROWS}",
                 details={"chunk_rows": request.chunk_rows},
             )
-        rows = _rows(request.inputs)
+        spec = None
+        if request.source is not None or request.output is not None:
+            spec = FileJob(source=request.source, output=request.output)
+        if request.source is not None:
+            if request.inputs:
+                raise InvalidInput(
+                    "a batch job reads inputs or a source, not both", details={"field": "inputs"}
+                )
+            rows = await asyncio.to_thread(self._check_files, request)
+        else:
+            rows = _rows(request.inputs)
+            if request.output is not None:
+                await asyncio.to_thread(self._check_files, request)
         target = await self._pin(request.model)
         version = int(target.rsplit(":", 1)[1]) if ":" in target else None
         now = datetime.now(UTC)
@@ -121,6 +153,7 @@ class BatchJobs:
             version=version,
             created_at=now,
             updated_at=now,
+            output=request.output.path if request.output else None,
         )
         arrays = {name: tensor.to_numpy() for name, tensor in request.inputs.items()}
         chunks = [
@@ -131,7 +164,7 @@ class BatchJobs:
                     for name, array in arrays.items()
                 },
             )
-            for offset in range(0, rows, request.chunk_rows)
+            for offset in range(0, rows if request.source is None else 0, request.chunk_rows)
         ]
 
         def insert(conn: Any) -> None:
@@ -143,19 +176,77 @@ class BatchJobs:
                 coerce=request.coerce,
                 chunks=chunks,
             )
+            if spec is not None:
+                store.insert_spec(conn, job.id, _SPEC.encode(spec))
 
         await self._db.write(insert)
         self._actor.send(job.id)
         return job
 
+    def _policy(self) -> SourcePolicy:
+        if self._settings is None:
+            raise Unavailable("batch jobs on files need the module's settings")
+        config = self._settings.module_config(InferenceSettings)
+        return SourcePolicy.of(
+            config.source_roots, config.source_databases, self._settings.data_dir
+        )
+
+    def _check_files(self, request: SubmitBatchJob) -> int:
+        """The rows of the job's source (blocking); ``InvalidInput`` for a source or an output
+        that may not or cannot be read or written, naming the path or the column."""
+        policy = self._policy()
+        reader = None
+        rows = 0
+        try:
+            if request.source is not None:
+                reader = batch_files.open_rows(request.source, policy)
+                reader.check()
+                rows = reader.total(None, 0) or 0
+                if rows == 0:
+                    raise InvalidInput(
+                        "the batch job's source holds no rows", details={"field": "source"}
+                    )
+                self._check_chunk_rows(request.chunk_rows)
+            if request.output is not None:
+                batch_files.check_output(request.output, policy, reader)
+        finally:
+            if reader is not None:
+                reader.close()
+        return rows
+
+    def _check_chunk_rows(self, chunk_rows: int) -> None:
+        limit = (
+            self._settings.module_config(InferenceSettings).max_queue_rows
+            if self._settings is not None
+            else MAX_CHUNK_ROWS
+        )
+        if chunk_rows > limit:
+            raise InvalidInput(
+                f"chunk_rows {chunk_rows} exceeds the rows one prediction takes here ({limit},"
+                " QUARRY_MAX_QUEUE_ROWS)",
+                details={"chunk_rows": chunk_rows},
+            )
+
     async def get(self, job_id: str) -> BatchJob:
         found = await self._db.read(lambda conn: store.get_job(conn, job_id))
         if found is None:
             raise NotFound(f"no batch job {job_id!r}", details={"id": job_id})
-        return found[0]
+        spec = await self._spec(job_id)
+        if spec is None or spec.output is None:
+            return found[0]
+        return msgspec.structs.replace(found[0], output=spec.output.path)
+
+    async def _spec(self, job_id: str) -> FileJob | None:
+        raw = await self._db.read(lambda conn: store.read_spec(conn, job_id))
+        return None if raw is None else _SPEC_DECODER.decode(raw)
 
     async def results(self, job_id: str) -> AsyncIterator[BatchResultChunk]:
         job = await self.get(job_id)
+        if job.output is not None:
+            raise Conflict(
+                f"batch job {job_id!r} writes its results to {job.output!r}",
+                details={"id": job_id, "output": job.output},
+            )
         if job.status != "succeeded":
             raise Conflict(
                 f"batch job {job_id!r} is {job.status}: results are available once it succeeds",
@@ -194,44 +285,124 @@ class BatchJobs:
         job, row = found
         if not await self._db.write(lambda conn: store.start_job(conn, job_id, _now())):
             return  # it already has its outcome
+        spec = await self._spec(job_id) or FileJob()
+        output = None
+        if spec.output is not None:
+            output = OutputFile(self._policy().path(spec.output.path), job_id)
+        work = (
+            self._source_work(job, row, spec.source)
+            if spec.source is not None
+            else self._stored_work(job, row)
+        )
+        try:
+            async for item in work:
+                if not await self._score(job_id, item, output):
+                    return  # another attempt got there first, or the job has its outcome
+            if output is not None:
+                await asyncio.to_thread(output.publish)
+        except PERMANENT as exc:
+            await self._fail(job_id, exc.message, output)
+            return
+        finally:
+            await work.aclose()
+        await self._db.write(lambda conn: store.finish_job(conn, job_id, "succeeded", None, _now()))
+
+    async def _score(self, job_id: str, item: _Work, output: OutputFile | None) -> bool:
+        """Predict one chunk and claim it (its part written first); ``False`` when the claim
+        was lost. Errors a retry cannot fix name the chunk's rows."""
+        try:
+            prediction = await self._predict(item.request)
+        except PERMANENT as exc:
+            raise type(exc)(f"{item.where}: {exc.message}", details=exc.details) from None
+        outputs = prediction.outputs
+        if output is not None:
+            table = batch_files.results(item.where, item.offset, item.rows, item.keys, prediction)
+            await asyncio.to_thread(output.write, item.offset, table)
+            outputs = {}
+
+        def claim(conn: Any) -> bool:
+            return store.claim_chunk(
+                conn,
+                job_id,
+                offset=item.offset,
+                rows=item.rows,
+                outputs=outputs,
+                version=prediction.version,
+                now=_now(),
+            )
+
+        return bool(await self._db.write(claim))
+
+    async def _stored_work(self, job: BatchJob, row: Any) -> AsyncGenerator[_Work]:
         offset = job.rows_done
         while offset < job.rows:
             inputs = await self._db.read(
-                functools.partial(store.read_chunk, job_id=job_id, kind="input", offset=offset)
+                functools.partial(store.read_chunk, job_id=job.id, kind="input", offset=offset)
             )
             if inputs is None:
-                await self._fail(job_id, f"the inputs at row {offset} are missing")
-                return
-            try:
-                prediction = await self._predict(
-                    Predict(model=row.target, inputs=inputs, coerce=row.coerce)
-                )
-            except PERMANENT as exc:
-                await self._fail(job_id, f"rows from {offset}: {exc.message}")
-                return
+                raise InvalidInput(f"the inputs at row {offset} are missing")
             count = min(row.chunk_rows, job.rows - offset)
-
-            def claim(
-                conn: Any, at: int = offset, n: int = count, answer: Prediction = prediction
-            ) -> bool:
-                return store.claim_chunk(
-                    conn,
-                    job_id,
-                    offset=at,
-                    rows=n,
-                    outputs=answer.outputs,
-                    version=answer.version,
-                    now=_now(),
-                )
-
-            if not await self._db.write(claim):
-                return  # another attempt got there first, or the job has its outcome
+            request = Predict(model=row.target, inputs=inputs, coerce=row.coerce)
+            yield _Work(offset=offset, rows=count, request=request, where=f"rows from {offset}")
             offset += count
-        await self._db.write(lambda conn: store.finish_job(conn, job_id, "succeeded", None, _now()))
 
-    async def _fail(self, job_id: str, reason: str) -> None:
+    async def _source_work(
+        self, job: BatchJob, row: Any, source: BatchSource
+    ) -> AsyncGenerator[_Work]:
+        """The source's chunks from ``rows_done`` on (earlier ones are read and skipped)."""
+        reader: SourceReader = await asyncio.to_thread(
+            batch_files.open_rows, source, self._policy()
+        )
+        try:
+            chunks = batch_files.chunk_iterator(reader, row.chunk_rows)
+            offset = 0
+            while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+                rows = chunk.table.num_rows
+                if offset + rows <= job.rows_done:
+                    offset += rows
+                    continue
+                if offset < job.rows_done:
+                    raise InvalidInput(
+                        f"{batch_files.span(chunk)}: the source changed since the job started"
+                        f" (its rows no longer split at row {job.rows_done})"
+                    )
+                request = batch_files.predict_request(row.target, chunk, source)
+                yield _Work(
+                    offset=offset,
+                    rows=rows,
+                    request=request,
+                    where=batch_files.span(chunk),
+                    keys=_keys(chunk, source.keys),
+                )
+                offset += rows
+        finally:
+            await asyncio.to_thread(reader.close)
+
+    async def _fail(self, job_id: str, reason: str, output: OutputFile | None = None) -> None:
         self._log.warning("batch job %s failed: %s", job_id, reason)
+        if output is not None:
+            await asyncio.to_thread(output.discard)
         await self._db.write(lambda conn: store.finish_job(conn, job_id, "failed", reason, _now()))
+
+
+@dataclass(frozen=True)
+class _Work:
+    """One chunk of a job: its rows, the prediction of them, how errors name them, and the
+    key columns an output file takes from them."""
+
+    offset: int
+    rows: int
+    request: Predict
+    where: str
+    keys: dict[str, Any] = field(default_factory=dict)
+
+
+def _keys(chunk: Chunk, keys: list[str]) -> dict[str, Any]:
+    return {key: chunk.table.column(key) for key in keys}
+
+
+_SPEC = msgspec.msgpack.Encoder()
+_SPEC_DECODER = msgspec.msgpack.Decoder(FileJob)
 
 
 def _rows(inputs: dict[str, Tensor]) -> int:

@@ -22,7 +22,7 @@ from app.kernel.http.openapi import MODEL_REF_PATTERN
 from app.modules.inference.batch_jobs import MAX_CHUNK_ROWS
 from contracts.common import NAME_PATTERN, Count, PositiveCount, Seconds, Tensor
 from contracts.features import Value
-from contracts.inference import RolloutPolicy, Route
+from contracts.inference import BatchOutput, BatchSource, RolloutPolicy, Route
 
 __all__ = [
     "BATCH_EXAMPLE",
@@ -148,11 +148,15 @@ class DeploymentView(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class BatchJobBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``POST /v1/inference/batch-jobs``: the model reference and rows per input."""
+    """``POST /v1/inference/batch-jobs``: the model reference and rows per input, or a
+    ``source`` to read them from (a file or a table); an ``output`` file to write the results
+    to (see :class:`contracts.inference.BatchSource` and ``BatchOutput``)."""
 
     model: str
-    inputs: Annotated[dict[str, list[Any]], msgspec.Meta(min_length=1)]
+    inputs: dict[str, list[Any]] = {}
     chunk_rows: Annotated[int, msgspec.Meta(ge=1, le=MAX_CHUNK_ROWS)] = 1024
+    source: BatchSource | None = None
+    output: BatchOutput | None = None
 
 
 class RolloutBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

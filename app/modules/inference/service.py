@@ -108,7 +108,14 @@ class LocalInferenceService:
         )
         """Prediction records of this process, handed to monitoring in the background."""
         self._batch_jobs = (
-            BatchJobs(db=db, tasks=tasks, predict=self.predict, pin=self._pin, logger=self._log)
+            BatchJobs(
+                db=db,
+                tasks=tasks,
+                predict=self.predict,
+                pin=self._pin,
+                logger=self._log,
+                settings=settings,
+            )
             if db is not None and tasks is not None
             else None
         )

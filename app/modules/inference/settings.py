@@ -59,3 +59,11 @@ class InferenceSettings(msgspec.Struct, frozen=True, kw_only=True):
     ] = 0.1
     """QUARRY_INFERENCE_PREDICTION_LOG_SAMPLE (or QUARRY_PREDICTION_LOG_SAMPLE): share of
     predictions whose inputs are logged (0..1)."""
+    source_roots: Annotated[tuple[str, ...], Alias("QUARRY_SOURCE_ROOTS")] = ()
+    """QUARRY_INFERENCE_SOURCE_ROOTS (or QUARRY_SOURCE_ROOTS, which feature views read too):
+    comma-separated folders a batch job may read its rows from and write its output to (default:
+    the data directory only); a relative path is taken from the first one."""
+    source_databases: Annotated[tuple[str, ...], Alias("QUARRY_SOURCE_DATABASES")] = ()
+    """QUARRY_INFERENCE_SOURCE_DATABASES (or QUARRY_SOURCE_DATABASES): comma-separated
+    ``postgresql://`` URLs a batch job may read, each optionally named ``name=URL``; none by
+    default."""

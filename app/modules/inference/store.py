@@ -117,7 +117,8 @@ batch_chunks = sa.Table(
     sa.Column("offset", sa.Integer, primary_key=True),
     sa.Column("data", sa.LargeBinary, nullable=False),
 )
-"""Msgpack-encoded ``dict[str, Tensor]`` blobs: ``kind`` is ``input`` or ``output``."""
+"""Msgpack-encoded ``dict[str, Tensor]`` blobs: ``kind`` is ``input`` or ``output``; a job on
+files also has one ``spec`` (what it reads and writes)."""
 
 _TENSORS = msgspec.msgpack.Decoder(dict[str, Tensor])
 _ENCODER = msgspec.msgpack.Encoder()
@@ -277,6 +278,21 @@ def finish_job(
         )
     )
     return True
+
+
+def insert_spec(conn: Connection, job_id: str, spec: bytes) -> None:
+    """Store what a job on files reads and writes (a ``spec`` chunk, kept with its results)."""
+    conn.execute(sa.insert(batch_chunks).values(job_id=job_id, kind="spec", offset=0, data=spec))
+
+
+def read_spec(conn: Connection, job_id: str) -> bytes | None:
+    """A job's stored ``spec`` chunk, or ``None`` for a job on inline inputs."""
+    row = conn.execute(
+        sa.select(batch_chunks.c.data).where(
+            batch_chunks.c.job_id == job_id, batch_chunks.c.kind == "spec"
+        )
+    ).first()
+    return None if row is None else bytes(row.data)
 
 
 # --- rollouts ---------------------------------------------------------------------------------
