@@ -1,0 +1,302 @@
+"""The platform flow through the public process in every placement, on real processes.
+
+The flow: a feature view, a push, a feature service, a training job on point-in-time data, a
+version gated to ``champion``, predict by entity, the monitoring summary, a drift check (and the
+webhook list, so the notifications module's routes are crossed too). It runs through the public
+process of each placement:
+
+- **<module> remote**, for each of the six modules in turn: the public process hosts every other
+  module and calls that one in a process of its own (which reaches the rest through the public
+  process);
+- **all separate**: every module in a process of its own, behind a gateway that hosts no module
+  (``QUARRY_MODULES=none``); each request of the flow is one trace across the processes it
+  crosses (every process exports spans over OTLP to a receiver run by the test).
+
+Events travel on Redis Streams (a key prefix per placement); tasks stay in-process, so training
+jobs run in the process hosting training. Each database case runs its placements at once, as
+many as the machine has cores (at least two): **all separate** on embedded SQLite (a data
+directory per process) and on PostgreSQL (a schema per placement), and each module remote on
+one of the two, alternating (registry, monitoring and training on PostgreSQL; features,
+inference and notifications on SQLite), which keeps the whole matrix to a few minutes on two
+cores.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import REDIS_URL
+from tests.e2e.conftest import TOKEN
+from tests.e2e.test_platform_processes import USERS, Receiver, eventually, seed
+from tests.fakes.server import Server, free_port
+
+pytestmark = pytest.mark.slow
+pytest.importorskip("torch")
+
+MODULES = ("registry", "features", "monitoring", "inference", "training", "notifications")
+ON_POSTGRES = ("registry", "monitoring", "training")
+"""Modules whose remote placement runs on PostgreSQL; the others' runs on SQLite."""
+GATEWAY = "gateway"
+
+
+@dataclass
+class Placement:
+    """Which modules each process hosts; ``public`` is the process the flow talks to."""
+
+    name: str
+    processes: dict[str, tuple[str, ...]]
+    """Process name -> the modules it hosts (none: a gateway)."""
+    public: str
+    traced: bool = False
+    servers: dict[str, Server] = field(default_factory=dict)
+
+    def host_of(self, module: str) -> str:
+        return next(p for p, hosted in self.processes.items() if module in hosted)
+
+
+def one_remote(module: str) -> Placement:
+    rest = tuple(m for m in MODULES if m != module)
+    return Placement(f"{module}-remote", {"public": rest, module: (module,)}, public="public")
+
+
+def all_separate() -> Placement:
+    processes: dict[str, tuple[str, ...]] = {m: (m,) for m in MODULES}
+    processes[GATEWAY] = ()
+    return Placement("all-separate", processes, public=GATEWAY, traced=True)
+
+
+def placements(database: str) -> list[Placement]:
+    chosen = [all_separate()]
+    chosen += [one_remote(m) for m in MODULES if (m in ON_POSTGRES) == (database == "postgres")]
+    return chosen
+
+
+# --- processes --------------------------------------------------------------------------------
+
+
+def start(placement: Placement, tmp_path: Path, env: dict[str, str]) -> None:
+    """Start every process of ``placement`` at once (each reaches the others by URL, so the
+    order does not matter), then wait until each is ready."""
+    ports = {name: free_port() for name in placement.processes}
+    url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    for name, hosted in placement.processes.items():
+        remotes = {
+            f"QUARRY_REMOTE_{m.upper()}": url[placement.host_of(m)]
+            for m in MODULES
+            if m not in hosted
+        }
+        placement.servers[name] = Server(
+            tmp_path / placement.name / name,
+            port=ports[name],
+            args=("--drain-delay", "0"),  # stopped when the flow is done: no load balancer
+            env={
+                **env,
+                **remotes,
+                "QUARRY_MODULES": ",".join(hosted) or "none",
+                "OTEL_SERVICE_NAME": f"quarry-{name}",
+            },
+        )
+    for server in placement.servers.values():
+        server.data_dir.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(len(placement.servers)) as pool:
+        for started in [pool.submit(s.start, 180) for s in placement.servers.values()]:
+            started.result()
+
+
+def stop(placement: Placement) -> None:
+    with ThreadPoolExecutor(len(placement.servers) or 1) as pool:
+        list(pool.map(Server.stop, placement.servers.values()))
+
+
+# --- the flow ---------------------------------------------------------------------------------
+
+
+def traceparent() -> tuple[str, dict[str, str]]:
+    trace_id = secrets.token_hex(16)
+    return trace_id, {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
+
+
+def flow(client: httpx.Client) -> dict[str, str]:
+    """The platform flow; answers the trace id of each request sent with one."""
+    traces: dict[str, str] = {}
+    entity_rows = seed(client)  # a feature view, a push, a feature service
+    spec = {
+        "trainer": "logistic_regression",
+        "model": "churn",
+        "dataset": {
+            "feature_service": "churn",
+            "entity_rows": entity_rows,
+            "label": "users:churned",
+        },
+        "hyperparameters": {"epochs": 30},
+        "gate": {"metric": "accuracy", "threshold": 0.6, "promote_to": "champion"},
+    }
+    traces["submit"], headers = traceparent()
+    submitted = client.post("/v1/training/jobs", json=spec, headers=headers)
+    assert submitted.status_code == 202, submitted.text
+    job_id = submitted.json()["id"]
+    job = eventually(
+        lambda: (
+            (j := client.get(f"/v1/training/jobs/{job_id}").json())["status"]
+            not in ("queued", "running")
+            and j
+        ),
+        "the training job",
+    )
+    assert job["status"] == "succeeded", job
+    assert job["verdict"]["passed"], job  # the gate passed: the version became the champion
+    champion = client.get("/v1/registry/models/churn/aliases/champion")
+    assert champion.status_code == 200, champion.text
+    assert champion.json()["version"] == job["version"]
+
+    traces["predict"], headers = traceparent()
+    answer = client.post(
+        "/v1/predict/churn", json={"entities": {"user_id": list(range(USERS))}}, headers=headers
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["version"] == job["version"]
+
+    summary = eventually(
+        lambda: (
+            (s := client.get("/v1/monitoring/models/churn/summary", params={"window": "10m"}))
+            .json()
+            .get("requests")
+            and s.json()
+        ),
+        "the prediction to reach monitoring",
+    )
+    assert summary["requests"] >= 1
+
+    def drift_check() -> dict[str, Any] | None:
+        traces["drift"], headers = traceparent()
+        checked = client.post(
+            "/v1/monitoring/drift/churn", json={"window": "1h", "min_rows": 50}, headers=headers
+        )
+        assert checked.status_code in (200, 201), checked.text
+        report: dict[str, Any] = checked.json()
+        return None if report["status"] == "insufficient_data" else report
+
+    report = eventually(drift_check, "the predictions' inputs to reach monitoring")
+    assert report["status"] in ("ok", "drift")
+    assert report["current_rows"] >= 50
+    webhooks = client.get("/v1/notifications/webhooks")
+    assert webhooks.status_code == 200, webhooks.text
+    return traces
+
+
+def run(placement: Placement, tmp_path: Path, env: dict[str, str], receiver: Receiver) -> None:
+    try:
+        start(placement, tmp_path, env)
+        public = placement.servers[placement.public]
+        with httpx.Client(base_url=public.url, timeout=60) as client:
+            rows = {m["name"]: m for m in client.get("/v1/modules").json()["modules"]}
+            hosted = placement.processes[placement.public]
+            assert {n for n, m in rows.items() if m["placement"] == "local"} == set(hosted)
+            assert len(rows) == len(MODULES)
+            traces = flow(client)
+        if placement.traced:
+            check_traces(placement, traces, receiver)
+    except BaseException as exc:
+        logs = "\n".join(
+            f"--- {name}:\n{s.log.read_text()[-2000:]}"
+            for name, s in placement.servers.items()
+            if s.log.exists()
+        )
+        raise AssertionError(f"placement {placement.name}: {exc!r}\n{logs}") from exc
+    finally:
+        stop(placement)
+
+
+def check_traces(placement: Placement, traces: dict[str, str], receiver: Receiver) -> None:
+    """Each request is one trace that reaches every process it crosses."""
+    crossed = {
+        "submit": {GATEWAY, "training"},
+        "predict": {GATEWAY, "inference", "features"},
+        "drift": {GATEWAY, "monitoring", "registry"},
+    }
+    for request, processes in crossed.items():
+        services = {f"quarry-{p}" for p in processes}
+        eventually(
+            lambda t=traces[request], s=services: receiver.services_in(t) >= s,
+            f"spans of {', '.join(sorted(services))} in the {request} request's trace",
+            within=30,
+        )
+
+
+# --- the test ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    found = Receiver()
+    yield found
+    found.server.shutdown()
+    found.server.server_close()
+
+
+def schema_url(database: str) -> Iterator[str]:
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"{database}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(database, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_the_platform_flow_in_every_placement(
+    database: str,
+    tmp_path: Path,
+    redis_namespace: str,
+    receiver: Receiver,
+    request: pytest.FixtureRequest,
+) -> None:
+    chosen = placements(database)
+    schemas: list[Iterator[str]] = []
+    envs = []
+    for placement in chosen:
+        env = {
+            "QUARRY_EVENTS_URL": REDIS_URL,
+            "QUARRY_REDIS_PREFIX": f"{redis_namespace}-{placement.name}:",
+            "QUARRY_SERVICE_TOKEN": TOKEN,
+            "QUARRY_PREDICTION_LOG_SAMPLE": "1",
+        }
+        if placement.traced:
+            env |= {
+                "OTEL_TRACES_EXPORTER": "otlp",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+                "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+                "OTEL_BSP_SCHEDULE_DELAY": "200",
+            }
+        if database == "postgres":
+            schemas.append(schema_url(request.getfixturevalue("postgres_database")))
+            url = next(schemas[-1])
+            env |= {f"QUARRY_{m.upper()}_DATABASE_URL": url for m in MODULES}
+        envs.append(env)
+    try:
+        at_once = max(2, len(os.sched_getaffinity(0)))
+        with ThreadPoolExecutor(min(at_once, len(chosen))) as pool:
+            runs = [
+                pool.submit(run, p, tmp_path, env, receiver)
+                for p, env in zip(chosen, envs, strict=True)
+            ]
+            failures = [str(e) for r in runs if (e := r.exception()) is not None]
+        assert not failures, "\n\n".join(failures)
+    finally:
+        for schema in schemas:
+            schema.close()  # drops it
