@@ -24,6 +24,7 @@ __all__ = [
     "EventPattern",
     "GetWebhook",
     "ListDeliveries",
+    "ListFailedDeliveries",
     "ListWebhooks",
     "NotificationsService",
     "PutWebhook",
@@ -34,8 +35,12 @@ __all__ = [
     "WebhookFormat",
 ]
 
-VERSION = (1, 0)
-"""Contract version ``(major, minor)``; remote calls refuse a different major."""
+VERSION = (1, 1)
+"""Contract version ``(major, minor)``; remote calls refuse a different major.
+
+1.1: failed deliveries of every webhook, newest failure first
+(:meth:`NotificationsService.list_failed_deliveries`).
+"""
 
 WebhookFormat = Literal["json", "slack"]
 """``json``: the event in Quarry's envelope; ``slack``: ``{"text": ...}`` for a Slack incoming
@@ -139,6 +144,13 @@ class ListDeliveries(msgspec.Struct, frozen=True, kw_only=True):
     cursor: str | None = None
 
 
+class ListFailedDeliveries(msgspec.Struct, frozen=True, kw_only=True):
+    """One page of the failed deliveries of every webhook, the latest failure first."""
+
+    limit: Limit = 50
+    cursor: str | None = None
+
+
 class Redeliver(msgspec.Struct, frozen=True, kw_only=True):
     """Send a delivery again (whatever its status), with a fresh retry budget."""
 
@@ -174,6 +186,12 @@ class NotificationsService(Protocol):
     @method(scope=Scope.READ, idempotent=True)
     async def list_deliveries(self, request: ListDeliveries) -> Page[Delivery]:
         """One page of a webhook's deliveries with their attempts, newest first."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def list_failed_deliveries(self, request: ListFailedDeliveries) -> Page[Delivery]:
+        """One page of every webhook's failed deliveries with their attempts, the latest
+        failure first."""
         ...
 
     @method(scope=Scope.ADMIN, idempotent=True)

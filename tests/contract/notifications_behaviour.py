@@ -15,6 +15,7 @@ from contracts.notifications import (
     DeleteWebhook,
     GetWebhook,
     ListDeliveries,
+    ListFailedDeliveries,
     ListWebhooks,
     NotificationsService,
     PutWebhook,
@@ -102,3 +103,14 @@ class NotificationsBehaviour:
         await notifications.put_webhook(PutWebhook(name=name, url=URL, events=["*"]))
         with pytest.raises(NotFound):
             await notifications.redeliver(Redeliver(webhook=name, id=str(uuid.uuid4())))
+
+    async def test_failed_deliveries_of_every_webhook_are_listed(
+        self, notifications: NotificationsService
+    ) -> None:
+        name = _name()
+        await notifications.put_webhook(PutWebhook(name=name, url=URL, events=["*"]))
+        page = await notifications.list_failed_deliveries(ListFailedDeliveries(limit=5))
+        assert len(page.items) <= 5
+        assert all(d.status == "failed" for d in page.items)
+        with pytest.raises(InvalidInput):
+            await notifications.list_failed_deliveries(ListFailedDeliveries(cursor="not-a-cursor"))

@@ -6,6 +6,7 @@
 - ``GET /webhooks/{name}/deliveries`` (``?status=pending|delivered|failed``), newest first,
   each with its attempts
 - ``POST /webhooks/{name}/deliveries/{id}/redeliver``
+- ``GET /deliveries/failed``: every webhook's failed deliveries, the latest failure first
 
 Writes need the ``admin`` scope, reads ``read`` (from the contract's markers).
 """
@@ -30,6 +31,7 @@ from contracts.notifications import (
     EventPattern,
     GetWebhook,
     ListDeliveries,
+    ListFailedDeliveries,
     ListWebhooks,
     NotificationsService,
     PutWebhook,
@@ -112,6 +114,14 @@ def routes(service: NotificationsService) -> list[Router]:
         asked = from_params(ListDeliveries, webhook=name, status=status, limit=limit, cursor=cursor)
         return await service.list_deliveries(asked)
 
+    @get("/deliveries/failed", opt=contract_scope(svc.list_failed_deliveries))
+    async def list_failed_deliveries(
+        limit: PageLimit = 50, cursor: PageCursor = None
+    ) -> Page[Delivery]:
+        """One page of every webhook's failed deliveries, the latest failure first."""
+        asked = from_params(ListFailedDeliveries, limit=limit, cursor=cursor)
+        return await service.list_failed_deliveries(asked)
+
     @post(
         f"{path}/deliveries/{{id:str}}/redeliver",
         opt=contract_scope(svc.redeliver),
@@ -128,6 +138,7 @@ def routes(service: NotificationsService) -> list[Router]:
         put_webhook,
         delete_webhook,
         list_deliveries,
+        list_failed_deliveries,
         redeliver,
     ]
     return [Router(path="/v1/notifications", route_handlers=handlers, tags=["notifications"])]

@@ -28,6 +28,7 @@ from contracts.notifications import (
     Delivery,
     GetWebhook,
     ListDeliveries,
+    ListFailedDeliveries,
     ListWebhooks,
     PutWebhook,
     Redeliver,
@@ -158,6 +159,20 @@ class LocalNotificationsService:
         if len(found) > limit and items:
             cursor = encode_cursor("deliveries", items[-1].created_at, items[-1].id)
         return Page(items=items, next_cursor=cursor)
+
+    async def list_failed_deliveries(self, request: ListFailedDeliveries) -> Page[Delivery]:
+        after = None
+        if request.cursor:
+            after = decode_cursor(request.cursor, "failed-deliveries", float, str)
+        limit = request.limit
+        found = await self._db.read(
+            lambda conn: store.failed_deliveries(conn, after=after, limit=limit + 1)
+        )
+        items = found[:limit]
+        cursor = None
+        if len(found) > limit and items:
+            cursor = encode_cursor("failed-deliveries", items[-1][0], items[-1][1].id)
+        return Page(items=[d for _, d in items], next_cursor=cursor)
 
     async def redeliver(self, request: Redeliver) -> Delivery:
         def again(conn: Connection) -> Delivery:

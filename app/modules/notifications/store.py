@@ -308,6 +308,22 @@ def list_deliveries(
     return _with_attempts(conn, rows)
 
 
+def failed_deliveries(
+    conn: Connection, *, after: tuple[float, str] | None, limit: int
+) -> list[tuple[float, Delivery]]:
+    """Up to ``limit`` failed deliveries of every webhook, the latest failure first, after the
+    key ``after``, each with the time it failed (the key of the next page)."""
+    d = deliveries
+    query = sa.select(d).where(d.c.status == FAILED)
+    if after is not None:
+        at, key = after
+        query = query.where(
+            sa.or_(d.c.updated_at < at, sa.and_(d.c.updated_at == at, d.c.id < key))
+        )
+    rows = list(conn.execute(query.order_by(d.c.updated_at.desc(), d.c.id.desc()).limit(limit)))
+    return list(zip([r.updated_at for r in rows], _with_attempts(conn, rows), strict=True))
+
+
 def get_delivery(conn: Connection, webhook: str, delivery_id: str) -> Delivery | None:
     """Delivery ``delivery_id`` of ``webhook`` with its attempts, or ``None``."""
     d = deliveries
