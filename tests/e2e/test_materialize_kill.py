@@ -10,7 +10,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,7 +66,7 @@ def newest_per_user(table: pa.Table) -> dict[int, tuple[int, float]]:
     return {user: (clicks, ctr) for user, (_, clicks, ctr) in found.items()}
 
 
-def schema_url(database: str) -> Iterator[str]:
+def schema_url(database: str) -> Generator[str, None, None]:
     import psycopg
 
     schema = f"t_{uuid.uuid4().hex[:12]}"

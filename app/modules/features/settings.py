@@ -27,8 +27,9 @@ class FeaturesSettings(msgspec.Struct, frozen=True, kw_only=True):
     """QUARRY_FEATURES_FUTURE_TOLERANCE_S: how far ahead of now a pushed event may be stamped."""
     source_roots: Annotated[tuple[str, ...], Alias("QUARRY_SOURCE_ROOTS")] = ()
     """QUARRY_FEATURES_SOURCE_ROOTS (or QUARRY_SOURCE_ROOTS): comma-separated folders a view's
-    Parquet or CSV source may read from (default: the data directory only); a relative source
-    path is taken from the first one."""
+    Parquet or CSV source may read from (default: the data directory only), and
+    ``s3://bucket/prefix`` entries an ``s3://`` source may read from (none by default); a
+    relative source path is taken from the first folder. Historical outputs go under them too."""
     source_databases: Annotated[tuple[str, ...], Alias("QUARRY_SOURCE_DATABASES")] = ()
     """QUARRY_FEATURES_SOURCE_DATABASES (or QUARRY_SOURCE_DATABASES): comma-separated
     ``postgresql://`` URLs a view's source may read, each optionally named ``name=URL`` (a source
