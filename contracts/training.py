@@ -31,18 +31,23 @@ from contracts.inference import RolloutPolicy
 
 __all__ = [
     "MAX_HISTORY",
+    "MAX_LOG_LINE",
+    "MAX_LOG_LINES",
     "VERSION",
     "CancelTrainingJob",
     "Dataset",
     "EpochRecord",
     "Gate",
     "GateVerdict",
+    "GetJobLogs",
     "GetRetraining",
     "GetRetrainingPolicy",
     "GetTrainingJob",
+    "JobLogs",
     "ListRetrainings",
     "ListTrainers",
     "ListTrainingJobs",
+    "LogLine",
     "PutRetrainingPolicy",
     "Retrain",
     "Retraining",
@@ -60,11 +65,17 @@ __all__ = [
 MAX_HISTORY = 1000
 """Epochs a job's ``history`` keeps (the latest ones)."""
 
-VERSION = (1, 4)
+MAX_LOG_LINES = 1000
+"""Log lines a job keeps (the latest ones, of every attempt)."""
+MAX_LOG_LINE = 2000
+"""Characters a log line keeps (a longer one is cut, ending with ``…``)."""
+
+VERSION = (1, 6)
 """Contract version ``(major, minor)``; remote calls refuse a different major.
 
 1.2: numeric fields carry their bounds (seed, time limit, attempts, limits, versions).
 1.4: a dataset's ``entity_source`` (entity rows read from a file or table).
+1.6: a job's log lines (:meth:`TrainingService.get_job_logs`).
 """
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -199,6 +210,30 @@ class ListTrainingJobs(msgspec.Struct, frozen=True, kw_only=True):
     status: JobStatus | None = None
 
 
+class GetJobLogs(msgspec.Struct, frozen=True, kw_only=True):
+    """The newest ``limit`` log lines of job ``id``."""
+
+    id: str
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LOG_LINES)] = MAX_LOG_LINES
+
+
+class LogLine(msgspec.Struct, frozen=True, kw_only=True):
+    """One line a job's run logged (its own steps, and what its training process printed)."""
+
+    at: datetime
+    attempt: Count
+    line: Annotated[str, msgspec.Meta(max_length=MAX_LOG_LINE)]
+
+
+class JobLogs(msgspec.Struct, frozen=True, kw_only=True):
+    """A job's log lines, oldest first; ``dropped`` older lines are no longer kept (a job keeps
+    the latest :data:`MAX_LOG_LINES`, or the request asked for fewer)."""
+
+    id: str
+    lines: list[LogLine] = []
+    dropped: Count = 0
+
+
 class CancelTrainingJob(msgspec.Struct, frozen=True, kw_only=True):
     """Ask a job to stop: a queued job is cancelled at once, a running one at its next check."""
 
@@ -328,6 +363,11 @@ class TrainingService(Protocol):
     @method(scope=Scope.READ, idempotent=True)
     async def list_jobs(self, request: ListTrainingJobs) -> Page[TrainingJob]:
         """One page of jobs, newest first."""
+        ...
+
+    @method(scope=Scope.READ, idempotent=True)
+    async def get_job_logs(self, request: GetJobLogs) -> JobLogs:
+        """A job's latest log lines; ``NotFound`` if there is no such job."""
         ...
 
     @method(scope=Scope.TRAIN, idempotent=True)

@@ -2,6 +2,7 @@
 
 - ``POST /jobs`` with the job spec (:class:`contracts.training.TrainingJobSpec` as JSON) -> 202
 - ``GET /jobs`` (``?limit=&cursor=&status=``), ``GET /jobs/{id}``, ``POST /jobs/{id}/cancel``
+- ``GET /jobs/{id}/logs`` (``?limit=``: the newest lines, oldest first)
 - ``GET /trainers``
 - ``PUT|GET /policies/{model}`` (retraining policy), ``POST /retrain/{model}``,
   ``GET /retrainings[/{id}]``
@@ -22,10 +23,13 @@ from app.kernel.http.params import PageCursor, PageLimit
 from contracts.common import NAME_PATTERN, InvalidInput, Page, Seconds
 from contracts.inference import RolloutPolicy
 from contracts.training import (
+    MAX_LOG_LINES,
     CancelTrainingJob,
+    GetJobLogs,
     GetRetraining,
     GetRetrainingPolicy,
     GetTrainingJob,
+    JobLogs,
     ListRetrainings,
     ListTrainers,
     ListTrainingJobs,
@@ -58,6 +62,13 @@ ModelName = Annotated[
     str, PathParameter(description="The model's name.", schema_extra={"pattern": NAME_PATTERN})
 ]
 Id = Annotated[str, PathParameter(description="The identifier it was given at creation.")]
+LogLimit = Annotated[
+    int,
+    QueryParameter(
+        description="How many of the newest lines.",
+        schema_extra={"minimum": 1, "maximum": MAX_LOG_LINES},
+    ),
+]
 
 JOB_EXAMPLE = {
     "trainer": "mlp_regressor",
@@ -125,6 +136,17 @@ def routes(service: TrainingService) -> list[Any]:
         """A job: status, epoch, metrics, heartbeat, outcome."""
         return json_response(await service.get_job(GetTrainingJob(id=job_id)))
 
+    @get(
+        "/jobs/{job_id:str}/logs",
+        opt=contract_scope(TrainingService.get_job_logs),
+        **documented(answer=JobLogs),
+    )
+    async def get_job_logs(job_id: Id, limit: LogLimit = MAX_LOG_LINES) -> Response[bytes]:
+        """The job's latest log lines, oldest first: its run's steps and what its training
+        process printed."""
+        request = from_params(GetJobLogs, id=job_id, limit=limit)
+        return json_response(await service.get_job_logs(request))
+
     @post(
         "/jobs/{job_id:str}/cancel",
         opt=contract_scope(TrainingService.cancel_job),
@@ -144,7 +166,15 @@ def routes(service: TrainingService) -> list[Any]:
         """The trainers jobs may name, with their hyperparameters."""
         return json_response(await service.list_trainers(ListTrainers()))
 
-    handlers = [submit, list_jobs, get_job, cancel, trainers, *_retraining_handlers(service)]
+    handlers = [
+        submit,
+        list_jobs,
+        get_job,
+        get_job_logs,
+        cancel,
+        trainers,
+        *_retraining_handlers(service),
+    ]
     return [Router(path="/v1/training", route_handlers=handlers, tags=["training"])]
 
 

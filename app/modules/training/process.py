@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 from collections import deque
+from collections.abc import Callable
 
 from app.modules.training.work import Reply, Work, read, write
 
@@ -40,10 +41,18 @@ class TrainingProcess:
     """One child process doing one job's work."""
 
     def __init__(
-        self, job_id: str, *, threads: int, logger: logging.Logger, torch: bool = True
+        self,
+        job_id: str,
+        *,
+        threads: int,
+        logger: logging.Logger,
+        torch: bool = True,
+        on_line: Callable[[str], None] | None = None,
     ) -> None:
         self._job_id = job_id
         self._log = logger
+        self._on_line = on_line
+        """Also given each line the child prints (the job's log keeps them)."""
         self._replies: queue.Queue[Reply | None] = queue.Queue()
         self._tail: deque[str] = deque(maxlen=_TAIL)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -143,6 +152,8 @@ class TrainingProcess:
                 if line:
                     self._tail.append(line)
                     self._log.info("training job %s: %s", self._job_id, line)
+                    if self._on_line is not None:
+                        self._on_line(line)
 
 
 def _signal_name(number: int) -> str:

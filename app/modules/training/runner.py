@@ -39,6 +39,7 @@ from app.modules.training.dataset import JobFailed, Prepared, prepare
 from app.modules.training.evaluation import judge
 from app.modules.training.evaluation import metrics as evaluate
 from app.modules.training.heartbeat import Cancelled, Heartbeat, Superseded, TimedOut
+from app.modules.training.joblog import JobLog, figures
 from app.modules.training.process import WAITING, TrainingProcess, thread_budget
 from app.modules.training.trainers import Trainer, TrainerRegistry
 from app.modules.training.work import Done, Epoch, Failed, Work
@@ -150,6 +151,8 @@ class JobRunner:
         job = self._db.read_sync(lambda conn: store.get(conn, job_id))
         assert job is not None
         self._log.info("training job %s: attempt %d", job_id, job.attempt)
+        log = JobLog()
+        log.add(f"attempt {job.attempt} of {job.spec.max_attempts} started")
         beat = Heartbeat(
             job_id,
             beat=lambda: self.beat(job_id, owner),
@@ -160,47 +163,65 @@ class JobRunner:
         )
         beat.start()
         try:
-            self._run(job, owner, beat)
+            self._run(job, owner, beat, log)
         except Superseded:
             self._log.warning("training job %s was taken over by another run", job_id)
         except Cancelled:
-            self._finish(job, owner, status="cancelled", error="cancelled on request")
+            self._finish(job, owner, log, status="cancelled", error="cancelled on request")
         except (TimedOut, TimeLimitExceeded):
             limit = job.spec.time_limit_s
-            self._finish(job, owner, status="failed", error=f"ran past its time limit ({limit} s)")
+            error = f"ran past its time limit ({limit} s)"
+            self._finish(job, owner, log, status="failed", error=error)
         except ProcessDied as exc:
-            self._retry_or_fail(job, owner, str(exc))
+            self._retry_or_fail(job, owner, log, str(exc))
         except TRANSIENT as exc:
             # Back to queued: the task queue retries the message (with backoff).
+            log.add(f"queued again: {_reason(exc)}")
+            self.flush(job, owner, log)
             self._db.write_sync(lambda conn: _requeue(conn, job_id, owner))
             raise Unavailable(f"training job {job_id}: {exc}") from exc
         except (JobFailed, InvalidInput, UnprocessableInput, NotFound) as exc:
-            self._finish(job, owner, status="failed", error=_reason(exc))
+            self._finish(job, owner, log, status="failed", error=_reason(exc))
         except Exception as exc:  # a bug or a library failure: the job fails with the reason
             self._log.exception("training job %s failed", job_id)
-            self._finish(job, owner, status="failed", error=f"{type(exc).__name__}: {exc}")
+            error = f"{type(exc).__name__}: {exc}"
+            self._finish(job, owner, log, status="failed", error=error)
         finally:
             beat.stop()
 
-    def _run(self, job: TrainingJob, owner: str, beat: Heartbeat) -> None:
+    def _run(self, job: TrainingJob, owner: str, beat: Heartbeat, log: JobLog) -> None:
         earlier = self._registered_by(job)
         if earlier is not None:  # an earlier attempt died after registering: keep its version
-            self._finish(job, owner, status="succeeded", version=earlier.version)
+            log.add(f"version {earlier.version} was registered by an earlier attempt")
+            self._finish(job, owner, log, status="succeeded", version=earlier.version)
             return
         spec = job.spec
         trainer = self._trainers.get(spec.trainer)
         hyperparameters = self._trainers.check_hyperparameters(spec.trainer, spec.hyperparameters)
         process = TrainingProcess(
-            job.id, threads=self._threads, logger=self._log, torch=trainer.needs_torch
+            job.id,
+            threads=self._threads,
+            logger=self._log,
+            torch=trainer.needs_torch,
+            on_line=log.add,
         )
         try:  # the process imports torch (if the trainer needs it) while the dataset is prepared
             data = prepare(spec.dataset, spec.split, trainer.task, self._features, self.call)
+            log.add(
+                f"dataset: {data.rows} rows ({len(data.x_train)} to train on,"
+                f" {len(data.x_valid)} to validate), {len(data.columns)} columns"
+            )
             beat.check()
             process.send(self._work(job, trainer, hyperparameters, data))
-            done = self._wait(process, beat)
+            log.add(f"training with {spec.trainer} on {spec.device}")
+            done = self._wait(process, beat, job, owner, log)
         finally:
             process.kill()
+        log.add(f"exported to ONNX (parity {done.parity:.3g}); validation {figures(done.scores)}")
         verdict = self._gate(job, data, done.scores)
+        if verdict is not None:
+            said = "passed" if verdict.passed else "failed"
+            log.add(f"gate {said}: {'; '.join(verdict.reasons) or verdict.metric}")
         beat.check()
         request = RegisterVersion(
             name=spec.model,
@@ -224,6 +245,7 @@ class JobRunner:
         version = self.call(
             lambda: self._registry.register_version(request), key=f"training-job-{job.id}"
         )
+        log.add(f"registered {spec.model}:{version.version}")
         if verdict is not None and verdict.passed and spec.gate and spec.gate.promote_to:
             gate = spec.gate
             self.call(
@@ -231,9 +253,16 @@ class JobRunner:
                     SetAlias(name=spec.model, alias=gate.promote_to or "", version=version.version)
                 )
             )
+            log.add(f"alias {gate.promote_to} now points at version {version.version}")
         final = {**{f"train_{k}": v for k, v in done.train_metrics.items()}, **done.scores}
         self._finish(
-            job, owner, status="succeeded", version=version.version, metrics=final, verdict=verdict
+            job,
+            owner,
+            log,
+            status="succeeded",
+            version=version.version,
+            metrics=final,
+            verdict=verdict,
         )
 
     # --- the training process ---------------------------------------------------------------
@@ -261,19 +290,26 @@ class JobRunner:
             y_valid=Tensor.from_numpy(data.y_valid),
         )
 
-    def _wait(self, process: TrainingProcess, beat: Heartbeat) -> Done:
-        """Record the process's epochs (at most one a second) until its answer; stop on
-        cancellation, the time limit or shutdown (the caller kills the process)."""
+    def _wait(
+        self, process: TrainingProcess, beat: Heartbeat, job: TrainingJob, owner: str, log: JobLog
+    ) -> Done:
+        """Record the process's epochs (at most one a second) and log lines until its answer;
+        stop on cancellation, the time limit or shutdown (the caller kills the process)."""
         unrecorded: Epoch | None = None
         skipped: list[tuple[int, dict[str, float]]] = []  # epochs between two records
-        recorded_at = -PROGRESS_S
+        recorded_at = flushed_at = -PROGRESS_S
         while True:
             beat.check()
             if self.loop is None:
                 raise Unavailable("the training module is stopping", retry_after=5)
+            if log and time.monotonic() - flushed_at >= PROGRESS_S:
+                self.flush(job, owner, log)
+                flushed_at = time.monotonic()
             reply = process.reply(timeout=POLL_S)
             if reply is WAITING:
                 continue
+            if isinstance(reply, Epoch):
+                log.add(f"epoch {reply.epoch} of {reply.epochs}: {figures(reply.metrics)}")
             if reply is None:
                 raise ProcessDied(process.exit_reason())
             if isinstance(reply, Failed):
@@ -289,13 +325,15 @@ class JobRunner:
                 return reply
             unrecorded = last
 
-    def _retry_or_fail(self, job: TrainingJob, owner: str, reason: str) -> None:
+    def _retry_or_fail(self, job: TrainingJob, owner: str, log: JobLog, reason: str) -> None:
         """The process died: run the job again while it has attempts left, else fail it."""
         attempts = job.spec.max_attempts
         if job.attempt >= attempts:
             error = f"{reason} (attempt {job.attempt} of {attempts})"
-            self._finish(job, owner, status="failed", error=error)
+            self._finish(job, owner, log, status="failed", error=error)
             return
+        log.add(f"{reason}; queued to run again")
+        self.flush(job, owner, log)
         self._log.warning(
             "training job %s: %s; running it again (attempt %d of %d next)",
             job.id,
@@ -380,10 +418,19 @@ class JobRunner:
             return None
         return next((v for v in page.items if v.lineage.training_job_id == job.id), None)
 
+    def flush(self, job: TrainingJob, owner: str, log: JobLog) -> None:
+        """Write the run's waiting log lines (dropped when the run no longer holds the job)."""
+        lines = log.take()
+        if lines:
+            self._db.write_sync(
+                lambda conn: store.append_logs(conn, job.id, owner, job.attempt, lines)
+            )
+
     def _finish(
         self,
         job: TrainingJob,
         owner: str,
+        log: JobLog,
         *,
         status: JobStatus,
         error: str | None = None,
@@ -391,7 +438,11 @@ class JobRunner:
         metrics: dict[str, float] | None = None,
         verdict: GateVerdict | None = None,
     ) -> None:
+        log.add(status if error is None else f"{status}: {error}")
+        lines = log.take()
+
         def write(conn: Any) -> bool:
+            store.append_logs(conn, job.id, owner, job.attempt, lines)
             done = store.finish(
                 conn,
                 job.id,

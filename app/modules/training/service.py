@@ -30,6 +30,7 @@ from app.kernel.cursors import decode_cursor, encode_cursor
 from app.kernel.settings import ConfigError
 from app.modules.training import store
 from app.modules.training.evaluation import check_gate
+from app.modules.training.joblog import read_job_logs
 from app.modules.training.retraining import Retrainings
 from app.modules.training.runner import JobRunner
 from app.modules.training.settings import TrainingSettings
@@ -41,9 +42,11 @@ from contracts.registry import GetModel, RegistryService
 from contracts.training import (
     CancelTrainingJob,
     Dataset,
+    GetJobLogs,
     GetRetraining,
     GetRetrainingPolicy,
     GetTrainingJob,
+    JobLogs,
     ListRetrainings,
     ListTrainers,
     ListTrainingJobs,
@@ -274,6 +277,9 @@ class LocalTrainingService:
         if job is None:
             raise NotFound(f"no training job {request.id!r}", details={"id": request.id})
         return job
+
+    async def get_job_logs(self, request: GetJobLogs) -> JobLogs:
+        return await read_job_logs(self._db, request)
 
     async def list_jobs(self, request: ListTrainingJobs) -> Page[TrainingJob]:
         if not 1 <= request.limit <= MAX_PAGE:

@@ -22,16 +22,27 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from contracts.training import MAX_HISTORY, EpochRecord, GateVerdict, TrainingJob, TrainingJobSpec
+from contracts.training import (
+    MAX_HISTORY,
+    MAX_LOG_LINES,
+    EpochRecord,
+    GateVerdict,
+    LogLine,
+    TrainingJob,
+    TrainingJobSpec,
+)
 
 __all__ = [
+    "append_logs",
     "beat",
     "cancel",
     "claim",
     "finish",
     "get",
     "insert",
+    "job_logs",
     "jobs",
+    "logs",
     "model_of",
     "page",
     "policies",
@@ -95,6 +106,17 @@ retrainings = sa.Table(
 )
 sa.Index("ix_training_retrainings_model", retrainings.c.model, retrainings.c.created_at)
 """One row per retraining saga, unique by its trigger (see ``retraining.py``)."""
+
+logs = sa.Table(
+    "training_job_logs",
+    metadata,
+    sa.Column("job_id", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("line", sa.Text, nullable=False),
+)
+"""A job's log lines, numbered from 1 per job; only the latest :data:`MAX_LOG_LINES` stay."""
 
 
 @overload
@@ -353,3 +375,51 @@ def stale_or_queued(conn: Connection, stale_before: float, *, queued: bool) -> l
         condition = sa.or_(condition, jobs.c.status == "queued")
     query = sa.select(jobs.c.id).where(condition).order_by(jobs.c.created_at)
     return list(conn.execute(query).scalars())
+
+
+def append_logs(
+    conn: Connection,
+    job_id: str,
+    owner: str,
+    attempt: int,
+    lines: Sequence[tuple[float, str]],
+) -> bool:
+    """Add ``(at, line)`` lines to the job's log while run ``owner`` holds it, and let go of
+    lines beyond the latest :data:`MAX_LOG_LINES`; ``False`` when the run no longer holds it."""
+    held = conn.execute(
+        sa.select(jobs.c.id).where(jobs.c.id == job_id, jobs.c.owner == owner)
+    ).first()
+    if held is None:
+        return False
+    if not lines:
+        return True
+    last = conn.execute(sa.select(sa.func.max(logs.c.seq)).where(logs.c.job_id == job_id)).scalar()
+    first = (last or 0) + 1
+    kept = list(lines)[-MAX_LOG_LINES:]
+    first += len(lines) - len(kept)
+    conn.execute(
+        logs.insert(),
+        [
+            {"job_id": job_id, "seq": first + i, "attempt": attempt, "at": at, "line": line}
+            for i, (at, line) in enumerate(kept)
+        ],
+    )
+    newest = first + len(kept) - 1
+    conn.execute(logs.delete().where(logs.c.job_id == job_id, logs.c.seq <= newest - MAX_LOG_LINES))
+    return True
+
+
+def job_logs(conn: Connection, job_id: str, limit: int) -> tuple[list[LogLine], int] | None:
+    """The job's newest ``limit`` log lines, oldest first, and how many lines came before them
+    (``None`` when there is no such job)."""
+    if conn.execute(sa.select(jobs.c.id).where(jobs.c.id == job_id)).first() is None:
+        return None
+    newest = conn.execute(
+        sa.select(logs.c.seq, logs.c.attempt, logs.c.at, logs.c.line)
+        .where(logs.c.job_id == job_id)
+        .order_by(logs.c.seq.desc())
+        .limit(limit)
+    ).all()
+    rows = list(reversed(newest))
+    lines = [LogLine(at=_when(r.at), attempt=r.attempt, line=r.line) for r in rows]
+    return lines, (rows[0].seq - 1 if rows else 0)
