@@ -1,6 +1,7 @@
 """Extract one Quarry module into its own process: check it, then write its deploy bundle.
 
     python scripts/extract_service.py inference [--out DIR] [--image quarryml:latest]
+    python scripts/extract_service.py gateway [--out DIR] [--port 8000]
 
 Checks (skipped with ``--skip-checks``): the module is one this build knows; ``lint-imports``
 passes, so the module reaches the others only through their contracts; the module's contract
@@ -11,6 +12,11 @@ still checked, and its calls travel over the same RPC transport the other module
 The bundle (default ``build/deploy/<module>``): ``module.env`` and ``rest.env``,
 ``docker-compose.yaml``, ``k8s/`` (Deployment, Service, HorizontalPodAutoscaler), for inference
 ``prometheus-adapter.yaml`` (the custom metrics its autoscaler reads), and a README.
+
+``gateway`` writes the bundle of a public process that hosts no module (``QUARRY_MODULES=none``)
+in front of every module in a process of its own (default ``build/deploy/gateway``):
+``gateway.env``, ``docker-compose.yaml`` (Redis, each module, the gateway), ``k8s/`` for the
+gateway and a README. Its only check is ``lint-imports``.
 """
 
 from __future__ import annotations
@@ -23,13 +29,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import _bundle
+import _gateway
 import yaml
 from _bundle import Bundle
+from _gateway import Gateway
 
 ROOT = Path(__file__).resolve().parent.parent
 GPU_MODULES = ("inference", "training")
 WORKER_MODULES = ("training",)
 """Modules deployed as task workers: their API stays with the rest, their jobs run here."""
+GATEWAY = "gateway"
+"""The name that writes the gateway's bundle instead of a module's."""
 
 
 class CheckFailed(Exception):
@@ -61,6 +71,17 @@ def plan(module: str, args: argparse.Namespace) -> Bundle:
         event_peers=_event_peers(spec, [s for name, s in specs.items() if name != module]),
         gpu=module in GPU_MODULES,
         worker=module in WORKER_MODULES,
+    )
+
+
+def plan_gateway(args: argparse.Namespace) -> Gateway:
+    """The gateway bundle: every module of this build behind one public process."""
+    return Gateway(
+        modules=tuple(_specs()),
+        image=args.image,
+        port=args.port or _bundle.MAIN_PORT,
+        replicas=args.replicas,
+        drain_timeout=args.drain_timeout,
     )
 
 
@@ -125,6 +146,27 @@ def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
 # --- writing the bundle -----------------------------------------------------------------------
 
 
+def write_files(files: dict[str, str], out: Path) -> list[Path]:
+    written = []
+    for name, text in files.items():
+        path = out / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        written.append(path)
+    return written
+
+
+def write_gateway(gateway: Gateway, out: Path, *, checked: bool) -> list[Path]:
+    """Write every file of the gateway bundle under ``out``; answer the paths written."""
+    files = {
+        "gateway.env": _gateway.gateway_env(gateway),
+        "docker-compose.yaml": _yaml(_gateway.compose(gateway)),
+        "README.md": _gateway.readme(gateway, checked=checked),
+    }
+    files |= {f"k8s/{name}": _yaml(doc) for name, doc in _gateway.manifests(gateway).items()}
+    return write_files(files, out)
+
+
 def write_bundle(bundle: Bundle, out: Path, *, checked: bool) -> list[Path]:
     """Write every file of the bundle under ``out``; answer the paths written."""
     files: dict[str, str] = {
@@ -137,13 +179,7 @@ def write_bundle(bundle: Bundle, out: Path, *, checked: bool) -> list[Path]:
         files[f"k8s/{name}"] = _yaml(manifest)
     if bundle.module == "inference":
         files["prometheus-adapter.yaml"] = _yaml(_bundle.prometheus_adapter_rules(bundle))
-    written = []
-    for name, text in files.items():
-        path = out / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        written.append(path)
-    return written
+    return write_files(files, out)
 
 
 class _Dumper(yaml.SafeDumper):
@@ -308,18 +344,25 @@ or `QUARRY_METRICS_AUTH=off` where only the cluster reaches the pods."""
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("module", help="the module to extract, e.g. inference")
+    parser.add_argument(
+        "module", help="the module to extract, e.g. inference; or gateway: no module, every route"
+    )
     parser.add_argument("--out", type=Path, help="bundle folder (default build/deploy/<module>)")
     parser.add_argument("--skip-checks", action="store_true", help="write without checking")
     parser.add_argument("--drain-timeout", type=int, default=15, help="seconds (default 15)")
     parser.add_argument("--image", default="quarryml:latest", help="container image")
     parser.add_argument("--replicas", type=int, default=1, help="minimum replicas (default 1)")
-    parser.add_argument("--port", type=int, default=8001, help="the module's port (default 8001)")
+    parser.add_argument(
+        "--port", type=int, help="the module's port (default 8001; the gateway's 8000)"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.module == GATEWAY:
+        return main_gateway(args)
+    args.port = args.port or 8001
     try:
         bundle = plan(args.module, args)
         if not args.skip_checks:
@@ -330,6 +373,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     out = args.out or ROOT / "build" / "deploy" / args.module
     for path in write_bundle(bundle, out, checked=not args.skip_checks):
+        print(f"wrote {path}")
+    return 0
+
+
+def main_gateway(args: argparse.Namespace) -> int:
+    gateway = plan_gateway(args)
+    try:
+        if not args.skip_checks:
+            check_boundaries()  # the gateway hosts no module: no contract to check
+    except CheckFailed as exc:
+        print(f"extract_service: {exc}", file=sys.stderr)
+        return 1
+    out = args.out or ROOT / "build" / "deploy" / GATEWAY
+    for path in write_gateway(gateway, out, checked=not args.skip_checks):
         print(f"wrote {path}")
     return 0
 

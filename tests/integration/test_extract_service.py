@@ -291,3 +291,62 @@ def test_without_skip_checks_the_boundaries_and_http_contract_are_checked(tmp_pa
     readme = (tmp_path / "README.md").read_text()
     assert "`lint-imports` passed and the module's HTTP contract tests passed" in readme
     assert (tmp_path / "k8s" / "service.yaml").exists()
+
+
+# --- the gateway ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gateway_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("gateway")
+    result = extract("gateway", out, "--skip-checks", "--drain-timeout", str(DRAIN_TIMEOUT))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_the_gateway_bundle_is_valid_kubernetes_and_serves_every_module(
+    gateway_bundle: Path,
+) -> None:
+    from app.bootstrap import AVAILABLE_MODULES
+
+    docs = manifests(gateway_bundle)
+    assert set(docs) == {"Deployment", "Service", "HorizontalPodAutoscaler"}
+    for doc in docs.values():
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    served = container(gateway_bundle)
+    assert served["args"][:3] == ["serve", "--modules", "none"]
+    assert "nvidia.com/gpu" not in served["resources"]["limits"]
+    assert served["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert docs["Service"]["metadata"]["name"] == "quarry-main"  # what module bundles call
+    assert docs["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > (
+        DRAIN_TIMEOUT
+    )
+    env = {e["name"]: e for e in served["env"]}
+    assert env["QUARRY_MODULES"]["value"] == "none"
+    assert "value" not in env["QUARRY_SERVICE_TOKEN"]
+    modules = [spec.name for spec in AVAILABLE_MODULES]
+    for module in modules:
+        assert env[f"QUARRY_REMOTE_{module.upper()}"]["value"] == f"http://quarry-{module}:8001"
+
+    compose = yaml.safe_load((gateway_bundle / "docker-compose.yaml").read_text())
+    assert set(compose["services"]) == {"redis", "quarry-main", *(f"quarry-{m}" for m in modules)}
+    for module in modules:
+        process = compose["services"][f"quarry-{module}"]
+        assert process["command"][:3] == ["serve", "--modules", module]
+        assert process["environment"]["QUARRY_EVENTS_URL"].startswith("redis://")
+        assert f"QUARRY_REMOTE_{module.upper()}" not in process["environment"]
+    text = (gateway_bundle / "README.md").read_text()
+    for step in ("docker compose up", "kubectl apply -f k8s/", ". ./gateway.env"):
+        assert step in text
+
+
+def test_the_gateway_env_file_starts_a_gateway(gateway_bundle: Path) -> None:
+    from app.bootstrap import AVAILABLE_MODULES, Platform, configure
+    from app.kernel.settings import load_settings
+
+    active, _ = env_file(gateway_bundle / "gateway.env")
+    settings = configure(load_settings({**active, "QUARRY_DATA_DIR": str(gateway_bundle / "d")}))
+    platform = Platform(settings)  # checks the placement; connects to nothing yet
+    assert platform.hosted == []
+    assert set(platform.remotes) == {spec.name for spec in AVAILABLE_MODULES}
+    assert {row.placement for row in platform.module_statuses()} == {"remote"}
