@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -121,14 +122,21 @@ def stop(placement: Placement) -> None:
 # --- the flow ---------------------------------------------------------------------------------
 
 
-def traceparent() -> tuple[str, dict[str, str]]:
-    trace_id = secrets.token_hex(16)
-    return trace_id, {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
+class Traced:
+    """Starts a trace for every request a client sends (its ``traceparent``), and keeps each
+    request's path and trace id."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str]] = []
+
+    def __call__(self, request: httpx.Request) -> None:
+        trace_id = secrets.token_hex(16)
+        request.headers["traceparent"] = f"00-{trace_id}-{secrets.token_hex(8)}-01"
+        self.requests.append((f"{request.method} {request.url.path}", trace_id))
 
 
-def flow(client: httpx.Client) -> dict[str, str]:
-    """The platform flow; answers the trace id of each request sent with one."""
-    traces: dict[str, str] = {}
+def flow(client: httpx.Client) -> None:
+    """The platform flow, through ``client``."""
     entity_rows = seed(client)  # a feature view, a push, a feature service
     spec = {
         "trainer": "logistic_regression",
@@ -141,8 +149,7 @@ def flow(client: httpx.Client) -> dict[str, str]:
         "hyperparameters": {"epochs": 30},
         "gate": {"metric": "accuracy", "threshold": 0.6, "promote_to": "champion"},
     }
-    traces["submit"], headers = traceparent()
-    submitted = client.post("/v1/training/jobs", json=spec, headers=headers)
+    submitted = client.post("/v1/training/jobs", json=spec)
     assert submitted.status_code == 202, submitted.text
     job_id = submitted.json()["id"]
     job = eventually(
@@ -159,10 +166,7 @@ def flow(client: httpx.Client) -> dict[str, str]:
     assert champion.status_code == 200, champion.text
     assert champion.json()["version"] == job["version"]
 
-    traces["predict"], headers = traceparent()
-    answer = client.post(
-        "/v1/predict/churn", json={"entities": {"user_id": list(range(USERS))}}, headers=headers
-    )
+    answer = client.post("/v1/predict/churn", json={"entities": {"user_id": list(range(USERS))}})
     assert answer.status_code == 200, answer.text
     assert answer.json()["version"] == job["version"]
 
@@ -178,10 +182,7 @@ def flow(client: httpx.Client) -> dict[str, str]:
     assert summary["requests"] >= 1
 
     def drift_check() -> dict[str, Any] | None:
-        traces["drift"], headers = traceparent()
-        checked = client.post(
-            "/v1/monitoring/drift/churn", json={"window": "1h", "min_rows": 50}, headers=headers
-        )
+        checked = client.post("/v1/monitoring/drift/churn", json={"window": "1h", "min_rows": 50})
         assert checked.status_code in (200, 201), checked.text
         report: dict[str, Any] = checked.json()
         return None if report["status"] == "insufficient_data" else report
@@ -191,21 +192,22 @@ def flow(client: httpx.Client) -> dict[str, str]:
     assert report["current_rows"] >= 50
     webhooks = client.get("/v1/notifications/webhooks")
     assert webhooks.status_code == 200, webhooks.text
-    return traces
 
 
 def run(placement: Placement, tmp_path: Path, env: dict[str, str], receiver: Receiver) -> None:
     try:
         start(placement, tmp_path, env)
         public = placement.servers[placement.public]
-        with httpx.Client(base_url=public.url, timeout=60) as client:
+        traced = Traced()
+        hooks = {"request": [traced]} if placement.traced else {}
+        with httpx.Client(base_url=public.url, timeout=60, event_hooks=hooks) as client:
             rows = {m["name"]: m for m in client.get("/v1/modules").json()["modules"]}
             hosted = placement.processes[placement.public]
             assert {n for n, m in rows.items() if m["placement"] == "local"} == set(hosted)
             assert len(rows) == len(MODULES)
-            traces = flow(client)
+            flow(client)
         if placement.traced:
-            check_traces(placement, traces, receiver)
+            check_traces(traced, receiver)
     except BaseException as exc:
         logs = "\n".join(
             f"--- {name}:\n{s.log.read_text()[-2000:]}"
@@ -217,20 +219,38 @@ def run(placement: Placement, tmp_path: Path, env: dict[str, str], receiver: Rec
         stop(placement)
 
 
-def check_traces(placement: Placement, traces: dict[str, str], receiver: Receiver) -> None:
-    """Each request is one trace that reaches every process it crosses."""
-    crossed = {
-        "submit": {GATEWAY, "training"},
-        "predict": {GATEWAY, "inference", "features"},
-        "drift": {GATEWAY, "monitoring", "registry"},
-    }
-    for request, processes in crossed.items():
-        services = {f"quarry-{p}" for p in processes}
-        eventually(
-            lambda t=traces[request], s=services: receiver.services_in(t) >= s,
-            f"spans of {', '.join(sorted(services))} in the {request} request's trace",
-            within=30,
-        )
+CROSSED = {
+    "/v1/features/": {"features"},
+    "/v1/training/": {"training"},
+    "/v1/registry/": {"registry"},
+    "/v1/predict/": {"inference", "features"},  # the vector by entity, from features
+    "/v1/monitoring/drift/": {"monitoring", "registry"},  # the reference profile
+    "/v1/monitoring/": {"monitoring"},
+    "/v1/notifications/": {"notifications"},
+}
+"""Module processes a request to each path crosses, besides the gateway (first match)."""
+
+
+def check_traces(traced: Traced, receiver: Receiver) -> None:
+    """Each request is one trace: the spans of every process it crosses carry its trace id."""
+    expected = []
+    for request, trace_id in traced.requests:
+        path = request.split(" ", 1)[1]
+        crossed = next((m for prefix, m in CROSSED.items() if path.startswith(prefix)), set())
+        expected.append((request, trace_id, {f"quarry-{p}" for p in {GATEWAY, *crossed}}))
+
+    def missing() -> list[str]:
+        return [
+            f"{request}: {sorted(services - receiver.services_in(trace_id))}"
+            for request, trace_id, services in expected
+            if not services <= receiver.services_in(trace_id)
+        ]
+
+    deadline = time.monotonic() + 30  # spans are exported in batches, every 200 ms
+    while left := missing():
+        assert time.monotonic() < deadline, f"traces without a crossed process's spans: {left}"
+        time.sleep(0.1)  # polling the receiver, with a deadline
+    assert len(expected) > 10  # every request of the flow, polls included
 
 
 # --- the test ---------------------------------------------------------------------------------
