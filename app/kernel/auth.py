@@ -140,6 +140,8 @@ class _Snapshot(msgspec.Struct, frozen=True):
 
 _EMPTY = _Snapshot(None, {}, {})
 _NO_MATCH = _HASH_PREFIX + "0" * 64
+_MAX_VERIFIED = 4096
+"""Valid keys remembered with their principal (the cache starts over when it is full)."""
 
 
 class KeyStore:
@@ -163,6 +165,9 @@ class KeyStore:
         self._snapshot = _EMPTY
         self._loaded = False
         self._checked_at = 0.0
+        self._verified: dict[str, tuple[_Snapshot, Principal]] = {}
+        """Keys found valid, by the snapshot of the file that said so: one hash per key and
+        file version instead of one per request."""
 
     def create(self, name: str, scopes: Iterable[str]) -> tuple[KeyInfo, str]:
         """Create a key; answer its info and the full key, which is shown only this once."""
@@ -198,7 +203,14 @@ class KeyStore:
         return sorted((_info(k) for k in keys), key=lambda k: (k.created_at, k.id))
 
     def verify(self, token: str) -> Principal | None:
-        """The principal of a presented key; ``None`` when it is malformed, unknown or revoked."""
+        """The principal of a presented key; ``None`` when it is malformed, unknown or revoked.
+
+        A key already found valid against the file as it is now is answered from memory; a
+        change to the file (a revocation) is seen within ``recheck_s``, as for any key.
+        """
+        remembered = self._verified.get(token)
+        if remembered is not None and remembered[0] is self._current():
+            return remembered[1]
         if len(token) <= len(_KEY_PREFIX) + _ID_LENGTH + 1 or not token.startswith(_KEY_PREFIX):
             return None
         key_id = token[len(_KEY_PREFIX) : len(_KEY_PREFIX) + _ID_LENGTH]
@@ -210,7 +222,12 @@ class KeyStore:
         expected = stored.hash if stored is not None else _NO_MATCH
         if not hmac.compare_digest(presented.encode(), expected.encode()):
             return None
-        return snapshot.principals.get(key_id)
+        principal = snapshot.principals.get(key_id)
+        if principal is not None:
+            if len(self._verified) >= _MAX_VERIFIED:
+                self._verified = {}
+            self._verified[token] = (snapshot, principal)
+        return principal
 
     # --- the file ---------------------------------------------------------------------------
 

@@ -144,7 +144,7 @@ class _Sum(_Instrument):
 
     def add(self, amount: float, attributes: Mapping[str, Any] | None = None) -> None:
         """Add ``amount`` to the series of ``attributes`` (or to the overflow series)."""
-        key = tuple(sorted(attributes.items())) if attributes else ()
+        key = _key(attributes) if attributes else ()
         with self._lock:
             if key not in self._values and self._full(len(self._values)):
                 key = _OVERFLOW
@@ -211,7 +211,7 @@ class Histogram(_Instrument):
 
         Beyond the cap, a new label set gets the overflow series.
         """
-        key = tuple(sorted(attributes.items()))
+        key = _key(attributes)
         found = self._series.get(key)
         if found is None:
             with self._lock:
@@ -245,6 +245,22 @@ class Histogram(_Instrument):
             running += count
             buckets.append((f"{bound}", running))
         family.add_metric(labels, buckets=buckets, sum_value=total)
+
+
+_keys: dict[Key, Key] = {}
+_MAX_KEYS = 16384
+
+
+def _key(attributes: Mapping[str, Any]) -> Key:
+    """The series key of ``attributes``: their items sorted by name, remembered by the items in
+    the order given (callers on the request path pass the same labels in the same order)."""
+    items = tuple(attributes.items())
+    key = _keys.get(items)
+    if key is None:
+        key = tuple(sorted(items))
+        if len(_keys) < _MAX_KEYS:  # beyond that, sorted every time: memory stays bounded
+            _keys[items] = key
+    return key
 
 
 def _label(value: Any) -> str:

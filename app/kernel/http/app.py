@@ -17,6 +17,7 @@ from litestar.openapi import OpenAPIConfig
 from app.kernel import metrics as kernel_metrics
 from app.kernel import telemetry
 from app.kernel.dependencies import DependencyMonitor, DependencyStatus
+from app.kernel.http.auth import AuthMiddleware, auth_guard
 from app.kernel.http.docs import LocalSwaggerRenderPlugin
 from app.kernel.http.errors import exception_handlers, json_not_found
 from app.kernel.http.methods import QuarryLitestar, truthful_options_allow
@@ -133,6 +134,14 @@ def _status(draining: bool, modules_ready: bool, down: list[str]) -> str:
     return "unavailable" if down else "ready"
 
 
+def _guards(guards: Sequence[Any], middleware: Sequence[Any]) -> list[Any]:
+    """``guards`` without :func:`auth_guard` when an :class:`AuthMiddleware` checks scopes: the
+    same check twice, and litestar copies the route handler for every guard call."""
+    if any(isinstance(m, AuthMiddleware) for m in middleware):
+        return [g for g in guards if g is not auth_guard]
+    return list(guards)
+
+
 def create_http_app(
     *,
     settings: Settings,
@@ -160,7 +169,7 @@ def create_http_app(
             *route_handlers,
         ],
         middleware=list(middleware),
-        guards=list(guards),
+        guards=_guards(guards, middleware),
         on_startup=list(on_startup),
         on_shutdown=list(on_shutdown),
         plugins=[StructDefaultsSchemaPlugin(), ErrorResponsesPlugin(), DocstringsPlugin()],

@@ -142,7 +142,8 @@ class RequestMiddleware:
         method = _METHODS.get(scope["method"]) or _method(scope["method"])
         parent, request_size = _read_headers(scope)
         span = self._tracer.start_span(method, context=parent, kind=SpanKind.SERVER)
-        if span.is_recording():
+        recording = span.is_recording()
+        if recording:
             span.set_attributes(collect_request_attributes(scope, _StabilityMode.HTTP))  # type: ignore[no-untyped-call]
         labels = {"http.request.method": method, "url.scheme": scope.get("scheme", "http")}
         measured: dict[str, Any] = {
@@ -153,7 +154,10 @@ class RequestMiddleware:
 
         async def traced_send(message: Any) -> None:
             if message["type"] == "http.response.start":
-                set_status_code(span, message["status"], measured, _StabilityMode.HTTP)  # type: ignore[no-untyped-call]
+                if recording:
+                    set_status_code(span, message["status"], measured, _StabilityMode.HTTP)  # type: ignore[no-untyped-call]
+                else:
+                    _status_labels(message["status"], measured)
                 headers = message.get("headers", ())
                 response_size.extend(int(v) for k, v in headers if k.lower() == b"content-length")
                 message["headers"] = [*headers, *added]
@@ -181,6 +185,13 @@ class RequestMiddleware:
             if request_size is not None:
                 instruments.request_size.record(request_size, measured)
             span.end()
+
+
+def _status_labels(status: int, measured: dict[str, Any]) -> None:
+    """The labels ``set_status_code`` gives the metrics of a server span, without a span."""
+    measured["http.response.status_code"] = status
+    if status < 100 or status >= 500:  # what OpenTelemetry counts as a server span's error
+        measured["error.type"] = str(status)
 
 
 def _adding(send: Any, added: list[tuple[bytes, bytes]]) -> Any:

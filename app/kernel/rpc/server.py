@@ -16,6 +16,7 @@ from litestar.params import FromPath
 from litestar.response import Stream
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
+from opentelemetry.instrumentation.asgi import asgi_getter
 
 from app.kernel.auth import ANONYMOUS_PRINCIPAL, Principal, check_scope
 from app.kernel.codec import MethodCodec, encode_error, method_codecs
@@ -28,6 +29,9 @@ __all__ = ["CONTRACT_HEADER", "MSGPACK", "rpc_router"]
 
 MSGPACK = "application/x-msgpack"
 CONTRACT_HEADER = "quarry-contract"
+_CONTRACT = CONTRACT_HEADER.encode()
+_PROPAGATED = frozenset({b"traceparent", b"tracestate", b"baggage"})
+_EMPTY = otel_context.Context()
 
 
 def rpc_router(
@@ -61,11 +65,14 @@ def rpc_router(
                 principal if isinstance(principal, Principal) else ANONYMOUS_PRINCIPAL,
                 codec.method.info.scope,
             )
-            _check_version(module, version, request.headers.get(CONTRACT_HEADER))
+            scope: Any = request.scope
+            contract, traced = _read_headers(scope["headers"])
+            _check_version(module, version, contract)
             argument = codec.decode_request(await request.body())
             target = targets[method]
             args = () if codec.method.request is None else (argument,)
-            parent = propagate.extract(request.headers)  # the caller's trace continues here
+            # the caller's trace continues here
+            parent = propagate.extract(scope, getter=asgi_getter) if traced else _EMPTY
             if codec.method.info.streaming:
                 items = _in_context(parent, target(*args))
                 return Stream(_frames(codec, items), media_type=STREAM_MEDIA_TYPE)
@@ -113,6 +120,18 @@ async def _frames(codec: MethodCodec, items: AsyncIterator[Any]) -> AsyncIterato
         yield frame(ERROR, encode_error(exc))
         return
     yield frame(END)
+
+
+def _read_headers(headers: Any) -> tuple[str | None, bool]:
+    """The ``quarry-contract`` header, and whether trace context was sent: one pass over the
+    raw headers instead of litestar's decoded copy of them all."""
+    contract, traced = None, False
+    for key, value in headers:
+        if key == _CONTRACT:
+            contract = value.decode("latin-1")
+        elif key in _PROPAGATED:
+            traced = True
+    return contract, traced
 
 
 def _check_version(module: str, ours: tuple[int, int], header: str | None) -> None:
