@@ -54,8 +54,7 @@ class DatabaseReader:
 
     def chunks(self, start_us: int | None, end_us: int, size: int) -> Iterator[Chunk]:
         """The rows in the window, ordered by event then created time."""
-        for chunk in self._reader.chunks(start_us, end_us, size):
-            yield Chunk(where=chunk.where, first=chunk.first, table=chunk.table)
+        return self._reader.chunks(start_us, end_us, size)
 
     def close(self) -> None:
         """Close the engine's connections."""
