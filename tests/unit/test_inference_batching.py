@@ -76,7 +76,14 @@ class Harness:
 
     def __init__(self, model: GatedModel, **options: Any) -> None:
         self.model = model
-        settings = {"max_batch_size": 64, "max_queue_delay_ms": 0, "max_queue_rows": 4096}
+        # Never on the caller's thread: a gated run there would block the loop (see
+        # test_inference_inline.py for the fast path).
+        settings = {
+            "max_batch_size": 64,
+            "max_queue_delay_ms": 0,
+            "max_queue_rows": 4096,
+            "inline_max_s": 0,
+        }
         self.batcher = Batcher(model, **(settings | options))
 
     def submit(self, feeds: Feeds, deadline: float | None = None) -> asyncio.Task[Feeds]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +24,14 @@ from app.modules.inference.entities import entity_inputs
 from app.modules.inference.inputs import prepare_inputs
 from app.modules.inference.labels import labels_of
 from app.modules.inference.resolver import Key, Resolver
-from contracts.common import DeadlineExceeded, NotFound, QuarryError, Tensor, UnprocessableInput
+from contracts.common import (
+    DeadlineExceeded,
+    NotFound,
+    QuarryError,
+    Tensor,
+    TensorDType,
+    UnprocessableInput,
+)
 from contracts.inference import Predict, Prediction
 
 if TYPE_CHECKING:
@@ -259,11 +268,35 @@ def _numpy_name(dtype: str) -> str:
 
 def _select(outputs: dict[str, np.ndarray[Any, Any]], wanted: list[str]) -> dict[str, Tensor]:
     if not wanted:
-        return {name: Tensor.from_numpy(array) for name, array in outputs.items()}
+        return {name: _tensor(array) for name, array in outputs.items()}
     missing = [name for name in wanted if name not in outputs]
     if missing:
         raise NotFound(
             f"the model has no output {missing[0]!r} (it has {', '.join(outputs)})",
             details={"output": missing[0], "outputs": list(outputs)},
         )
-    return {name: Tensor.from_numpy(outputs[name]) for name in wanted}
+    return {name: _tensor(outputs[name]) for name in wanted}
+
+
+def _little_endian_dtypes() -> dict[np.dtype[Any], TensorDType]:
+    if sys.byteorder != "little":
+        return {}
+    empty = memoryview(b"")
+    dtypes: dict[np.dtype[Any], TensorDType] = {}
+    for name in typing.get_args(TensorDType):
+        if name != "BYTES":
+            dtypes[Tensor(dtype=name, shape=(0,), data=empty).to_numpy().dtype] = name
+    return dtypes
+
+
+_TENSOR_DTYPES = _little_endian_dtypes()
+"""Numpy dtypes whose bytes a tensor holds as they are (little-endian numbers)."""
+
+
+def _tensor(array: np.ndarray[Any, Any]) -> Tensor:
+    """``Tensor.from_numpy``, without its checks for the arrays a session answers: a
+    C-contiguous little-endian number array becomes a tensor over its own bytes (no copy)."""
+    dtype = _TENSOR_DTYPES.get(array.dtype)
+    if dtype is None or not array.flags.c_contiguous:
+        return Tensor.from_numpy(array)
+    return Tensor(dtype=dtype, shape=array.shape, data=array.reshape(-1).data.cast("B"))
