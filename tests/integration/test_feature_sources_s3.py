@@ -19,8 +19,9 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from app.bootstrap import Platform, create_app
-from app.kernel.settings import Settings
+from app.kernel.settings import ConfigError, Settings
 from app.modules.features.settings import FeaturesSettings
+from app.modules.features.sources import SourcePolicy
 from contracts.common import Conflict, InvalidInput
 from contracts.features import FeatureSource, GetHistoricalFeatures, PutFeatureView, Value
 from tests.integration.test_feature_sources import (
@@ -268,3 +269,28 @@ async def test_historical_rows_written_to_an_object(
                 output=f"s3://{MISSING_BUCKET}/x.parquet",
             )
         )
+
+
+@pytest.mark.parametrize(
+    ("url", "root", "inside"),
+    [
+        ("s3://lake/exports/a.parquet", "s3://lake/exports", True),
+        ("s3://lake/exports/", "s3://lake/exports/", True),
+        ("s3://lake/exports/deep/a.csv", "s3://lake", True),
+        ("s3://lake/exports2/a.parquet", "s3://lake/exports", False),
+        ("s3://lake/export", "s3://lake/exports", False),
+        ("s3://lakehouse/exports/a.parquet", "s3://lake", False),
+    ],
+)
+def test_an_s3_url_is_inside_a_root_part_by_part(url: str, root: str, inside: bool) -> None:
+    policy = SourcePolicy.of([root], [], Path("/nonexistent"))
+    if inside:
+        assert policy.s3_path(url) == url.removeprefix("s3://").rstrip("/")
+    else:
+        with pytest.raises(InvalidInput, match="outside the s3:// source roots"):
+            policy.s3_path(url)
+
+
+def test_a_bad_s3_root_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="QUARRY_SOURCE_ROOTS"):
+        SourcePolicy.of(["s3://lake/../etc"], [], tmp_path)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.kernel import sources
+from app.kernel.settings import ConfigError
 from app.kernel.sources import Chunk, SourceReader, import_arrow, shown_text
 from app.modules.features import source_s3
 from app.modules.features.source_rows import column_dtypes, needed_columns
@@ -44,9 +45,12 @@ class SourcePolicy(sources.SourcePolicy):
         local = sources.SourcePolicy.of(
             [r for r in roots if not source_s3.is_s3(r)], databases, data_dir
         )
-        buckets = tuple(
-            source_s3.parse_url(r, field="source_roots") for r in roots if source_s3.is_s3(r)
-        )
+        try:
+            buckets = tuple(
+                source_s3.parse_url(r, field="source_roots") for r in roots if source_s3.is_s3(r)
+            )
+        except InvalidInput as exc:
+            raise ConfigError(f"QUARRY_SOURCE_ROOTS: {exc.message}") from None
         return cls(roots=local.roots, databases=local.databases, buckets=buckets)
 
     def path(self, text: str, *, field: str = "source.path") -> Path:
