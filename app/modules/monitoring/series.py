@@ -68,21 +68,18 @@ def series_of(
     at = np.fromiter((r[0] for r in rows), dtype=np.float64, count=len(rows))
     latency = np.fromiter((r[1] for r in rows), dtype=np.float64, count=len(rows))
     index = np.clip(((at - since) // step).astype(np.int64), 0, buckets - 1)
-    order = np.argsort(index, kind="stable")
-    bounds = np.searchsorted(index[order], np.arange(buckets + 1))
+    counts = np.bincount(index, minlength=buckets)
+    quantiles = _quantiles(index, latency, counts, (0.5, 0.95, 0.99))
+    codes: list[dict[str, int]] = [{} for _ in range(buckets)]
+    for i, (_, _, status) in enumerate(rows):
+        if status != "ok":
+            found = codes[index[i]]
+            found[status] = found.get(status, 0) + 1
     points = []
     for b in range(buckets):
-        taken = order[bounds[b] : bounds[b + 1]]
-        codes: dict[str, int] = {}
-        for i in taken:
-            status = rows[i][2]
-            if status != "ok":
-                codes[status] = codes.get(status, 0) + 1
-        requests, errors = len(taken), sum(codes.values())
-        quantiles: list[float | None] = [None, None, None]
-        if requests:
-            quantiles = [float(q) for q in np.quantile(latency[taken], [0.5, 0.95, 0.99])]
+        requests, errors = int(counts[b]), sum(codes[b].values())
         start = since + b * step
+        known = requests > 0
         points.append(
             SeriesPoint(
                 start=_utc(start),
@@ -90,11 +87,11 @@ def series_of(
                 requests=requests,
                 errors=errors,
                 qps=requests / step,
-                error_rate=errors / requests if requests else 0.0,
-                latency_p50_s=quantiles[0],
-                latency_p95_s=quantiles[1],
-                latency_p99_s=quantiles[2],
-                errors_by_code=codes,
+                error_rate=errors / requests if known else 0.0,
+                latency_p50_s=float(quantiles[0, b]) if known else None,
+                latency_p95_s=float(quantiles[1, b]) if known else None,
+                latency_p99_s=float(quantiles[2, b]) if known else None,
+                errors_by_code=codes[b],
             )
         )
     return Series(
@@ -105,6 +102,29 @@ def series_of(
         step_s=step,
         points=points,
     )
+
+
+def _quantiles(
+    index: np.ndarray, values: np.ndarray, counts: np.ndarray, qs: tuple[float, ...]
+) -> np.ndarray:
+    """Per bucket, each quantile of its ``values`` (``[len(qs), buckets]``), interpolated as
+    :func:`numpy.quantile` does by default; 0 where a bucket is empty."""
+    order = np.lexsort((values, index))
+    ordered = values[order]
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    last = np.maximum(counts - 1, 0)
+    found = np.zeros((len(qs), len(counts)))
+    if not len(ordered):
+        return found
+    for n, q in enumerate(qs):
+        position = q * last
+        low = np.floor(position).astype(np.int64)
+        high = np.minimum(low + 1, last)
+        fraction = position - low
+        at_low = ordered[np.minimum(starts + low, len(ordered) - 1)]
+        at_high = ordered[np.minimum(starts + high, len(ordered) - 1)]
+        found[n] = np.where(counts > 0, at_low + (at_high - at_low) * fraction, 0.0)
+    return found
 
 
 def _utc(seconds: float) -> datetime:
