@@ -17,11 +17,14 @@ import pytest
 
 import app
 from app.bootstrap import Platform, create_app
+from app.kernel import calls
+from app.kernel.codec import loopback
 from app.kernel.settings import Settings
 from app.modules.features.settings import FeaturesSettings
 from contracts.common import Conflict, InvalidInput
 from contracts.features import (
     FeatureSource,
+    FeaturesService,
     GetHistoricalFeatures,
     GetMaterialization,
     Materialize,
@@ -218,3 +221,25 @@ def test_the_client_answers_a_data_frame_from_rows_or_from_the_file(tmp_path: Pa
     assert from_rows.equals(from_file)
     assert str(from_rows["event_timestamp"].dtype) == "datetime64[us, UTC]"
     assert table.num_rows == len(ENTITY_ROWS)
+
+
+async def test_an_output_travels_as_a_remote_call_would(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", modules=("features",), log_level="WARNING")
+    async with Platform(settings.with_module(FeaturesSettings(schedule_check_s=3600))) as running:
+        await loaded(running)
+        wire = loopback(FeaturesService, running.client("features"))
+        client = calls.bind(FeaturesService, wire, module="features", caller="tests")
+
+        answer = await client.get_historical(
+            GetHistoricalFeatures(features=REFS, entity_rows=ENTITY_ROWS, output="wire.parquet")
+        )
+        with pytest.raises(Conflict, match="not a historical output"):
+            await client.get_historical(
+                GetHistoricalFeatures(
+                    features=REFS, entity_rows=ENTITY_ROWS, output="users.parquet"
+                )
+            )
+
+    assert answer.rows == []
+    assert answer.rows_written == len(ENTITY_ROWS)
+    assert pq.read_table(str(answer.output)).num_rows == len(ENTITY_ROWS)
