@@ -25,20 +25,26 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.conftest import REDIS_URL
 from tests.e2e.conftest import TOKEN
-from tests.e2e.test_platform_processes import USERS, Receiver, eventually, seed
+from tests.e2e.test_platform_processes import Receiver, eventually
+from tests.e2e.test_readme import README, SECTION, script, section, sh_blocks
 from tests.fakes.server import Server, free_port
 
 pytestmark = pytest.mark.slow
@@ -48,6 +54,7 @@ MODULES = ("registry", "features", "monitoring", "inference", "training", "notif
 ON_POSTGRES = ("registry", "monitoring", "training")
 """Modules whose remote placement runs on PostgreSQL; the others' runs on SQLite."""
 GATEWAY = "gateway"
+ACCOUNTS = 120
 
 
 @dataclass
@@ -59,6 +66,8 @@ class Placement:
     """Process name -> the modules it hosts (none: a gateway)."""
     public: str
     traced: bool = False
+    readme: bool = False
+    """Whether the README's quick start runs against the public process too, after the flow."""
     servers: dict[str, Server] = field(default_factory=dict)
 
     def host_of(self, module: str) -> str:
@@ -78,6 +87,7 @@ def all_separate() -> Placement:
 
 def placements(database: str) -> list[Placement]:
     chosen = [all_separate()]
+    chosen[0].readme = database == "sqlite" and shutil.which("curl") is not None
     chosen += [one_remote(m) for m in MODULES if (m in ON_POSTGRES) == (database == "postgres")]
     return chosen
 
@@ -135,16 +145,48 @@ class Traced:
         self.requests.append((f"{request.method} {request.url.path}", trace_id))
 
 
+def seed(client: httpx.Client) -> list[dict[str, Any]]:
+    """A feature view, a push of its rows an hour ago, and a feature service; answers entity
+    rows as of now, which a training job reads point-in-time."""
+    view = {
+        "entities": ["account_id"],
+        "features": [
+            {"name": "x1", "dtype": "float"},
+            {"name": "x2", "dtype": "float"},
+            {"name": "churned", "dtype": "int"},
+        ],
+    }
+    assert client.put("/v1/features/views/accounts", json=view).status_code == 200
+    x = np.random.default_rng(5).normal(size=(ACCOUNTS, 2))
+    when = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    rows = [
+        {
+            "account_id": i,
+            "event_timestamp": when,
+            "x1": float(x[i, 0]),
+            "x2": float(x[i, 1]),
+            "churned": int(x[i, 0] - x[i, 1] > 0),
+        }
+        for i in range(ACCOUNTS)
+    ]
+    pushed = client.post("/v1/features/views/accounts/rows", json={"rows": rows})
+    assert pushed.status_code == 200, pushed.text
+    service = {"features": ["accounts:x1", "accounts:x2"], "transforms": []}
+    assert client.put("/v1/features/services/churn", json=service).status_code == 200
+    now = datetime.now(UTC).isoformat()
+    return [{"account_id": i, "event_timestamp": now} for i in range(ACCOUNTS)]
+
+
 def flow(client: httpx.Client) -> None:
     """The platform flow, through ``client``."""
-    entity_rows = seed(client)  # a feature view, a push, a feature service
+    entity_rows = seed(client)
     spec = {
         "trainer": "logistic_regression",
         "model": "churn",
         "dataset": {
             "feature_service": "churn",
             "entity_rows": entity_rows,
-            "label": "users:churned",
+            "label": "accounts:churned",
         },
         "hyperparameters": {"epochs": 30},
         "gate": {"metric": "accuracy", "threshold": 0.6, "promote_to": "champion"},
@@ -166,7 +208,9 @@ def flow(client: httpx.Client) -> None:
     assert champion.status_code == 200, champion.text
     assert champion.json()["version"] == job["version"]
 
-    answer = client.post("/v1/predict/churn", json={"entities": {"user_id": list(range(USERS))}})
+    answer = client.post(
+        "/v1/predict/churn", json={"entities": {"account_id": list(range(ACCOUNTS))}}
+    )
     assert answer.status_code == 200, answer.text
     assert answer.json()["version"] == job["version"]
 
@@ -208,6 +252,8 @@ def run(placement: Placement, tmp_path: Path, env: dict[str, str], receiver: Rec
             flow(client)
         if placement.traced:
             check_traces(traced, receiver)
+        if placement.readme:
+            quick_start(public, tmp_path / placement.name / "readme")
     except BaseException as exc:
         logs = "\n".join(
             f"--- {name}:\n{s.log.read_text()[-2000:]}"
@@ -217,6 +263,29 @@ def run(placement: Placement, tmp_path: Path, env: dict[str, str], receiver: Rec
         raise AssertionError(f"placement {placement.name}: {exc!r}\n{logs}") from exc
     finally:
         stop(placement)
+
+
+def quick_start(public: Server, work: Path) -> None:
+    """The README's quick start blocks, as ``test_readme`` runs them, against ``public``."""
+    blocks = [
+        code for reason, code in sh_blocks(section(README.read_text(), SECTION)) if not reason
+    ]
+    work.mkdir(parents=True)
+    done = subprocess.run(  # noqa: PLW1510 - the exit status is asserted
+        ["bash", "-c", script(blocks, public.url)],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env={
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        },
+    )
+    assert done.returncode == 0, (
+        f"the README's quick start failed against the gateway (exit {done.returncode}):\n"
+        f"--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
+    )
 
 
 CROSSED = {
