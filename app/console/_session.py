@@ -4,7 +4,8 @@ The browser cannot send ``Authorization`` headers on links and forms, so the con
 key a user logs in with in an HttpOnly, SameSite=Strict cookie (Secure over https) and
 authenticates its own requests with it (the kernel's middleware lets ``/ui`` through for that).
 The principal it finds goes where the kernel's would (``scope["user"]`` and the call context),
-so the kernel's scope guard and every contract call see the key's owner.
+and it checks the route's declared scope as the kernel's middleware does, so every page and
+action needs its scope and every contract call sees the key's owner.
 
 Every form carries the session's CSRF token in a hidden field; a POST whose field does not
 match the token cookie is refused (403) before it acts. The token is random per login (and per
@@ -33,7 +34,8 @@ from litestar.types import (
 )
 
 from app.kernel import context
-from app.kernel.auth import ANONYMOUS_PRINCIPAL, KeyStore, Principal
+from app.kernel.auth import ANONYMOUS_PRINCIPAL, KeyStore, Principal, check_scope
+from app.kernel.http.auth import required_scope
 from app.kernel.http.ratelimit import RateLimiter
 from contracts.common import PermissionDenied
 
@@ -92,6 +94,12 @@ class ConsoleAuthMiddleware(ASGIMiddleware):
         if self.limiter is not None:  # as the kernel limits the API: per key, else per address
             await self.limiter.enforce(_limit_key(scope, principal))
         scope["user"] = principal
+        handler = scope.get("route_handler")
+        if handler is not None:  # the scope the page or action declares (the kernel's rule)
+            method = scope.get("method")
+            needed = required_scope(handler, method if isinstance(method, str) else None)
+            if needed is not None:
+                check_scope(principal, needed)
         ctx = msgspec.structs.replace(context.current(), principal=principal.key_id)
         with context.use(ctx):
             await next_app(scope, receive, send)
