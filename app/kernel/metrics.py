@@ -222,6 +222,10 @@ class Histogram(_Instrument):
                     found = self._series.setdefault(key, Series(self._bounds, self._lock))
         return found
 
+    def is_overflow(self, series: Series) -> bool:
+        """Whether ``series`` is the one that takes label sets beyond the cap."""
+        return series is self._series.get(_OVERFLOW)
+
     def overflowed(self) -> int:
         overflow = self._series.get(_OVERFLOW)
         if overflow is None:
