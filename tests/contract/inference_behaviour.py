@@ -251,6 +251,22 @@ class InferenceBehaviour:
         assert len(same) == 1
         assert spread == {1, 2}
 
+    async def test_a_sticky_header_among_the_request_headers_picks_like_its_key(
+        self, inference: InferenceService, model: str
+    ) -> None:
+        name = await _deploy(inference, model, routes=[(1, 1.0), (2, 1.0)], sticky_header="X-User")
+        x = {"x": Tensor.from_numpy(ROWS)}
+
+        def by_headers(user: str) -> Predict:
+            return Predict(model=name, inputs=x, sticky={"x-user": user, "accept": "*/*"})
+
+        for user in ("alice", "bob", "carol", "dave"):
+            keyed = await inference.predict(Predict(model=name, inputs=x, sticky_key=user))
+            headed = {(await inference.predict(by_headers(user))).version for _ in range(10)}
+            assert headed == {keyed.version}
+        spread = {(await inference.predict(by_headers(f"u{i}"))).version for i in range(40)}
+        assert spread == {1, 2}
+
     async def test_a_sticky_input_picks_the_version_from_the_first_row(
         self, inference: InferenceService, model: str
     ) -> None:
