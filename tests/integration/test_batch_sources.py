@@ -181,3 +181,41 @@ async def test_a_postgresql_table_or_query_is_read_in_the_order_of_its_keys(
         scored = pq.read_table(tmp_path / (job.output or ""))
         assert scored.column("id").to_pylist() == list(range(rows))
         np.testing.assert_allclose(scored.column("y_0").to_numpy(), expected[:rows, 0], rtol=1e-5)
+
+
+async def test_a_classifier_writes_its_text_labels_and_class_probabilities(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("skl2onnx")
+    from tests.integration.test_string_labels import iris_classifier
+
+    artifact, x, expected = iris_classifier()
+    columns = {f"m{j}": x[:, j].astype(np.float64) for j in range(4)}
+    pq.write_table(pa.table({"flower": ["a", "b", "c", "d"], **columns}), tmp_path / "iris.parquet")
+    async with app.connect(data_dir=tmp_path) as q:
+        await q.registry.register_version(RegisterVersion(name="iris", artifact=artifact))
+        job = await q.inference.submit_batch_job(
+            SubmitBatchJob(
+                model="iris",
+                inputs={},
+                source=BatchSource(
+                    source=FeatureSource(format="parquet", path="iris.parquet"),
+                    inputs={"input": list(columns)},
+                    keys=["flower"],
+                ),
+                output=BatchOutput(path="iris-scores.parquet"),
+            )
+        )
+        done = await _finished(q.inference, job.id)
+        direct = await q.inference.predict(Predict(model="iris", inputs={"input": x}))
+
+    assert (done.status, done.error) == ("succeeded", None)
+    scored = pq.read_table(tmp_path / "iris-scores.parquet")
+    assert scored.column("flower").to_pylist() == ["a", "b", "c", "d"]
+    assert scored.column("output_label").to_pylist() == expected
+    probabilities = direct.outputs["output_probability"].to_numpy()
+    for j in range(3):
+        np.testing.assert_array_equal(
+            scored.column(f"output_probability_{j}").to_numpy(), probabilities[:, j]
+        )
+    assert scored.column("label").to_pylist() == direct.labels == expected  # its classes

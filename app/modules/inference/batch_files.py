@@ -235,7 +235,15 @@ def _put(found: dict[str, Any], name: str, array: np.ndarray[Any, Any], where: s
             " output); rename the key column",
             details={"column": name},
         )
-    found[name] = pa.array(array.tolist() if array.dtype == object else array)
+    found[name] = pa.array(_text(array.tolist()) if array.dtype == object else array)
+
+
+def _text(values: list[Any]) -> list[Any]:
+    """``BYTES`` values as text when they are UTF-8 (as JSON answers show them), else bytes."""
+    try:
+        return [v.decode() if isinstance(v, bytes) else v for v in values]
+    except UnicodeDecodeError:
+        return values
 
 
 # --- the output file ------------------------------------------------------------------------
