@@ -21,7 +21,15 @@ from app.kernel import calls, telemetry
 from app.kernel.auth import KeyStore
 from app.kernel.db import Database
 from app.kernel.dependencies import DependencyMonitor
-from app.kernel.events import Outbox, StreamEventBus, event_type_name, make_event_bus
+from app.kernel.events import (
+    FailedDelivery,
+    Outbox,
+    StreamEventBus,
+    event_type_name,
+    list_failed,
+    list_failed_inbox,
+    make_event_bus,
+)
 from app.kernel.http.app import ModuleStatus, create_http_app
 from app.kernel.http.auth import auth_guard, auth_middleware
 from app.kernel.http.idempotency import IdempotencyMiddleware
@@ -303,6 +311,24 @@ class Platform:
                 )
             )
         return rows
+
+    async def failed_events(self, limit: int) -> list[FailedDelivery]:
+        """The latest ``limit`` event deliveries to subscribers that used up their attempts, as
+        this process's modules keep them (a publisher's deliveries in process, a subscriber's
+        inbox on Redis Streams), the latest failure first."""
+
+        def read() -> list[FailedDelivery]:
+            found: list[FailedDelivery] = []
+            for spec in self.hosted:
+                db = self.databases.get(spec.name)
+                if db is not None and spec.publishes:
+                    found += list_failed(db, spec.name)
+                if db is not None and spec.subscribes:
+                    found += list_failed_inbox(db, spec.name)
+            found.sort(key=lambda f: f.updated_at, reverse=True)
+            return found[:limit]
+
+        return await asyncio.to_thread(read)
 
 
 class _Started:

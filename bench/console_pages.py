@@ -1,12 +1,15 @@
-"""How long the console's pages take with 100 models and 10,000 training jobs, against the JSON
-API route that lists the same page (**the baseline**).
+"""How long the console's pages take with 100 models and 10,000 training jobs (and 20,000
+predictions served through their deployments over the last hour, which the overview's sparklines
+and a model's monitoring charts read), against the JSON API route that lists the same page
+(**the baseline**).
 
 Everything runs in this process through the whole HTTP app (``create_app``: middleware, auth,
 the console's cookie check) over ``httpx.ASGITransport``, so the figures are the server's work per
 page, without a network. Jobs are queued on a Redis broker (``--redis``) that no worker consumes,
 so 10,000 of them stay ``queued`` and nothing trains; the Redis keys go at the end.
 
-    .venv/bin/python -m bench.console_pages [--models 100] [--jobs 10000] [--requests 30]
+    .venv/bin/python -m bench.console_pages [--models 100] [--jobs 10000] [--records 20000]
+        [--requests 30]
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -26,7 +30,8 @@ import msgspec
 from app.bootstrap import Platform, create_app
 from app.kernel.settings import Settings
 from bench._report import machine, save
-from contracts.inference import Deployment, PutDeployment, Route
+from contracts.inference import Deployment, PredictionRecord, PutDeployment, Route
+from contracts.monitoring import RecordPredictions
 from contracts.registry import RegisterVersion, SetAlias
 from contracts.training import Dataset, SubmitTrainingJob, TrainingJobSpec
 from tests.fakes.models import linear_onnx
@@ -56,11 +61,12 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
 
     models: int
     jobs: int
+    records: int = 0
     pages: list[Page]
     machine: object
 
 
-async def _fill(platform: Platform, models: int, jobs: int) -> None:
+async def _fill(platform: Platform, models: int, jobs: int, records: int) -> None:
     registry = platform.client("registry", caller="bench")
     inference = platform.client("inference", caller="bench")
     training = platform.client("training", caller="bench")
@@ -73,9 +79,31 @@ async def _fill(platform: Platform, models: int, jobs: int) -> None:
         await inference.put_deployment(
             PutDeployment(deployment=Deployment(name=f"{name}-live", routes=[route]))
         )
+    await _traffic(platform, models, records)
     for start in range(0, jobs, 200):
         batch = range(start, min(start + 200, jobs))
         await asyncio.gather(*(training.submit_job(SubmitTrainingJob(spec=SPEC)) for _ in batch))
+
+
+async def _traffic(platform: Platform, models: int, records: int) -> None:
+    """``records`` predictions spread over the last hour and the deployments, one in fifty
+    failed."""
+    monitoring = platform.client("monitoring", caller="bench")
+    now = datetime.now(UTC)
+    for start in range(0, records, 2000):
+        batch = [
+            PredictionRecord(
+                prediction_id=f"bench-{i}",
+                model=f"model-{i % models:03d}",
+                version=1,
+                status="unavailable" if i % 50 == 0 else "ok",
+                latency_s=0.002 + (i % 97) / 10_000,
+                at=now - timedelta(seconds=3600 * i / records),
+                deployment=f"model-{i % models:03d}-live",
+            )
+            for i in range(start, min(start + 2000, records))
+        ]
+        await monitoring.record_predictions(RecordPredictions(records=batch))
 
 
 async def _time(http: httpx.AsyncClient, path: str, requests: int) -> tuple[float, float, int]:
@@ -92,14 +120,14 @@ async def _time(http: httpx.AsyncClient, path: str, requests: int) -> tuple[floa
     return statistics.median(took), took[int(0.99 * (len(took) - 1))], len(answer.content)
 
 
-async def run(models: int, jobs: int, requests: int, redis: str) -> Report:
+async def run(models: int, jobs: int, records: int, requests: int, redis: str) -> Report:
     load = os.getloadavg()[0]
     prefix = f"bench-console-{uuid.uuid4().hex[:8]}:"
     with tempfile.TemporaryDirectory() as data:
         settings = Settings(data_dir=Path(data), broker_url=redis, redis_prefix=prefix)
         try:
             async with Platform(settings) as platform:
-                await _fill(platform, models, jobs)
+                await _fill(platform, models, jobs, records)
                 app = create_app(platform, host="127.0.0.1")
                 transport = httpx.ASGITransport(app=app)
                 async with httpx.AsyncClient(transport=transport, base_url="http://q") as http:
@@ -115,6 +143,11 @@ async def run(models: int, jobs: int, requests: int, redis: str) -> Report:
                         ("overview", "/ui", None),
                         ("monitoring", "/ui/monitoring", None),
                         ("a model", f"/ui/models/model-{models // 2:03d}", None),
+                        (
+                            "a model's monitoring, 24h",
+                            f"/ui/monitoring/model-{models // 2:03d}?window=24h",
+                            None,
+                        ),
                     ]
                     rows = []
                     for name, path, baseline in pages:
@@ -137,7 +170,7 @@ async def run(models: int, jobs: int, requests: int, redis: str) -> Report:
             for key in client.scan_iter(f"{prefix}*"):
                 client.delete(key)
             client.close()
-    return Report(models=models, jobs=jobs, pages=rows, machine=machine(load))
+    return Report(models=models, jobs=jobs, records=records, pages=rows, machine=machine(load))
 
 
 def _shown(path: str) -> str:
@@ -149,6 +182,8 @@ def markdown(report: Report) -> str:
     by_name = {p.page: p for p in report.pages}
     lines = [
         f"# Console pages with {report.models} models and {report.jobs:,} training jobs",
+        "",
+        f"{report.records:,} predictions served through the deployments over the last hour.",
         "",
         "Whole HTTP app in process (`httpx.ASGITransport`); the baseline of a console list is the",
         "API route listing the same page of the same contract.",
@@ -170,10 +205,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=int, default=100)
     parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--records", type=int, default=20_000)
     parser.add_argument("--requests", type=int, default=30)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379")
     args = parser.parse_args()
-    report = asyncio.run(run(args.models, args.jobs, args.requests, args.redis))
+    report = asyncio.run(run(args.models, args.jobs, args.records, args.requests, args.redis))
     _, md_path = save(report, RESULTS, "console_pages", markdown(report))
     print(md_path.read_text())
 

@@ -9,6 +9,7 @@ from contracts.common import Unavailable
 from contracts.features import FeaturesService
 from contracts.inference import InferenceService
 from contracts.monitoring import MonitoringService
+from contracts.notifications import NotificationsService
 from contracts.registry import RegistryService
 from contracts.training import TrainingService
 
@@ -63,4 +64,10 @@ class Clients:
     def features(self) -> FeaturesService:
         """The features contract."""
         client: FeaturesService = self._get("features")
+        return client
+
+    @property
+    def notifications(self) -> NotificationsService:
+        """The notifications contract."""
+        client: NotificationsService = self._get("notifications")
         return client

@@ -46,6 +46,7 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["when"] = _when
+    env.filters["epoch"] = _epoch
     env.filters["num"] = _num
     env.filters["pct"] = _pct
     env.filters["kind"] = _kind
@@ -58,6 +59,11 @@ def _when(value: datetime | None) -> str:
     if value.tzinfo is not None:
         value = value.astimezone(UTC)
     return value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _epoch(value: float | None) -> str:
+    """Seconds since the epoch, as :func:`_when` writes a time."""
+    return "—" if value is None else _when(datetime.fromtimestamp(value, tz=UTC))
 
 
 def _num(value: float | None, digits: int = 3) -> str:

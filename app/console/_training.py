@@ -1,4 +1,4 @@
-"""``/ui/training``: jobs with status, progress and per-epoch curves; cancel one."""
+"""``/ui/training``: jobs with status, progress, per-epoch curves and log lines; cancel one."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from app.console._session import checked_form
 from contracts.common import Page
 from contracts.training import (
     CancelTrainingJob,
+    GetJobLogs,
     GetTrainingJob,
     JobStatus,
     ListRetrainings,
@@ -29,6 +30,8 @@ __all__ = ["training_handlers"]
 
 PAGE = 50
 RETRAININGS = 10
+LOG_LINES = 300
+"""The newest log lines a job's page shows (the API answers up to the job's whole log)."""
 STATUSES: tuple[str, ...] = get_args(JobStatus)
 SCOPES = scopes_of(TrainingService, "cancel_job")
 
@@ -64,8 +67,13 @@ def training_handlers(q: Clients) -> list[Any]:
     @get("/training/jobs/{job_id:str}")
     async def job(request: Request[Any, Any, Any], job_id: FromPath[str]) -> Response[str]:
         found = await q.training.get_job(GetTrainingJob(id=job_id))
+        logs = await attempt(
+            lambda: q.training.get_job_logs(GetJobLogs(id=job_id, limit=LOG_LINES))
+        )
         drawn = curves(found)
-        return page(request, "job.html", title="Job", job=found, curves=drawn, scopes=SCOPES)
+        return page(
+            request, "job.html", title="Job", job=found, curves=drawn, logs=logs, scopes=SCOPES
+        )
 
     @post("/training/jobs/{job_id:str}/cancel", opt={"scope": SCOPES["cancel_job"]})
     async def cancel(request: Request[Any, Any, Any], job_id: FromPath[str]) -> Redirect:

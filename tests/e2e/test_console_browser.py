@@ -127,8 +127,13 @@ def test_a_user_logs_in_and_acts_and_a_reader_cannot(served: Served, tmp_path: P
             sync_api.expect(page.locator(".flash")).to_contain_text("rollout aborted")
             sync_api.expect(page.locator("h1 .badge")).to_have_text("aborted")
 
-            # opening a drift report from the model's monitoring page
+            # the model's monitoring page over another window, then a drift report from it
             page.goto(f"{base}/ui/monitoring/{MODEL}")
+            shown = page.locator("form[aria-label='Choose what to show']")
+            shown.locator("select[name=window]").select_option("6h")
+            shown.locator("button[type=submit]").click()
+            page.wait_for_url(re.compile(r"window=6h"))
+            sync_api.expect(page.locator("h2", has_text="Summary")).to_contain_text("6h")
             page.click(f"a[href='/ui/monitoring/reports/{served.report_id}']")
             page.wait_for_url(re.compile(r"/ui/monitoring/reports/"))
             assert MODEL in page.content()
@@ -138,6 +143,7 @@ def test_a_user_logs_in_and_acts_and_a_reader_cannot(served: Served, tmp_path: P
                 page.goto(f"{base}/ui/training")
                 page.click(f"a[href='/ui/training/jobs/{served.job_id}']")
                 sync_api.expect(page.locator("h1")).to_contain_text("Training job")
+                sync_api.expect(page.locator("pre.log")).to_contain_text("attempt 1 of 3 started")
 
             # a read key sees no actions, and a forged action is refused
             page.click("text=Log out")

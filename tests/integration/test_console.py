@@ -4,29 +4,46 @@ its 404 page, scopes and CSRF on actions, module errors as pages, nothing fetche
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
 from app.bootstrap import Platform, create_app
 from app.kernel.auth import KeyStore
+from app.kernel.events.outbox import outbox_tables
 from app.kernel.settings import Settings
-from contracts.common import method_info
+from app.modules.notifications import store as notifications_store
+from contracts.common import Tensor, method_info
 from contracts.features import Feature, PushRows, PutFeatureService, PutFeatureView, Value
-from contracts.inference import Deployment, InferenceService, PutDeployment, Route
-from contracts.monitoring import MonitoringService, RunDriftCheck
+from contracts.inference import (
+    Deployment,
+    InferenceService,
+    PredictionRecord,
+    PutDeployment,
+    Route,
+)
+from contracts.monitoring import MonitoringService, RecordPredictions, RunDriftCheck
 from contracts.registry import RegisterVersion, RegistryService, SetAlias
-from contracts.training import TrainingService
+from contracts.training import (
+    Dataset,
+    SubmitTrainingJob,
+    TrainingJobSpec,
+    TrainingService,
+)
 from tests.contract.registry_behaviour import reference_profile
 from tests.fakes.models import linear_onnx
 
 MODEL = "churn"
+TRAFFIC = 40
+HOOK = "ops-hook"
 NEWEST_ROW = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=3)
 DEPLOYMENT = "churn-live"
 
@@ -38,6 +55,7 @@ class Console:
     http: TestClient[Litestar]
     keys: dict[str, str]
     report_id: str
+    job_id: str
 
     def login(self, who: str) -> None:
         self.http.cookies.clear()
@@ -108,7 +126,84 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         )
         monitoring = platform.client("monitoring", caller="tests")
         report = call(http, monitoring.run_drift_check, RunDriftCheck(model=MODEL))
-        yield Console(http=http, keys=secrets, report_id=report.id)
+        call(http, monitoring.record_predictions, RecordPredictions(records=_traffic()))
+        _fail_deliveries(platform)
+        training = platform.client("training", caller="tests")
+        job = call(http, training.submit_job, SubmitTrainingJob(spec=_failing_job()))
+        yield Console(http=http, keys=secrets, report_id=report.id, job_id=job.id)
+
+
+def _traffic() -> list[PredictionRecord]:
+    """Forty predictions served through the deployment over the last twenty minutes, one in
+    five failed."""
+    now = datetime.now(UTC)
+    answer = {"probabilities": Tensor.from_numpy(np.array([[0.2, 0.8]], dtype=np.float32))}
+    return [
+        PredictionRecord(
+            prediction_id=f"console-{i}",
+            model=MODEL,
+            version=1,
+            status="unavailable" if i % 5 == 0 else "ok",
+            latency_s=0.001 * (i + 1),
+            at=now - timedelta(seconds=30 * i + 1),
+            outputs={} if i % 5 == 0 else answer,
+            deployment=DEPLOYMENT,
+        )
+        for i in range(TRAFFIC)
+    ]
+
+
+def _fail_deliveries(platform: Platform) -> None:
+    """A webhook delivery and an event delivery to a subscriber, each out of attempts."""
+    now = time.time()
+    hooks = platform.databases["notifications"]
+    webhook = {"url": "/hook", "events": ["*"], "secret": "s" * 20, "format": "json"}
+    hooks.write_sync(
+        lambda c: notifications_store.put_webhook(c, {"name": HOOK, **webhook}, now=now)
+    )
+    row = {
+        "id": "delivery-1",
+        "webhook": HOOK,
+        "event_id": "event-1",
+        "event_type": "ModelAliasChanged",
+        "body": b"{}",
+        "status": "failed",
+        "attempts": 1,
+        "round_attempts": 1,
+        "next_attempt_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
+    hooks.write_sync(lambda c: c.execute(notifications_store.deliveries.insert().values(**row)))
+    attempt = {"delivery_id": "delivery-1", "number": 1, "at": now, "duration_s": 0.1}
+    hooks.write_sync(
+        lambda c: c.execute(
+            notifications_store.attempts.insert().values(**attempt, error="HTTP 502")
+        )
+    )
+    outbox, deliveries = outbox_tables("registry")
+    event = {"id": "event-2", "type": "ModelVersionRegistered", "payload": b"{}"}
+    failed = {"event_id": "event-2", "subscriber": "inference", "status": "failed"}
+    platform.databases["registry"].write_sync(
+        lambda c: (
+            c.execute(outbox.insert().values(**event, created_at=now, dispatched=True)),
+            c.execute(
+                deliveries.insert().values(
+                    **failed, attempts=5, next_attempt_at=now, last_error="boom", updated_at=now
+                )
+            ),
+        )
+    )
+
+
+def _failing_job() -> TrainingJobSpec:
+    """A job whose dataset has a gap: it fails once its run reads it."""
+    rows: list[dict[str, Value]] = [{"a": None if i == 3 else float(i), "y": 1.0} for i in range(9)]
+    return TrainingJobSpec(
+        trainer="mlp_regressor",
+        model="gaps",
+        dataset=Dataset(rows=rows, features=["a"], label="y"),
+    )
 
 
 PAGES = [
@@ -397,3 +492,77 @@ def test_after_login_the_console_never_sends_the_browser_elsewhere(console: Cons
         )
         assert answer.headers["location"] == "/ui", target
         login = console.http.get("/ui/login")
+
+
+def test_the_overview_shows_each_deployments_traffic_and_the_failed_deliveries(
+    console: Console,
+) -> None:
+    console.login("reader")
+    overview = console.http.get("/ui").text
+    row = overview.split(f'<a href="/ui/deployments/{DEPLOYMENT}">')[1].split("</tr>")[0]
+    assert f"{DEPLOYMENT}: requests per second over the last hour, {TRAFFIC} requests" in row
+    assert f"{DEPLOYMENT}: error rate over the last hour, 20.0% overall" in row
+    assert row.count('<svg class="spark"') == 3
+    assert f"{TRAFFIC} req" in row
+    failed = overview.split('id="failed-h"')[1]
+    assert f"webhook {HOOK}</td><td>ModelAliasChanged" in failed
+    assert "HTTP 502" in failed
+    assert "module inference</td><td>ModelVersionRegistered" in failed
+    assert "boom" in failed
+
+
+def test_a_models_monitoring_page_charts_the_chosen_window_and_version(console: Console) -> None:
+    console.login("reader")
+    page = console.http.get(f"/ui/monitoring/{MODEL}?window=6h&version=1")
+    assert page.status_code == 200
+    for caption in ("Requests per second", "Latency (ms)", "Error rate by code (%)"):
+        assert f"<figcaption>{caption}</figcaption>" in page.text, caption
+    assert "<figcaption>Prediction distribution</figcaption>" in page.text
+    assert "<option selected>6h</option>" in page.text
+    assert '<option value="1" selected>1</option>' in page.text
+    assert 'aria-label="share of failed requests of churn:1 by error code"' in page.text
+    assert f"<dt>requests</dt><dd>{TRAFFIC} " in page.text
+    fallback = console.http.get(f"/ui/monitoring/{MODEL}?window=forever").text
+    assert "<option selected>1h</option>" in fallback
+    assert "every version</option>" in fallback
+    unknown = console.http.get("/ui/monitoring/no-such-model")
+    assert unknown.status_code == 404
+    assert "<h1>Not found</h1>" in unknown.text
+
+
+def test_the_series_and_failed_deliveries_are_in_the_api(console: Console) -> None:
+    auth = {"authorization": f"Bearer {console.keys['reader']}"}
+    series = console.http.get(
+        f"/v1/monitoring/deployments/{DEPLOYMENT}/series?window=1h&buckets=6", headers=auth
+    )
+    assert series.status_code == 200, series.text
+    points = series.json()["points"]
+    assert len(points) == 6
+    assert sum(p["requests"] for p in points) == TRAFFIC
+    by_model = console.http.get(f"/v1/monitoring/models/{MODEL}/series?window=1h", headers=auth)
+    assert sum(p["errors"] for p in by_model.json()["points"]) == TRAFFIC // 5
+    failed = console.http.get("/v1/notifications/deliveries/failed", headers=auth)
+    assert failed.status_code == 200, failed.text
+    assert [d["webhook"] for d in failed.json()["items"]] == [HOOK]
+
+
+def test_a_jobs_page_shows_its_log_lines(console: Console) -> None:
+    console.login("reader")
+    deadline = time.monotonic() + 60
+    auth = {"authorization": f"Bearer {console.keys['reader']}"}
+    while True:
+        job = console.http.get(f"/v1/training/jobs/{console.job_id}", headers=auth).json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            break
+        assert time.monotonic() < deadline, job
+        time.sleep(0.05)
+    assert job["status"] == "failed"
+    logs = console.http.get(f"/v1/training/jobs/{console.job_id}/logs", headers=auth).json()
+    lines = [entry["line"] for entry in logs["lines"]]
+    assert lines[0] == "attempt 1 of 3 started"
+    assert lines[-1].startswith("failed: ")
+    assert "missing or non-finite" in lines[-1]
+    page = console.http.get(f"/ui/training/jobs/{console.job_id}").text
+    log = page.split("<h2>Log</h2>")[1].split("</pre>")[0]
+    assert "[attempt 1] attempt 1 of 3 started" in log
+    assert "[attempt 1] failed: " in log
