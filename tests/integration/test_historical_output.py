@@ -85,6 +85,8 @@ async def test_the_file_holds_the_rows_the_answer_would_carry(platform: Platform
     path = data(platform, "out/train.parquet").resolve()
     assert (answer.rows, answer.output, answer.rows_written) == ([], str(path), len(ENTITY_ROWS))
     assert again.rows_written == len(ENTITY_ROWS)  # an earlier output may be replaced
+    with pytest.raises(ValueError, match="read that file"):
+        answer.to_pandas()  # no rows to make a frame of
     table = pq.read_table(path)
     assert table.column_names == ["user_id", "event_timestamp", "label", "users:clicks"]
     assert table.schema.field("event_timestamp").type == pa.timestamp("us", tz="UTC")
