@@ -75,6 +75,7 @@ VERSION = (1, 6)
 
 1.2: numeric fields carry their bounds (seed, time limit, attempts, limits, versions).
 1.4: a dataset's ``entity_source`` (entity rows read from a file or table).
+1.5: a dataset's ``source`` (a plain table trained on directly, without a feature view).
 1.6: a job's log lines (:meth:`TrainingService.get_job_logs`).
 """
 
@@ -92,6 +93,11 @@ class Dataset(msgspec.Struct, frozen=True, kw_only=True):
     reads them from a Parquet or CSV file or a PostgreSQL table or query, as the features
     module reads a view's source (:class:`contracts.features.FeatureSource`; every column, the
     label may be one of them).
+
+    A plain table (since contract 1.5): ``source`` names a Parquet or CSV file or a PostgreSQL
+    table or query (the same declaration, roots and databases as a view's source), ``features``
+    its numeric input columns and ``label`` its label column; no feature service, no feature
+    view. The source's column mappings (``entities``, ``columns``) are a view's: refused here.
     """
 
     label: str
@@ -100,6 +106,7 @@ class Dataset(msgspec.Struct, frozen=True, kw_only=True):
     rows: list[dict[str, Value]] = []
     features: list[str] = []
     entity_source: FeatureSource | None = None
+    source: FeatureSource | None = None
 
 
 class Split(msgspec.Struct, frozen=True, kw_only=True):

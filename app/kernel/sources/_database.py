@@ -132,10 +132,14 @@ class DatabaseReader:
             streaming = conn.execution_options(stream_results=True, max_row_buffer=size)
             try:
                 result = streaming.exec_driver_sql(sql, params)
-                names = list(result.keys())
-                for rows in result.partitions(size):
-                    yield Chunk(where=self._where, first=first, table=self._table(names, rows))
-                    first += len(rows)
+                try:  # a reader stopped early closes its server-side cursor too
+                    names = list(result.keys())
+                    for rows in result.partitions(size):
+                        table = self._table(names, rows)
+                        yield Chunk(where=self._where, first=first, table=table)
+                        first += len(rows)
+                finally:
+                    result.close()
             except sa.exc.SQLAlchemyError as exc:
                 raise InvalidInput(f"{self._where}, rows from {first}: {_reason(exc)}") from None
 

@@ -1,21 +1,23 @@
 """A job's dataset: raw rows and labels, split, then turned into model inputs.
 
 Rows come from the feature store (historical retrieval of the feature service's features for the
-entity rows, point-in-time) or inline. Model inputs come from the feature service's transforms,
-fitted on the training split only (through the features contract), or, without a feature
-service, straight from the named numeric columns.
+entity rows, point-in-time), inline, or from a plain table (a file or database ``source``, read
+column by column into arrays: :mod:`app.modules.training.table`). Model inputs come from the
+feature service's transforms, fitted on the training split only (through the features contract),
+or, without a feature service, straight from the named numeric columns.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 import numpy as np
 
+from contracts.common import InvalidInput
 from contracts.features import (
     FeaturesService,
     FitTransforms,
@@ -25,6 +27,9 @@ from contracts.features import (
     Value,
 )
 from contracts.training import Dataset, Split
+
+if TYPE_CHECKING:
+    from app.kernel.sources import SourcePolicy
 
 __all__ = ["JobFailed", "Prepared", "encode_labels", "load_rows", "prepare", "split_rows"]
 
@@ -52,6 +57,8 @@ class Prepared:
     transform_state: str | None
     digest: str
     rows: int
+    lineage: dict[str, str] = field(default_factory=dict)
+    """What the version's lineage records of where the rows came from (a source)."""
 
 
 def load_rows(
@@ -145,8 +152,15 @@ def prepare(
     task: str,
     features: FeaturesService | None,
     call: Call[Any],
+    *,
+    sources: SourcePolicy | None = None,
 ) -> Prepared:
-    """Load, split, fit transforms on the training split and build both input matrices."""
+    """Load, split, fit transforms on the training split and build both input matrices.
+
+    A dataset with a ``source`` is read under ``sources`` (the paths and databases allowed).
+    """
+    if dataset.source is not None:
+        return _prepare_table(dataset, split, task, sources)
     rows, labels, refs, service = load_rows(dataset, features, call)
     y, classes = encode_labels(task, labels)
     train, valid = split_rows(len(rows), split)
@@ -186,6 +200,46 @@ def prepare(
     )
 
 
+def _prepare_table(
+    dataset: Dataset, split: Split, task: str, sources: SourcePolicy | None
+) -> Prepared:
+    """A plain table's feature columns as they are, its label column encoded."""
+    from app.modules.training.table import describe, read_table
+
+    source = dataset.source
+    if source is None or sources is None:
+        raise JobFailed("the dataset's source cannot be read here: no source roots are known")
+    refs = list(dataset.features)
+    try:
+        table = read_table(source, refs, dataset.label, task, sources)
+    except InvalidInput as exc:
+        raise JobFailed(f"the dataset's source: {exc.message}") from None
+    if not table.labels:
+        raise JobFailed("the dataset is empty: the source holds no rows")
+    y, classes = encode_labels(task, table.labels)
+    train, valid = split_rows(len(table.labels), split)
+    x_train, x_valid = table.x[train], table.x[valid]
+    _check_finite(x_train, refs, fix="fill or drop them in the source")
+    _check_finite(x_valid, refs, fix="fill or drop them in the source")
+    valid_rows: list[dict[str, Value]] = [
+        dict(zip(refs, map(float, row), strict=True)) for row in x_valid
+    ]
+    return Prepared(
+        x_train=x_train,
+        x_valid=x_valid,
+        y_train=y[train],
+        y_valid=y[valid],
+        valid_rows=valid_rows,
+        columns=refs,
+        classes=classes,
+        feature_service=None,
+        transform_state=None,
+        digest=table.digest,
+        rows=len(table.labels),
+        lineage={"source": describe(source)},
+    )
+
+
 def _vectors(
     features: FeaturesService, call: Call[Any], state: str, rows: list[dict[str, Value]]
 ) -> np.ndarray:
@@ -207,15 +261,18 @@ def _columns(rows: list[dict[str, Value]], refs: list[str]) -> np.ndarray:
     return out
 
 
-def _check_finite(x: np.ndarray, columns: list[str]) -> None:
+def _check_finite(
+    x: np.ndarray,
+    columns: list[str],
+    *,
+    fix: str = "give the features defaults or add fill_missing transforms",
+) -> None:
     bad = ~np.isfinite(x)
     if bad.any():
         counts = bad.sum(axis=0)
         worst = [f"{columns[j]} ({int(counts[j])} rows)" for j in np.flatnonzero(counts)[:5]]
         raise JobFailed(
-            "features hold missing or non-finite values: "
-            + ", ".join(worst)
-            + "; give the features defaults or add fill_missing transforms"
+            "features hold missing or non-finite values: " + ", ".join(worst) + f"; {fix}"
         )
 
 

@@ -34,6 +34,7 @@ from dramatiq.middleware import TimeLimitExceeded
 from app.kernel import context
 from app.kernel.db import Database
 from app.kernel.events import Outbox
+from app.kernel.sources import SourcePolicy
 from app.modules.training import store
 from app.modules.training.dataset import JobFailed, Prepared, prepare
 from app.modules.training.evaluation import judge
@@ -99,7 +100,10 @@ class JobRunner:
         heartbeat_s: float,
         stale_s: float,
         logger: logging.Logger,
+        sources: SourcePolicy | None = None,
     ) -> None:
+        self._sources = sources
+        """Where a dataset's source may be read."""
         self._db = db
         self._outbox = outbox
         self._registry = registry
@@ -206,7 +210,14 @@ class JobRunner:
             on_line=log.add,
         )
         try:  # the process imports torch (if the trainer needs it) while the dataset is prepared
-            data = prepare(spec.dataset, spec.split, trainer.task, self._features, self.call)
+            data = prepare(
+                spec.dataset,
+                spec.split,
+                trainer.task,
+                self._features,
+                self.call,
+                sources=self._sources,
+            )
             log.add(
                 f"dataset: {data.rows} rows ({len(data.x_train)} to train on,"
                 f" {len(data.x_valid)} to validate), {len(data.columns)} columns"
@@ -236,6 +247,7 @@ class JobRunner:
                 feature_service=data.feature_service,
                 transform_state=data.transform_state,
                 extra=done.lineage
+                | data.lineage
                 | _library_versions()
                 | {"rows": str(data.rows)}
                 | ({"classes": json.dumps(data.classes)} if data.classes else {}),

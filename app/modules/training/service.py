@@ -28,12 +28,14 @@ from app.kernel import context, singleton
 from app.kernel.backoff import Backoff
 from app.kernel.cursors import decode_cursor, encode_cursor
 from app.kernel.settings import ConfigError
+from app.kernel.sources import SourcePolicy
 from app.modules.training import store
 from app.modules.training.evaluation import check_gate
 from app.modules.training.joblog import read_job_logs
 from app.modules.training.retraining import Retrainings
 from app.modules.training.runner import JobRunner
 from app.modules.training.settings import TrainingSettings
+from app.modules.training.table import check_table
 from app.modules.training.trainers import TrainerRegistry
 from contracts.common import MAX_TIME_LIMIT_S, InvalidInput, NotFound, Page, validate_name
 from contracts.features import FeaturesService, GetFeatureService
@@ -110,6 +112,8 @@ class LocalTrainingService:
             )
         self._trainers = trainers or TrainerRegistry.default()
         self._trainers.discover(config.trainers)
+        local = [root for root in config.source_roots if "://" not in root]  # s3:// is views'
+        self._sources = SourcePolicy.of(local, config.source_databases, settings.data_dir)
         self.runner = JobRunner(
             db=db,
             outbox=outbox,
@@ -123,6 +127,7 @@ class LocalTrainingService:
             heartbeat_s=config.heartbeat_s,
             stale_s=config.stale_s,
             logger=logger,
+            sources=self._sources,
         )
         self._actor = tasks.actor(
             self._run,
@@ -368,6 +373,15 @@ class LocalTrainingService:
             )
         if dataset.feature_service:
             await self._check_feature_service(dataset.feature_service)
+        if dataset.source is not None:
+            await asyncio.to_thread(
+                check_table,
+                dataset.source,
+                dataset.features,
+                dataset.label,
+                trainer.task,
+                self._sources,
+            )
         if spec.gate is not None:
             check_gate(spec.gate, trainer.task)
             if spec.gate.baseline:
@@ -414,6 +428,9 @@ def _check_bounds(spec: TrainingJobSpec) -> None:
 def _check_dataset(dataset: Dataset) -> None:
     if not dataset.label:
         raise InvalidInput("dataset.label is required: the column or view:feature to predict")
+    if dataset.source is not None:
+        _check_table_dataset(dataset)
+        return
     entities = bool(dataset.entity_rows) or dataset.entity_source is not None
     if not entities and not dataset.rows:
         raise InvalidInput("the dataset is empty: give entity_rows, an entity_source or rows")
@@ -427,3 +444,41 @@ def _check_dataset(dataset: Dataset) -> None:
         raise InvalidInput("name the input columns: dataset.features or dataset.feature_service")
     if dataset.rows and any(dataset.label not in row for row in dataset.rows[:1000]):
         raise InvalidInput(f"dataset.rows lack the label {dataset.label!r}")
+
+
+def _check_table_dataset(dataset: Dataset) -> None:
+    """A plain table: a source with its feature and label columns, and nothing else."""
+    others = {
+        "feature_service": dataset.feature_service,
+        "entity_rows": dataset.entity_rows,
+        "entity_source": dataset.entity_source,
+        "rows": dataset.rows,
+    }
+    given = [name for name, value in others.items() if value]
+    if given:
+        raise InvalidInput(
+            f"dataset.source is trained on directly: give no dataset.{given[0]} with it",
+            details={"field": f"dataset.{given[0]}"},
+        )
+    source = dataset.source
+    if source is not None and (source.entities or source.columns):
+        raise InvalidInput(
+            "a dataset's source names its columns in dataset.features and dataset.label,"
+            " not in source.entities or source.columns",
+            details={"field": "dataset.source"},
+        )
+    if not dataset.features:
+        raise InvalidInput(
+            "dataset.features must name the source's input columns",
+            details={"field": "dataset.features"},
+        )
+    repeated = sorted({f for f in dataset.features if dataset.features.count(f) > 1})
+    if repeated:
+        raise InvalidInput(
+            f"dataset.features names {repeated[0]!r} twice", details={"column": repeated[0]}
+        )
+    if dataset.label in dataset.features:
+        raise InvalidInput(
+            f"the label column {dataset.label!r} is also in dataset.features",
+            details={"column": dataset.label},
+        )

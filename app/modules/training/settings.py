@@ -14,8 +14,8 @@ __all__ = ["TrainingSettings"]
 
 
 class TrainingSettings(msgspec.Struct, frozen=True, kw_only=True):
-    """How training jobs prove they are alive, how long they may run, how many run at once, and
-    which plug-in trainers are imported."""
+    """How training jobs prove they are alive, how long they may run, how many run at once,
+    which plug-in trainers are imported, and where a dataset's source may be read."""
 
     heartbeat_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     """QUARRY_TRAINING_HEARTBEAT_S: how often a running training job proves it is alive."""
@@ -29,3 +29,12 @@ class TrainingSettings(msgspec.Struct, frozen=True, kw_only=True):
     trainers: Annotated[tuple[str, ...], Alias("QUARRY_TRAINERS")] = ()
     """QUARRY_TRAINING_TRAINERS (or QUARRY_TRAINERS): comma-separated modules to import for
     ``@trainer`` plug-ins."""
+    source_roots: Annotated[tuple[str, ...], Alias("QUARRY_SOURCE_ROOTS")] = ()
+    """QUARRY_TRAINING_SOURCE_ROOTS (or QUARRY_SOURCE_ROOTS, which feature views read too):
+    comma-separated folders a dataset's Parquet or CSV ``source`` may read from (default: the
+    data directory only; ``s3://`` roots are feature views' alone); a relative path is taken
+    from the first one."""
+    source_databases: Annotated[tuple[str, ...], Alias("QUARRY_SOURCE_DATABASES")] = ()
+    """QUARRY_TRAINING_SOURCE_DATABASES (or QUARRY_SOURCE_DATABASES): comma-separated
+    ``postgresql://`` URLs, each optionally ``name=URL``, a dataset's ``source`` may read; none
+    by default."""
