@@ -108,12 +108,14 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-async def json_not_found(response: Response[Any]) -> Response[Any]:
+async def json_not_found(response: Any) -> Any:
     """``after_request`` hook: litestar's HTML 404 page for unknown ``/schema/...`` paths, as JSON.
 
     Quarry itself never answers HTML errors; litestar's OpenAPI router does for any schema path
     no render plugin serves. ``async`` on purpose: litestar runs sync hooks on a worker thread.
     """
+    if not isinstance(response, Response):  # an ASGI app answering itself (RPC)
+        return response
     if response.status_code != 404 or response.media_type != MediaType.HTML:
         return response
     return error_response(NotFound(_MESSAGES[404]))

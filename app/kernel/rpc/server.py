@@ -9,11 +9,12 @@ or an API key for ``/rpc``; the method's scope is checked here, before the body 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 from litestar import Request, Response, Router, post
 from litestar.params import FromPath
 from litestar.response import Stream
+from litestar.types import ASGIApp
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from opentelemetry.instrumentation.asgi import asgi_getter
@@ -30,6 +31,7 @@ __all__ = ["CONTRACT_HEADER", "MSGPACK", "rpc_router"]
 MSGPACK = "application/x-msgpack"
 CONTRACT_HEADER = "quarry-contract"
 _CONTRACT = CONTRACT_HEADER.encode()
+_MSGPACK = MSGPACK.encode()
 _PROPAGATED = frozenset({b"traceparent", b"tracestate", b"baggage"})
 _EMPTY = otel_context.Context()
 
@@ -52,7 +54,7 @@ def rpc_router(
         include_in_schema=False,
         status_code=200,
     )
-    async def call(method: FromPath[str], request: Request[Any, Any, Any]) -> Response[Any]:
+    async def call(method: FromPath[str], request: Request[Any, Any, Any]) -> ASGIApp:
         try:
             codec = codecs.get(method)
             if codec is None:
@@ -75,15 +77,16 @@ def rpc_router(
             parent = propagate.extract(scope, getter=asgi_getter) if traced else _EMPTY
             if codec.method.info.streaming:
                 items = _in_context(parent, target(*args))
-                return Stream(_frames(codec, items), media_type=STREAM_MEDIA_TYPE)
+                # litestar answers any Response it is given as one, whatever the annotation
+                return cast(ASGIApp, Stream(_frames(codec, items), media_type=STREAM_MEDIA_TYPE))
             token = otel_context.attach(parent)
             try:
                 answer = await target(*args)
             finally:
                 otel_context.detach(token)
         except QuarryError as exc:
-            return error_answer(exc)
-        return Response(codec.encode(answer), media_type=MSGPACK)
+            return _msgpack_answer(encode_error(exc), status_for(exc), error_headers(exc))
+        return _msgpack_answer(codec.encode(answer))
 
     return Router(path=f"/rpc/{module}", route_handlers=[call], include_in_schema=False)
 
@@ -120,6 +123,22 @@ async def _frames(codec: MethodCodec, items: AsyncIterator[Any]) -> AsyncIterato
         yield frame(ERROR, encode_error(exc))
         return
     yield frame(END)
+
+
+def _msgpack_answer(
+    body: bytes, status: int = 200, headers: dict[str, str] | None = None
+) -> ASGIApp:
+    """A msgpack answer as a plain ASGI app: litestar's ``Response`` builds, checks and encodes
+    its headers on every answer, a fifth of an RPC's server time in a profile."""
+    raw = [(b"content-type", _MSGPACK), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    start = {"type": "http.response.start", "status": status, "headers": raw}
+
+    async def answer(scope: Any, receive: Any, send: Any) -> None:
+        await send(start)
+        await send({"type": "http.response.body", "body": body})
+
+    return answer
 
 
 def _read_headers(headers: Any) -> tuple[str | None, bool]:
