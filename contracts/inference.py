@@ -276,7 +276,8 @@ class BatchOutput(msgspec.Struct, frozen=True, kw_only=True):
     (``name_0``, ``name_1``, ...), then ``label`` for a version with class labels. Each chunk is
     written to a part file as it is scored; the parts become the file in one rename when the job
     succeeds, so the file is never seen half written and a resumed job never repeats a row.
-    An existing file is replaced only with ``overwrite``.
+    An existing file is replaced only with ``overwrite``, and only when it is an earlier batch
+    job's output (its Parquet metadata says so): a source under the roots is never overwritten.
     """
 
     path: str

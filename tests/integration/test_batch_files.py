@@ -181,10 +181,20 @@ async def test_inline_inputs_may_go_to_an_output_file_with_row_numbers(
     )
     done = await _finished(platform, job.id)
     scored = pq.read_table(_root(platform) / "inline.parquet")
+    again = await inference.submit_batch_job(
+        SubmitBatchJob(
+            model="lin",
+            inputs={"x": Tensor.from_numpy(x[:2])},
+            output=BatchOutput(path="inline.parquet", overwrite=True),  # an earlier output
+        )
+    )
+    replaced = await _finished(platform, again.id)
 
     assert (done.status, done.output) == ("succeeded", "inline.parquet")
     assert scored.column("row").to_pylist() == list(range(7))
     np.testing.assert_allclose(scored.column("y_1").to_numpy(), _expected(x)[:, 1], rtol=1e-5)
+    assert replaced.status == "succeeded"
+    assert pq.read_table(_root(platform) / "inline.parquet").num_rows == 2
 
 
 async def test_a_resumed_job_writes_every_row_once(platform: Platform) -> None:
@@ -279,6 +289,7 @@ async def test_bad_sources_are_refused_at_submission(
         (BatchOutput(path="missing/out.parquet"), InvalidInput, "directory does not exist"),
         (BatchOutput(path="in.parquet", overwrite=True), InvalidInput, "input files"),
         (BatchOutput(path="old.parquet"), Conflict, "set overwrite"),
+        (BatchOutput(path="old.parquet", overwrite=True), Conflict, "not a batch job's output"),
     ],
 )
 async def test_bad_outputs_are_refused_at_submission(

@@ -38,6 +38,8 @@ ROW = "row"
 """The column of an output without ``keys``: each row's number in the job's input."""
 LABEL = "label"
 """The column of the predicted class, for a version with class labels."""
+MARK = b"quarry.batch_output"
+"""The Parquet metadata key of a batch job's output (its value: the job's id)."""
 _SUFFIXES = (".parquet", ".pq")
 
 
@@ -106,32 +108,60 @@ def open_rows(source: BatchSource, policy: SourcePolicy) -> SourceReader:
 
 def check_output(output: BatchOutput, policy: SourcePolicy, reader: SourceReader | None) -> Path:
     """The output file's resolved path; ``InvalidInput`` for one that may not or cannot be
-    written, ``Conflict`` for an existing one without ``overwrite`` (blocking)."""
+    written, ``Conflict`` for an existing file, unless it is an earlier batch output and
+    ``overwrite`` is set (blocking)."""
     path = policy.path(output.path, field="output.path")
     if path.suffix.lower() not in _SUFFIXES:
         raise InvalidInput(
             f"output {output.path!r} is not a .parquet file", details={"field": "output.path"}
         )
-    if not path.parent.is_dir():
+    try:
+        if not path.parent.is_dir():
+            raise InvalidInput(
+                f"output {output.path!r}: its directory does not exist",
+                details={"field": "output.path"},
+            )
+        if path.is_dir():
+            raise InvalidInput(
+                f"output {output.path!r} is a directory", details={"field": "output.path"}
+            )
+        exists = path.exists()
+    except OSError as exc:
         raise InvalidInput(
-            f"output {output.path!r}: its directory does not exist",
+            f"output {output.path!r} is not a usable path: {type(exc).__name__}",
             details={"field": "output.path"},
-        )
-    if path.is_dir():
-        raise InvalidInput(
-            f"output {output.path!r} is a directory", details={"field": "output.path"}
-        )
+        ) from None
     if isinstance(reader, FileReader) and path in reader.files:
         raise InvalidInput(
             f"output {output.path!r} is one of the job's input files",
             details={"field": "output.path"},
         )
-    if path.exists() and not output.overwrite:
+    if exists and not output.overwrite:
         raise Conflict(
-            f"output {output.path!r} exists; set overwrite to replace it",
+            f"output {output.path!r} exists; set overwrite to replace an earlier batch output",
+            details={"field": "output.path"},
+        )
+    if exists and not is_output(path):
+        raise Conflict(
+            f"output {output.path!r} exists and is not a batch job's output: it is never"
+            " replaced (choose another name)",
             details={"field": "output.path"},
         )
     return path
+
+
+def is_output(path: Path) -> bool:
+    """Whether the Parquet file at ``path`` was written by a batch job (its metadata carries
+    :data:`MARK`), so that a job may replace it; no other file under the roots (a source, say)
+    is ever overwritten."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (pa.ArrowException, OSError):
+        return False
+    return MARK in metadata
 
 
 # --- a chunk's rows to a prediction and back ------------------------------------------------
@@ -254,6 +284,7 @@ class OutputFile:
 
     def __init__(self, path: Path, job_id: str) -> None:
         self.path = path
+        self._job_id = job_id
         self.parts = path.parent / f".{path.name}.{job_id}.parts"
         self._joined = path.parent / f".{path.name}.{job_id}.tmp"
 
@@ -280,13 +311,21 @@ class OutputFile:
             for part in parts:
                 table = pq.read_table(part)
                 if writer is None:
-                    writer = pq.ParquetWriter(self._joined, table.schema)
+                    schema = table.schema.with_metadata({MARK: self._job_id.encode()})
+                    writer = pq.ParquetWriter(self._joined, schema)
                 writer.write_table(_conformed(table, writer.schema, part))
         finally:
             if writer is not None:
                 writer.close()
         if writer is None:
             raise InvalidInput("the job has no results to write")
+        if self.path.exists() and not is_output(self.path):
+            self._joined.unlink(missing_ok=True)
+            raise InvalidInput(
+                f"{self.path.name} appeared while the job ran and is not a batch job's output:"
+                " it is not replaced",
+                details={"field": "output.path"},
+            )
         os.replace(self._joined, self.path)
         shutil.rmtree(self.parts, ignore_errors=True)
 
