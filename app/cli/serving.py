@@ -95,7 +95,10 @@ def serve_on(
         # lifespan still stops the platform, before uvicorn re-raises a signal it handled.
         await platform.start()
         if not worker:
-            print(f"quarry serving on http://{settings.host}:{settings.port}", file=sys.stderr)
+            serving = f"quarry serving on http://{settings.host}:{settings.port}"
+            if platform.gateway:  # say what it serves: a gateway hosts nothing of its own
+                serving += f" (a gateway to {', '.join(s.name for s in platform.reachable)})"
+            print(serving, file=sys.stderr)
         try:
             await server.serve(sockets=[sock])
         finally:

@@ -18,7 +18,8 @@ many as the machine has cores (at least two): **all separate** on embedded SQLit
 directory per process) and on PostgreSQL (a schema per placement), and each module remote on
 one of the two, alternating (registry, monitoring and training on PostgreSQL; features,
 inference and notifications on SQLite), which keeps the whole matrix to a few minutes on two
-cores.
+cores (``QUARRY_TEST_EVERY_PLACEMENT=1`` runs each module remote on both). The README's quick
+start runs against the gateway of the SQLite case too.
 """
 
 from __future__ import annotations
@@ -86,9 +87,14 @@ def all_separate() -> Placement:
 
 
 def placements(database: str) -> list[Placement]:
+    """The placements of one database case; ``QUARRY_TEST_EVERY_PLACEMENT=1`` runs each module
+    remote on both databases (for a machine with cores to spare)."""
     chosen = [all_separate()]
     chosen[0].readme = database == "sqlite" and shutil.which("curl") is not None
-    chosen += [one_remote(m) for m in MODULES if (m in ON_POSTGRES) == (database == "postgres")]
+    every = os.environ.get("QUARRY_TEST_EVERY_PLACEMENT") == "1"
+    chosen += [
+        one_remote(m) for m in MODULES if every or (m in ON_POSTGRES) == (database == "postgres")
+    ]
     return chosen
 
 
@@ -242,6 +248,8 @@ def run(placement: Placement, tmp_path: Path, env: dict[str, str], receiver: Rec
     try:
         start(placement, tmp_path, env)
         public = placement.servers[placement.public]
+        if placement.public == GATEWAY:
+            assert f"(a gateway to {', '.join(MODULES)})" in public.log.read_text()
         traced = Traced()
         hooks = {"request": [traced]} if placement.traced else {}
         with httpx.Client(base_url=public.url, timeout=60, event_hooks=hooks) as client:

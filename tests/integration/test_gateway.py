@@ -8,6 +8,8 @@ A placement whose module graph cannot be satisfied is refused before any work.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest
 from app.bootstrap import Platform
 from app.kernel.settings import ConfigError, Settings, load_settings
 from tests.fakes.models import relu_model_bytes
+from tests.fakes.server import QUARRY
 from tests.integration.test_tracing import Served, serve
 
 TOKEN = "gateway-test-token"
@@ -145,3 +148,21 @@ def test_a_module_process_answers_503_for_a_module_it_does_not_reach(registry: S
         assert answer.status_code == 503, answer.text
         assert "module training is neither hosted here nor remote" in answer.json()["error"]
         assert http.get("/readyz").status_code == 200  # its own module is what readiness covers
+
+
+def test_quarry_serve_refuses_an_unsatisfiable_placement_in_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUARRY_")}
+    done = subprocess.run(
+        [str(QUARRY), "--data-dir", str(tmp_path / "d"), "serve", "--modules", "training"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "QUARRY_REMOTE_FEATURES": "http://127.0.0.1:9", "QUARRY_SERVICE_TOKEN": "t"},
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        "quarry: configuration error: module training requires registry, which is neither hosted"
+        " here (QUARRY_MODULES) nor remote (set QUARRY_REMOTE_REGISTRY)"
+    ]
+    assert not (tmp_path / "d").exists()  # refused before any work
