@@ -354,3 +354,28 @@ async def test_http_answers_400_for_a_bad_path(platform: Platform) -> None:
     assert answer.json()["code"] == "invalid_input"
     assert "outside the source roots" in answer.json()["error"]
     assert neither.status_code == 400, neither.text
+
+
+async def test_a_job_whose_file_changed_since_submission_fails_instead_of_mixing_rows(
+    platform: Platform,
+) -> None:
+    pq.write_table(_table(10), _root(platform) / "in.parquet")
+    jobs = _jobs(platform)
+    jobs._actor.send = lambda *_args, **_kw: None  # type: ignore[method-assign]  # run by hand
+    inference = platform.client("inference", caller="tests")
+    job = await inference.submit_batch_job(
+        SubmitBatchJob(
+            model="lin:1",
+            inputs={},
+            source=_source("in.parquet"),
+            output=BatchOutput(path="out.parquet"),
+            chunk_rows=3,
+        )
+    )
+    pq.write_table(_table(12, seed=9), _root(platform) / "in.parquet")  # rewritten meanwhile
+    await jobs.run(job.id)
+    done = await inference.get_batch_job(GetBatchJob(id=job.id))
+
+    assert (done.status, done.rows_done) == ("failed", 0)
+    assert "changed since the job was submitted" in (done.error or "")
+    assert not (_root(platform) / "out.parquet").exists()

@@ -32,7 +32,17 @@ from contracts.inference import BatchOutput, BatchSource, Predict, Prediction
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["FileJob", "OutputFile", "check_output", "open_rows", "predict_request", "results"]
+__all__ = [
+    "FileJob",
+    "FileStamp",
+    "OutputFile",
+    "check_output",
+    "check_stamps",
+    "open_rows",
+    "predict_request",
+    "results",
+    "stamps",
+]
 
 ROW = "row"
 """The column of an output without ``keys``: each row's number in the job's input."""
@@ -43,11 +53,42 @@ MARK = b"quarry.batch_output"
 _SUFFIXES = (".parquet", ".pq")
 
 
+class FileStamp(msgspec.Struct, frozen=True, array_like=True):
+    """A source file as the job found it at submission: its path, size and change time."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
 class FileJob(msgspec.Struct, frozen=True, kw_only=True):
-    """What a job reads and writes, stored with it."""
+    """What a job reads and writes, stored with it; ``files``: its source files' stamps."""
 
     source: BatchSource | None = None
     output: BatchOutput | None = None
+    files: list[FileStamp] = []
+
+
+def stamps(reader: SourceReader) -> list[FileStamp]:
+    """The stamps of a file reader's files (none for a database)."""
+    if not isinstance(reader, FileReader):
+        return []
+    found = []
+    for path in reader.files:
+        info = path.stat()
+        found.append(FileStamp(path=str(path), size=info.st_size, mtime_ns=info.st_mtime_ns))
+    return found
+
+
+def check_stamps(reader: SourceReader, files: list[FileStamp]) -> None:
+    """``InvalidInput`` when the source's files are no longer those the job was submitted
+    for: a resumed job would read other rows than those it skips."""
+    if files and stamps(reader) != files:
+        raise InvalidInput(
+            "the source's files changed since the job was submitted (added, removed or"
+            " rewritten): submit it again",
+            details={"field": "source"},
+        )
 
 
 def columns(source: BatchSource) -> dict[str, str]:

@@ -28,7 +28,7 @@ import msgspec
 
 from app.kernel.sources import SourcePolicy
 from app.modules.inference import batch_files, store
-from app.modules.inference.batch_files import FileJob, OutputFile
+from app.modules.inference.batch_files import FileJob, FileStamp, OutputFile
 from app.modules.inference.settings import InferenceSettings
 from contracts.common import (
     Conflict,
@@ -129,18 +129,18 @@ class BatchJobs:
                 details={"chunk_rows": request.chunk_rows},
             )
         spec = None
-        if request.source is not None or request.output is not None:
-            spec = FileJob(source=request.source, output=request.output)
         if request.source is not None:
             if request.inputs:
                 raise InvalidInput(
                     "a batch job reads inputs or a source, not both", details={"field": "inputs"}
                 )
-            rows = await asyncio.to_thread(self._check_files, request)
+            rows, stamps = await asyncio.to_thread(self._check_files, request)
         else:
-            rows = _rows(request.inputs)
+            rows, stamps = _rows(request.inputs), []
             if request.output is not None:
                 await asyncio.to_thread(self._check_files, request)
+        if request.source is not None or request.output is not None:
+            spec = FileJob(source=request.source, output=request.output, files=stamps)
         target = await self._pin(request.model)
         version = int(target.rsplit(":", 1)[1]) if ":" in target else None
         now = datetime.now(UTC)
@@ -191,16 +191,19 @@ class BatchJobs:
             config.source_roots, config.source_databases, self._settings.data_dir
         )
 
-    def _check_files(self, request: SubmitBatchJob) -> int:
-        """The rows of the job's source (blocking); ``InvalidInput`` for a source or an output
-        that may not or cannot be read or written, naming the path or the column."""
+    def _check_files(self, request: SubmitBatchJob) -> tuple[int, list[FileStamp]]:
+        """The rows of the job's source and the stamps of its files (blocking);
+        ``InvalidInput`` for a source or an output that may not or cannot be read or written,
+        naming the path or the column."""
         policy = self._policy()
         reader = None
         rows = 0
+        stamps: list[FileStamp] = []
         try:
             if request.source is not None:
                 reader = batch_files.open_rows(request.source, policy)
                 reader.check()
+                stamps = batch_files.stamps(reader)
                 rows = reader.total(None, 0) or 0
                 if rows == 0:
                     raise InvalidInput(
@@ -212,7 +215,7 @@ class BatchJobs:
         finally:
             if reader is not None:
                 reader.close()
-        return rows
+        return rows, stamps
 
     def _check_chunk_rows(self, chunk_rows: int) -> None:
         limit = (
@@ -290,7 +293,7 @@ class BatchJobs:
         if spec.output is not None:
             output = OutputFile(self._policy().path(spec.output.path), job_id)
         work = (
-            self._source_work(job, row, spec.source)
+            self._source_work(job, row, spec.source, spec.files)
             if spec.source is not None
             else self._stored_work(job, row)
         )
@@ -347,13 +350,14 @@ class BatchJobs:
             offset += count
 
     async def _source_work(
-        self, job: BatchJob, row: Any, source: BatchSource
+        self, job: BatchJob, row: Any, source: BatchSource, files: list[FileStamp]
     ) -> AsyncGenerator[_Work]:
         """The source's chunks from ``rows_done`` on (earlier ones are read and skipped)."""
         reader: SourceReader = await asyncio.to_thread(
             batch_files.open_rows, source, self._policy()
         )
         try:
+            await asyncio.to_thread(batch_files.check_stamps, reader, files)
             chunks = batch_files.chunk_iterator(reader, row.chunk_rows)
             offset = 0
             while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
