@@ -28,6 +28,8 @@ from tests.fakes.server import QUARRY, Server  # noqa: E402
 OUT = HERE / "screenshots"
 WIDTH, HEIGHT = 1100, 760
 PHONE = (390, 760)
+WHOLE = frozenset({"overview", "monitoring-model", "job"})
+"""Pages photographed whole (their charts and log lines are below the fold)."""
 
 
 def quickstart(parent: Path) -> Path:
@@ -92,7 +94,7 @@ def main() -> None:
                 page = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})
                 for name, path in pages(page, server.url).items():
                     page.goto(f"{server.url}{path}")
-                    page.screenshot(path=OUT / f"{name}.png")
+                    page.screenshot(path=OUT / f"{name}.png", full_page=name in WHOLE)
                     print(f"{name}: {path}")
                 page.set_viewport_size({"width": PHONE[0], "height": PHONE[1]})
                 page.goto(f"{server.url}/ui")

@@ -81,7 +81,9 @@ def lines_chart(
     if not known:
         return Markup("")
     steps = max(len(values) for values in series.values())
-    top, bottom = max(*known, 1e-12), min(0.0, *known)
+    top, bottom = max(*known, 0.0), min(0.0, *known)
+    if top <= bottom:  # nothing but zeros (no error at all): a flat line along the bottom
+        top = bottom + 1.0
     span = (top - bottom) or 1.0
     last = max(steps - 1, 1)
     inner_w, inner_h = _WIDTH - 2 * _PAD, _HEIGHT - 2 * _PAD
