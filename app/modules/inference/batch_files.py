@@ -1,33 +1,28 @@
-"""Batch jobs on files and tables: a job's rows read where they live, its results written to
-a Parquet file.
+"""Batch jobs on files and tables: a job's rows read where they live (its output file is
+:mod:`.batch_output`'s).
 
 The rows are read at run time, in chunks of ``chunk_rows``, through the kernel's source
 readers (the same roots and database allow-list as feature views): files in path order, each
 in chunks of its own (its last one shorter), a table or query ordered by the job's ``keys``.
 Chunking is deterministic, so a resumed job skips the chunks before ``rows_done`` and reads the
-rest as the first attempt did.
-
-An output file is written in parts: each chunk's results go to
-``.<name>.<job id>.parts/<offset>.parquet`` beside the file (written under a temporary name,
-then renamed), before the chunk is claimed; a chunk redone after a crash rewrites its own part,
-so no row is ever written twice. When the last chunk is claimed the parts are joined into a
-temporary file renamed onto the output in one step, then removed; a failed job removes them.
+rest as the first attempt did; the files' sizes and change times, kept from the submission,
+tell a rewritten file.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Iterator
-from pathlib import Path
+import asyncio
+from collections.abc import AsyncGenerator, Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
 
 from app.kernel.sources import Chunk, DatabaseReader, FileReader, SourcePolicy, SourceReader
-from contracts.common import Conflict, InvalidInput, Tensor
-from contracts.inference import BatchOutput, BatchSource, Predict, Prediction
+from app.modules.inference.batch_output import check_output
+from contracts.common import InvalidInput, Tensor
+from contracts.inference import BatchOutput, BatchSource, Predict, SubmitBatchJob
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -35,22 +30,15 @@ if TYPE_CHECKING:
 __all__ = [
     "FileJob",
     "FileStamp",
-    "OutputFile",
-    "check_output",
+    "Work",
     "check_stamps",
+    "check_submission",
     "open_rows",
     "predict_request",
-    "results",
+    "source_work",
+    "span",
     "stamps",
 ]
-
-ROW = "row"
-"""The column of an output without ``keys``: each row's number in the job's input."""
-LABEL = "label"
-"""The column of the predicted class, for a version with class labels."""
-MARK = b"quarry.batch_output"
-"""The Parquet metadata key of a batch job's output (its value: the job's id)."""
-_SUFFIXES = (".parquet", ".pq")
 
 
 class FileStamp(msgspec.Struct, frozen=True, array_like=True):
@@ -147,64 +135,6 @@ def open_rows(source: BatchSource, policy: SourcePolicy) -> SourceReader:
     return FileReader(where.path, where.format, policy, found, field="source.source.path")
 
 
-def check_output(output: BatchOutput, policy: SourcePolicy, reader: SourceReader | None) -> Path:
-    """The output file's resolved path; ``InvalidInput`` for one that may not or cannot be
-    written, ``Conflict`` for an existing file, unless it is an earlier batch output and
-    ``overwrite`` is set (blocking)."""
-    path = policy.path(output.path, field="output.path")
-    if path.suffix.lower() not in _SUFFIXES:
-        raise InvalidInput(
-            f"output {output.path!r} is not a .parquet file", details={"field": "output.path"}
-        )
-    try:
-        if not path.parent.is_dir():
-            raise InvalidInput(
-                f"output {output.path!r}: its directory does not exist",
-                details={"field": "output.path"},
-            )
-        if path.is_dir():
-            raise InvalidInput(
-                f"output {output.path!r} is a directory", details={"field": "output.path"}
-            )
-        exists = path.exists()
-    except OSError as exc:
-        raise InvalidInput(
-            f"output {output.path!r} is not a usable path: {type(exc).__name__}",
-            details={"field": "output.path"},
-        ) from None
-    if isinstance(reader, FileReader) and path in reader.files:
-        raise InvalidInput(
-            f"output {output.path!r} is one of the job's input files",
-            details={"field": "output.path"},
-        )
-    if exists and not output.overwrite:
-        raise Conflict(
-            f"output {output.path!r} exists; set overwrite to replace an earlier batch output",
-            details={"field": "output.path"},
-        )
-    if exists and not is_output(path):
-        raise Conflict(
-            f"output {output.path!r} exists and is not a batch job's output: it is never"
-            " replaced (choose another name)",
-            details={"field": "output.path"},
-        )
-    return path
-
-
-def is_output(path: Path) -> bool:
-    """Whether the Parquet file at ``path`` was written by a batch job (its metadata carries
-    :data:`MARK`), so that a job may replace it; no other file under the roots (a source, say)
-    is ever overwritten."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        metadata = pq.read_schema(path).metadata or {}
-    except (pa.ArrowException, OSError):
-        return False
-    return MARK in metadata
-
-
 # --- a chunk's rows to a prediction and back ------------------------------------------------
 
 
@@ -268,128 +198,87 @@ def _bad(chunk: Chunk, column: str, what: str) -> InvalidInput:
     return InvalidInput(f"{span(chunk)}, column {column!r}: {what}", details={"column": column})
 
 
-def results(
-    where: str, offset: int, rows: int, keys: dict[str, Any], prediction: Prediction
-) -> pa.Table:
-    """Rows ``offset`` on of the output file: their ``keys`` columns (or row numbers), then
-    the outputs, then the labels; ``InvalidInput`` naming ``where`` for an output of higher
-    rank or a name taken twice."""
-    import pyarrow as pa
-
-    found: dict[str, Any] = dict(keys)
-    if not keys:
-        found[ROW] = pa.array(np.arange(offset, offset + rows, dtype=np.int64))
-    for name, tensor in prediction.outputs.items():
-        array = tensor.to_numpy()
-        if array.ndim == 1:
-            _put(found, name, array, where)
-        elif array.ndim == 2:
-            for j in range(array.shape[1]):
-                _put(found, f"{name}_{j}", np.ascontiguousarray(array[:, j]), where)
-        else:
-            raise InvalidInput(
-                f"{where}: output {name!r} has shape {list(array.shape)}; an output file"
-                " takes outputs of one value or one vector per row",
-                details={"output": name},
-            )
-    if prediction.labels:
-        _put(found, LABEL, np.asarray(prediction.labels, dtype=object), where)
-    return pa.table(found)
-
-
-def _put(found: dict[str, Any], name: str, array: np.ndarray[Any, Any], where: str) -> None:
-    import pyarrow as pa
-
-    if name in found:
-        raise InvalidInput(
-            f"{where}: the output file would have two columns {name!r} (a key and an"
-            " output); rename the key column",
-            details={"column": name},
-        )
-    found[name] = pa.array(_text(array.tolist()) if array.dtype == object else array)
-
-
-def _text(values: list[Any]) -> list[Any]:
-    """``BYTES`` values as text when they are UTF-8 (as JSON answers show them), else bytes."""
-    try:
-        return [v.decode() if isinstance(v, bytes) else v for v in values]
-    except UnicodeDecodeError:
-        return values
-
-
 # --- the output file ------------------------------------------------------------------------
 
 
-class OutputFile:
-    """A job's output file and its parts (blocking)."""
+@dataclass(frozen=True)
+class Work:
+    """One chunk of a job: its rows, the prediction of them, how errors name them, and the
+    key columns an output file takes from them."""
 
-    def __init__(self, path: Path, job_id: str) -> None:
-        self.path = path
-        self._job_id = job_id
-        self.parts = path.parent / f".{path.name}.{job_id}.parts"
-        self._joined = path.parent / f".{path.name}.{job_id}.tmp"
-
-    def write(self, offset: int, table: pa.Table) -> None:
-        """The results of the chunk at ``offset``, replacing any earlier attempt's."""
-        import pyarrow.parquet as pq
-
-        self.parts.mkdir(exist_ok=True)
-        part = self.parts / f"{offset:015d}.parquet"
-        temporary = part.with_suffix(".tmp")
-        pq.write_table(table, temporary)
-        os.replace(temporary, part)
-
-    def publish(self) -> None:
-        """Join the parts, in row order, into the output file (one rename), then drop them.
-        Parts already joined (a redelivery after the rename) leave the file as it is."""
-        import pyarrow.parquet as pq
-
-        if not self.parts.is_dir():
-            return
-        parts = sorted(self.parts.glob("*.parquet"))
-        writer = None
-        try:
-            for part in parts:
-                table = pq.read_table(part)
-                if writer is None:
-                    schema = table.schema.with_metadata({MARK: self._job_id.encode()})
-                    writer = pq.ParquetWriter(self._joined, schema)
-                writer.write_table(_conformed(table, writer.schema, part))
-        finally:
-            if writer is not None:
-                writer.close()
-        if writer is None:
-            raise InvalidInput("the job has no results to write")
-        if self.path.exists() and not is_output(self.path):
-            self._joined.unlink(missing_ok=True)
-            raise InvalidInput(
-                f"{self.path.name} appeared while the job ran and is not a batch job's output:"
-                " it is not replaced",
-                details={"field": "output.path"},
-            )
-        os.replace(self._joined, self.path)
-        shutil.rmtree(self.parts, ignore_errors=True)
-
-    def discard(self) -> None:
-        """Remove the parts and any half-joined file (a failed job leaves nothing)."""
-        shutil.rmtree(self.parts, ignore_errors=True)
-        self._joined.unlink(missing_ok=True)
+    offset: int
+    rows: int
+    request: Predict
+    where: str
+    keys: dict[str, Any] = field(default_factory=dict)
 
 
-def _conformed(table: pa.Table, schema: pa.Schema, part: Path) -> pa.Table:
-    """A part's table in the first part's schema (a later file's key may be int32, say)."""
-    import pyarrow as pa
-
-    if table.schema.equals(schema):
-        return table
+def check_submission(
+    request: SubmitBatchJob, policy: SourcePolicy, max_rows: int
+) -> tuple[int, list[FileStamp]]:
+    """The rows of a job's source and the stamps of its files (blocking); ``InvalidInput`` for
+    a source or an output that may not or cannot be read or written, naming the path or the
+    column, or chunks larger than one prediction takes (``max_rows``)."""
+    reader = None
+    rows = 0
+    found: list[FileStamp] = []
     try:
-        return table.cast(schema)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
-        raise InvalidInput(
-            f"rows from {int(part.stem)}: their columns differ from the first rows' ({exc})"
-        ) from None
+        if request.source is not None:
+            reader = open_rows(request.source, policy)
+            reader.check()
+            found = stamps(reader)
+            rows = reader.total(None, 0) or 0
+            if rows == 0:
+                raise InvalidInput(
+                    "the batch job's source holds no rows", details={"field": "source"}
+                )
+            if request.chunk_rows > max_rows:
+                raise InvalidInput(
+                    f"chunk_rows {request.chunk_rows} exceeds the rows one prediction takes"
+                    f" here ({max_rows}, QUARRY_MAX_QUEUE_ROWS)",
+                    details={"chunk_rows": request.chunk_rows},
+                )
+        if request.output is not None:
+            check_output(request.output, policy, reader)
+    finally:
+        if reader is not None:
+            reader.close()
+    return rows, found
 
 
-def chunk_iterator(reader: SourceReader, size: int) -> Iterator[Chunk]:
-    """The reader's chunks of ``size`` rows, over the whole source."""
-    return iter(reader.chunks(None, 0, size))
+async def source_work(
+    source: BatchSource,
+    policy: SourcePolicy,
+    *,
+    target: str,
+    chunk_rows: int,
+    rows_done: int,
+    files: list[FileStamp],
+) -> AsyncGenerator[Work]:
+    """The source's chunks from ``rows_done`` on, as predictions of ``target`` (earlier chunks
+    are read and skipped; reading runs in a thread)."""
+    reader: SourceReader = await asyncio.to_thread(open_rows, source, policy)
+    try:
+        await asyncio.to_thread(check_stamps, reader, files)
+        chunks: Iterator[Chunk] = iter(reader.chunks(None, 0, chunk_rows))
+        offset = 0
+        while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+            rows = chunk.table.num_rows
+            if offset + rows <= rows_done:
+                offset += rows
+                continue
+            if offset < rows_done:
+                raise InvalidInput(
+                    f"{span(chunk)}: the source changed since the job started (its rows no"
+                    f" longer split at row {rows_done})"
+                )
+            yield Work(
+                offset=offset,
+                rows=rows,
+                request=predict_request(target, chunk, source),
+                where=span(chunk),
+                keys={key: chunk.table.column(key) for key in source.keys},
+            )
+            offset += rows
+    finally:
+        await asyncio.to_thread(reader.close)

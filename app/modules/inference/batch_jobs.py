@@ -20,15 +20,15 @@ import functools
 import logging
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from app.kernel.sources import SourcePolicy
-from app.modules.inference import batch_files, store
-from app.modules.inference.batch_files import FileJob, FileStamp, OutputFile
+from app.modules.inference import batch_files, batch_output, store
+from app.modules.inference.batch_files import FileJob, FileStamp, Work
+from app.modules.inference.batch_output import OutputFile
 from app.modules.inference.settings import InferenceSettings
 from contracts.common import (
     Conflict,
@@ -41,7 +41,6 @@ from contracts.common import (
 from contracts.inference import (
     BatchJob,
     BatchResultChunk,
-    BatchSource,
     Predict,
     Prediction,
     SubmitBatchJob,
@@ -52,7 +51,6 @@ if TYPE_CHECKING:
 
     from app.kernel.db import Database
     from app.kernel.settings import Settings
-    from app.kernel.sources import Chunk, SourceReader
     from app.kernel.tasks import TaskQueue
 
 __all__ = ["ACTOR", "MAX_CHUNK_ROWS", "BatchJobs"]
@@ -192,43 +190,12 @@ class BatchJobs:
         )
 
     def _check_files(self, request: SubmitBatchJob) -> tuple[int, list[FileStamp]]:
-        """The rows of the job's source and the stamps of its files (blocking);
-        ``InvalidInput`` for a source or an output that may not or cannot be read or written,
-        naming the path or the column."""
-        policy = self._policy()
-        reader = None
-        rows = 0
-        stamps: list[FileStamp] = []
-        try:
-            if request.source is not None:
-                reader = batch_files.open_rows(request.source, policy)
-                reader.check()
-                stamps = batch_files.stamps(reader)
-                rows = reader.total(None, 0) or 0
-                if rows == 0:
-                    raise InvalidInput(
-                        "the batch job's source holds no rows", details={"field": "source"}
-                    )
-                self._check_chunk_rows(request.chunk_rows)
-            if request.output is not None:
-                batch_files.check_output(request.output, policy, reader)
-        finally:
-            if reader is not None:
-                reader.close()
-        return rows, stamps
-
-    def _check_chunk_rows(self, chunk_rows: int) -> None:
         limit = (
             self._settings.module_config(InferenceSettings).max_queue_rows
             if self._settings is not None
             else MAX_CHUNK_ROWS
         )
-        if chunk_rows > limit:
-            raise InvalidInput(
-                f"chunk_rows {chunk_rows} exceeds the rows one prediction takes here ({limit},"
-                " QUARRY_MAX_QUEUE_ROWS)",
-                details={"chunk_rows": chunk_rows},
-            )
+        return batch_files.check_submission(request, self._policy(), limit)
 
     async def get(self, job_id: str) -> BatchJob:
         found = await self._db.read(lambda conn: store.get_job(conn, job_id))
@@ -293,7 +260,14 @@ class BatchJobs:
         if spec.output is not None:
             output = OutputFile(self._policy().path(spec.output.path), job_id)
         work = (
-            self._source_work(job, row, spec.source, spec.files)
+            batch_files.source_work(
+                spec.source,
+                self._policy(),
+                target=row.target,
+                chunk_rows=row.chunk_rows,
+                rows_done=job.rows_done,
+                files=spec.files,
+            )
             if spec.source is not None
             else self._stored_work(job, row)
         )
@@ -310,7 +284,7 @@ class BatchJobs:
             await work.aclose()
         await self._db.write(lambda conn: store.finish_job(conn, job_id, "succeeded", None, _now()))
 
-    async def _score(self, job_id: str, item: _Work, output: OutputFile | None) -> bool:
+    async def _score(self, job_id: str, item: Work, output: OutputFile | None) -> bool:
         """Predict one chunk and claim it (its part written first); ``False`` when the claim
         was lost. Errors a retry cannot fix name the chunk's rows."""
         try:
@@ -319,7 +293,7 @@ class BatchJobs:
             raise type(exc)(f"{item.where}: {exc.message}", details=exc.details) from None
         outputs = prediction.outputs
         if output is not None:
-            table = batch_files.results(item.where, item.offset, item.rows, item.keys, prediction)
+            table = batch_output.results(item.where, item.offset, item.rows, item.keys, prediction)
             await asyncio.to_thread(output.write, item.offset, table)
             outputs = {}
 
@@ -336,7 +310,7 @@ class BatchJobs:
 
         return bool(await self._db.write(claim))
 
-    async def _stored_work(self, job: BatchJob, row: Any) -> AsyncGenerator[_Work]:
+    async def _stored_work(self, job: BatchJob, row: Any) -> AsyncGenerator[Work]:
         offset = job.rows_done
         while offset < job.rows:
             inputs = await self._db.read(
@@ -346,63 +320,14 @@ class BatchJobs:
                 raise InvalidInput(f"the inputs at row {offset} are missing")
             count = min(row.chunk_rows, job.rows - offset)
             request = Predict(model=row.target, inputs=inputs, coerce=row.coerce)
-            yield _Work(offset=offset, rows=count, request=request, where=f"rows from {offset}")
+            yield Work(offset=offset, rows=count, request=request, where=f"rows from {offset}")
             offset += count
-
-    async def _source_work(
-        self, job: BatchJob, row: Any, source: BatchSource, files: list[FileStamp]
-    ) -> AsyncGenerator[_Work]:
-        """The source's chunks from ``rows_done`` on (earlier ones are read and skipped)."""
-        reader: SourceReader = await asyncio.to_thread(
-            batch_files.open_rows, source, self._policy()
-        )
-        try:
-            await asyncio.to_thread(batch_files.check_stamps, reader, files)
-            chunks = batch_files.chunk_iterator(reader, row.chunk_rows)
-            offset = 0
-            while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
-                rows = chunk.table.num_rows
-                if offset + rows <= job.rows_done:
-                    offset += rows
-                    continue
-                if offset < job.rows_done:
-                    raise InvalidInput(
-                        f"{batch_files.span(chunk)}: the source changed since the job started"
-                        f" (its rows no longer split at row {job.rows_done})"
-                    )
-                request = batch_files.predict_request(row.target, chunk, source)
-                yield _Work(
-                    offset=offset,
-                    rows=rows,
-                    request=request,
-                    where=batch_files.span(chunk),
-                    keys=_keys(chunk, source.keys),
-                )
-                offset += rows
-        finally:
-            await asyncio.to_thread(reader.close)
 
     async def _fail(self, job_id: str, reason: str, output: OutputFile | None = None) -> None:
         self._log.warning("batch job %s failed: %s", job_id, reason)
         if output is not None:
             await asyncio.to_thread(output.discard)
         await self._db.write(lambda conn: store.finish_job(conn, job_id, "failed", reason, _now()))
-
-
-@dataclass(frozen=True)
-class _Work:
-    """One chunk of a job: its rows, the prediction of them, how errors name them, and the
-    key columns an output file takes from them."""
-
-    offset: int
-    rows: int
-    request: Predict
-    where: str
-    keys: dict[str, Any] = field(default_factory=dict)
-
-
-def _keys(chunk: Chunk, keys: list[str]) -> dict[str, Any]:
-    return {key: chunk.table.column(key) for key in keys}
 
 
 _SPEC = msgspec.msgpack.Encoder()
