@@ -60,7 +60,7 @@ Results = Sequence[Outputs | Exception] | BaseException
 """Per request outputs or error, or one error for the whole batch."""
 INLINE_MAX_S = 100e-6
 """Runs expected to take less than this (seconds) may run on the caller's thread."""
-INLINE_STREAK = 16
+INLINE_STREAK = 4
 """Inline runs of one task without a turn of the event loop before it yields to the loop."""
 _EWMA = 0.2
 """Weight of the latest run in the moving averages of run time and rows."""
@@ -307,11 +307,15 @@ class Batcher:
         self._streak = 0
 
     def _measured(self, seconds: float, rows: int) -> None:
-        """Fold one run into the moving averages (from any thread: a lost update is harmless)."""
+        """Fold one run into the moving averages (from any thread: a lost update is harmless).
+
+        A run counts for at most twice the average so far: one the OS preempted must not send
+        a fast model off this path for long, while a model that really got slower still moves
+        the average up by a fifth per run."""
         if not self._run_s:
             self._run_s, self._run_rows = seconds, float(rows)
             return
-        self._run_s += _EWMA * (seconds - self._run_s)
+        self._run_s += _EWMA * (min(seconds, 2 * self._run_s) - self._run_s)
         self._run_rows += _EWMA * (rows - self._run_rows)
 
     # --- admission and dispatch -------------------------------------------------------------

@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from app.kernel.cursors import decode_cursor, encode_cursor
 from app.kernel.ids import unique_id
@@ -48,11 +49,12 @@ FALLIBLE = (Unavailable, ModelLoadFailed, DeadlineExceeded, InternalError)
 """Failures of the primary that fallbacks answer for (input errors are the caller's)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(msgspec.Struct, frozen=True, kw_only=True):
     """How to answer one request: run ``primary``; for a deployment, also copy the request to
     ``shadows``, answer from the response cache under ``cache_key`` when it holds one, and try
-    ``fallbacks`` in order when the primary fails for a reason of its own (:data:`FALLIBLE`)."""
+    ``fallbacks`` in order when the primary fails for a reason of its own (:data:`FALLIBLE`).
+
+    A Struct (never encoded) because one is built per prediction and builds fast."""
 
     primary: Key
     """The version to run (a route's, or the one a model reference resolved to)."""

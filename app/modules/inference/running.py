@@ -42,9 +42,11 @@ if TYPE_CHECKING:
 __all__ = ["Outcome", "Runner"]
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What running a plan came to: a prediction or an error, and where it came from."""
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What running a plan came to: a prediction or an error, and where it came from.
+
+    A Struct rather than a frozen dataclass: it is built once or twice per prediction, and a
+    Struct builds in a fraction of the time (it is never encoded)."""
 
     prediction: Prediction | None = None
     error: Exception | None = None
@@ -53,7 +55,7 @@ class Outcome:
     reference, the version once it was loaded); ``None`` when it failed before either."""
     deployment: str | None = None
     """The deployment that routed the request."""
-    inputs: dict[str, Tensor] = field(default_factory=dict)
+    inputs: dict[str, Tensor] = {}
     """The inputs built for a predict-by-entity call (what its record logs)."""
 
 
@@ -233,7 +235,7 @@ class Runner:
 def _arrays(request: Predict, dtypes: dict[str, str]) -> dict[str, np.ndarray[Any, Any]]:
     arrays = {}
     for name, tensor in request.inputs.items():
-        array = tensor.to_numpy()
+        array = _array(tensor)
         if request.coerce and name in dtypes:
             array = _coerce(name, array, dtypes[name])
         arrays[name] = array
@@ -291,6 +293,21 @@ def _little_endian_dtypes() -> dict[np.dtype[Any], TensorDType]:
 
 _TENSOR_DTYPES = _little_endian_dtypes()
 """Numpy dtypes whose bytes a tensor holds as they are (little-endian numbers)."""
+
+
+_NUMPY_DTYPES = {name: dtype for dtype, name in _TENSOR_DTYPES.items()}
+
+
+def _array(tensor: Tensor) -> np.ndarray[Any, Any]:
+    """``tensor.to_numpy()``: a view of its bytes, the dtype looked up once per process."""
+    dtype = _NUMPY_DTYPES.get(tensor.dtype)
+    shape = tensor.shape
+    count = 1
+    for dim in shape:
+        count *= dim
+    if dtype is None or len(tensor.data) != count * dtype.itemsize:
+        return tensor.to_numpy()  # strings, or the error naming the mismatch
+    return np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
 
 
 def _tensor(array: np.ndarray[Any, Any]) -> Tensor:
