@@ -17,12 +17,14 @@ from app.kernel.db import Database
 from app.kernel.settings import Settings
 from app.modules.training import store
 from app.modules.training.joblog import JobLog, cut
+from app.modules.training.runner import _gate_line
 from app.modules.training.settings import TrainingSettings
 from contracts.common import NotFound
 from contracts.training import (
     MAX_LOG_LINE,
     MAX_LOG_LINES,
     Dataset,
+    GateVerdict,
     GetJobLogs,
     SubmitTrainingJob,
     TrainingJobSpec,
@@ -132,3 +134,12 @@ def test_a_line_is_one_printable_line_within_the_bound() -> None:
     assert len(taken) == MAX_LOG_LINES
     assert taken[0][1] == "5"
     assert not log
+
+
+def test_the_gates_line_names_the_metric_and_the_baseline() -> None:
+    passed = GateVerdict(
+        passed=True, metric="accuracy", value=0.8075, baseline_version=1, baseline_value=0.715
+    )
+    assert _gate_line(passed) == "gate passed: accuracy 0.8075 against version 1 (0.715)"
+    failed = GateVerdict(passed=False, metric="rmse", value=2.5, reasons=["rmse above 1"])
+    assert _gate_line(failed) == "gate failed: rmse 2.5; rmse above 1"

@@ -231,8 +231,7 @@ class JobRunner:
         log.add(f"exported to ONNX (parity {done.parity:.3g}); validation {figures(done.scores)}")
         verdict = self._gate(job, data, done.scores)
         if verdict is not None:
-            said = "passed" if verdict.passed else "failed"
-            log.add(f"gate {said}: {'; '.join(verdict.reasons) or verdict.metric}")
+            log.add(_gate_line(verdict))
         beat.check()
         request = RegisterVersion(
             name=spec.model,
@@ -553,6 +552,15 @@ def _back_to_queue(conn: Any, job_id: str, owner: str, reason: str) -> bool:
 
 def _reason(exc: Exception) -> str:
     return exc.message if isinstance(exc, QuarryError) else str(exc)
+
+
+def _gate_line(verdict: GateVerdict) -> str:
+    """The gate's verdict as the job's log says it: the metric, against the baseline if any."""
+    said = "passed" if verdict.passed else "failed"
+    line = f"gate {said}: {verdict.metric} {verdict.value:.4g}"
+    if verdict.baseline_version is not None and verdict.baseline_value is not None:
+        line += f" against version {verdict.baseline_version} ({verdict.baseline_value:.4g})"
+    return line + "".join(f"; {reason}" for reason in verdict.reasons)
 
 
 def _verdict_tags(verdict: GateVerdict | None) -> dict[str, str]:
