@@ -15,6 +15,7 @@ bound every exchange with their own deadline, and a cancelled exchange closes it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 from collections import deque
@@ -92,6 +93,8 @@ class _Connection(asyncio.Protocol):
         self._received = False
         self._error: TransportError | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._in_flight = False
+        self.loop = asyncio.get_running_loop()
         self._headers_done = False
 
     # --- asyncio.Protocol -------------------------------------------------------------------
@@ -100,6 +103,9 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
     def data_received(self, data: bytes) -> None:
+        if not self._in_flight:  # an idle connection has nothing to say: do not reuse it
+            self.close()
+            return
         self._received = True
         try:
             self.parser.feed_data(data)
@@ -139,6 +145,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._complete = True
+        self._in_flight = False
         self._keep_alive = self.parser.should_keep_alive()  # reset once this returns
         self._wake()
 
@@ -152,6 +159,7 @@ class _Connection(asyncio.Protocol):
         self._buffered = 0
         if self.closed or self.transport is None or self.transport.is_closing():
             raise TransportError("the connection is closed")
+        self._in_flight = True
         self.transport.writelines(data)
 
     async def head(self) -> None:
@@ -175,7 +183,7 @@ class _Connection(asyncio.Protocol):
     @property
     def answered(self) -> bool:
         """The answer was read to its end, and the server keeps the connection open."""
-        return self._complete and self._keep_alive and not self._chunks
+        return self._complete and self._keep_alive and not self._chunks and not self.closed
 
     @property
     def silent(self) -> bool:
@@ -285,7 +293,8 @@ class ConnectionPool:
         """Close every idle connection; connections in use close when released."""
         self._closed = True
         while self._idle:
-            self._idle.pop().close()
+            with contextlib.suppress(RuntimeError):  # its event loop may be closed already
+                self._idle.pop().close()
 
     async def _exchange(self, request: tuple[bytes, bytes]) -> Answer:
         connection = await self._connection()
@@ -307,17 +316,19 @@ class ConnectionPool:
 
     async def _connection(self) -> _Connection:
         """A live idle connection (the most recently used), else a new one."""
-        now = time.monotonic()
+        now, loop = time.monotonic(), asyncio.get_running_loop()
         while self._idle:
             connection = self._idle.pop()
             if (
                 not connection.closed
                 and now - connection.idle_since < self._idle_s
+                and connection.loop is loop
                 and connection.transport is not None
                 and not connection.transport.is_closing()
             ):
                 return connection
-            connection.close()
+            with contextlib.suppress(RuntimeError):  # its event loop may be closed already
+                connection.close()
         return await self._open()
 
     async def _open(self) -> _Connection:
