@@ -1,7 +1,8 @@
 """How fast a feature view materializes from a Parquet file.
 
 ``python -m bench.materialize [--quick]`` writes one Parquet file (1,000,000 rows of 10 float
-features over 100,000 entities, events spread over a month) and measures, in this process:
+features over 100,000 entities, events spread over a month, about 1 % of rows sharing their
+entity's event time with another row) and measures, in this process:
 
 1. **the floor**: pyarrow reading the same file in the same chunks (nothing is stored);
 2. ``materialize`` of a view whose source is that file, from the request until the run has
@@ -10,6 +11,11 @@ features over 100,000 entities, events spread over a month) and measures, in thi
 3. **the baseline**: pushing the same rows through the API (``POST /v1/features/views/{name}/
    rows``, 10,000 rows a request, bodies encoded beforehand) into another view on the same
    stores; on a sample of ``--push-rows`` rows, as rows per second.
+
+After each materialization the stores are checked against an in-memory reference computed from
+the file with numpy (``bench/_materialize_checks.py``): every entity's online values against its
+latest row, and a point-in-time read of ``--check-rows`` entity rows against the row each should
+find. The results give the rows compared and the mismatches; any mismatch makes the run exit 1.
 
 Results go to ``bench/results/materialize.json`` and ``.md``. See ``bench/README.md``.
 """
@@ -39,6 +45,7 @@ import uvloop
 from app.bootstrap import Platform, create_app
 from app.kernel.settings import Settings
 from app.modules.features.settings import FeaturesSettings
+from bench._materialize_checks import Check, Reference, check_historical, check_online
 from bench._report import Machine, machine, save
 from contracts.features import (
     Feature,
@@ -56,7 +63,10 @@ FEATURES = 10
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 MONTH_S = 30 * 86_400
 PUSH_BATCH = 10_000
-_QUICK = {"rows": 20_000, "entities": 2_000, "push_rows": 10_000}
+TIED_SHARE = 0.01
+"""The share of rows given the event time of their entity's previous row (a tie to break)."""
+CHECK_BATCH = 1_000
+_QUICK = {"rows": 20_000, "entities": 2_000, "push_rows": 10_000, "check_rows": 2_000}
 _LIBRARIES = ("pyarrow", "sqlalchemy", "psycopg", "redis", "msgspec")
 
 
@@ -78,6 +88,8 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
     machine: Machine
     setup: dict[str, Any]
     rows: list[Row]
+    checks: list[Check] = []
+    """What the stores answered after materializing, against the reference."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,27 +102,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         root = Path(tmp)
         path = _write_file(root / "data" / "features.parquet", args.rows, args.entities)
         floor = _floor(path, args.chunk_rows)
-        rows = [floor]
-        rows += uvloop.run(_stores(args, root, "embedded (SQLite)", {}, None))
+        reference = Reference.from_file(path, "user_id", [f"f{j}" for j in range(FEATURES)])
+        rows, checks = [floor], list[Check]()
+        measured = uvloop.run(_stores(args, root, reference, "embedded (SQLite)", {}, None))
+        rows, checks = rows + measured[0], checks + measured[1]
         with _postgres(args.postgres_url) as url:
             if url is not None and _redis_up(args.redis_url):
                 stores = {"features": url}
-                rows += uvloop.run(
-                    _stores(args, root, "PostgreSQL + Redis", stores, args.redis_url)
+                measured = uvloop.run(
+                    _stores(args, root, reference, "PostgreSQL + Redis", stores, args.redis_url)
                 )
+                rows, checks = rows + measured[0], checks + measured[1]
     rows = [msgspec.structs.replace(r, vs_floor=r.rows_per_s / floor.rows_per_s) for r in rows]
     found = machine(load_at_start)
     libraries = {name: _version(name) for name in _LIBRARIES}
     setup = {k: v for k, v in vars(args).items() if k not in ("output_dir", "postgres_url")}
     report = Report(
         machine=msgspec.structs.replace(found, libraries=libraries),
-        setup={**setup, "features": FEATURES, "push_batch": PUSH_BATCH},
+        setup={
+            **setup,
+            "features": FEATURES,
+            "push_batch": PUSH_BATCH,
+            "tied_rows": reference.tied_rows,
+            "check_batch": CHECK_BATCH,
+        },
         rows=rows,
+        checks=checks,
     )
     text = markdown(report)
     save(report, args.output_dir, "materialize", text)
     print(text)
-    return 0
+    return 1 if any(c.mismatches for c in checks) else 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -122,6 +144,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--entities", type=int, default=100_000, help="distinct entities")
     parser.add_argument("--chunk-rows", type=int, default=10_000, help="rows per chunk")
     parser.add_argument("--push-rows", type=int, default=100_000, help="rows pushed (sample)")
+    parser.add_argument(
+        "--check-rows", type=int, default=10_000, help="entity rows read point-in-time (check)"
+    )
     parser.add_argument("--quick", action="store_true", help=f"a smaller run: {_QUICK}")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379")
     parser.add_argument(
@@ -136,8 +161,13 @@ def _parser() -> argparse.ArgumentParser:
 def _write_file(path: Path, rows: int, entities: int) -> Path:
     rng = np.random.default_rng(7)
     seconds = rng.integers(0, MONTH_S, size=rows)
+    user_id = rng.permutation(np.arange(rows) % entities).astype(np.int64)
+    by_entity = np.argsort(user_id, kind="stable")
+    same = user_id[by_entity[1:]] == user_id[by_entity[:-1]]
+    tied = np.flatnonzero(same & (rng.random(rows - 1) < TIED_SHARE))
+    seconds[by_entity[tied + 1]] = seconds[by_entity[tied]]
     columns: dict[str, Any] = {
-        "user_id": rng.permutation(np.arange(rows) % entities).astype(np.int64),
+        "user_id": user_id,
         "event_timestamp": pa.array(
             (int(T0.timestamp()) + seconds) * 1_000_000, pa.timestamp("us", tz="UTC")
         ),
@@ -169,8 +199,13 @@ def _view(name: str, source: FeatureSource | None) -> PutFeatureView:
 
 
 async def _stores(
-    args: argparse.Namespace, root: Path, label: str, urls: dict[str, str], redis: str | None
-) -> list[Row]:
+    args: argparse.Namespace,
+    root: Path,
+    reference: Reference,
+    label: str,
+    urls: dict[str, str],
+    redis: str | None,
+) -> tuple[list[Row], list[Check]]:
     prefix = f"quarry-bench-{uuid.uuid4().hex[:8]}:"
     config = FeaturesSettings(online_store_url=redis, schedule_check_s=3600)
     settings = Settings(
@@ -193,12 +228,16 @@ async def _stores(
         seconds = time.perf_counter() - started
         if run.status != "succeeded":
             raise RuntimeError(f"materialization failed: {run.error}")
+        checks = [
+            await check_online(features, "sourced", reference, label, CHECK_BATCH),
+            await check_historical(features, "sourced", reference, label, args.check_rows, 11),
+        ]
         pushed, push_s = await _push(platform, root / "data" / "features.parquet", args.push_rows)
     finally:
         await platform.stop()
         if redis is not None:
             _drop_keys(redis, prefix)
-    return [
+    measured = [
         Row(
             method="materialize",
             stores=label,
@@ -216,6 +255,7 @@ async def _stores(
             vs_floor=None,
         ),
     ]
+    return measured, checks
 
 
 async def _finished(features: Any, run: Materialization) -> Materialization:
@@ -316,6 +356,7 @@ def markdown(report: Report) -> str:
             f"| {row.method} | {row.stores} | {row.rows:,} | {row.seconds:.1f} |"
             f" {row.rows_per_s:,.0f} | {share} |"
         )
+    lines += _check_lines(report)
     m = report.machine
     lines += [
         "",
@@ -324,6 +365,32 @@ def markdown(report: Report) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _check_lines(report: Report) -> list[str]:
+    if not report.checks:
+        return []
+    setup = report.setup
+    lines = [
+        "",
+        "After each materialization, the stores' answers against a reference computed from the"
+        f" file with numpy ({setup['tied_rows']:,} rows tie with a later row of their entity and"
+        " event time: the later one wins). Online: every entity read through `get_online`,"
+        f" {setup['check_batch']:,} a call, values and event time. Historical: `get_historical`"
+        " for a random sample of entity rows at an event, between two, before the first and after"
+        " the last.",
+        "",
+        "| check | stores | rows compared | mismatches | seconds |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for check in report.checks:
+        lines.append(
+            f"| {check.check} | {check.stores} | {check.rows:,} | {check.mismatches:,} |"
+            f" {check.seconds:.1f} |"
+        )
+    for check in report.checks:
+        lines += [f"- {check.stores}, {check.check}: {e}" for e in check.examples]
+    return lines
 
 
 if __name__ == "__main__":
