@@ -318,3 +318,49 @@ async def test_pooled_connections_fail_as_the_mocked_ones_do() -> None:
         await down.proxy().get_model(GetModel(name="m"))
     assert down.breaker.state == "closed"  # three failed attempts, under the threshold of five
     await down.aclose()
+
+
+async def test_an_rpc_error_answers_its_status_headers_and_body(tmp_path: Path) -> None:
+    from app.kernel.http.app import create_http_app
+    from app.kernel.http.auth import auth_middleware
+    from app.kernel.rpc import rpc_router
+
+    class Overloaded:
+        def __getattr__(self, name: str) -> Any:
+            async def fail(*_: Any) -> Any:
+                raise Unavailable("the registry is overloaded", retry_after=7)
+
+            return fail
+
+    class NoPlatform:
+        draining = False
+
+        def readiness(self) -> dict[str, bool]:
+            return {}
+
+        def module_statuses(self) -> list[Any]:
+            return []
+
+    settings = Settings(data_dir=tmp_path, service_token=TOKEN)
+    router = rpc_router("registry", RegistryService, VERSION, Overloaded(), settings)
+    app: Any = create_http_app(
+        settings=settings,
+        platform=NoPlatform(),
+        route_handlers=[router],
+        middleware=[auth_middleware(settings, KeyStore(settings.keys_file))],
+    )
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
+        answer = await http.post(
+            "http://quarry/rpc/registry/list_models",
+            content=msgspec.msgpack.encode({}),
+            headers={"authorization": f"Bearer {TOKEN}"},
+        )
+    assert answer.status_code == 503
+    assert answer.headers["retry-after"] == "7"
+    assert answer.headers["content-type"] == "application/x-msgpack"
+    assert int(answer.headers["content-length"]) == len(answer.content)
+    assert msgspec.msgpack.decode(answer.content)["code"] == "unavailable"
+
+    with pytest.raises(Unavailable, match="overloaded") as raised:
+        await remote(app, TOKEN).list_models(ListModels())
+    assert raised.value.retry_after == 7
