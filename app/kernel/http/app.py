@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, Protocol
 
 import msgspec
-from litestar import Litestar, MediaType, Response, get
+from litestar import Litestar, MediaType, Response, Router, get
 from litestar.openapi import OpenAPIConfig
 
 from app.kernel import metrics as kernel_metrics
@@ -175,13 +175,21 @@ def create_http_app(
         plugins=[StructDefaultsSchemaPlugin(), ErrorResponsesPlugin(), DocstringsPlugin()],
         exception_handlers=exception_handlers,
         request_class=QuarryRequest,
-        after_request=json_not_found,
         before_send=[truthful_options_allow],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Quarry",
             version="1.0.0",
-            path="/schema",
+            # only the schema's routes answer litestar's HTML 404 page, turned into JSON here;
+            # an after_request hook on the whole app would run on every request
+            openapi_router=Router(
+                path="/schema",
+                route_handlers=[],
+                after_request=json_not_found,
+                include_in_schema=False,
+                dto=None,
+                return_dto=None,
+            ),
             render_plugins=[LocalSwaggerRenderPlugin(path="/swagger")],
         ),
         logging_config=None,  # logs go through app.kernel.telemetry's structured handler
