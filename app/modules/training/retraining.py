@@ -6,6 +6,8 @@ starts nothing more. Each step is taken by :meth:`Retrainings.advance`, which th
 module's loop calls; it reads the state of the step in flight (the job, then the rollout) and
 moves on, or compensates: a version whose rollout cannot start or is rolled back loses the alias
 its job's gate gave it (``candidate``), so nothing points at a version that did not make it.
+The saga's log says which quality the rollout judged the candidate on: realised from feedback,
+or, where none arrived and the policy's rollout has ``judge_estimated``, estimated without labels.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from app.modules.training import store
 from app.modules.training.store import policies, retrainings
 from contracts.common import NotFound, QuarryError, validate_name
 from contracts.features import EVENT_TIMESTAMP
-from contracts.inference import GetRollout, InferenceService, StartRollout
+from contracts.inference import GetRollout, InferenceService, Rollout, StartRollout
 from contracts.monitoring import DriftDetected
 from contracts.registry import DeleteAlias, RegistryService
 from contracts.training import (
@@ -38,7 +40,7 @@ from contracts.training import (
     TrainingJobSpec,
 )
 
-__all__ = ["CANDIDATE", "Retrainings"]
+__all__ = ["CANDIDATE", "Retrainings", "quality_judged"]
 
 CANDIDATE = "candidate"
 """The alias a retrained version that passed its gate gets until its rollout decides."""
@@ -305,11 +307,13 @@ class Retrainings:
         if rollout.status == "running":
             return
         last = rollout.history[-1].reason if rollout.history else ""
+        judged = quality_judged(rollout)
         if rollout.status == "promoted":
-            await self._update(saga.id, status="succeeded", note=f"rollout promoted: {last}")
+            note = f"rollout promoted: {last}; {judged}"
+            await self._update(saga.id, status="succeeded", note=note)
             return
         job = await self._get_job(saga.job_id or "")
-        await self._compensate(saga, job, f"rollout {rollout.status}: {last}")
+        await self._compensate(saga, job, f"rollout {rollout.status}: {last}; {judged}")
 
     async def _compensate(self, saga: Retraining, job: TrainingJob, reason: str) -> None:
         """Undo what the job's gate did (its alias) and end the saga."""
@@ -386,6 +390,27 @@ class Retrainings:
             )
 
         await self._db.write(write)
+
+
+def quality_judged(rollout: Rollout) -> str:
+    """Which quality the rollout's verdicts judged the candidate on, read from the figures each
+    step recorded: realised from feedback, estimated without labels (a policy with
+    ``judge_estimated`` where too little feedback arrived), or neither."""
+    metric = rollout.policy.quality_metric
+    realised = sum(f"candidate_{metric}" in s.figures for s in rollout.history)
+    estimated = sum(f"candidate_estimated_{metric}" in s.figures for s in rollout.history)
+    judged = [
+        f"{what} at {count} step{'s' if count > 1 else ''}"
+        for what, count in (
+            (f"realised {metric} from feedback", realised),
+            (f"{metric} estimated without labels", estimated),
+        )
+        if count
+    ]
+    if judged:
+        return "quality judged on " + " and ".join(judged)
+    unasked = "" if rollout.policy.judge_estimated else ", and judge_estimated is off"
+    return f"{metric} not judged: too little feedback{unasked}"
 
 
 def _refreshed(spec: TrainingJobSpec) -> TrainingJobSpec:
