@@ -15,7 +15,8 @@ import contextlib
 import datetime
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+import types
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from typing import Any
 
 import msgspec
@@ -169,11 +170,7 @@ def _call_wrapper(
                     return await target(*args)
                 if deadline <= time.monotonic():
                     raise DeadlineExceeded(f"deadline passed before {name} started")
-                try:
-                    async with asyncio.timeout_at(_loop_time(deadline)):
-                        return await target(*args)
-                except TimeoutError:
-                    raise DeadlineExceeded(f"{name} did not finish before its deadline") from None
+                return await _before(target(*args), deadline, name)
             except QuarryError as exc:
                 outcome = exc.code
                 span.set_status(Status(StatusCode.ERROR, exc.code))
@@ -189,6 +186,50 @@ def _call_wrapper(
     call.__name__ = method.name
     call.__doc__ = target.__doc__
     return call
+
+
+async def _before(awaitable: Awaitable[Any], deadline: float, name: str) -> Any:
+    """``await awaitable`` cancelled at ``deadline``, the timer armed only once it suspends.
+
+    A coroutine is first run up to its first suspension: one that returns without suspending
+    (a fast in-process call) could not have been cancelled by a timer either, as the event loop
+    never ran meanwhile, so it needs none (arming and cancelling one was a third of the call
+    wrapper's cost). One that suspends is resumed under ``asyncio.timeout_at``.
+    """
+    try:
+        if not isinstance(awaitable, types.CoroutineType):
+            async with asyncio.timeout_at(_loop_time(deadline)):
+                return await awaitable
+        try:
+            suspended = awaitable.send(None)
+        except StopIteration as done:
+            return done.value
+        async with asyncio.timeout_at(_loop_time(deadline)):
+            return await _resume(awaitable, suspended)
+    except TimeoutError:
+        raise DeadlineExceeded(f"{name} did not finish before its deadline") from None
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, Any], suspended: Any) -> Generator[Any, Any, Any]:
+    """The rest of ``coro``, suspended on ``suspended``: what ``await coro`` would do from there
+    (values and exceptions the task sends are passed on, closing closes it)."""
+    while True:
+        try:
+            sent = yield suspended
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                suspended = coro.throw(exc)
+            except StopIteration as done:
+                return done.value
+            continue
+        try:
+            suspended = coro.send(sent)
+        except StopIteration as done:
+            return done.value
 
 
 def _stream_wrapper(
