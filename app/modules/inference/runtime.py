@@ -16,6 +16,7 @@ import functools
 import hashlib
 import logging
 import math
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,7 +42,14 @@ from contracts.registry import Lineage, Signature, TensorSpec
 if TYPE_CHECKING:
     import onnxruntime
 
-__all__ = ["LoadedModel", "ModelCache", "load_model", "ort_error", "select_providers"]
+__all__ = [
+    "TINY_RUN_S",
+    "LoadedModel",
+    "ModelCache",
+    "load_model",
+    "ort_error",
+    "select_providers",
+]
 
 Array = npt.NDArray[Any]
 Key = tuple[str, int]
@@ -52,6 +60,13 @@ _SHORT_NAMES = {"cpu": CPU, "cuda": CUDA, "tensorrt": "TensorrtExecutionProvider
 _MAX_MESSAGE = 400
 _OUT_OF_MEMORY = ("Failed to allocate memory", "bad_alloc", "out of memory")
 """How ONNX Runtime's messages say an allocation failed (its exceptions carry no such kind)."""
+TINY_RUN_S = 50e-6
+"""A CPU model whose one-row run takes less than this (seconds) gets one intra-op thread when
+``QUARRY_INFERENCE_THREADS`` is 0 (one per core): waking a pool of threads costs more than such
+a run, and the run then takes less time and CPU on the caller's thread alone."""
+_TINY_PROBES = 5
+_TINY_PROBE_BYTES = 1 << 20
+"""A probe feed larger than this is not made: such a model is not tiny."""
 _log = logging.getLogger("quarry.inference")
 
 
@@ -208,7 +223,8 @@ def load_model(
     Raises :class:`IntegrityError` on a hash mismatch, :class:`InvalidInput` when the model keeps
     tensors in external files or ONNX Runtime refuses it, and :class:`Unavailable` when it fails
     for other reasons (memory, device) or none of the asked-for providers loaded.
-    ``intra_op_threads`` 0 means one per core.
+    ``intra_op_threads`` 0 means one per core, or one for a CPU model measured tiny
+    (:data:`TINY_RUN_S`).
     """
     digest = hashlib.sha256(data).hexdigest()
     if digest != sha256:
@@ -218,16 +234,13 @@ def load_model(
         )
     _refuse_external_data(name, version, data)
     ort = _ort()
-    try:
-        session = ort.InferenceSession(
-            data, sess_options=_session_options(ort, intra_op_threads), providers=providers
-        )
-    except Exception as exc:
-        raise ort_error(
-            exc, f"ONNX Runtime cannot load model {name}:{version}", load=True
-        ) from None
+    label = f"{name}:{version}"
+    session = _open(ort, data, label, providers=providers, threads=intra_op_threads)
     granted = tuple(session.get_providers())
     _check_providers(name, version, providers, granted)
+    if intra_op_threads == 0 and granted[0] == CPU and _tiny(session, signature):
+        session = _open(ort, data, label, providers=providers, threads=1)
+        _log.debug("model %s runs a row in under %s s: one intra-op thread", label, TINY_RUN_S)
     return LoadedModel(
         name=name,
         version=version,
@@ -237,6 +250,33 @@ def load_model(
         session=session,
         providers=granted,
     )
+
+
+def _open(
+    ort: ModuleType, data: bytes, label: str, *, providers: list[str], threads: int
+) -> onnxruntime.InferenceSession:
+    try:
+        return ort.InferenceSession(
+            data, sess_options=_session_options(ort, threads), providers=providers
+        )
+    except Exception as exc:
+        raise ort_error(exc, f"ONNX Runtime cannot load model {label}", load=True) from None
+
+
+def _tiny(session: onnxruntime.InferenceSession, signature: Signature) -> bool:
+    """Whether one synthetic row runs in under :data:`TINY_RUN_S` (best of a few runs after
+    the first); ``False`` for a model that cannot take zeros or empty strings."""
+    try:
+        feeds = {spec.name: _synthetic(spec, 1, _TINY_PROBE_BYTES) for spec in signature.inputs}
+        session.run(None, feeds)  # the first run pays for lazy set-up
+        best = math.inf
+        for _ in range(_TINY_PROBES):
+            started = time.perf_counter()
+            session.run(None, feeds)
+            best = min(best, time.perf_counter() - started)
+    except Exception:
+        return False
+    return best < TINY_RUN_S
 
 
 def _refuse_external_data(name: str, version: int, data: bytes) -> None:
