@@ -33,6 +33,7 @@ from contracts.common import (
     UnprocessableInput,
 )
 from contracts.inference import Predict, Prediction
+from contracts.registry import Signature
 
 if TYPE_CHECKING:
     from app.modules.inference._cache import ResponseCache
@@ -128,7 +129,7 @@ class Runner:
                 built = await entity_inputs(self._features, model, request)
                 request = msgspec.structs.replace(request, inputs=built, coerce=True)
             signature = model.signature
-            arrays = _arrays(request, {s.name: s.dtype for s in signature.inputs})
+            arrays = _arrays(request, signature)
             feeds, rows = prepare_inputs(signature, arrays, max_rows=self._max_rows)
             outputs = await served.batcher.submit(feeds, rows, context.current().deadline)
             prediction = Prediction(
@@ -232,13 +233,12 @@ class Runner:
         task.add_done_callback(tracked.tasks.discard)
 
 
-def _arrays(request: Predict, dtypes: dict[str, str]) -> dict[str, np.ndarray[Any, Any]]:
-    arrays = {}
-    for name, tensor in request.inputs.items():
-        array = _array(tensor)
-        if request.coerce and name in dtypes:
-            array = _coerce(name, array, dtypes[name])
-        arrays[name] = array
+def _arrays(request: Predict, signature: Signature) -> dict[str, np.ndarray[Any, Any]]:
+    arrays = {name: _array(tensor) for name, tensor in request.inputs.items()}
+    if request.coerce:  # a request decoded from a text format
+        for spec in signature.inputs:
+            if spec.name in arrays:
+                arrays[spec.name] = _coerce(spec.name, arrays[spec.name], spec.dtype)
     return arrays
 
 
