@@ -42,7 +42,6 @@ import copy
 import importlib
 import importlib.util
 import json
-import os
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -50,6 +49,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from app.kernel.s3 import arrow_filesystem
 from contracts.common import InvalidInput, Tensor
 from contracts.features import EVENT_TIMESTAMP, GetHistoricalFeatures, Value
 from contracts.inference import Predict, Prediction
@@ -345,18 +345,10 @@ def _moment(value: Any) -> datetime | None:
 
 def _read_output(where: str) -> Any:
     import pyarrow.parquet as pq
-    from pyarrow import fs
 
     if not where.startswith("s3://"):
         return pq.read_table(where)
-    options: dict[str, Any] = {}
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    if endpoint:
-        options["endpoint_override"] = endpoint
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    if region:
-        options["region"] = region
-    return pq.read_table(where.removeprefix("s3://"), filesystem=fs.S3FileSystem(**options))
+    return pq.read_table(where.removeprefix("s3://"), filesystem=arrow_filesystem())
 
 
 def with_conveniences(clients: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,11 +12,11 @@ reaches outside its root. Every function blocks: callers run them in a thread.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
 from typing import Any
 
+from app.kernel.s3 import arrow_filesystem
 from contracts.common import InvalidInput
 
 __all__ = ["S3_SCHEME", "filesystem", "is_s3", "list_files", "parse_url", "reason", "under"]
@@ -55,16 +55,7 @@ def under(path: str, root: str) -> bool:
 
 def filesystem() -> Any:
     """A pyarrow ``S3FileSystem`` on the AWS variables (see the module's docstring)."""
-    from pyarrow import fs
-
-    options: dict[str, Any] = {}
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    if endpoint:
-        options["endpoint_override"] = endpoint
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    if region:
-        options["region"] = region
-    return fs.S3FileSystem(**options)
+    return arrow_filesystem()
 
 
 def list_files(s3: Any, path: str, suffixes: Sequence[str], what: str) -> list[str]:

@@ -18,7 +18,6 @@ method blocks: callers run them in a worker thread.
 from __future__ import annotations
 
 import io
-import os
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -28,6 +27,7 @@ import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from app.kernel import s3 as aws
 from app.kernel.settings import ConfigError
 
 __all__ = ["S3ArtifactStore"]
@@ -52,7 +52,7 @@ class S3ArtifactStore:
     ) -> None:
         self.url = url
         self.bucket, self.prefix = _parse(url)
-        self.endpoint = _endpoint()
+        self.endpoint = aws.endpoint()
         self._client = client or _client(self.endpoint)
         self._transfer = TransferConfig(
             multipart_threshold=part_bytes, multipart_chunksize=part_bytes
@@ -167,13 +167,8 @@ def _parse(url: str) -> tuple[str, str]:
     return bucket, f"{prefix}/" if prefix else ""
 
 
-def _endpoint() -> str | None:
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
-
-
 def _client(endpoint: str | None) -> Any:
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
-    return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=region)
+    return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=aws.region())
 
 
 def _code(exc: ClientError) -> str:
