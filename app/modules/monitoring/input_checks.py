@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from app.modules.monitoring import expectations, store
+from app.modules.monitoring.profiles import reference_profile
 from contracts.common import InvalidInput, NotFound, validate_name
 from contracts.features import Expectation
 from contracts.monitoring import (
@@ -22,7 +23,7 @@ from contracts.monitoring import (
     FittedExpectations,
     GetExpectationViolations,
 )
-from contracts.registry import GetReferenceProfile, GetVersion, ReferenceProfile, RegistryService
+from contracts.registry import ReferenceProfile, RegistryService
 
 if TYPE_CHECKING:
     from app.kernel.db import Database
@@ -44,18 +45,12 @@ class InputChecks:
         self._fitted: dict[tuple[str, int], _Fitted] = {}
 
     async def _profile(self, ref: str) -> tuple[str, int, ReferenceProfile]:
-        info = await self._registry.get_version(GetVersion(ref=ref))
-        try:
-            profile = await self._registry.get_reference_profile(
-                GetReferenceProfile(ref=f"{info.name}:{info.version}")
-            )
-        except NotFound:
-            raise NotFound(
-                f"{info.name}:{info.version} has no reference profile: expectations are fitted"
-                " on the training data profile registered with the version",
-                details={"model": info.name, "version": info.version},
-            ) from None
-        return info.name, info.version, profile
+        return await reference_profile(
+            self._registry,
+            ref,
+            needed_for="expectations are fitted on the training data profile registered with"
+            " the version",
+        )
 
     async def fit(self, request: FitExpectations) -> FittedExpectations:
         """Expectations fitted on the profile of the version ``request.model`` resolves to."""

@@ -28,6 +28,7 @@ from app.modules.monitoring.alert_targets import AlertTargets
 from app.modules.monitoring.alerts import Alerts
 from app.modules.monitoring.input_checks import InputChecks
 from app.modules.monitoring.live import LiveFigures
+from app.modules.monitoring.profiles import reference_profile
 from app.modules.monitoring.report_html import render
 from app.modules.monitoring.series import read_series
 from contracts.common import Conflict, InvalidInput, NotFound, Page, validate_name
@@ -63,7 +64,7 @@ from contracts.monitoring import (
     SubmitFeedback,
     Summary,
 )
-from contracts.registry import GetReferenceProfile, GetVersion, ReferenceProfile, RegistryService
+from contracts.registry import GetVersion, ReferenceProfile, RegistryService
 
 if TYPE_CHECKING:
     from app.kernel.db import Database
@@ -255,18 +256,12 @@ class LocalMonitoringService:
     # --- drift ------------------------------------------------------------------------------
 
     async def _profile(self, ref: str) -> tuple[str, int, ReferenceProfile]:
-        info = await self._registry.get_version(GetVersion(ref=ref))
-        try:
-            profile = await self._registry.get_reference_profile(
-                GetReferenceProfile(ref=f"{info.name}:{info.version}")
-            )
-        except NotFound:
-            raise NotFound(
-                f"{info.name}:{info.version} has no reference profile: drift is measured against"
-                " the training data profile a training job registers with the version",
-                details={"model": info.name, "version": info.version},
-            ) from None
-        return info.name, info.version, profile
+        return await reference_profile(
+            self._registry,
+            ref,
+            needed_for="drift is measured against the training data profile a training job"
+            " registers with the version",
+        )
 
     async def _current(
         self, model: str, version: int, columns: int, since: float, until: float
