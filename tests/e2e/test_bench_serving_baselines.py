@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import IN_CI
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +36,10 @@ def test_serving_baselines_quick_mode_measures_every_server_under_every_load(
 ) -> None:
     pytest.importorskip("fastapi")
     if shutil.which("wrk") is None:
-        pytest.skip("wrk is not installed")
+        message = "wrk is not installed (run .ci/install-debian wrk wrk)"
+        if IN_CI:
+            pytest.fail(f"{message}; it is required when CI=true")
+        pytest.skip(message)
     _bench("bench.serving_baselines", tmp_path, 280)
 
     report = json.loads((tmp_path / "serving_baselines.json").read_text())
