@@ -102,8 +102,8 @@ def prepare_predict(request: Predict) -> Predict:
     return msgspec.structs.replace(request, inputs=inputs, coerce=True)
 
 
-class ConvenientInference:
-    """The inference contract, with :meth:`predict` taking plain Python inputs."""
+class _Wrapper:
+    """A contract's client that answers what it does not add itself from the client it wraps."""
 
     def __init__(self, client: Any) -> None:
         self._client = client
@@ -114,6 +114,10 @@ class ConvenientInference:
 
     def __repr__(self) -> str:
         return repr(self._client)
+
+
+class ConvenientInference(_Wrapper):
+    """The inference contract, with :meth:`predict` taking plain Python inputs."""
 
     async def predict(self, request: Predict) -> Prediction:
         """Run a model; inputs may be tensors, arrays, lists or DataFrames (module docstring)."""
@@ -121,22 +125,12 @@ class ConvenientInference:
         return result
 
 
-class ConvenientRegistry:
+class ConvenientRegistry(_Wrapper):
     """The registry contract, plus registering models trained with scikit-learn, XGBoost or
     LightGBM (converted to ONNX in this process) and :meth:`set_reference` taking plain data."""
 
     conveniences = ("register_sklearn", "register_xgboost", "register_lightgbm")
     """Methods beyond the contract's (``connect_sync`` offers them blocking too)."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self.protocol = client.protocol
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
-
-    def __repr__(self) -> str:
-        return repr(self._client)
 
     async def set_reference(self, request: SetReference) -> VersionInfo:
         """Give a version a reference profile; ``columns`` may be a DataFrame, or map names to
@@ -275,22 +269,12 @@ def _optional(module: str) -> Any:
         ) from None
 
 
-class ConvenientFeatures:
+class ConvenientFeatures(_Wrapper):
     """The features contract, plus historical retrievals as a pandas ``DataFrame`` or a pyarrow
     ``Table``."""
 
     conveniences = ("historical_frame", "historical_table")
     """Methods beyond the contract's (``connect_sync`` offers them blocking too)."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self.protocol = client.protocol
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
-
-    def __repr__(self) -> str:
-        return repr(self._client)
 
     async def historical_table(self, request: GetHistoricalFeatures) -> Any:
         """The retrieval as a pyarrow ``Table`` (``event_timestamp`` as UTC times); with an
