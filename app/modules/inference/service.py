@@ -19,7 +19,7 @@ from app.kernel.events import EventMeta
 from app.kernel.ids import unique_id
 from app.kernel.settings import Settings
 from app.modules.inference.batch_jobs import BatchJobs
-from app.modules.inference.deployments import Deployments, Plan
+from app.modules.inference.deployments import Deployments
 from app.modules.inference.loading import Loader
 from app.modules.inference.records import MonitoringSink, Recorder
 from app.modules.inference.resolver import Resolver
@@ -140,22 +140,20 @@ class LocalInferenceService:
     async def predict(self, request: Predict) -> Prediction:
         started = time.perf_counter()
         try:
-            plan = await self._plan(request)
+            target = await self._resolver.target(request.model)
+            if isinstance(target, tuple):  # a model version runs as it is: no plan to make
+                running = self._runner.run_model(target, request)
+            else:
+                running = self._runner.run(await self._deployments.plan(target, request), request)
         except Exception as exc:
             outcome = Outcome(error=exc)
         else:
-            outcome = await self._runner.run(plan, request)
+            outcome = await running
         self._record(request, outcome, started)
         if outcome.error is not None:
             raise outcome.error
         assert outcome.prediction is not None
         return outcome.prediction
-
-    async def _plan(self, request: Predict) -> Plan:
-        target = await self._resolver.target(request.model)
-        if isinstance(target, tuple):
-            return Plan(primary=target)
-        return await self._deployments.plan(target, request)
 
     def _record(self, request: Predict, outcome: Outcome, started: float) -> None:
         prediction = outcome.prediction
