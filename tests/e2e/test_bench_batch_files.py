@@ -4,30 +4,18 @@ benchmark's business, not asserted here)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+from tests.e2e._bench import run_quick
 
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
 
 
 @pytest.mark.timeout(300)
 def test_quick_mode_scores_the_file_and_writes_results(tmp_path: Path) -> None:
-    command = ["-m", "bench.batch_files", "--quick", "--output-dir", str(tmp_path)]
-    done = subprocess.run(
-        [sys.executable, *command],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-    )
-
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_quick("bench.batch_files", tmp_path)
     report = json.loads((tmp_path / "batch_files.json").read_text())
     assert [row["method"] for row in report["rows"]] == [
         "pyarrow + ONNX Runtime + pyarrow (floor)",

@@ -5,33 +5,21 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.e2e._bench import run_quick
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("xgboost")
 pytest.importorskip("lightgbm")
 pytest.importorskip("sklearn")
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.mark.timeout(420)
 def test_quick_mode_trains_every_tree_trainer_and_writes_results(tmp_path: Path) -> None:
-    command = ["-m", "bench.gbdt_training", "--quick", "--output-dir", str(tmp_path)]
-    done = subprocess.run(
-        [sys.executable, *command],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
-    )
-
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_quick("bench.gbdt_training", tmp_path, timeout=400)
     report = json.loads((tmp_path / "gbdt_training.json").read_text())
     assert [t["status"] for t in report["training"]] == ["succeeded"] * 6
     if shutil.which("wrk") is not None:

@@ -5,30 +5,18 @@ here)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+from tests.e2e._bench import run_quick
 
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
 
 
 @pytest.mark.timeout(300)
 def test_quick_mode_materializes_checks_the_stores_and_writes_results(tmp_path: Path) -> None:
-    command = ["-m", "bench.materialize", "--quick", "--output-dir", str(tmp_path)]
-    done = subprocess.run(
-        [sys.executable, *command, "--postgres-url", ""],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-    )
-
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_quick("bench.materialize", tmp_path, "--postgres-url", "")
     report = json.loads((tmp_path / "materialize.json").read_text())
     methods = [(row["method"], row["stores"]) for row in report["rows"]]
     assert methods[:2] == [

@@ -4,28 +4,18 @@ benchmark's business, not asserted here)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+from tests.e2e._bench import run_quick
 
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
 
 
 @pytest.mark.timeout(300)
 def test_predict_inprocess_quick_mode_times_both_sides_in_every_mode(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.predict_inprocess", "--quick", "--output-dir", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_quick("bench.predict_inprocess", tmp_path)
 
     report = json.loads((tmp_path / "predict_inprocess.json").read_text())
     assert [row["mode"] for row in report["rows"]] == ["batching", "no-batching"]

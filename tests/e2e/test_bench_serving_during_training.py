@@ -4,31 +4,19 @@ the benchmark's business, not asserted here)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.e2e._bench import run_quick
+
 pytestmark = pytest.mark.slow
 pytest.importorskip("torch")
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.timeout(300)
 def test_quick_mode_measures_idle_and_training_and_writes_results(tmp_path: Path) -> None:
-    command = ["-m", "bench.serving_during_training", "--quick", "--output-dir", str(tmp_path)]
-    done = subprocess.run(
-        [sys.executable, *command],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-    )
-
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_quick("bench.serving_during_training", tmp_path)
     report = json.loads((tmp_path / "serving_during_training.json").read_text())
     assert [p["name"] for p in report["phases"]] == ["idle 1", "training 1", "idle after"]
     assert all(p["requests"] > 0 and p["errors"] == 0 for p in report["phases"])
