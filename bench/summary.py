@@ -35,14 +35,18 @@ LIMITS = {
         " request."
     ),
     "inprocess": (
-        "A version measured under 100 µs a run now runs on the caller's thread, without the hop"
-        " to a runner thread and back that was most of it (109 µs added before). What is left,"
-        " timed step by step (p50, loaded 2-core VM): the contract-call wrapper with the"
-        " in-process request check (to_builtins + convert) and its deadline timer, ~18 µs; the"
-        " service, ~20 µs (input views and the signature check ~6, output tensors and the"
-        " Prediction ~5, the batcher's bookkeeping ~3, the prediction record ~2.5, resolving"
-        " and planning ~1.5); and Quarry's session runs ~6-8 µs slower than the baseline's"
-        " default one (its intra-op threads sleep between runs instead of spinning)."
+        "A version measured under 100 µs a run runs on the caller's thread, without the hop"
+        " to a runner thread and back that was most of it (109 µs added before); a CPU model"
+        " measured under 50 µs a row at load gets one intra-op thread (no sleeping pool to wake;"
+        " it now runs as fast as the baseline's spinning session, on less CPU); the call"
+        " wrapper arms a deadline's timer only once a call suspends. What is left, timed step"
+        " by step (p50, loaded 2-core VM): the call wrapper ~6 µs (the in-process request check,"
+        " to_builtins + convert, ~3.5); the service ~20 µs (input views and the signature check"
+        " ~3, output tensors and the Prediction ~2.5, ids ~1, the batcher's bookkeeping ~3-6,"
+        " the prediction record ~3); and the prediction records' storage: monitoring writes"
+        " them in batches on worker threads, ~80 µs of CPU per prediction on the one pinned"
+        " core, which preempts the caller (the process's CPU per call is ~140 µs against a"
+        " p50 of ~50)."
     ),
     "batching": (
         "One ONNX Runtime run of 64 rows costs much less than 64 runs of one row (the weights are"
