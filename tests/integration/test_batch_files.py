@@ -3,7 +3,6 @@ next to the keys, bad declarations refused at submission, bad rows failing the j
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,22 +13,18 @@ import pytest
 
 from app.bootstrap import Platform, create_app
 from app.kernel.settings import Settings
-from app.modules.inference.batch_jobs import BatchJobs
-from app.modules.inference.service import LocalInferenceService
 from contracts.common import Conflict, InvalidInput, Tensor, Unavailable
 from contracts.features import FeatureSource
 from contracts.inference import (
-    BatchJob,
     BatchOutput,
     BatchSource,
     FetchBatchResults,
     GetBatchJob,
-    Predict,
-    Prediction,
     SubmitBatchJob,
 )
 from contracts.registry import RegisterVersion
 from tests.fakes.models import linear_onnx, linear_weights
+from tests.integration._batch import failing_on_call, finished, run_by_hand
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -75,24 +70,6 @@ def _expected(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     return np.asarray(x.astype(np.float32) @ weight + bias)
 
 
-async def _finished(platform: Platform, job_id: str) -> BatchJob:
-    inference = platform.client("inference", caller="tests")
-    for _ in range(1200):
-        job = await inference.get_batch_job(GetBatchJob(id=job_id))
-        if job.status in {"succeeded", "failed"}:
-            return job
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"batch job {job_id} did not finish: {job}")
-
-
-def _jobs(platform: Platform) -> BatchJobs:
-    service = platform.built["inference"].service
-    assert isinstance(service, LocalInferenceService)
-    jobs = service._batch_jobs
-    assert jobs is not None
-    return jobs
-
-
 async def test_a_parquet_file_is_scored_into_a_parquet_file_that_matches_predict(
     platform: Platform,
 ) -> None:
@@ -118,7 +95,7 @@ async def test_a_parquet_file_is_scored_into_a_parquet_file_that_matches_predict
             rows,
             "scores/customers.parquet",
         )
-        job = await _finished(platform, submitted.json()["id"])
+        job = await finished(platform.client("inference", caller="tests"), submitted.json()["id"])
         assert (job.status, job.rows_done, job.version, job.error) == ("succeeded", rows, 1, None)
 
         scored = pq.read_table(_root(platform) / "scores" / "customers.parquet")
@@ -155,7 +132,7 @@ async def test_a_csv_directory_scores_into_results_by_row_number(platform: Platf
             chunk_rows=3,
         )
     )
-    done = await _finished(platform, job.id)
+    done = await finished(inference, job.id)
     chunks = [c async for c in inference.fetch_batch_results(FetchBatchResults(id=job.id))]
 
     assert (done.status, done.rows, done.rows_done, done.output) == ("succeeded", 9, 9, None)
@@ -179,7 +156,7 @@ async def test_inline_inputs_may_go_to_an_output_file_with_row_numbers(
             chunk_rows=3,
         )
     )
-    done = await _finished(platform, job.id)
+    done = await finished(inference, job.id)
     scored = pq.read_table(_root(platform) / "inline.parquet")
     again = await inference.submit_batch_job(
         SubmitBatchJob(
@@ -188,7 +165,7 @@ async def test_inline_inputs_may_go_to_an_output_file_with_row_numbers(
             output=BatchOutput(path="inline.parquet", overwrite=True),  # an earlier output
         )
     )
-    replaced = await _finished(platform, again.id)
+    replaced = await finished(inference, again.id)
 
     assert (done.status, done.output) == ("succeeded", "inline.parquet")
     assert scored.column("row").to_pylist() == list(range(7))
@@ -200,18 +177,8 @@ async def test_inline_inputs_may_go_to_an_output_file_with_row_numbers(
 async def test_a_resumed_job_writes_every_row_once(platform: Platform) -> None:
     table = _table(10)
     pq.write_table(table, _root(platform) / "in.parquet")
-    jobs = _jobs(platform)
-    jobs._actor.send = lambda *_args, **_kw: None  # type: ignore[method-assign]  # run by hand
-    real = jobs._predict
-    calls: list[int] = []
-
-    async def flaky(request: Predict) -> Prediction:
-        calls.append(request.inputs["x"].shape[0])
-        if len(calls) == 3:
-            raise Unavailable("the runtime went away")
-        return await real(request)
-
-    jobs._predict = flaky
+    jobs = run_by_hand(platform)
+    calls = failing_on_call(jobs, 3)
     inference = platform.client("inference", caller="tests")
     job = await inference.submit_batch_job(
         SubmitBatchJob(
@@ -326,8 +293,8 @@ async def test_bad_rows_fail_the_job_naming_file_rows_and_column(platform: Platf
             model="lin", inputs={}, source=_source("narrow.parquet", inputs={"x": ["a", "b"]})
         )
     )
-    failed = await _finished(platform, holes.id)
-    refused = await _finished(platform, narrow.id)
+    failed = await finished(inference, holes.id)
+    refused = await finished(inference, narrow.id)
 
     assert failed.status == "failed"
     assert "holes.parquet, rows 4-7, column 'b': 1 rows have no value" in (failed.error or "")
@@ -360,8 +327,7 @@ async def test_a_job_whose_file_changed_since_submission_fails_instead_of_mixing
     platform: Platform,
 ) -> None:
     pq.write_table(_table(10), _root(platform) / "in.parquet")
-    jobs = _jobs(platform)
-    jobs._actor.send = lambda *_args, **_kw: None  # type: ignore[method-assign]  # run by hand
+    jobs = run_by_hand(platform)
     inference = platform.client("inference", caller="tests")
     job = await inference.submit_batch_job(
         SubmitBatchJob(

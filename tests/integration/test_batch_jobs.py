@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import httpx
@@ -11,19 +10,15 @@ import pytest
 
 from app.bootstrap import Platform, create_app
 from app.kernel.settings import Settings
-from app.modules.inference.batch_jobs import BatchJobs
-from app.modules.inference.service import LocalInferenceService
 from contracts.common import Tensor, Unavailable
 from contracts.inference import (
-    BatchJob,
     FetchBatchResults,
     GetBatchJob,
-    Predict,
-    Prediction,
     SubmitBatchJob,
 )
 from contracts.registry import RegisterVersion
 from tests.fakes.models import linear_onnx, linear_weights
+from tests.integration._batch import failing_on_call, finished, run_by_hand
 
 ROWS = np.random.default_rng(3).normal(size=(10, 3)).astype(np.float32)
 
@@ -33,28 +28,10 @@ def expected(x: np.ndarray) -> np.ndarray:
     return x @ weight + bias
 
 
-def _jobs(platform: Platform) -> BatchJobs:
-    service = platform.built["inference"].service
-    assert isinstance(service, LocalInferenceService)
-    jobs = service._batch_jobs
-    assert jobs is not None
-    return jobs
-
-
 async def _start(tmp_path: Path) -> Platform:
     platform = Platform(Settings(data_dir=tmp_path, events_poll_s=0.05))
     await platform.start()
     return platform
-
-
-async def _finished(platform: Platform, job_id: str) -> BatchJob:
-    inference = platform.client("inference", caller="tests")
-    for _ in range(400):
-        job = await inference.get_batch_job(GetBatchJob(id=job_id))
-        if job.status in {"succeeded", "failed"}:
-            return job
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"batch job {job_id} did not finish: {job}")
 
 
 async def test_the_http_routes_submit_poll_and_fetch(tmp_path: Path) -> None:
@@ -70,7 +47,7 @@ async def test_the_http_routes_submit_poll_and_fetch(tmp_path: Path) -> None:
             job_id = submitted.json()["id"]
             assert submitted.json()["status"] == "queued"
 
-            await _finished(platform, job_id)
+            await finished(platform.client("inference", caller="tests"), job_id)
             job = await client.get(f"/v1/inference/batch-jobs/{job_id}")
             results = await client.get(f"/v1/inference/batch-jobs/{job_id}/results")
             missing = await client.get("/v1/inference/batch-jobs/nope")
@@ -96,8 +73,7 @@ async def test_results_are_409_until_the_job_succeeds(tmp_path: Path) -> None:
     try:
         registry = platform.client("registry", caller="tests")
         await registry.register_version(RegisterVersion(name="lin", artifact=linear_onnx()))
-        jobs = _jobs(platform)
-        jobs._actor.send = lambda *_args, **_kw: None  # type: ignore[method-assign]  # stays queued
+        run_by_hand(platform)  # the job stays queued
         inference = platform.client("inference", caller="tests")
         job = await inference.submit_batch_job(
             SubmitBatchJob(model="lin:1", inputs={"x": Tensor.from_numpy(ROWS)})
@@ -115,18 +91,8 @@ async def test_a_retried_job_resumes_from_rows_done(tmp_path: Path) -> None:
     try:
         registry = platform.client("registry", caller="tests")
         await registry.register_version(RegisterVersion(name="lin", artifact=linear_onnx()))
-        jobs = _jobs(platform)
-        jobs._actor.send = lambda *_args, **_kw: None  # type: ignore[method-assign]  # run by hand
-        real = jobs._predict
-        calls: list[int] = []
-
-        async def flaky(request: Predict) -> Prediction:
-            calls.append(request.inputs["x"].shape[0])
-            if len(calls) == 3:
-                raise Unavailable("the runtime went away")
-            return await real(request)
-
-        jobs._predict = flaky
+        jobs = run_by_hand(platform)
+        calls = failing_on_call(jobs, 3)
         inference = platform.client("inference", caller="tests")
         job = await inference.submit_batch_job(
             SubmitBatchJob(model="lin:1", inputs={"x": Tensor.from_numpy(ROWS)}, chunk_rows=3)
@@ -154,7 +120,7 @@ async def test_queued_jobs_are_requeued_at_start_up(tmp_path: Path) -> None:
     try:
         registry = platform.client("registry", caller="tests")
         await registry.register_version(RegisterVersion(name="lin", artifact=linear_onnx()))
-        _jobs(platform)._actor.send = lambda *_args, **_kw: None  # type: ignore[method-assign]
+        run_by_hand(platform)  # the job stays queued until the restart
         inference = platform.client("inference", caller="tests")
         job = await inference.submit_batch_job(
             SubmitBatchJob(model="lin:1", inputs={"x": Tensor.from_numpy(ROWS)})
@@ -164,7 +130,7 @@ async def test_queued_jobs_are_requeued_at_start_up(tmp_path: Path) -> None:
 
     restarted = await _start(tmp_path)
     try:
-        finished = await _finished(restarted, job.id)
+        done = await finished(restarted.client("inference", caller="tests"), job.id)
     finally:
         await restarted.stop()
-    assert (finished.status, finished.rows_done) == ("succeeded", 10)
+    assert (done.status, done.rows_done) == ("succeeded", 10)

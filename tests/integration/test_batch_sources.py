@@ -3,9 +3,7 @@ tables and queries."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -18,28 +16,18 @@ from app.modules.inference.settings import InferenceSettings
 from contracts.common import InvalidInput
 from contracts.features import FeatureSource
 from contracts.inference import (
-    BatchJob,
     BatchOutput,
     BatchSource,
-    GetBatchJob,
     Predict,
     SubmitBatchJob,
 )
 from contracts.registry import RegisterVersion
 from tests.fakes.models import linear_onnx, linear_weights
+from tests.integration._batch import finished
 from tests.integration.test_predict_by_entity import train_like
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
-
-
-async def _finished(inference: Any, job_id: str) -> BatchJob:
-    for _ in range(1200):
-        job: BatchJob = await inference.get_batch_job(GetBatchJob(id=job_id))
-        if job.status in {"succeeded", "failed"}:
-            return job
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"batch job {job_id} did not finish: {job}")
 
 
 async def test_entity_keys_are_scored_with_the_features_the_model_was_trained_on(
@@ -64,7 +52,7 @@ async def test_entity_keys_are_scored_with_the_features_the_model_was_trained_on
                 chunk_rows=2,
             )
         )
-        done = await _finished(q.inference, job.id)
+        done = await finished(q.inference, job.id)
         direct = await q.inference.predict(
             Predict(model="churn", entities={"user_id": [3, 1, 2, 0, 1]})
         )
@@ -94,7 +82,7 @@ async def test_an_entity_without_its_features_fails_the_job_naming_its_rows(
                 chunk_rows=2,
             )
         )
-        done = await _finished(q.inference, job.id)
+        done = await finished(q.inference, job.id)
 
     assert done.status == "failed"
     assert (done.rows_done, done.error is not None) == (2, True)
@@ -147,7 +135,7 @@ async def test_a_postgresql_table_or_query_is_read_in_the_order_of_its_keys(
                     )
                 )
             )
-        done = [await _finished(inference, job.id) for job in jobs]
+        done = [await finished(inference, job.id) for job in jobs]
         with pytest.raises(InvalidInput, match="needs keys"):
             await inference.submit_batch_job(
                 SubmitBatchJob(
@@ -206,7 +194,7 @@ async def test_a_classifier_writes_its_text_labels_and_class_probabilities(
                 output=BatchOutput(path="iris-scores.parquet"),
             )
         )
-        done = await _finished(q.inference, job.id)
+        done = await finished(q.inference, job.id)
         direct = await q.inference.predict(Predict(model="iris", inputs={"input": x}))
 
     assert (done.status, done.error) == ("succeeded", None)
