@@ -27,7 +27,6 @@ from app.kernel.http.params import (
     PageLimit,
     VersionQuery,
     parse_duration,
-    version_number,
 )
 from app.kernel.http.patterns import duration_pattern
 from app.modules.monitoring.api import (
@@ -37,6 +36,7 @@ from app.modules.monitoring.api import (
     ModelRef,
     Window,
     WindowQuery,
+    for_model,
 )
 from app.modules.monitoring.service import MAX_WINDOW_S
 from contracts.common import NAME_PATTERN, Finite, InvalidInput, Page, Version
@@ -178,13 +178,7 @@ def routes(service: MonitoringService) -> list[Router]:
     ) -> EstimatedMetrics:
         """A classifier's accuracy, F1 and AUC estimated from its served probabilities before
         labels arrive (CBPE), with bands and a calibration warning."""
-        request = from_params(
-            GetEstimatedMetrics,
-            model=name,
-            version=version_number(version),
-            window_s=parse_duration(window, WINDOW_PATTERN),
-            buckets=buckets,
-        )
+        request = for_model(GetEstimatedMetrics, name, window, version, buckets=buckets)
         return await service.get_estimated_metrics(request)
 
     @get("/models/{ref:str}/expectations", opt=contract_scope(svc.fit_expectations))
@@ -203,12 +197,7 @@ def routes(service: MonitoringService) -> list[Router]:
     ) -> ExpectationViolations:
         """Sampled served inputs breaking the expectations fitted on their version's profile,
         counted per version and feature (a new category, a value out of range)."""
-        request = from_params(
-            GetExpectationViolations,
-            model=name,
-            version=version_number(version),
-            window_s=parse_duration(window, WINDOW_PATTERN),
-        )
+        request = for_model(GetExpectationViolations, name, window, version)
         return await service.get_expectation_violations(request)
 
     handlers: list[Any] = [

@@ -15,7 +15,7 @@ Windows are seconds or a number with a unit: ``30s``, ``5m``, ``2h``, ``1d``.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import msgspec
 from litestar import Request, Response, Router, get, post
@@ -51,7 +51,9 @@ from contracts.monitoring import (
     Summary,
 )
 
-__all__ = ["routes"]
+__all__ = ["for_model", "routes"]
+
+T = TypeVar("T")
 
 ModelName = Annotated[
     str, PathParameter(description="The model's name.", schema_extra={"pattern": NAME_PATTERN})
@@ -151,6 +153,20 @@ _DRIFT = msgspec.json.Decoder(DriftBody)
 _FEEDBACK = msgspec.json.Decoder(FeedbackBody)
 
 
+def for_model(
+    request_type: type[T], name: str, window: str, version: str | None, **params: Any
+) -> T:
+    """``request_type`` built from a route's model ``name``, ``?version=`` and ``?window=``
+    (checked like :func:`from_params`), and its other ``params``."""
+    return from_params(
+        request_type,
+        model=name,
+        version=version_number(version),
+        window_s=parse_duration(window, WINDOW_PATTERN),
+        **params,
+    )
+
+
 def routes(service: MonitoringService) -> list[Any]:
     """Public routes of the monitoring module, calling ``service`` (local or remote)."""
 
@@ -163,12 +179,7 @@ def routes(service: MonitoringService) -> list[Any]:
         name: ModelName, window: WindowQuery = "5m", version: VersionQuery = None
     ) -> Response[bytes]:
         """QPS, error rate, latency quantiles, SLO compliance and prediction figures."""
-        request = from_params(
-            GetSummary,
-            model=name,
-            version=version_number(version),
-            window_s=parse_duration(window, WINDOW_PATTERN),
-        )
+        request = for_model(GetSummary, name, window, version)
         return json_response(await service.get_summary(request))
 
     @get(
@@ -183,13 +194,7 @@ def routes(service: MonitoringService) -> list[Any]:
         version: VersionQuery = None,
     ) -> Response[bytes]:
         """Quality, cost and value realised from feedback."""
-        request = from_params(
-            GetRealisedMetrics,
-            model=name,
-            version=version_number(version),
-            window_s=parse_duration(window, WINDOW_PATTERN),
-            buckets=buckets,
-        )
+        request = for_model(GetRealisedMetrics, name, window, version, buckets=buckets)
         return json_response(await service.get_realised_metrics(request))
 
     @get(
@@ -204,13 +209,7 @@ def routes(service: MonitoringService) -> list[Any]:
         version: VersionQuery = None,
     ) -> Response[bytes]:
         """Requests, errors by code and latency quantiles per step of the window."""
-        request = from_params(
-            GetSeries,
-            model=name,
-            version=version_number(version),
-            window_s=parse_duration(window, WINDOW_PATTERN),
-            buckets=buckets,
-        )
+        request = for_model(GetSeries, name, window, version, buckets=buckets)
         return json_response(await service.get_series(request))
 
     @get(
