@@ -7,6 +7,7 @@ import datetime
 import importlib.metadata
 import os
 import platform
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,16 +76,19 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
         )
 
 
-def machine(load_at_start: float) -> Machine:
+def machine(
+    load_at_start: float, libraries: Sequence[str] = _LIBRARIES, *, absent: str = "absent"
+) -> Machine:
     """A description of this machine and interpreter, at the end of a run started under load
-    ``load_at_start``."""
+    ``load_at_start``, with the installed versions of ``libraries`` (``absent`` for one that is
+    not installed)."""
     return Machine(
         cpu_model=_cpu_model(),
         cores=os.cpu_count() or 0,
         python=platform.python_version(),
         platform=platform.platform(),
         date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        libraries={name: _version(name) for name in _LIBRARIES},
+        libraries={name: _version(name, absent) for name in libraries},
         load_1m=(round(load_at_start, 2), round(os.getloadavg()[0], 2)),
     )
 
@@ -179,8 +183,8 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _version(name: str) -> str:
+def _version(name: str, absent: str) -> str:
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
-        return "absent"
+        return absent

@@ -91,11 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     floor = measured[0]
     rows = measured
     rows = [msgspec.structs.replace(r, vs_floor=r.rows_per_s / floor.rows_per_s) for r in rows]
-    found = machine(load_at_start)
-    libraries = {name: _version(name) for name in _LIBRARIES}
+    found = machine(load_at_start, _LIBRARIES, absent="-")
     setup = {k: v for k, v in vars(args).items() if k != "output_dir"}
     report = Report(
-        machine=msgspec.structs.replace(found, libraries=libraries),
+        machine=found,
         setup={**setup, "features": FEATURES},
         rows=rows,
     )
@@ -259,15 +258,6 @@ def markdown(report: Report) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def _version(name: str) -> str:
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "-"
 
 
 if __name__ == "__main__":

@@ -106,11 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         historical = [_historical(args, Path(tmp), "sqlite")]
         if args.postgres_url:
             historical.append(_historical(args, Path(tmp), "postgresql"))
-    found = machine(load_at_start)
-    libraries = {name: _version(name) for name in _LIBRARIES}
+    found = machine(load_at_start, _LIBRARIES)
     setup = {k: v for k, v in vars(args).items() if k not in ("output_dir", "postgres_url")}
     report = Report(
-        machine=msgspec.structs.replace(found, libraries=libraries),
+        machine=found,
         setup={
             **setup,
             "features": FEATURES,
@@ -409,15 +408,6 @@ def markdown(report: Report) -> str:
             "",
         ]
     )
-
-
-def _version(name: str) -> str:
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "absent"
 
 
 if __name__ == "__main__":

@@ -114,11 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 rows, checks = rows + measured[0], checks + measured[1]
     rows = [msgspec.structs.replace(r, vs_floor=r.rows_per_s / floor.rows_per_s) for r in rows]
-    found = machine(load_at_start)
-    libraries = {name: _version(name) for name in _LIBRARIES}
+    found = machine(load_at_start, _LIBRARIES, absent="-")
     setup = {k: v for k, v in vars(args).items() if k not in ("output_dir", "postgres_url")}
     report = Report(
-        machine=msgspec.structs.replace(found, libraries=libraries),
+        machine=found,
         setup={
             **setup,
             "features": FEATURES,
@@ -326,15 +325,6 @@ def _drop_keys(url: str, prefix: str) -> None:
             client.delete(*keys[i : i + 10_000])
     finally:
         client.close()
-
-
-def _version(name: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "-"
 
 
 def markdown(report: Report) -> str:
