@@ -10,6 +10,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -56,19 +57,26 @@ def postgres_database() -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture
-def postgres_schema_url(postgres_database: str) -> Iterator[str]:
-    """A database URL private to one test: a fresh schema set as the search path."""
+@contextmanager
+def postgres_schema(database: str) -> Iterator[str]:
+    """A URL of ``database`` whose search path is a fresh schema of its own, dropped on exit."""
     import psycopg
 
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_database, autocommit=True) as conn:
+    with psycopg.connect(database, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
     try:
-        yield f"{postgres_database}?options=-csearch_path%3D{schema}"
+        yield f"{database}?options=-csearch_path%3D{schema}"
     finally:
-        with psycopg.connect(postgres_database, autocommit=True) as conn:
+        with psycopg.connect(database, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture
+def postgres_schema_url(postgres_database: str) -> Iterator[str]:
+    """A database URL private to one test: a fresh schema set as the search path."""
+    with postgres_schema(postgres_database) as url:
+        yield url
 
 
 @pytest.fixture

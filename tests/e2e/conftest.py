@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.conftest import REDIS_URL
 from tests.fakes.server import Server
+
+if TYPE_CHECKING:
+    from tests.e2e._processes import Receiver
 
 TOKEN = "e2e-service-token"
 
@@ -31,3 +35,14 @@ def redis_env(redis_namespace: str) -> dict[str, str]:
         "QUARRY_REDIS_PREFIX": f"{redis_namespace}:",
         "QUARRY_SERVICE_TOKEN": TOKEN,
     }
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """An OTLP trace receiver that the processes a test starts export their spans to."""
+    from tests.e2e._processes import Receiver
+
+    found = Receiver()
+    yield found
+    found.server.shutdown()
+    found.server.server_close()

@@ -9,9 +9,8 @@ import os
 import signal
 import subprocess
 import time
-import uuid
-from collections.abc import Callable, Generator, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from contracts.features import (
     Materialize,
     PutFeatureView,
 )
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_URL, postgres_schema
 from tests.fakes.server import QUARRY
 
 pytestmark = pytest.mark.slow
@@ -66,19 +65,6 @@ def newest_per_user(table: pa.Table) -> dict[int, tuple[int, float]]:
     return {user: (clicks, ctr) for user, (_, clicks, ctr) in found.items()}
 
 
-def schema_url(database: str) -> Generator[str, None, None]:
-    import psycopg
-
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(database, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"{database}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(database, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-
 @pytest.fixture(params=["sqlite", "postgres_redis"])
 def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[dict[str, str]]]:
     """Two isolated sets of stores (environment variables), each with its data directory."""
@@ -93,18 +79,14 @@ def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[dict
         return
     database = str(request.getfixturevalue("postgres_database"))
     namespace = str(request.getfixturevalue("redis_namespace"))
-    schemas = [schema_url(database) for _ in envs]
-    try:
-        for env, schema, name in zip(envs, schemas, ("killed", "clean"), strict=True):
+    with ExitStack() as schemas:  # each dropped at the end
+        for env, name in zip(envs, ("killed", "clean"), strict=True):
             env |= {
-                "QUARRY_FEATURES_DATABASE_URL": next(schema),
+                "QUARRY_FEATURES_DATABASE_URL": schemas.enter_context(postgres_schema(database)),
                 "QUARRY_ONLINE_STORE_URL": REDIS_URL,
                 "QUARRY_REDIS_PREFIX": f"{namespace}-{name}:",
             }
         yield envs
-    finally:
-        for schema in schemas:
-            schema.close()  # drops it
 
 
 @contextmanager

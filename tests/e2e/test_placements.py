@@ -30,21 +30,18 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_URL, postgres_schema
+from tests.e2e._processes import Receiver, eventually, seed
 from tests.e2e.conftest import TOKEN
-from tests.e2e.test_platform_processes import Receiver, eventually
 from tests.e2e.test_readme import README, SECTION, script, section, sh_blocks
 from tests.fakes.server import Server, free_port
 
@@ -151,41 +148,9 @@ class Traced:
         self.requests.append((f"{request.method} {request.url.path}", trace_id))
 
 
-def seed(client: httpx.Client) -> list[dict[str, Any]]:
-    """A feature view, a push of its rows an hour ago, and a feature service; answers entity
-    rows as of now, which a training job reads point-in-time."""
-    view = {
-        "entities": ["account_id"],
-        "features": [
-            {"name": "x1", "dtype": "float"},
-            {"name": "x2", "dtype": "float"},
-            {"name": "churned", "dtype": "int"},
-        ],
-    }
-    assert client.put("/v1/features/views/accounts", json=view).status_code == 200
-    x = np.random.default_rng(5).normal(size=(ACCOUNTS, 2))
-    when = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
-    rows = [
-        {
-            "account_id": i,
-            "event_timestamp": when,
-            "x1": float(x[i, 0]),
-            "x2": float(x[i, 1]),
-            "churned": int(x[i, 0] - x[i, 1] > 0),
-        }
-        for i in range(ACCOUNTS)
-    ]
-    pushed = client.post("/v1/features/views/accounts/rows", json={"rows": rows})
-    assert pushed.status_code == 200, pushed.text
-    service = {"features": ["accounts:x1", "accounts:x2"], "transforms": []}
-    assert client.put("/v1/features/services/churn", json=service).status_code == 200
-    now = datetime.now(UTC).isoformat()
-    return [{"account_id": i, "event_timestamp": now} for i in range(ACCOUNTS)]
-
-
 def flow(client: httpx.Client) -> None:
     """The platform flow, through ``client``."""
-    entity_rows = seed(client)
+    entity_rows = seed(client, "accounts", "account_id", ACCOUNTS)
     spec = {
         "trainer": "logistic_regression",
         "model": "churn",
@@ -333,27 +298,6 @@ def check_traces(traced: Traced, receiver: Receiver) -> None:
 # --- the test ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    found = Receiver()
-    yield found
-    found.server.shutdown()
-    found.server.server_close()
-
-
-def schema_url(database: str) -> Iterator[str]:
-    import psycopg
-
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(database, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"{database}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(database, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
 def test_the_platform_flow_in_every_placement(
@@ -364,28 +308,27 @@ def test_the_platform_flow_in_every_placement(
     request: pytest.FixtureRequest,
 ) -> None:
     chosen = placements(database)
-    schemas: list[Iterator[str]] = []
     envs = []
-    for placement in chosen:
-        env = {
-            "QUARRY_EVENTS_URL": REDIS_URL,
-            "QUARRY_REDIS_PREFIX": f"{redis_namespace}-{placement.name}:",
-            "QUARRY_SERVICE_TOKEN": TOKEN,
-            "QUARRY_PREDICTION_LOG_SAMPLE": "1",
-        }
-        if placement.traced:
-            env |= {
-                "OTEL_TRACES_EXPORTER": "otlp",
-                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
-                "OTEL_TRACES_SAMPLER": "parentbased_always_on",
-                "OTEL_BSP_SCHEDULE_DELAY": "200",
+    with ExitStack() as schemas:  # each dropped at the end
+        for placement in chosen:
+            env = {
+                "QUARRY_EVENTS_URL": REDIS_URL,
+                "QUARRY_REDIS_PREFIX": f"{redis_namespace}-{placement.name}:",
+                "QUARRY_SERVICE_TOKEN": TOKEN,
+                "QUARRY_PREDICTION_LOG_SAMPLE": "1",
             }
-        if database == "postgres":
-            schemas.append(schema_url(request.getfixturevalue("postgres_database")))
-            url = next(schemas[-1])
-            env |= {f"QUARRY_{m.upper()}_DATABASE_URL": url for m in MODULES}
-        envs.append(env)
-    try:
+            if placement.traced:
+                env |= {
+                    "OTEL_TRACES_EXPORTER": "otlp",
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+                    "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+                    "OTEL_BSP_SCHEDULE_DELAY": "200",
+                }
+            if database == "postgres":
+                database_url = request.getfixturevalue("postgres_database")
+                url = schemas.enter_context(postgres_schema(database_url))
+                env |= {f"QUARRY_{m.upper()}_DATABASE_URL": url for m in MODULES}
+            envs.append(env)
         at_once = max(2, len(os.sched_getaffinity(0)))
         with ThreadPoolExecutor(min(at_once, len(chosen))) as pool:
             runs = [
@@ -394,6 +337,3 @@ def test_the_platform_flow_in_every_placement(
             ]
             failures = [str(e) for r in runs if (e := r.exception()) is not None]
         assert not failures, "\n\n".join(failures)
-    finally:
-        for schema in schemas:
-            schema.close()  # drops it

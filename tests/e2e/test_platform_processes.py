@@ -15,83 +15,19 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
-import numpy as np
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from tests.e2e._processes import Receiver, eventually, seed
 from tests.fakes.server import QUARRY, Server, free_port
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("torch")
 
 USERS = 120
-
-
-class Receiver:
-    """An OTLP/HTTP trace receiver: keeps ``(service name, trace id, span name)`` of every span."""
-
-    def __init__(self) -> None:
-        self.spans: list[tuple[str, str, str]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                request = ExportTraceServiceRequest()
-                request.ParseFromString(body)
-                for resource_spans in request.resource_spans:
-                    service = next(
-                        (
-                            a.value.string_value
-                            for a in resource_spans.resource.attributes
-                            if a.key == "service.name"
-                        ),
-                        "",
-                    )
-                    for scope in resource_spans.scope_spans:
-                        for span in scope.spans:
-                            receiver.spans.append((service, span.trace_id.hex(), span.name))
-                self.send_response(200)
-                self.send_header("content-type", "application/x-protobuf")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def services_in(self, trace_id: str) -> set[str]:
-        return {service for service, trace, _ in list(self.spans) if trace == trace_id}
-
-
-def eventually(check: Callable[[], Any], what: str, within: float = 120) -> Any:
-    """Poll ``check`` until it answers something truthy (another process is working)."""
-    deadline = time.monotonic() + within
-    while True:
-        answer = check()
-        if answer:
-            return answer
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)  # polling other processes' progress, with a deadline
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    found = Receiver()
-    yield found
-    found.server.shutdown()
-    found.server.server_close()
 
 
 @pytest.fixture
@@ -111,35 +47,6 @@ def env(redis_env: dict[str, str], postgres_schema_url: str, receiver: Receiver)
         "OTEL_TRACES_SAMPLER": "parentbased_always_on",
         "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
-
-
-def seed(client: httpx.Client) -> list[dict[str, Any]]:
-    view = {
-        "entities": ["user_id"],
-        "features": [
-            {"name": "x1", "dtype": "float"},
-            {"name": "x2", "dtype": "float"},
-            {"name": "churned", "dtype": "int"},
-        ],
-    }
-    assert client.put("/v1/features/views/users", json=view).status_code == 200
-    x = np.random.default_rng(5).normal(size=(USERS, 2))
-    when = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
-    rows = [
-        {
-            "user_id": i,
-            "event_timestamp": when,
-            "x1": float(x[i, 0]),
-            "x2": float(x[i, 1]),
-            "churned": int(x[i, 0] - x[i, 1] > 0),
-        }
-        for i in range(USERS)
-    ]
-    assert client.post("/v1/features/views/users/rows", json={"rows": rows}).status_code == 200
-    service = {"features": ["users:x1", "users:x2"], "transforms": []}
-    assert client.put("/v1/features/services/churn", json=service).status_code == 200
-    now = datetime.now(UTC).isoformat()
-    return [{"user_id": i, "event_timestamp": now} for i in range(USERS)]
 
 
 def test_the_platform_across_processes_survives_losing_inference(
@@ -184,7 +91,7 @@ def test_the_platform_across_processes_survives_losing_inference(
     restarted = None
     try:
         with httpx.Client(base_url=api.url, timeout=30) as client:
-            entity_rows = seed(client)
+            entity_rows = seed(client, "users", "user_id", USERS)
             spec = {
                 "trainer": "logistic_regression",
                 "model": "churn",
