@@ -217,7 +217,12 @@ def run(placement: Placement, tmp_path: Path, env: dict[str, str], receiver: Rec
             assert f"(a gateway to {', '.join(MODULES)})" in public.log.read_text()
         traced = Traced()
         hooks = {"request": [traced]} if placement.traced else {}
-        with httpx.Client(base_url=public.url, timeout=60, event_hooks=hooks) as client:
+        # Each request may take 50 s (not the 10 s default deadline): the processes of two
+        # placements share the machine with the rest of the suite.
+        slow = {"quarry-deadline-ms": "50000"}
+        with httpx.Client(
+            base_url=public.url, timeout=60, headers=slow, event_hooks=hooks
+        ) as client:
             rows = {m["name"]: m for m in client.get("/v1/modules").json()["modules"]}
             hosted = placement.processes[placement.public]
             assert {n for n, m in rows.items() if m["placement"] == "local"} == set(hosted)
