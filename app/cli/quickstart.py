@@ -396,12 +396,15 @@ async def retrain(run: Run) -> None:
     deadline = time.monotonic() + 30
     while True:  # DriftDetected travels through the outbox to training's handler
         sagas = (await training.list_retrainings(ListRetrainings(model=MODEL))).items
-        if sagas:
+        # a saga is listed as soon as it starts; its job id follows once it submitted the job
+        if sagas and (sagas[0].job_id is not None or sagas[0].status != "training"):
             break
         if time.monotonic() > deadline:
-            raise StageFailed("no retraining started after the drift report")
+            raise StageFailed("no retraining job started after the drift report")
         await asyncio.sleep(0.2)
     saga = sagas[0]
+    if saga.job_id is None:
+        raise StageFailed(f"retraining {saga.status} before its job started: {saga.error}")
     run.say(f"retraining {saga.id} started by {saga.trigger}")
     done = await _follow(run, saga.job_id)
     if done.status != "succeeded":
