@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -87,3 +88,27 @@ async def test_a_reference_that_no_longer_resolves_is_forgotten(
 
     with pytest.raises(NotFound):
         await resolver.version("m@prod")
+
+
+async def test_concurrent_misses_share_one_lookup_and_its_failure(
+    resolver: Resolver, registry: FakeRegistry
+) -> None:
+    gate = asyncio.Event()
+    asking = registry.get_version
+
+    async def slow(request: GetVersion) -> Any:
+        await gate.wait()
+        return await asking(request)
+
+    registry.get_version = slow  # type: ignore[method-assign]
+    waiting = [asyncio.ensure_future(resolver.target("m@prod")) for _ in range(50)]
+    missing = [asyncio.ensure_future(resolver.target("gone@prod")) for _ in range(3)]
+    waiting[0].cancel()  # one caller giving up does not cancel the others' lookup
+    await asyncio.sleep(0)
+    gate.set()
+
+    assert await asyncio.gather(*waiting[1:]) == [("m", 1)] * 49
+    for call in missing:
+        with pytest.raises(NotFound):
+            await call
+    assert registry.asked == ["m@prod", "gone@prod"]

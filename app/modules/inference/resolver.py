@@ -6,10 +6,14 @@ status and loads, batch jobs). ``name:N`` always means version N; ``name@alias``
 ``name`` if one exists, else the model's ``champion`` alias, else its highest version, trusted
 for :data:`DEPLOYMENT_TTL_S` (another process may create or change a deployment). A deployment
 changed in this process is forgotten at once.
+
+Concurrent misses for one name share one lookup: when an entry expires under load, the requests
+that find it expired wait for a single read instead of each reading the database.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -64,6 +68,7 @@ class Resolver:
         self._log = logger
         self._follow = follow
         self._entries: dict[str, _Entry] = {}
+        self._lookups: dict[str, asyncio.Future[Deployment | Key]] = {}
 
     async def target(self, text: str) -> Deployment | Key:
         """The deployment ``text`` names, else the model version it resolves to."""
@@ -72,6 +77,21 @@ class Resolver:
             found = entry.deployment or entry.key
             assert found is not None  # an entry holds one or the other
             return found
+        lookup = self._lookups.get(text)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._target(text))
+            self._lookups[text] = lookup
+            lookup.add_done_callback(lambda done: self._settled(text, done))
+        # shielded: a caller that gives up does not cancel the lookup others wait for
+        return await asyncio.shield(lookup)
+
+    def _settled(self, text: str, lookup: asyncio.Future[Deployment | Key]) -> None:
+        if self._lookups.get(text) is lookup:
+            del self._lookups[text]
+        if not lookup.cancelled():
+            lookup.exception()  # retrieved: every waiter may have given up
+
+    async def _target(self, text: str) -> Deployment | Key:
         ref = ModelRef.parse(text)
         if ref.version is not None:
             return self._fixed(text, ref)
