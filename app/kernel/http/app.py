@@ -12,15 +12,17 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 from litestar import Litestar, MediaType, Response, Router, get
+from litestar.middleware import ASGIMiddleware
 from litestar.openapi import OpenAPIConfig
 
 from app.kernel import metrics as kernel_metrics
 from app.kernel import telemetry
 from app.kernel.dependencies import DependencyMonitor, DependencyStatus
 from app.kernel.http.auth import AuthMiddleware, auth_guard
+from app.kernel.http.direct import DirectRoutes
 from app.kernel.http.docs import LocalSwaggerRenderPlugin
 from app.kernel.http.errors import exception_handlers, json_not_found
-from app.kernel.http.methods import QuarryLitestar, truthful_options_allow
+from app.kernel.http.methods import QuarryLitestar
 from app.kernel.http.openapi import (
     DocstringsPlugin,
     ErrorResponsesPlugin,
@@ -175,7 +177,6 @@ def create_http_app(
         plugins=[StructDefaultsSchemaPlugin(), ErrorResponsesPlugin(), DocstringsPlugin()],
         exception_handlers=exception_handlers,
         request_class=QuarryRequest,
-        before_send=[truthful_options_allow],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Quarry",
@@ -199,7 +200,15 @@ def create_http_app(
     # Where litestar puts its OpenTelemetry middleware: around the exception handler and router.
     # Several workers share one port: each answer says which one served it.
     worker = [(WORKER_HEADER, str(os.getpid()))] if settings.workers > 1 else []
+    # Direct routes need every middleware to be one litestar builds from an instance.
+    layers = [m for m in middleware if isinstance(m, ASGIMiddleware)]
+    direct = DirectRoutes(
+        app.asgi_handler,
+        app.routes if len(layers) == len(middleware) else [],
+        middleware=layers,
+        max_body_bytes=settings.max_body_bytes,
+    )
     app.asgi_handler = RequestMiddleware(
-        app.asgi_handler, exclude=["/metrics", *PROBE_PATHS, RPC_PREFIX], headers=worker
+        direct, exclude=["/metrics", *PROBE_PATHS, RPC_PREFIX], headers=worker
     )
     return app

@@ -19,14 +19,22 @@ from app.kernel.errors import (
 from app.kernel.http.methods import allow_header
 from contracts.common import InternalError, InvalidInput, NotFound, PayloadTooLarge, QuarryError
 
-__all__ = ["error_response", "exception_handlers", "json_not_found"]
+__all__ = [
+    "TOO_LARGE",
+    "contract_error",
+    "error_response",
+    "exception_handlers",
+    "json_not_found",
+]
 
 _log = logging.getLogger("quarry.http")
 
+TOO_LARGE = "request body is larger than the configured limit"
+"""The message of every 413 for a body over ``QUARRY_MAX_BODY_BYTES``."""
 _MESSAGES = {
     404: "no route matches this path",
     405: "method not allowed on this path",
-    413: "request body is larger than the configured limit",
+    413: TOO_LARGE,
 }
 
 # litestar 2's multipart parser answers a 400 with this detail when a form has too many parts or
@@ -76,15 +84,21 @@ def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Resp
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    refused = refused_value(exc)  # raised outside a contract call (middleware, a route)
+    return error_response(contract_error(exc, request.method, request.url.path))
+
+
+def contract_error(exc: Exception, method: str, path: str) -> QuarryError:
+    """The contract error answering an exception that is not one (raised outside a contract
+    call: middleware, a route): a refused value, an outage, else a logged internal error."""
+    refused = refused_value(exc)
     if refused is not None:
-        return error_response(refused)
+        return refused
     outage = unavailable_from(exc)
     if outage is not None:
-        _log.debug("%s %s: %s", request.method, request.url.path, outage.message, exc_info=exc)
-        return error_response(outage)
-    _log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(InternalError("internal server error"))
+        _log.debug("%s %s: %s", method, path, outage.message, exc_info=exc)
+        return outage
+    _log.error("unhandled error on %s %s", method, path, exc_info=exc)
+    return InternalError("internal server error")
 
 
 def _validation_message(exc: ValidationException) -> str:

@@ -31,13 +31,20 @@ def allow_header(methods: Iterable[str]) -> str:
 
 
 class QuarryLitestar(Litestar):
-    """litestar's app with ``HEAD`` served by ``GET`` handlers, without a body."""
+    """litestar's app with ``HEAD`` served by ``GET`` handlers, without a body, and a truthful
+    ``Allow`` on ``OPTIONS`` answers."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        """Run a ``HEAD`` request as ``GET`` and drop whatever body the answer carries."""
-        if scope["type"] == "http" and scope.get("method") == "HEAD":
-            scope = {**scope, "method": "GET"}
-            send = _bodiless(send)
+        """Run a ``HEAD`` request as ``GET`` and drop whatever body the answer carries; correct
+        the ``Allow`` of an ``OPTIONS`` answer. Other requests' ``send`` is not wrapped (a
+        ``before_send`` hook would wrap every request's)."""
+        if scope["type"] == "http":
+            method = scope.get("method")
+            if method == "HEAD":
+                scope = {**scope, "method": "GET"}
+                send = _bodiless(send)
+            elif method == "OPTIONS":
+                send = _allowing(send, scope)
         await super().__call__(scope, receive, send)
 
 
@@ -56,8 +63,16 @@ def _bodiless(send: Send) -> Send:
     return send_head
 
 
+def _allowing(send: Send, scope: Scope) -> Send:
+    async def send_allow(message: Message) -> None:
+        await truthful_options_allow(message, scope)
+        await send(message)
+
+    return send_allow
+
+
 async def truthful_options_allow(message: Message, scope: Scope) -> None:
-    """``before_send`` hook: ``Allow`` of litestar's automatic ``OPTIONS`` answers, corrected."""
+    """``Allow`` of litestar's automatic ``OPTIONS`` answers, corrected in ``message``."""
     if message["type"] != "http.response.start" or scope.get("method") != "OPTIONS":
         return
     template = scope.get("path_template")

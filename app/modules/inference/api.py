@@ -82,6 +82,7 @@ from contracts.inference import (
 __all__ = ["routes"]
 
 MSGPACK = "application/x-msgpack"
+MSGPACK_BYTES = MSGPACK.encode()
 
 Id = Annotated[str, PathParameter(description="The identifier it was given at creation.")]
 
@@ -101,9 +102,35 @@ _MSGPACK_OUT = msgspec.msgpack.Encoder()
 def routes(service: InferenceService, settings: Settings) -> list[Any]:
     """Public routes of the inference module, calling ``service`` (local or remote)."""
 
+    async def answer(
+        model_ref: str, headers: Iterable[tuple[bytes, bytes]], raw: bytes
+    ) -> tuple[bytes, str]:
+        packed = _content_type(headers).startswith(MSGPACK_BYTES)
+        body = _decode(raw, packed)
+        prediction = await service.predict(
+            Predict(
+                model=model_ref,
+                inputs=_tensors(body),
+                outputs=body.outputs,
+                coerce=True,
+                entities=body.entities,
+                features=body.features,
+                sticky=_sticky_headers(headers, model_ref),
+            )
+        )
+        answered = _answer(prediction, packed=packed)
+        if packed:
+            return _MSGPACK_OUT.encode(answered), MSGPACK
+        return _JSON_OUT.encode(answered), "application/json"
+
+    async def predict_direct(scope: Any, model_ref: str, raw: bytes) -> tuple[bytes, str]:
+        return await answer(model_ref, scope["headers"], raw)
+
     @post(
         "/v1/predict/{model_ref:str}",
-        opt={"scope": Scope.PREDICT.value},
+        # answered by predict_direct ahead of the router (app.kernel.http.direct); this handler
+        # documents the route and answers what the direct path does not match
+        opt={"scope": Scope.PREDICT.value, "direct": predict_direct},
         status_code=200,
         **documented(
             body=PredictBody,
@@ -120,23 +147,9 @@ def routes(service: InferenceService, settings: Settings) -> list[Any]:
         Rows per input in, rows per output out, as JSON or msgpack (the answer uses the
         request's format). A shape or dtype the model does not take is 422.
         """
-        packed = request.headers.get("content-type", "").startswith(MSGPACK)
-        body = _decode(await request.body(), packed)
-        prediction = await service.predict(
-            Predict(
-                model=model_ref,
-                inputs=_tensors(body),
-                outputs=body.outputs,
-                coerce=True,
-                entities=body.entities,
-                features=body.features,
-                sticky=_sticky_headers(request.scope["headers"], model_ref),
-            )
-        )
-        answer = _answer(prediction, packed=packed)
-        if packed:
-            return Response(_MSGPACK_OUT.encode(answer), media_type=MSGPACK)
-        return Response(_JSON_OUT.encode(answer), media_type="application/json")
+        raw = await request.body()
+        content, media_type = await answer(model_ref, request.scope["headers"], raw)
+        return Response(content, media_type=media_type)
 
     @get("/v1/inference/models/{model_ref:str}", opt={"scope": Scope.READ.value})
     async def status(model_ref: ModelRef) -> ModelStatus:
@@ -182,6 +195,13 @@ def _sticky_headers(headers: Iterable[tuple[bytes, bytes]], model_ref: str) -> d
         value = hashlib.sha256(raw).hexdigest() if name in CREDENTIALS else raw.decode("latin-1")
         sticky.setdefault(name.decode("latin-1").lower(), value)
     return sticky
+
+
+def _content_type(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    for name, value in headers:
+        if name == b"content-type":
+            return value
+    return b""
 
 
 def _answer(prediction: Prediction, *, packed: bool) -> PredictAnswer:
