@@ -413,6 +413,10 @@ _TO_NUMPY: dict[str, str] = {
     "FP64": "float64",
 }
 _FROM_NUMPY = {v: k for k, v in _TO_NUMPY.items()}
+_LITTLE: dict[str, np.dtype[Any]] = {k: np.dtype(v).newbyteorder("<") for k, v in _TO_NUMPY.items()}
+"""Each numeric dtype as the little-endian numpy dtype a tensor's bytes hold."""
+_CODES: dict[np.dtype[Any], str] = {dtype: k for k, dtype in _LITTLE.items()}
+"""The other way: arrays of these dtypes hold a tensor's bytes as they are."""
 
 
 class Tensor(msgspec.Struct, frozen=True, kw_only=True):
@@ -430,6 +434,9 @@ class Tensor(msgspec.Struct, frozen=True, kw_only=True):
     def from_numpy(cls, array: npt.ArrayLike) -> Tensor:
         """Build a tensor from anything numpy can turn into an array."""
         arr = np.asarray(array)
+        code = _CODES.get(arr.dtype)
+        if code is not None and arr.flags.c_contiguous:  # its own bytes, without a copy
+            return cls(dtype=code, shape=arr.shape, data=arr.reshape(-1).data.cast("B"))  # type: ignore[arg-type]
         if arr.dtype.kind in "USO":
             return cls(dtype="BYTES", shape=arr.shape, data=memoryview(_pack_bytes(arr)))
         name = arr.dtype.name
@@ -450,7 +457,7 @@ class Tensor(msgspec.Struct, frozen=True, kw_only=True):
             count *= dim
         if self.dtype == "BYTES":
             return _unpack_bytes(self.data, count).reshape(self.shape)
-        dtype = np.dtype(_TO_NUMPY[self.dtype]).newbyteorder("<")
+        dtype = _LITTLE[self.dtype]
         if len(self.data) != count * dtype.itemsize:
             raise InvalidInput(
                 f"tensor data holds {len(self.data)} bytes; shape {list(self.shape)} of"

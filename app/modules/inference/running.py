@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
-import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +27,6 @@ from contracts.common import (
     NotFound,
     QuarryError,
     Tensor,
-    TensorDType,
     UnprocessableInput,
 )
 from contracts.inference import Predict, Prediction
@@ -234,7 +231,7 @@ class Runner:
 
 
 def _arrays(request: Predict, signature: Signature) -> dict[str, np.ndarray[Any, Any]]:
-    arrays = {name: _array(tensor) for name, tensor in request.inputs.items()}
+    arrays = {name: tensor.to_numpy() for name, tensor in request.inputs.items()}
     if request.coerce:  # a request decoded from a text format
         for spec in signature.inputs:
             if spec.name in arrays:
@@ -246,21 +243,39 @@ def _coerce(name: str, array: np.ndarray[Any, Any], dtype: str) -> np.ndarray[An
     """Convert a number array from a text format to ``dtype`` when every value fits."""
     if dtype == "BYTES" or array.dtype.kind not in "biuf":
         return array
-    target = np.dtype(_numpy_name(dtype))
+    target: np.dtype[Any] = _TARGETS.get(dtype) or np.dtype(_numpy_name(dtype))
+    if array.dtype == target:
+        return array
+    if target.kind == "f":
+        # A finite number too large for the float type would become infinity: refused, as /v2
+        # does. Checked before a narrowing cast, which then cannot overflow (no errstate).
+        if array.dtype.kind != "f" or array.dtype.itemsize > target.itemsize:
+            beyond = np.abs(array.astype(np.float64, copy=False)) > np.finfo(target).max
+            if beyond.any() and np.isfinite(array[beyond]).any():
+                raise _out_of_range(name, dtype)
+        return array.astype(target)
     with np.errstate(over="ignore", invalid="ignore"):
         converted = array.astype(target)
-    if target.kind in "iub" and not np.array_equal(converted, array):
+    if not np.array_equal(converted, array):
         raise UnprocessableInput(
             f"input {name!r}: values do not fit {dtype} (expected whole numbers in range)",
             details={"input": name, "expected": dtype},
         )
-    # A finite number too large for the float type would become infinity: refused, as /v2 does.
-    if target.kind == "f" and not np.array_equal(np.isfinite(converted), np.isfinite(array)):
-        raise UnprocessableInput(
-            f"input {name!r} has values outside the range of {dtype}",
-            details={"input": name, "expected": dtype},
-        )
     return converted
+
+
+def _out_of_range(name: str, dtype: str) -> UnprocessableInput:
+    return UnprocessableInput(
+        f"input {name!r} has values outside the range of {dtype}",
+        details={"input": name, "expected": dtype},
+    )
+
+
+_TARGETS: dict[str, np.dtype[Any]] = {
+    "FP16": np.dtype("float16"),
+    "FP32": np.dtype("float32"),
+    "FP64": np.dtype("float64"),
+}
 
 
 def _numpy_name(dtype: str) -> str:
@@ -270,50 +285,11 @@ def _numpy_name(dtype: str) -> str:
 
 def _select(outputs: dict[str, np.ndarray[Any, Any]], wanted: list[str]) -> dict[str, Tensor]:
     if not wanted:
-        return {name: _tensor(array) for name, array in outputs.items()}
+        return {name: Tensor.from_numpy(array) for name, array in outputs.items()}
     missing = [name for name in wanted if name not in outputs]
     if missing:
         raise NotFound(
             f"the model has no output {missing[0]!r} (it has {', '.join(outputs)})",
             details={"output": missing[0], "outputs": list(outputs)},
         )
-    return {name: _tensor(outputs[name]) for name in wanted}
-
-
-def _little_endian_dtypes() -> dict[np.dtype[Any], TensorDType]:
-    if sys.byteorder != "little":
-        return {}
-    empty = memoryview(b"")
-    dtypes: dict[np.dtype[Any], TensorDType] = {}
-    for name in typing.get_args(TensorDType):
-        if name != "BYTES":
-            dtypes[Tensor(dtype=name, shape=(0,), data=empty).to_numpy().dtype] = name
-    return dtypes
-
-
-_TENSOR_DTYPES = _little_endian_dtypes()
-"""Numpy dtypes whose bytes a tensor holds as they are (little-endian numbers)."""
-
-
-_NUMPY_DTYPES = {name: dtype for dtype, name in _TENSOR_DTYPES.items()}
-
-
-def _array(tensor: Tensor) -> np.ndarray[Any, Any]:
-    """``tensor.to_numpy()``: a view of its bytes, the dtype looked up once per process."""
-    dtype = _NUMPY_DTYPES.get(tensor.dtype)
-    shape = tensor.shape
-    count = 1
-    for dim in shape:
-        count *= dim
-    if dtype is None or len(tensor.data) != count * dtype.itemsize:
-        return tensor.to_numpy()  # strings, or the error naming the mismatch
-    return np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
-
-
-def _tensor(array: np.ndarray[Any, Any]) -> Tensor:
-    """``Tensor.from_numpy``, without its checks for the arrays a session answers: a
-    C-contiguous little-endian number array becomes a tensor over its own bytes (no copy)."""
-    dtype = _TENSOR_DTYPES.get(array.dtype)
-    if dtype is None or not array.flags.c_contiguous:
-        return Tensor.from_numpy(array)
-    return Tensor(dtype=dtype, shape=array.shape, data=array.reshape(-1).data.cast("B"))
+    return {name: Tensor.from_numpy(outputs[name]) for name in wanted}
