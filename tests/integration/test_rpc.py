@@ -37,6 +37,7 @@ from contracts.registry import (
     VersionInfo,
 )
 from tests.fakes.models import linear_onnx
+from tests.fakes.platform import BarePlatform
 
 TOKEN = "rpc-test-token"
 
@@ -332,20 +333,11 @@ async def test_an_rpc_error_answers_its_status_headers_and_body(tmp_path: Path) 
 
             return fail
 
-    class NoPlatform:
-        draining = False
-
-        def readiness(self) -> dict[str, bool]:
-            return {}
-
-        def module_statuses(self) -> list[Any]:
-            return []
-
     settings = Settings(data_dir=tmp_path, service_token=TOKEN)
     router = rpc_router("registry", RegistryService, VERSION, Overloaded(), settings)
     app: Any = create_http_app(
         settings=settings,
-        platform=NoPlatform(),
+        platform=BarePlatform(),
         route_handlers=[router],
         middleware=[auth_middleware(settings, KeyStore(settings.keys_file))],
     )

@@ -22,6 +22,7 @@ from app.kernel.http.idempotency import IdempotencyMiddleware
 from app.kernel.http.ratelimit import RateLimiter
 from app.kernel.settings import Settings
 from contracts.common import InvalidInput, Unavailable
+from tests.fakes.platform import BarePlatform
 
 LIMIT = 1_000
 Name = Annotated[str, PathParameter()]
@@ -52,16 +53,6 @@ async def plain(name: Name, request: Request[Any, Any, Any]) -> bytes:
     return content
 
 
-class Platform:
-    draining = False
-
-    def readiness(self) -> dict[str, bool]:
-        return {}
-
-    def module_statuses(self) -> list[Any]:
-        return []
-
-
 @pytest.fixture
 def keys(tmp_path: Path) -> KeyStore:
     return KeyStore(tmp_path / "api_keys.toml")
@@ -72,7 +63,7 @@ def client(tmp_path: Path, keys: KeyStore) -> Iterator[TestClient[Litestar]]:
     calls.clear()
     app = create_http_app(
         settings=Settings(data_dir=tmp_path, max_body_bytes=LIMIT),
-        platform=Platform(),
+        platform=BarePlatform(),
         route_handlers=[direct, plain],
         middleware=[
             AuthMiddleware(required=True, keys=keys, limiter=RateLimiter(0.001, 10)),

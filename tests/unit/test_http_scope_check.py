@@ -17,6 +17,7 @@ from app.kernel.http.app import create_http_app
 from app.kernel.http.auth import AuthMiddleware, auth_guard
 from app.kernel.http.errors import exception_handlers
 from app.kernel.settings import Settings
+from tests.fakes.platform import BarePlatform
 
 
 @get("/things", sync_to_thread=False)
@@ -110,24 +111,18 @@ def test_the_platform_app_runs_no_guard_next_to_the_middleware(tmp_path: Path) -
     settings = Settings(data_dir=tmp_path)
     middleware = AuthMiddleware(required=True, keys=KeyStore(settings.keys_file))
 
-    class Platform:
-        draining = False
-
-        def readiness(self) -> dict[str, bool]:
-            return {}
-
-        def module_statuses(self) -> list[Any]:
-            return []
-
     app = create_http_app(
         settings=settings,
-        platform=Platform(),
+        platform=BarePlatform(),
         route_handlers=[list_things],
         middleware=[middleware],
         guards=[auth_guard],
     )
     alone = create_http_app(
-        settings=settings, platform=Platform(), route_handlers=[list_things], guards=[auth_guard]
+        settings=settings,
+        platform=BarePlatform(),
+        route_handlers=[list_things],
+        guards=[auth_guard],
     )
 
     assert auth_guard not in app.guards

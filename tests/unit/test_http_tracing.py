@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.kernel import metrics, telemetry
 from app.kernel.http.app import create_http_app
 from app.kernel.settings import Settings
+from tests.fakes.platform import BarePlatform
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 
@@ -29,21 +30,13 @@ def measured(name: FromPath[str]) -> dict[str, str]:
     return {"name": name}
 
 
-class _Platform:
-    draining = False
-
-    def readiness(self) -> dict[str, bool]:
-        return {}
-
-    def module_statuses(self) -> list[Any]:
-        return []
-
-
 @pytest.fixture
 def client(tmp_path: Any) -> Iterator[TestClient[Any]]:
     telemetry.configure(log_level="WARNING")
     app = create_http_app(
-        settings=Settings(data_dir=tmp_path), platform=_Platform(), route_handlers=[echo, measured]
+        settings=Settings(data_dir=tmp_path),
+        platform=BarePlatform(),
+        route_handlers=[echo, measured],
     )
     with TestClient(app) as test_client:
         yield test_client
