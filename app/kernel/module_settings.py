@@ -114,8 +114,8 @@ def _check_names(settings: Settings, modules: Mapping[str, type[msgspec.Struct] 
     known = ", ".join(modules)
     if settings.modules is not None and any(m not in modules for m in settings.modules):
         raise ConfigError(
-            f"QUARRY_MODULES={','.join(settings.modules)!r} is not valid: expected 'all' or a"
-            f" comma-separated subset of {known}"
+            f"QUARRY_MODULES={','.join(settings.modules)!r} is not valid: expected 'all', 'none'"
+            f" or a comma-separated subset of {known}"
         )
     named = [(f"QUARRY_REMOTE_{m.upper()}", m) for m in settings.remotes]
     named += [(f"QUARRY_{m.upper()}_DATABASE_URL", m) for m in settings.database_urls]
