@@ -126,7 +126,8 @@ def test_settings_given_in_code_win_over_the_environment() -> None:
         ({"QUARRY_PORT": "-1"}, "QUARRY_PORT"),
         (
             {"QUARRY_MODULES": "registry,billing"},
-            "QUARRY_MODULES='registry,billing' is not valid: expected 'all', 'none' or a comma-separated",
+            "QUARRY_MODULES='registry,billing' is not valid: expected 'all', 'none' or a"
+            " comma-separated",
         ),
         ({"QUARRY_MODULES": ","}, "QUARRY_MODULES"),
         ({"QUARRY_BROKER_URL": "amqp://x"}, "QUARRY_BROKER_URL"),
