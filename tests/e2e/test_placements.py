@@ -303,9 +303,35 @@ def check_traces(traced: Traced, receiver: Receiver) -> None:
 # --- the test ---------------------------------------------------------------------------------
 
 
+# One class per database: ``make test`` distributes tests by class (``--dist loadscope``), so the
+# two run on separate test processes instead of one after the other.
+
+
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("database", ["sqlite", "postgres"])
-def test_the_platform_flow_in_every_placement(
+class TestOnSQLite:
+    def test_the_platform_flow_in_every_placement(
+        self,
+        tmp_path: Path,
+        redis_namespace: str,
+        receiver: Receiver,
+        request: pytest.FixtureRequest,
+    ) -> None:
+        every_placement("sqlite", tmp_path, redis_namespace, receiver, request)
+
+
+@pytest.mark.timeout(600)
+class TestOnPostgreSQL:
+    def test_the_platform_flow_in_every_placement(
+        self,
+        tmp_path: Path,
+        redis_namespace: str,
+        receiver: Receiver,
+        request: pytest.FixtureRequest,
+    ) -> None:
+        every_placement("postgres", tmp_path, redis_namespace, receiver, request)
+
+
+def every_placement(
     database: str,
     tmp_path: Path,
     redis_namespace: str,
