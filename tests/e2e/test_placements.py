@@ -308,7 +308,9 @@ def check_traces(traced: Traced, receiver: Receiver) -> None:
 
 
 @pytest.mark.timeout(600)
-class TestOnSQLite:
+class EveryPlacement:
+    database: str
+
     def test_the_platform_flow_in_every_placement(
         self,
         tmp_path: Path,
@@ -316,19 +318,15 @@ class TestOnSQLite:
         receiver: Receiver,
         request: pytest.FixtureRequest,
     ) -> None:
-        every_placement("sqlite", tmp_path, redis_namespace, receiver, request)
+        every_placement(self.database, tmp_path, redis_namespace, receiver, request)
 
 
-@pytest.mark.timeout(600)
-class TestOnPostgreSQL:
-    def test_the_platform_flow_in_every_placement(
-        self,
-        tmp_path: Path,
-        redis_namespace: str,
-        receiver: Receiver,
-        request: pytest.FixtureRequest,
-    ) -> None:
-        every_placement("postgres", tmp_path, redis_namespace, receiver, request)
+class TestOnSQLite(EveryPlacement):
+    database = "sqlite"
+
+
+class TestOnPostgreSQL(EveryPlacement):
+    database = "postgres"
 
 
 def every_placement(
