@@ -34,10 +34,8 @@ DirectHandler = Callable[[Any, str, bytes], Awaitable[tuple[bytes, str]]]
 
 @dataclass(frozen=True, slots=True)
 class _Route:
-    method: str
     template: str
     parameter: str
-    handler: DirectHandler
     route_handler: Any
     app: Any
     """The endpoint wrapped in the app's middleware."""
@@ -85,9 +83,7 @@ class DirectRoutes:
             for layer in reversed(middleware):
                 endpoint = layer(endpoint)
             template = f"{prefix}{{{parameter}}}"
-            self._routes[(method, prefix)] = _Route(
-                method, template, parameter, handler, route_handler, endpoint
-            )
+            self._routes[(method, prefix)] = _Route(template, parameter, route_handler, endpoint)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if self._routes and scope["type"] == "http":

@@ -102,9 +102,9 @@ _MSGPACK_OUT = msgspec.msgpack.Encoder()
 def routes(service: InferenceService, settings: Settings) -> list[Any]:
     """Public routes of the inference module, calling ``service`` (local or remote)."""
 
-    async def answer(
-        model_ref: str, headers: Iterable[tuple[bytes, bytes]], raw: bytes
-    ) -> tuple[bytes, str]:
+    async def predict_direct(scope: Any, model_ref: str, raw: bytes) -> tuple[bytes, str]:
+        """The prediction route's answer (body, media type) to ``raw`` sent with ``scope``."""
+        headers = scope["headers"]
         packed = _content_type(headers).startswith(MSGPACK_BYTES)
         body = _decode(raw, packed)
         prediction = await service.predict(
@@ -122,9 +122,6 @@ def routes(service: InferenceService, settings: Settings) -> list[Any]:
         if packed:
             return _MSGPACK_OUT.encode(answered), MSGPACK
         return _JSON_OUT.encode(answered), "application/json"
-
-    async def predict_direct(scope: Any, model_ref: str, raw: bytes) -> tuple[bytes, str]:
-        return await answer(model_ref, scope["headers"], raw)
 
     @post(
         "/v1/predict/{model_ref:str}",
@@ -147,8 +144,7 @@ def routes(service: InferenceService, settings: Settings) -> list[Any]:
         Rows per input in, rows per output out, as JSON or msgpack (the answer uses the
         request's format). A shape or dtype the model does not take is 422.
         """
-        raw = await request.body()
-        content, media_type = await answer(model_ref, request.scope["headers"], raw)
+        content, media_type = await predict_direct(request.scope, model_ref, await request.body())
         return Response(content, media_type=media_type)
 
     @get("/v1/inference/models/{model_ref:str}", opt={"scope": Scope.READ.value})

@@ -7,8 +7,8 @@ status and loads, batch jobs). ``name:N`` always means version N; ``name@alias``
 for :data:`DEPLOYMENT_TTL_S` (another process may create or change a deployment). A deployment
 changed in this process is forgotten at once.
 
-Concurrent misses for one name share one lookup: when an entry expires under load, the requests
-that find it expired wait for a single read instead of each reading the database.
+Concurrent misses share each read: when an entry expires under load, the requests that find it
+expired wait for one deployment read and one registry lookup instead of each making their own.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from app.modules.inference import store
 from contracts.common import ModelRef, QuarryError
@@ -39,6 +39,8 @@ DEPLOYMENT_TTL_S = 2.0
 """How long what a bare name means is trusted (other processes may change deployments)."""
 MAX_ENTRIES = 10_000
 """Names remembered at most; past that the cache starts again empty."""
+
+T = TypeVar("T")
 
 Follow = Callable[[Key, Key], Awaitable[None]]
 """Called before a reference moves from one version to another (warms the new one if the old
@@ -68,7 +70,7 @@ class Resolver:
         self._log = logger
         self._follow = follow
         self._entries: dict[str, _Entry] = {}
-        self._lookups: dict[str, asyncio.Future[Deployment | Key]] = {}
+        self._lookups: dict[tuple[str, str], asyncio.Future[Any]] = {}
 
     async def target(self, text: str) -> Deployment | Key:
         """The deployment ``text`` names, else the model version it resolves to."""
@@ -77,21 +79,6 @@ class Resolver:
             found = entry.deployment or entry.key
             assert found is not None  # an entry holds one or the other
             return found
-        lookup = self._lookups.get(text)
-        if lookup is None:
-            lookup = asyncio.ensure_future(self._target(text))
-            self._lookups[text] = lookup
-            lookup.add_done_callback(lambda done: self._settled(text, done))
-        # shielded: a caller that gives up does not cancel the lookup others wait for
-        return await asyncio.shield(lookup)
-
-    def _settled(self, text: str, lookup: asyncio.Future[Deployment | Key]) -> None:
-        if self._lookups.get(text) is lookup:
-            del self._lookups[text]
-        if not lookup.cancelled():
-            lookup.exception()  # retrieved: every waiter may have given up
-
-    async def _target(self, text: str) -> Deployment | Key:
         ref = ModelRef.parse(text)
         if ref.version is not None:
             return self._fixed(text, ref)
@@ -120,7 +107,10 @@ class Resolver:
             return entry.deployment
         if self._db is None:
             return None
-        found = await self._db.read(lambda conn: store.get_deployment(conn, name))
+        db = self._db
+        found: Deployment | None = await self._shared(
+            ("deployment", name), lambda: db.read(lambda conn: store.get_deployment(conn, name))
+        )
         if found is not None:
             self._remember(name, found, None, DEPLOYMENT_TTL_S)
         return found
@@ -165,8 +155,26 @@ class Resolver:
         return REF_TTL_S if "@" in text or self._db is None else DEPLOYMENT_TTL_S
 
     async def _lookup(self, text: str) -> Key:
-        info = await self._registry.get_version(GetVersion(ref=text))
+        info = await self._shared(
+            ("version", text), lambda: self._registry.get_version(GetVersion(ref=text))
+        )
         return (info.name, info.version)
+
+    async def _shared(self, key: tuple[str, str], ask: Callable[[], Awaitable[T]]) -> T:
+        """``ask()``, or the answer of the same question already being asked."""
+        lookup = self._lookups.get(key)
+        if lookup is None:
+            lookup = asyncio.ensure_future(ask())
+            self._lookups[key] = lookup
+            lookup.add_done_callback(lambda done: self._settled(key, done))
+        # shielded: a caller that gives up does not cancel the lookup others wait for
+        return await asyncio.shield(lookup)
+
+    def _settled(self, key: tuple[str, str], lookup: asyncio.Future[Any]) -> None:
+        if self._lookups.get(key) is lookup:
+            del self._lookups[key]
+        if not lookup.cancelled():
+            lookup.exception()  # retrieved: every waiter may have given up
 
     def _remember(
         self, text: str, deployment: Deployment | None, key: Key | None, ttl: float

@@ -19,7 +19,7 @@ from app.kernel import context
 from app.kernel.ids import unique_id
 from app.modules.inference.deployments import FALLIBLE, Plan, default_answer
 from app.modules.inference.entities import entity_inputs
-from app.modules.inference.inputs import prepare_inputs
+from app.modules.inference.inputs import numpy_dtype, prepare_inputs
 from app.modules.inference.labels import labels_of
 from app.modules.inference.resolver import Key, Resolver
 from contracts.common import (
@@ -243,7 +243,7 @@ def _coerce(name: str, array: np.ndarray[Any, Any], dtype: str) -> np.ndarray[An
     """Convert a number array from a text format to ``dtype`` when every value fits."""
     if dtype == "BYTES" or array.dtype.kind not in "biuf":
         return array
-    target: np.dtype[Any] = _TARGETS.get(dtype) or np.dtype(_numpy_name(dtype))
+    target = numpy_dtype(dtype)
     if array.dtype == target:
         return array
     if target.kind == "f":
@@ -269,18 +269,6 @@ def _out_of_range(name: str, dtype: str) -> UnprocessableInput:
         f"input {name!r} has values outside the range of {dtype}",
         details={"input": name, "expected": dtype},
     )
-
-
-_TARGETS: dict[str, np.dtype[Any]] = {
-    "FP16": np.dtype("float16"),
-    "FP32": np.dtype("float32"),
-    "FP64": np.dtype("float64"),
-}
-
-
-def _numpy_name(dtype: str) -> str:
-    names = {"FP16": "float16", "FP32": "float32", "FP64": "float64", "BOOL": "bool"}
-    return names.get(dtype, dtype.lower())
 
 
 def _select(outputs: dict[str, np.ndarray[Any, Any]], wanted: list[str]) -> dict[str, Tensor]:
