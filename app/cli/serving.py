@@ -17,6 +17,7 @@ from types import FrameType
 from typing import Any, TypeVar
 
 from app.bootstrap import Platform, create_app
+from app.cli import heap
 from app.cli.listen import listen
 from app.kernel.settings import ConfigError, Settings, parse_workers
 
@@ -94,6 +95,7 @@ def serve_on(
         # a failure reaches `main` as itself instead of as uvicorn's logged traceback. The
         # lifespan still stops the platform, before uvicorn re-raises a signal it handled.
         await platform.start()
+        heap.settle()
         if not worker:
             serving = f"quarry serving on http://{settings.host}:{settings.port}"
             if platform.gateway:  # say what it serves: a gateway hosts nothing of its own
@@ -136,6 +138,7 @@ def worker(settings: Settings, args: argparse.Namespace) -> int:
     thread.start()
     try:
         asyncio.run_coroutine_threadsafe(platform.start(), loop).result()
+        heap.settle()
         queues = {q.strip() for q in args.queues.split(",")} if args.queues else None
         print(f"quarry worker: {', '.join(platform.built) or 'no modules'}", file=sys.stderr)
         run_worker(platform.tasks, queues=queues, threads=args.threads)
