@@ -8,10 +8,12 @@ infinity and answering 200 with ``null`` outputs while ``/v2`` refused the same 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 
 from app.bootstrap import Platform, create_app
@@ -75,6 +77,30 @@ async def test_v1_refuses_values_that_overflow_fp32(
 
     body = _error(answer, 422, "unprocessable")
     assert "FP32" in str(body["error"])
+
+
+@pytest.mark.parametrize("row", [[math.nan, 1e39, 1.0], [1e39, math.inf, 1.0]])
+async def test_v1_refuses_an_overflowing_value_beside_nan_or_infinity(
+    client: httpx.AsyncClient, row: list[float]
+) -> None:
+    answer = await client.post(
+        "/v1/predict/lin:1",
+        content=msgspec.msgpack.encode({"inputs": {"x": [row]}}),
+        headers={"content-type": "application/x-msgpack"},
+    )
+
+    assert answer.status_code == 422, answer.text
+    assert "outside the range of FP32" in answer.json()["error"]
+
+
+async def test_v1_passes_nan_and_infinity_through_unchanged(client: httpx.AsyncClient) -> None:
+    answer = await client.post(
+        "/v1/predict/lin:1",
+        content=msgspec.msgpack.encode({"inputs": {"x": [[math.nan, math.inf, 1.0]]}}),
+        headers={"content-type": "application/x-msgpack"},
+    )
+
+    assert answer.status_code == 200, answer.text
 
 
 async def test_v1_and_v2_agree_on_an_overflowing_value(client: httpx.AsyncClient) -> None:

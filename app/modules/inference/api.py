@@ -13,6 +13,7 @@ base64 only when they are not; msgpack answers carry them as raw bytes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable
 from typing import Annotated, Any
@@ -188,9 +189,16 @@ def _sticky_headers(headers: Iterable[tuple[bytes, bytes]], model_ref: str) -> d
         return {}
     sticky: dict[str, str] = {}
     for name, raw in headers:
-        value = hashlib.sha256(raw).hexdigest() if name in CREDENTIALS else raw.decode("latin-1")
+        value = _digest(raw) if name in CREDENTIALS else raw.decode("latin-1")
         sticky.setdefault(name.decode("latin-1").lower(), value)
     return sticky
+
+
+@functools.lru_cache(maxsize=1024)
+def _digest(credential: bytes) -> str:
+    """A credential header's value as it travels: its SHA-256 (clients repeat theirs, so the
+    digest is remembered)."""
+    return hashlib.sha256(credential).hexdigest()
 
 
 def _content_type(headers: Iterable[tuple[bytes, bytes]]) -> bytes:

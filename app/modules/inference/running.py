@@ -249,10 +249,8 @@ def _coerce(name: str, array: np.ndarray[Any, Any], dtype: str) -> np.ndarray[An
     if target.kind == "f":
         # A finite number too large for the float type would become infinity: refused, as /v2
         # does. Checked before a narrowing cast, which then cannot overflow (no errstate).
-        if array.dtype.kind != "f" or array.dtype.itemsize > target.itemsize:
-            beyond = np.abs(array.astype(np.float64, copy=False)) > np.finfo(target).max
-            if beyond.any() and np.isfinite(array[beyond]).any():
-                raise _out_of_range(name, dtype)
+        if _may_overflow(array.dtype, target) and _beyond(array, _FLOAT_MAX[target]):
+            raise _out_of_range(name, dtype)
         return array.astype(target)
     with np.errstate(over="ignore", invalid="ignore"):
         converted = array.astype(target)
@@ -262,6 +260,28 @@ def _coerce(name: str, array: np.ndarray[Any, Any], dtype: str) -> np.ndarray[An
             details={"input": name, "expected": dtype},
         )
     return converted
+
+
+_FLOAT_MAX = {np.dtype(t): float(np.finfo(t).max) for t in (np.float16, np.float32, np.float64)}
+
+
+def _may_overflow(source: np.dtype[Any], target: np.dtype[Any]) -> bool:
+    """Whether some finite ``source`` value is beyond ``target``'s float range: a narrower
+    float, or (float16 only) a whole number above 65,504."""
+    if source.kind == "f":
+        return source.itemsize > target.itemsize
+    return target.itemsize < 4
+
+
+def _beyond(array: np.ndarray[Any, Any], limit: float) -> bool:
+    """Whether ``array`` holds a finite value whose magnitude exceeds ``limit`` (infinities and
+    NaN are not beyond: they stay what they are)."""
+    if array.size == 0:
+        return False
+    magnitude = np.abs(array.astype(np.float64, copy=False))
+    if not np.fmax.reduce(magnitude, axis=None) > limit:  # the common case (fmax skips NaN)
+        return False
+    return bool(np.isfinite(magnitude[magnitude > limit]).any())
 
 
 def _out_of_range(name: str, dtype: str) -> UnprocessableInput:
