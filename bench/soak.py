@@ -196,8 +196,8 @@ def markdown(report: Report) -> str:
         f"**Goal** (RSS grows under {GOAL_GROWTH:.0%} after the warm-up over the run at"
         f" concurrency {report.connections}, and no request fails):"
         f" **{'met' if met else 'missed'}**, RSS"
-        f" {report.rss_after_warmup_mib} MiB after the warm-up, {report.rss_end_mib} MiB at the"
-        f" end (**{report.growth:+.2%}**), {report.rss_max_mib} MiB at most.",
+        f" {report.rss_after_warmup_mib:.1f} MiB after the warm-up, {report.rss_end_mib:.1f} MiB"
+        f" at the end (**{report.growth:+.2%}**), {report.rss_max_mib:.1f} MiB at most.",
         "",
         f"Load: {load.requests:,} requests in {report.duration_s:g} s, {load.requests_per_s:,.0f}"
         f" req/s, p50 {load.p50_ms:.2f} ms, p99 {load.p99_ms:.2f} ms, {errors} failed; server"
@@ -208,7 +208,7 @@ def markdown(report: Report) -> str:
     ]
     step = max(1, len(report.samples) // 20)
     shown = [*report.samples[::step], report.samples[-1]]
-    lines += [f"| {s.at_s:g} | {s.rss_mib} |" for s in dict.fromkeys(shown)]
+    lines += [f"| {s.at_s:g} | {s.rss_mib:.1f} |" for s in dict.fromkeys(shown)]
     lines += [
         "",
         f"- machine: {m.cpu_model}, {m.cores} cores; {m.platform}; python {m.python}",
