@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from app.kernel.cursors import decode_cursor, encode_cursor
-from app.kernel.ids import unique_id
+from app.kernel.ids import ordered_id
 from app.modules.inference import store
 from app.modules.inference._cache import CacheKey, ResponseCache, digest
 from app.modules.inference._deployment_spec import check_spec
@@ -238,6 +238,6 @@ def default_answer(deployment: Deployment, fallback: Fallback, request: Predict)
         model=deployment.name,
         version=0,
         outputs=outputs,
-        prediction_id=unique_id(),
+        prediction_id=ordered_id(),
         fallback="default",
     )

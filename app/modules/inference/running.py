@@ -16,7 +16,7 @@ import msgspec
 import numpy as np
 
 from app.kernel import context
-from app.kernel.ids import unique_id
+from app.kernel.ids import ordered_id
 from app.modules.inference.deployments import FALLIBLE, Plan, default_answer
 from app.modules.inference.entities import entity_inputs
 from app.modules.inference.inputs import numpy_dtype, prepare_inputs
@@ -94,7 +94,7 @@ class Runner:
         if plan.cache_key is not None:
             hit = self._answers.get(name, plan.cache_key)
             if hit is not None:
-                answer = msgspec.structs.replace(hit, prediction_id=unique_id(), cached=True)
+                answer = msgspec.structs.replace(hit, prediction_id=ordered_id(), cached=True)
                 return Outcome(prediction=answer, served=plan.primary, deployment=name)
         for shadow in plan.shadows:
             self._shadow(name, shadow, request)
@@ -133,7 +133,7 @@ class Runner:
                 model=model.name,
                 version=model.version,
                 outputs=_select(outputs, request.outputs),
-                prediction_id=unique_id(),
+                prediction_id=ordered_id(),
                 labels=labels_of(model.classes, outputs),
             )
         except Exception as exc:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from app.kernel.events import EventMeta
-from app.kernel.ids import unique_id
+from app.kernel.ids import ordered_id
 from app.kernel.settings import Settings
 from app.modules.inference.batch_jobs import BatchJobs
 from app.modules.inference.deployments import Deployments
@@ -174,7 +174,7 @@ class LocalInferenceService:
         error = outcome.error
         model, version = outcome.served or (request.model, None)
         self.records.record(
-            prediction_id=unique_id(),
+            prediction_id=ordered_id(),
             model=model,
             version=version,
             status=error.code if isinstance(error, QuarryError) else "internal",
