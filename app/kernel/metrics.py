@@ -50,6 +50,7 @@ __all__ = [
     "Counter",
     "Histogram",
     "Series",
+    "Total",
     "UpDownCounter",
     "limit_series",
     "series_limit",
@@ -136,26 +137,54 @@ class _Instrument:
         family.add_metric(labels, value)
 
 
+class Total:
+    """One sum series: a set of attribute values, added to without looking them up."""
+
+    __slots__ = ("_lock", "observations", "value")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.value = 0.0
+        self.observations = 0
+        self._lock = lock
+
+    def add(self, amount: float) -> None:
+        """Add ``amount`` (negative for a gauge going down)."""
+        with self._lock:
+            self.value += amount
+            self.observations += 1
+
+
 class _Sum(_Instrument):
     def __init__(self, name: str, **options: Any) -> None:
         super().__init__(name, **options)
-        self._values: dict[Key, float] = {}
-        self._overflowed = 0
+        self._series: dict[Key, Total] = {}
+
+    def series(self, attributes: Mapping[str, Any] | None = None) -> Total:
+        """The series of ``attributes``, for a caller that adds to it many times.
+
+        Beyond the cap, a new label set gets the overflow series.
+        """
+        key = _key(attributes) if attributes else ()
+        found = self._series.get(key)
+        if found is None:
+            with self._lock:
+                found = self._series.get(key)
+                if found is None:
+                    if self._full(len(self._series)):
+                        key = _OVERFLOW
+                    found = self._series.setdefault(key, Total(self._lock))
+        return found
 
     def add(self, amount: float, attributes: Mapping[str, Any] | None = None) -> None:
         """Add ``amount`` to the series of ``attributes`` (or to the overflow series)."""
-        key = _key(attributes) if attributes else ()
-        with self._lock:
-            if key not in self._values and self._full(len(self._values)):
-                key = _OVERFLOW
-                self._overflowed += 1
-            self._values[key] = self._values.get(key, 0) + amount
+        self.series(attributes).add(amount)
 
     def overflowed(self) -> int:
-        return self._overflowed
+        overflow = self._series.get(_OVERFLOW)
+        return 0 if overflow is None else overflow.observations
 
     def _points(self) -> list[tuple[Key, Any]]:
-        return [(key, float(value)) for key, value in self._values.items()]
+        return [(key, float(total.value)) for key, total in self._series.items()]
 
 
 class Counter(_Sum):

@@ -80,13 +80,13 @@ class _Signals:
             "quarry.inference.queue.rows",
             unit="{row}",
             description="Rows waiting for a runner, per model version.",
-        )
+        ).series(self.labels)
         self.in_flight = metrics.shared(
             metrics.UpDownCounter,
             "quarry.inference.requests.in_flight",
             unit="{request}",
             description="Predictions submitted to a model version and not yet answered.",
-        )
+        ).series(self.labels)
         self.batch_size = metrics.shared(
             metrics.Histogram,
             "quarry.inference.batch.size",
@@ -247,10 +247,10 @@ class Batcher:
         future: asyncio.Future[Outputs] = loop.create_future()
         request = _Request(feeds, rows, deadline, future, self._clock())
         signals = self._signals
-        signals.in_flight.add(1, signals.labels)
+        signals.in_flight.add(1)
         self._queue.append(request)
         self._queued_rows += rows
-        signals.queue_rows.add(rows, signals.labels)
+        signals.queue_rows.add(rows)
         try:
             self._dispatch()
             return await future
@@ -258,7 +258,7 @@ class Batcher:
             self._dequeue(request)
             raise
         finally:
-            signals.in_flight.add(-1, signals.labels)
+            signals.in_flight.add(-1)
 
     async def close(self) -> None:
         """Refuse new requests, run the queued ones, then stop the batcher's own threads."""
@@ -346,7 +346,7 @@ class Batcher:
         if request.queued:
             request.queued = False
             self._queued_rows -= request.rows
-            self._signals.queue_rows.add(-request.rows, self._signals.labels)
+            self._signals.queue_rows.add(-request.rows)
 
     def _bind_loop(self) -> asyncio.AbstractEventLoop:
         self._loop = asyncio.get_running_loop()

@@ -116,13 +116,13 @@ class Recorder:
             metrics.Counter,
             "quarry.inference.prediction_records",
             description="Prediction records produced.",
-        )
+        ).series()
         self._drops = metrics.shared(
             metrics.Counter,
             "quarry.inference.prediction_records_dropped",
             description="Prediction records dropped (buffer full, sink failed or no monitoring"
             " bound).",
-        )
+        ).series()
 
     @property
     def pending(self) -> int:
