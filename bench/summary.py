@@ -28,11 +28,12 @@ LIMITS = {
         " idempotency, litestar's exception handling, the contract-call wrapper (span +"
         " histogram), the prediction record and a hop to the model's runner thread; the async"
         " FastAPI baseline runs the model on the event loop with none of these. At defaults with"
-        " auth on (`serving_baselines.md`: one worker, one row at c=64) Quarry answers 0.56x"
-        " FastAPI's requests at 820 vs 464 µs of server CPU per request, nearly all of it on the"
-        " event loop's thread. On a 2-core VM that runs Python slowly every µs of Python is"
-        " several; see `rpc_overhead_profile.md` and the commits that cut the server's CPU per"
-        " request."
+        " auth on (`serving_baselines.md`: one worker, one row at c=64) Quarry answers 0.91x"
+        " FastAPI's requests at 251 vs 390 µs of server CPU per request; its event loop is the"
+        " limit (~236 µs a request against FastAPI's ~216), two workers answer 2.09x one. Until"
+        " servers settled the garbage collector (`app.cli.heap`), full collections of the"
+        " started platform's objects took a fifth of the event loop; see"
+        " `rpc_overhead_profile.md` and the commits that cut the server's CPU per request."
     ),
     "inprocess": (
         "A version measured under 100 µs a run runs on the caller's thread, without the hop"
@@ -44,9 +45,10 @@ LIMITS = {
         " to_builtins + convert, ~3.5); the service ~20 µs (input views and the signature check"
         " ~3, output tensors and the Prediction ~2.5, ids ~1, the batcher's bookkeeping ~3-6,"
         " the prediction record ~3); and the prediction records' storage: monitoring writes"
-        " them in batches on worker threads, ~80 µs of CPU per prediction on the one pinned"
-        " core, which preempts the caller (the process's CPU per call is ~140 µs against a"
-        " p50 of ~50)."
+        " them in batches on worker threads (7-10 µs a record since ids lead with the time and"
+        " rows go to the driver as tuples; 23-40 before), which preempts the caller on the one"
+        " pinned core. This benchmark varies between runs of the same code on this VM: 35 to"
+        " 65 µs added at p50."
     ),
     "batching": (
         "One ONNX Runtime run of 64 rows costs much less than 64 runs of one row (the weights are"
