@@ -71,8 +71,11 @@ async def test_events_cross_processes_and_survive_a_killed_consumer(
         assert (
             await reg.put("/v1/registry/models/lin/aliases/prod", json={"version": 2})
         ).is_success
+        # the outbox relay publishes after the change commits, not within the request
         stream = f"{redis_env['QUARRY_REDIS_PREFIX']}events:registry"
-        assert redis.Redis.from_url(REDIS_URL).xlen(stream) == 4
+        streams = redis.Redis.from_url(REDIS_URL)
+        assert await eventually(lambda: streams.xlen(stream), 4) == 4
+        streams.close()
 
     inference.start()
     after = [("ModelAliasChanged", "completed")] * 2 + [("ModelVersionRegistered", "completed")] * 2
