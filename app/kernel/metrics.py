@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from json import dumps
 from typing import Any, TypeVar
 
@@ -59,6 +59,7 @@ __all__ = [
 
 
 Key = tuple[tuple[str, Any], ...]
+S = TypeVar("S")
 
 DEFAULT_MAX_SERIES = 1000
 """Label sets an instrument keeps unless told otherwise (:func:`limit_series`)."""
@@ -114,6 +115,22 @@ class _Instrument:
         """Observations recorded into the overflow series so far."""
         raise NotImplementedError
 
+    def _find(
+        self, table: dict[Key, S], attributes: Mapping[str, Any] | None, make: Callable[[], S]
+    ) -> S:
+        """The series of ``attributes`` in ``table``, made by ``make`` the first time; beyond
+        the cap, a new label set gets the overflow series."""
+        key = _key(attributes) if attributes else ()
+        found = table.get(key)
+        if found is None:
+            with self._lock:
+                found = table.get(key)
+                if found is None:
+                    if self._full(len(table)):
+                        key = _OVERFLOW
+                    found = table.setdefault(key, make())
+        return found
+
     def _full(self, size: int) -> bool:
         return size >= (self.max_series if self.max_series is not None else _limit)
 
@@ -164,16 +181,7 @@ class _Sum(_Instrument):
 
         Beyond the cap, a new label set gets the overflow series.
         """
-        key = _key(attributes) if attributes else ()
-        found = self._series.get(key)
-        if found is None:
-            with self._lock:
-                found = self._series.get(key)
-                if found is None:
-                    if self._full(len(self._series)):
-                        key = _OVERFLOW
-                    found = self._series.setdefault(key, Total(self._lock))
-        return found
+        return self._find(self._series, attributes, lambda: Total(self._lock))
 
     def add(self, amount: float, attributes: Mapping[str, Any] | None = None) -> None:
         """Add ``amount`` to the series of ``attributes`` (or to the overflow series)."""
@@ -240,16 +248,7 @@ class Histogram(_Instrument):
 
         Beyond the cap, a new label set gets the overflow series.
         """
-        key = _key(attributes)
-        found = self._series.get(key)
-        if found is None:
-            with self._lock:
-                found = self._series.get(key)
-                if found is None:
-                    if self._full(len(self._series)):
-                        key = _OVERFLOW
-                    found = self._series.setdefault(key, Series(self._bounds, self._lock))
-        return found
+        return self._find(self._series, attributes, lambda: Series(self._bounds, self._lock))
 
     def is_overflow(self, series: Series) -> bool:
         """Whether ``series`` is the one that takes label sets beyond the cap."""

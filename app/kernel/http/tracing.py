@@ -93,17 +93,6 @@ class _Instruments:
         )
 
         self._series: dict[tuple[Any, ...], tuple[metrics.Series, ...]] = {}
-        self._active: dict[tuple[str, str], metrics.Total] = {}
-
-    def active_series(self, labels: dict[str, str]) -> metrics.Total:
-        """The active requests' series of a request's method and scheme, found once per pair."""
-        key = (labels["http.request.method"], labels["url.scheme"])
-        found = self._active.get(key)
-        if found is None:
-            found = self.active.series(labels)
-            if len(self._active) < _MAX_REMEMBERED:
-                self._active[key] = found
-        return found
 
     def series(self, measured: dict[str, Any]) -> tuple[metrics.Series, ...]:
         """The duration, request size and response size series of a request's labels, found
@@ -196,7 +185,7 @@ class RequestMiddleware:
                 message["headers"] = [*headers, *added]
             await send(message)
 
-        active = instruments.active_series(labels)
+        active = instruments.active.series(labels)
         active.add(1)
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         try:

@@ -6,6 +6,7 @@ Prediction records keep outputs, and inputs for the sampled ones, as msgpack of 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -116,6 +117,7 @@ _COLUMNS = tuple(predictions.columns.keys())
 """The order of each row handed to the driver (the table's)."""
 
 
+@functools.cache
 def _insert_sql(paramstyle: str) -> str:
     """The driver's ``INSERT`` of one record (``?`` for sqlite3, ``%s`` for psycopg)."""
     mark = "?" if paramstyle == "qmark" else "%s"
