@@ -37,8 +37,6 @@ __all__ = ["QUARRY_ENV", "SAMPLING", "main", "rss_mib", "server"]
 RESULTS = Path(__file__).with_name("results")
 BASELINES = ("fastapi-sync", "fastapi-async")
 QUARRY = {"quarry-batching": {}, "quarry-no-batching": {"QUARRY_MAX_BATCH_SIZE": "1"}}
-GRANIAN = "quarry-granian"
-"""The Quarry app served by granian (``bench._granian_app``) rather than ``quarry serve``."""
 GOAL_RATIO = 1.5
 """The goal: at concurrency 64, Quarry answers at least 1.5x the requests/s of the faster FastAPI
 baseline, with a p99 no worse."""
@@ -198,10 +196,6 @@ def server(
         setup_key = _create_key(quarry, env, "train,read", "bench-setup")
         headers["Authorization"] = "Bearer " + _create_key(quarry, env, "predict", "bench")
         command = [quarry, "serve", "--port", str(port)]
-        if name == GRANIAN:  # the same app under granian instead of uvicorn
-            command = [sys.executable, "-m", "granian", "--interface", "asgi", "--factory"]
-            command += ["--loop", "uvloop", "--workers", "1", "--no-ws", "--port", str(port)]
-            command += ["--log-level", "warning", "bench._granian_app:make"]
         url, ready = f"{base}/v1/predict/mlp", f"{base}/healthz"
     if cpu is not None:
         command = ["taskset", "-c", str(cpu), *command]

@@ -2,13 +2,13 @@
 
 ``python -m bench.serving_baselines`` serves the MLP of ``bench._mlp`` from, one at a time:
 
-- ``quarry-1w``: ``quarry serve`` at its defaults (no trace exporter, so no span recorded;
-  batching on), auth on with a predict-scope key;
+- ``quarry-1w``: ``quarry serve`` at its defaults (granian, no trace exporter so no span
+  recorded, batching on), auth on with a predict-scope key;
 - ``quarry-2w``: the same with ``--workers 2``;
 - ``fastapi-async``: ``bench/baselines/fastapi_async.py``, an ``async def`` endpoint calling
   onnxruntime, on uvicorn with uvloop and httptools, one worker;
-- ``quarry-granian`` (when granian is installed): the app of ``quarry-1w`` served by granian
-  (``bench._granian_app``) instead of uvicorn, one worker.
+- ``quarry-1w-uvicorn``: ``quarry-1w`` with ``QUARRY_HTTP_SERVER=uvicorn``, the other server
+  ``quarry serve`` offers.
 
 ``wrk`` posts one-row requests at concurrency 64 and 64-row requests at concurrency 8. Nothing is
 pinned: the server processes and ``wrk`` share the machine's cores, as two workers need. Each row
@@ -22,7 +22,6 @@ test that it completes).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import shutil
 import sys
@@ -44,11 +43,10 @@ RESULTS = Path(__file__).with_name("results")
 SERVERS: dict[str, tuple[str, dict[str, str]]] = {
     "quarry-1w": ("quarry", {}),
     "quarry-2w": ("quarry", {"QUARRY_WORKERS": "2"}),
+    "quarry-1w-uvicorn": ("quarry", {"QUARRY_HTTP_SERVER": "uvicorn"}),
     "fastapi-async": ("fastapi-async", {}),
 }
 """Name -> (the ``bench.predict_http.server`` to start, extra environment)."""
-if importlib.util.find_spec("granian") is not None:
-    SERVERS["quarry-granian"] = ("quarry-granian", {})
 LOADS = ((1, 64), (64, 8))
 """(rows per request, concurrency) of each measured load."""
 DEFAULTS = {"QUARRY_LOG_LEVEL": "WARNING"}
@@ -212,9 +210,9 @@ def markdown(report: Report) -> str:
         f" {report.duration_s:g} s timed per load; nothing pinned",
         "- quarry: `quarry serve` at its defaults (no trace exporter), QUARRY_AUTH=on with a"
         " predict-scope key, QUARRY_RATE_LIMIT_PER_S raised so the limit never refuses wrk,"
-        " QUARRY_LOG_LEVEL=WARNING; quarry-2w adds QUARRY_WORKERS=2",
-        "- fastapi-async: uvicorn, one worker, uvloop + httptools, no access log; quarry-granian:"
-        " quarry-1w's app under granian (asgi, uvloop, one worker)",
+        " QUARRY_LOG_LEVEL=WARNING; quarry-2w adds QUARRY_WORKERS=2, quarry-1w-uvicorn"
+        " QUARRY_HTTP_SERVER=uvicorn",
+        "- fastapi-async: uvicorn, one worker, uvloop + httptools, no access log",
         "",
     ]
     return "\n".join(lines)

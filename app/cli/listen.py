@@ -1,8 +1,8 @@
 """The listening socket of ``quarry serve`` and ``quarry quickstart``, bound before any work.
 
-Binding first turns a busy port into one line before the platform starts (and before uvicorn
-could log its own error); the bound socket is then handed to uvicorn, so nothing can take the
-port in between.
+Binding first turns a busy port into one line before the platform starts (and before the HTTP
+server could log its own error); the bound socket is then handed to the server, so nothing can
+take the port in between.
 """
 
 from __future__ import annotations
@@ -10,7 +10,10 @@ from __future__ import annotations
 import errno
 import socket
 
-__all__ = ["CannotListen", "listen"]
+__all__ = ["BACKLOG", "CannotListen", "listen"]
+
+BACKLOG = 2048
+"""Connections the kernel queues on a listening socket before the server accepts them."""
 
 
 class CannotListen(Exception):
@@ -41,7 +44,7 @@ def listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
-        sock.listen(2048)
+        sock.listen(BACKLOG)
     except OSError as exc:
         sock.close()
         change = "--host or QUARRY_HOST" if exc.errno == errno.EADDRNOTAVAIL else None

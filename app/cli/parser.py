@@ -90,6 +90,11 @@ def _serve_parser(sub: _Commands) -> None:
         "--workers",
         help="server processes sharing the port (QUARRY_WORKERS, default 1; auto: one per core)",
     )
+    serve.add_argument(
+        "--http-server",
+        choices=("granian", "uvicorn"),
+        help="what serves HTTP (QUARRY_HTTP_SERVER, default granian)",
+    )
     serve.add_argument("--drain-timeout", type=int, default=15, help="seconds to finish requests")
     serve.add_argument(
         "--drain-delay",

@@ -502,8 +502,7 @@ async def run(settings: Settings, *, serve: bool, out: Any = sys.stdout) -> int:
 
     Answers the exit status: 0 when every stage succeeded.
     """
-    import uvicorn
-
+    from app.cli.http_server import Drain, HttpServer
     from app.cli.listen import listen
 
     sock = listen(settings.host, settings.port)  # a busy port fails here, before any work
@@ -518,29 +517,24 @@ async def run(settings: Settings, *, serve: bool, out: Any = sys.stdout) -> int:
     )
     settings = _with_source_root(settings)
     platform = Platform(settings)
-    config = uvicorn.Config(
-        create_app(platform, host=settings.host),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
+    drain = Drain(delay_s=0, timeout_s=15, on_start=lambda: setattr(platform, "draining", True))
+    server = HttpServer(
+        create_app(platform, host=settings.host), sock, kind=settings.http_server, drain=drain
     )
-    server = uvicorn.Server(config)
-    # Started before uvicorn (its lifespan then has nothing to do), so a failure is raised here
-    # rather than logged by uvicorn as a traceback.
+    # Started before the server, so a failure is raised here rather than logged by the server.
     try:
         await platform.start()
     except BaseException:
         sock.close()
         raise
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if serving.done():
-            await platform.stop()
-            serving.result()  # raises what stopped uvicorn, if anything did
-            return 1
-        await asyncio.sleep(0.05)
+    serving = asyncio.create_task(server.serve())
+    started = asyncio.create_task(server.started.wait())
+    await asyncio.wait((serving, started), return_when=asyncio.FIRST_COMPLETED)
+    if not server.started.is_set():
+        started.cancel()
+        await platform.stop()
+        serving.result()  # raises what stopped the server, if anything did
+        return 1
     base = f"http://{settings.host}:{settings.port}"
     print(f"quarry quickstart: data in {settings.data_dir}, API on {base}", file=out, flush=True)
     shared = Run(
@@ -553,11 +547,20 @@ async def run(settings: Settings, *, serve: bool, out: Any = sys.stdout) -> int:
     ok = await _stages(shared, out)
     if ok and serve:
         _serve_banner(shared, base, out, settings.data_dir)
-        await serving
+        await _served(serving, platform)
         return 0
-    server.should_exit = True
-    await serving
+    server.stop()
+    await _served(serving, platform)
     return 0 if ok else 1
+
+
+async def _served(serving: asyncio.Task[None], platform: Platform) -> None:
+    """Wait for the server to end, then stop the platform if its lifespan did not."""
+    try:
+        await serving
+    finally:
+        if platform.started:
+            await platform.stop()
 
 
 def _with_source_root(settings: Settings) -> Settings:

@@ -1,8 +1,8 @@
 """The long-running commands: ``quarry serve``, ``quarry quickstart`` and ``quarry worker``.
 
-``serve`` and ``quickstart`` bind their port first and start the platform before uvicorn, so a
-busy port or a failing start is one line from :func:`app.cli.commands.main`, never uvicorn's
-logged traceback.
+``serve`` and ``quickstart`` bind their port first and start the platform before the HTTP server
+(:mod:`app.cli.http_server`), so a busy port or a failing start is one line from
+:func:`app.cli.commands.main`, never a server's logged traceback.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import socket
 import sys
 import threading
 from collections.abc import Coroutine
-from types import FrameType
 from typing import Any, TypeVar
 
 from app.bootstrap import Platform, create_app
 from app.cli import heap
+from app.cli.http_server import Drain, HttpServer
 from app.cli.listen import listen
 from app.kernel.settings import ConfigError, Settings, parse_workers
 
@@ -47,6 +47,8 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
             settings = settings.replace(workers=parse_workers(args.workers))
         except ValueError as exc:
             raise ConfigError(f"--workers={args.workers!r} is not valid: {exc}") from None
+    if args.http_server is not None:
+        settings = settings.replace(http_server=args.http_server)
     if settings.workers > 1:
         from app.cli.workers import supervise
 
@@ -63,37 +65,19 @@ def serve_on(
 ) -> int:
     """Serve the platform on the listening ``sock`` until stopped (the whole server, or one
     ``worker`` of several sharing ``sock``)."""
-    import uvicorn
-
     platform = Platform(settings)
 
-    class DrainingServer(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            if platform.draining or args.drain_delay <= 0:
-                super().handle_exit(sig, frame)  # a second signal stops at once
-                return
-            platform.draining = True
-            if not worker:
-                print(f"quarry draining for {args.drain_delay} s", file=sys.stderr)
-            timer = threading.Timer(args.drain_delay, super().handle_exit, (sig, frame))
-            timer.daemon = True
-            timer.start()
+    def draining() -> None:
+        platform.draining = True
+        if not worker:
+            print(f"quarry draining for {args.drain_delay} s", file=sys.stderr)
 
     async def serve_until_stopped() -> None:
         app = create_app(platform, host=settings.host)
-        config = uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=args.drain_timeout,
-        )
-        server = DrainingServer(config)
-        # Started here rather than in uvicorn's lifespan (where starting again does nothing), so
-        # a failure reaches `main` as itself instead of as uvicorn's logged traceback. The
-        # lifespan still stops the platform, before uvicorn re-raises a signal it handled.
+        drain = Drain(delay_s=args.drain_delay, timeout_s=args.drain_timeout, on_start=draining)
+        server = HttpServer(app, sock, kind=settings.http_server, drain=drain)
+        # Started before the server, so a failure reaches `main` as itself rather than as the
+        # server's logged traceback.
         await platform.start()
         heap.settle()
         if not worker:
@@ -102,12 +86,10 @@ def serve_on(
                 serving += f" (a gateway to {', '.join(s.name for s in platform.reachable)})"
             print(serving, file=sys.stderr)
         try:
-            await server.serve(sockets=[sock])
+            await server.serve()
         finally:
-            if platform.started:  # uvicorn ended before its lifespan could stop it
+            if platform.started:  # the server ended before a lifespan could stop it
                 await platform.stop()
-        if not server.started:
-            raise SystemExit(1)
 
     run(serve_until_stopped())
     return 0

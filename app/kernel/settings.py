@@ -64,6 +64,9 @@ class Settings:
     workers: int = 1
     """QUARRY_WORKERS: server processes ``quarry serve`` runs on its one port (``auto``: one per
     CPU core this process may use)."""
+    http_server: str = "granian"
+    """QUARRY_HTTP_SERVER: what serves HTTP in ``quarry serve``: ``granian`` (HTTP parsed in Rust,
+    off the event loop) or ``uvicorn``."""
     max_body_bytes: int = 32 * _MiB
     """QUARRY_MAX_BODY_BYTES: largest public request body (413 above it)."""
     max_tensor_bytes: int = 1 << 30
@@ -273,6 +276,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "host": str,
     "port": _positive(int),
     "workers": parse_workers,
+    "http_server": _choice("granian", "uvicorn"),
     "max_body_bytes": _positive(int),
     "max_tensor_bytes": _positive(int),
     "max_rpc_body_bytes": _positive(int),

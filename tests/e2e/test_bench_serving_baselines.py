@@ -46,8 +46,8 @@ def test_serving_baselines_quick_mode_measures_every_server_under_every_load(
     measured = {(r["server"], r["rows_per_request"]) for r in report["runs"]}
     from bench.serving_baselines import SERVERS
 
-    servers = set(SERVERS)  # quarry-granian too where granian is installed
-    assert {"quarry-1w", "quarry-2w", "fastapi-async"} <= servers
+    servers = set(SERVERS)
+    assert {"quarry-1w", "quarry-2w", "quarry-1w-uvicorn", "fastapi-async"} <= servers
     assert measured == {(s, rows) for s in servers for rows in (1, 64)}
     assert all(r["load"]["requests"] > 0 and r["load"]["non_2xx"] == 0 for r in report["runs"])
     assert "req/s vs FastAPI" in (tmp_path / "serving_baselines.md").read_text()

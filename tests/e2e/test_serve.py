@@ -99,5 +99,5 @@ def test_sigterm_fails_readiness_first_then_exits(tmp_path: Path) -> None:
         assert draining.status_code == 503
         assert draining.json()["status"] == "draining"
         assert client.get("/healthz").status_code == 200  # still serving while draining
-    # uvicorn re-raises the signal it handled once it has stopped, so the exit is by SIGTERM
+    # granian's server exits 0; uvicorn's (QUARRY_HTTP_SERVER=uvicorn) re-raises the signal
     assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)

@@ -1,0 +1,139 @@
+"""The HTTP servers `quarry serve` runs (granian, the default, and uvicorn), each on a real
+listening socket: they answer, drain on SIGTERM as documented, and stop when asked."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from app.cli.http_server import SERVERS, Drain, HttpServer
+from app.cli.listen import listen
+
+pytestmark = pytest.mark.parametrize("kind", SERVERS)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class SlowApp:
+    """``/slow`` answers once :attr:`release` is set; every other path at once, echoing the body
+    and the server's view of the request."""
+
+    def __init__(self) -> None:
+        self.arrived = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":  # uvicorn's; granian's is not used
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": message["type"] + ".complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if scope["path"] == "/slow":
+            self.arrived.set()
+            await self.release.wait()
+        seen = f"{scope['method']} {scope['path']} {scope['query_string'].decode()} ".encode()
+        headers = [(b"content-type", b"text/plain")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": seen + body})
+
+
+def _server(app: SlowApp, kind: str, *, delay_s: float = 0.0) -> tuple[HttpServer, list[str]]:
+    drained: list[str] = []
+    drain = Drain(delay_s=delay_s, timeout_s=10, on_start=lambda: drained.append("started"))
+    return HttpServer(app, listen("127.0.0.1", 0), kind=kind, drain=drain), drained
+
+
+def _url(server: HttpServer) -> str:
+    return f"http://127.0.0.1:{server.sock.getsockname()[1]}"
+
+
+async def _refused(port: int, within_s: float = 10) -> bool:
+    """Whether connecting to ``port`` is refused within ``within_s`` seconds."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except ConnectionRefusedError:
+            return True
+        writer.close()
+        await asyncio.sleep(0.02)
+    return False
+
+
+async def test_it_answers_requests_with_their_method_path_query_and_body(kind: str) -> None:
+    app = SlowApp()
+    server, _ = _server(app, kind)
+    serving = asyncio.create_task(server.serve())
+    await server.started.wait()
+    async with httpx.AsyncClient(base_url=_url(server)) as client:
+        answers = await asyncio.gather(
+            *(client.post(f"/echo/{n}?q={n}", content=b"x" * n) for n in range(1, 40))
+        )
+    server.stop()
+    await serving
+    for n, answer in enumerate(answers, start=1):
+        assert answer.status_code == 200
+        assert answer.content == f"POST /echo/{n} q={n} ".encode() + b"x" * n
+
+
+async def test_sigterm_drains_then_closes_the_port_while_the_request_in_flight_finishes(
+    kind: str,
+) -> None:
+    app = SlowApp()
+    server, drained = _server(app, kind, delay_s=0.3)
+    port = server.sock.getsockname()[1]
+    received: list[int] = []  # uvicorn raises the signal it handled again once it has stopped
+    previous = signal.signal(signal.SIGTERM, lambda number, _frame: received.append(number))
+    try:
+        await _drain_while_a_request_is_in_flight(app, server, drained, port)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+async def _drain_while_a_request_is_in_flight(
+    app: SlowApp, server: HttpServer, drained: list[str], port: int
+) -> None:
+    serving = asyncio.create_task(server.serve())
+    await server.started.wait()
+    async with httpx.AsyncClient(base_url=_url(server), timeout=20) as client:
+        slow = asyncio.create_task(client.get("/slow"))
+        await app.arrived.wait()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert await _refused(port), "the port still accepts connections after the drain delay"
+        assert drained == ["started"]
+        assert not slow.done()
+        app.release.set()
+        answer = await slow
+    await serving
+    assert answer.status_code == 200
+    assert answer.content == b"GET /slow  "
+
+
+async def test_stop_returns_and_leaves_signals_as_they_were(kind: str) -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    server, drained = _server(SlowApp(), kind)
+    address = server.sock.getsockname()
+    serving = asyncio.create_task(server.serve())
+    await server.started.wait()
+    server.stop()
+    await serving
+    assert drained == []
+    assert signal.getsignal(signal.SIGTERM) == before
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(address, timeout=2).close()
+    server.sock.close()
