@@ -55,7 +55,8 @@ class Drain:
     timeout_s: float
     """Seconds requests in flight get to finish once the listener has closed."""
     on_start: Callable[[], None]
-    """Called at the first signal, on the event loop: readiness starts failing."""
+    """Called at the first signal, from its handler in the main thread: readiness starts failing
+    (set a flag; keep it short)."""
 
 
 class HttpServer:
@@ -127,7 +128,7 @@ class HttpServer:
             asgi._callback_wrapper(self.app, {"url_path_prefix": None}, {}, None)
         )
         logging.getLogger("_granian").setLevel(logging.WARNING)  # "worker-1" is not Quarry's
-        signals = _Signals(loop)
+        signals = _Signals(loop, self.drain.on_start)
         try:
             worker.serve_async(
                 futures._new_cbscheduler(loop, call, impl_asyncio=True), loop, worker_stop
@@ -135,7 +136,6 @@ class HttpServer:
             self.started.set()
             await signals.first_or(released)
             if not released.done() and signals.count:
-                self.drain.on_start()
                 await signals.second_within(self.drain.delay_s, released)
             close_listener()
             if signals.count < 2:
@@ -184,20 +184,23 @@ class HttpServer:
 
 
 class _Signals:
-    """SIGTERM and SIGINT counted on the event loop while a server runs."""
+    """SIGTERM and SIGINT while a server runs. The handler runs in the main thread between two
+    Python instructions, so ``on_first`` has run before the event loop reads any request that
+    arrives after the signal (``loop.add_signal_handler`` would only queue it behind them)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_first: Callable[[], None]) -> None:
         self.loop = loop
+        self.on_first = on_first
         self.count = 0
         self._first: asyncio.Future[None] = loop.create_future()
         self._second: asyncio.Future[None] = loop.create_future()
-        self._previous = {number: signal.getsignal(number) for number in _SIGNALS}
-        for number in _SIGNALS:
-            loop.add_signal_handler(number, self._received)
+        self._previous = {number: signal.signal(number, self._received) for number in _SIGNALS}
 
-    def _received(self) -> None:
+    def _received(self, _number: int, _frame: FrameType | None) -> None:
         self.count += 1
-        _resolve(self._first if self.count == 1 else self._second)
+        if self.count == 1:
+            self.on_first()
+        self.loop.call_soon_threadsafe(_resolve, self._first if self.count == 1 else self._second)
 
     async def first_or(self, other: asyncio.Future[None]) -> None:
         await asyncio.wait((self._first, other), return_when=asyncio.FIRST_COMPLETED)
@@ -210,7 +213,6 @@ class _Signals:
 
     def restore(self) -> None:
         for number, previous in self._previous.items():
-            self.loop.remove_signal_handler(number)
             signal.signal(number, previous)
 
 

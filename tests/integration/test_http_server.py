@@ -68,7 +68,7 @@ async def _refused(port: int, within_s: float = 10) -> bool:
     while asyncio.get_running_loop().time() < deadline:
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except ConnectionRefusedError:
+        except (ConnectionRefusedError, ConnectionResetError):  # reset: queued as it closed
             return True
         writer.close()
         await asyncio.sleep(0.02)

@@ -198,3 +198,10 @@ def test_server_workers_are_a_count_or_one_per_core() -> None:
     for bad in ("0", "many"):
         with pytest.raises(ConfigError, match=r"QUARRY_WORKERS=.*at least 1, or auto"):
             load_settings({"QUARRY_WORKERS": bad})
+
+
+def test_the_http_server_is_granian_unless_uvicorn_is_asked_for() -> None:
+    assert load_settings({}).http_server == "granian"
+    assert load_settings({"QUARRY_HTTP_SERVER": "uvicorn"}).http_server == "uvicorn"
+    with pytest.raises(ConfigError, match=r"QUARRY_HTTP_SERVER=.*granian, uvicorn"):
+        load_settings({"QUARRY_HTTP_SERVER": "hypercorn"})
