@@ -43,6 +43,12 @@ IN_FLIGHT_PER_WORKER = 2048
 """granian's backpressure: requests one process runs at once; more wait, unread, in the Rust
 layer (uvicorn sets no such bound)."""
 
+MAX_HEAD = 64 * 1024
+"""Bytes a request's line and headers may take (431 above; granian's default is 400 KiB)."""
+
+HEADER_TIMEOUT_MS = 10_000
+"""Milliseconds a connection may take to send a request's headers before it is closed."""
+
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -92,6 +98,7 @@ class HttpServer:
         rust: Any = importlib.import_module("granian._granian")
         futures: Any = importlib.import_module("granian._futures")
         asgi: Any = importlib.import_module("granian.asgi")
+        http: Any = importlib.import_module("granian.http")
         loop = asyncio.get_running_loop()
         released = loop.create_future()  # granian has closed its listener and connections
         worker_stop = rust.WorkerSignal()
@@ -117,8 +124,8 @@ class HttpServer:
             30,  # idle seconds before an unused thread ends
             IN_FLIGHT_PER_WORKER,
             "auto",  # HTTP/1.1, and HTTP/2 with prior knowledge
-            None,  # HTTP/1 settings: granian's defaults
-            None,  # HTTP/2 settings: granian's defaults
+            http.HTTP1Settings(header_read_timeout=HEADER_TIMEOUT_MS, max_buffer_size=MAX_HEAD),
+            http.HTTP2Settings(max_headers_size=MAX_HEAD),
             False,  # websockets: Quarry serves none
             None,  # static files: none
             *(False, None, None, None, "tls1.3", None, [], False),  # no TLS (a proxy ends it)

@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-from app.cli.http_server import SERVERS, Drain, HttpServer
+from app.cli.http_server import MAX_HEAD, SERVERS, Drain, HttpServer
 from app.cli.listen import listen
 
-pytestmark = pytest.mark.parametrize("kind", SERVERS)
+every_server = pytest.mark.parametrize("kind", SERVERS)
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -75,6 +75,7 @@ async def _refused(port: int, within_s: float = 10) -> bool:
     return False
 
 
+@every_server
 async def test_it_answers_requests_with_their_method_path_query_and_body(kind: str) -> None:
     app = SlowApp()
     server, _ = _server(app, kind)
@@ -91,6 +92,7 @@ async def test_it_answers_requests_with_their_method_path_query_and_body(kind: s
         assert answer.content == f"POST /echo/{n} q={n} ".encode() + b"x" * n
 
 
+@every_server
 async def test_sigterm_drains_then_closes_the_port_while_the_request_in_flight_finishes(
     kind: str,
 ) -> None:
@@ -124,6 +126,7 @@ async def _drain_while_a_request_is_in_flight(
     assert answer.content == b"GET /slow  "
 
 
+@every_server
 async def test_stop_returns_and_leaves_signals_as_they_were(kind: str) -> None:
     before = signal.getsignal(signal.SIGTERM)
     server, drained = _server(SlowApp(), kind)
@@ -137,3 +140,16 @@ async def test_stop_returns_and_leaves_signals_as_they_were(kind: str) -> None:
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(address, timeout=2).close()
     server.sock.close()
+
+
+async def test_granian_refuses_headers_beyond_the_limit_and_serves_the_next_request() -> None:
+    server, _ = _server(SlowApp(), "granian")
+    serving = asyncio.create_task(server.serve())
+    await server.started.wait()
+    async with httpx.AsyncClient(base_url=_url(server)) as client:
+        refused = await client.get("/big", headers={"x-big": "a" * MAX_HEAD})
+        answered = await client.get("/small", headers={"x-big": "a" * (MAX_HEAD // 2)})
+    server.stop()
+    await serving
+    assert refused.status_code == 431
+    assert answered.status_code == 200
