@@ -340,6 +340,8 @@ class _Started:
 
     def __getattr__(self, method: str) -> Any:
         built, module = self._built, self._module
+        if module in built:  # started: the service's own method, with no frame in between
+            return getattr(built[module].service, method)
 
         def call(*args: Any) -> Any:
             if module not in built:

@@ -91,7 +91,7 @@ def _is_pandas(value: Any) -> bool:
 
 def prepare_predict(request: Predict) -> Predict:
     """``request`` with every input a tensor; ``coerce=True`` when any input was converted."""
-    if not isinstance(request.inputs, Mapping):
+    if not isinstance(request.inputs, (dict, Mapping)):  # dict first: no ABC check
         raise InvalidInput(
             f"Predict.inputs maps each input name to its data, e.g. inputs={{'x': data}};"
             f" got a {type(request.inputs).__name__}"

@@ -37,13 +37,14 @@ class _Ids:
         self._buffer = b""
         self._at = 0
 
-    def next(self) -> str:
+    def next(self, size: int = _ID_BYTES) -> str:
+        """``size`` (at most ``_ID_BYTES``) random bytes as hex digits."""
         with self._lock:
             if self._at >= len(self._buffer):
                 self._buffer, self._at = os.urandom(_CHUNK), 0
             buffer, start = self._buffer, self._at
             self._at += _ID_BYTES
-        return buffer[start : start + _ID_BYTES].hex()
+        return buffer[start : start + size].hex()
 
 
 _ids = _Ids()
@@ -59,4 +60,4 @@ def ordered_id() -> str:
     """32 lowercase hex digits, as :func:`unique_id`: the milliseconds since the epoch (12
     digits), then 80 random bits. Sorts by creation time to the millisecond; as unguessable as
     any id whose time is known."""
-    return f"{time.time_ns() // 1_000_000:012x}{_ids.next()[:20]}"
+    return f"{time.time_ns() // 1_000_000:012x}{_ids.next(10)}"

@@ -193,13 +193,14 @@ def _utf8(spec: TensorSpec, raw: bytes) -> str:
 
 def _shaped(spec: TensorSpec, array: Array) -> Array:
     shape = array.shape
-    fits = len(shape) == len(spec.shape) and all(
-        want < 0 or want == got for want, got in zip(spec.shape, shape, strict=True)
+    if len(shape) == len(spec.shape):  # a plain loop: on every prediction, a generator costs
+        for want, got in zip(spec.shape, shape, strict=True):
+            if want >= 0 and want != got:
+                break
+        else:
+            return array
+    raise UnprocessableInput(
+        f"input {spec.name!r} has shape {list(shape)}; the model expects {spec.shape}"
+        " (-1 = any size)",
+        details={"input": spec.name, "shape": list(shape), "expected": spec.shape},
     )
-    if not fits:
-        raise UnprocessableInput(
-            f"input {spec.name!r} has shape {list(shape)}; the model expects {spec.shape}"
-            " (-1 = any size)",
-            details={"input": spec.name, "shape": list(shape), "expected": spec.shape},
-        )
-    return array
