@@ -21,7 +21,16 @@ GOAL_ADDED_P50_US = 500.0
 """The goal: a remote call adds at most 0.5 ms p50 for a small message on loopback."""
 
 SEED_FIGURE = "network hops add 5-20 ms per service call"
-_LIBRARIES = ("litestar", "uvicorn", "uvloop", "httptools", "httpx", "msgspec", "opentelemetry-sdk")
+_LIBRARIES = (
+    "litestar",
+    "granian",
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "httpx",
+    "msgspec",
+    "opentelemetry-sdk",
+)
 
 
 class Machine(msgspec.Struct, frozen=True, kw_only=True):

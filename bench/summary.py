@@ -23,17 +23,16 @@ FILES = ("predict_http", "predict_inprocess", "batching", "oip_binary", "soak")
 
 LIMITS = {
     "http": (
-        "Per request Quarry runs uvicorn + litestar routing, the request middleware (call"
-        " context, server span, HTTP metrics), auth with the rate limit and the route's scope,"
-        " idempotency, litestar's exception handling, the contract-call wrapper (span +"
-        " histogram), the prediction record and a hop to the model's runner thread; the async"
-        " FastAPI baseline runs the model on the event loop with none of these. At defaults with"
-        " auth on (`serving_baselines.md`: one worker, one row at c=64) Quarry answers 0.91x"
-        " FastAPI's requests at 251 vs 390 µs of server CPU per request; its event loop is the"
-        " limit (~236 µs a request against FastAPI's ~216), two workers answer 2.09x one. Until"
-        " servers settled the garbage collector (`app.cli.heap`), full collections of the"
-        " started platform's objects took a fifth of the event loop; see"
-        " `rpc_overhead_profile.md` and the commits that cut the server's CPU per request."
+        "Per request Quarry runs granian (HTTP parsed on a Rust thread) + litestar routing, the"
+        " request middleware (call context, server span, HTTP metrics), auth with the rate limit"
+        " and the route's scope, idempotency, litestar's exception handling, the contract-call"
+        " wrapper (span + histogram), the prediction record and, under load, a hop to the"
+        " model's runner thread; the async FastAPI baseline runs the model on the event loop with"
+        " none of these. At defaults with auth on (`serving_baselines.md`: one worker, one row"
+        " at c=64) Quarry answered 1.13x and 1.39x FastAPI's requests in two runs at 262-279 vs"
+        " 483-549 µs of server CPU per request, p99 30-31 vs 78-153 ms; two workers 1.66x and"
+        " 1.97x one. On uvicorn one worker is bound by its event loop, which parses HTTP too;"
+        " see `rpc_overhead_profile.md` and the commits that cut the server's CPU per request."
     ),
     "inprocess": (
         "A version measured under 100 µs a run runs on the caller's thread, without the hop"
@@ -47,8 +46,8 @@ LIMITS = {
         " the prediction record ~3); and the prediction records' storage: monitoring writes"
         " them in batches on worker threads (7-10 µs a record since ids lead with the time and"
         " rows go to the driver as tuples; 23-40 before), which preempts the caller on the one"
-        " pinned core. This benchmark varies between runs of the same code on this VM: 35 to"
-        " 65 µs added at p50."
+        " pinned core. This benchmark varies between runs of the same code on this VM: 28 to"
+        " 46 µs added at p50."
     ),
     "batching": (
         "One ONNX Runtime run of 64 rows costs much less than 64 runs of one row (the weights are"
