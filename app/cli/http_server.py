@@ -165,14 +165,15 @@ class HttpServer:
                     started.set()
 
             def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-                if draining.is_set() or drain.delay_s <= 0:
-                    super().handle_exit(sig, frame)  # a second signal stops at once
-                    return
-                draining.set()
-                drain.on_start()
-                timer = threading.Timer(drain.delay_s, super().handle_exit, (sig, frame))
-                timer.daemon = True
-                timer.start()
+                if not draining.is_set():
+                    draining.set()
+                    drain.on_start()
+                    if drain.delay_s > 0:
+                        timer = threading.Timer(drain.delay_s, super().handle_exit, (sig, frame))
+                        timer.daemon = True
+                        timer.start()
+                        return
+                super().handle_exit(sig, frame)  # after the delay, or a second signal: stop
 
         config = uvicorn.Config(
             self.app,

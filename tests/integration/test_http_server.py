@@ -93,11 +93,12 @@ async def test_it_answers_requests_with_their_method_path_query_and_body(kind: s
 
 
 @every_server
+@pytest.mark.parametrize("delay_s", [0.0, 0.3])
 async def test_sigterm_drains_then_closes_the_port_while_the_request_in_flight_finishes(
-    kind: str,
+    kind: str, delay_s: float
 ) -> None:
     app = SlowApp()
-    server, drained = _server(app, kind, delay_s=0.3)
+    server, drained = _server(app, kind, delay_s=delay_s)
     port = server.sock.getsockname()[1]
     received: list[int] = []  # uvicorn raises the signal it handled again once it has stopped
     previous = signal.signal(signal.SIGTERM, lambda number, _frame: received.append(number))
