@@ -30,9 +30,10 @@ LIMITS = {
         " model's runner thread; the async FastAPI baseline runs the model on the event loop with"
         " none of these. At defaults with auth on (`serving_baselines.md`: one worker, one row"
         " at c=64) Quarry answered 1.13x and 1.39x FastAPI's requests in two runs at 262-279 vs"
-        " 483-549 µs of server CPU per request, p99 30-31 vs 78-153 ms; two workers 1.66x and"
-        " 1.97x one. On uvicorn one worker is bound by its event loop, which parses HTTP too;"
-        " see `rpc_overhead_profile.md` and the commits that cut the server's CPU per request."
+        " 483-549 µs of server CPU per request, p99 30-31 vs 78-153 ms; two workers 1.30x to"
+        " 1.97x one (granian's one worker already uses more than one core). On uvicorn one"
+        " worker is bound by its event loop, which parses HTTP too; see"
+        " `rpc_overhead_profile.md` and the commits that cut the server's CPU per request."
     ),
     "inprocess": (
         "A version measured under 100 µs a run runs on the caller's thread, without the hop"
