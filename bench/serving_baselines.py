@@ -209,8 +209,7 @@ def markdown(report: Report) -> str:
         f"- model: {report.model}; wrk -t1, {report.warmup_s:g} s untimed then"
         f" {report.duration_s:g} s timed per load; nothing pinned",
         "- quarry: `quarry serve` at its defaults (granian, no trace exporter), QUARRY_AUTH=on"
-        " with a"
-        " predict-scope key, QUARRY_RATE_LIMIT_PER_S raised so the limit never refuses wrk,"
+        " with a predict-scope key, QUARRY_RATE_LIMIT_PER_S raised so the limit never refuses wrk,"
         " QUARRY_LOG_LEVEL=WARNING; quarry-2w adds QUARRY_WORKERS=2, quarry-1w-uvicorn"
         " QUARRY_HTTP_SERVER=uvicorn",
         "- fastapi-async: uvicorn, one worker, uvloop + httptools, no access log",

@@ -33,11 +33,12 @@ from types import FrameType
 from typing import Any
 
 from app.cli.listen import BACKLOG
+from app.kernel.settings import HTTP_SERVERS as SERVERS
 
-__all__ = ["SERVERS", "Drain", "HttpServer"]
+__all__ = ["DRAIN_TIMEOUT_S", "SERVERS", "Drain", "HttpServer"]
 
-SERVERS = ("granian", "uvicorn")
-"""The values of ``QUARRY_HTTP_SERVER``."""
+DRAIN_TIMEOUT_S = 15
+"""Seconds requests in flight get to finish after the listener closes, unless told otherwise."""
 
 IN_FLIGHT_PER_WORKER = 2048
 """granian's backpressure: requests one process runs at once; more wait, unread, in the Rust

@@ -13,6 +13,7 @@ from typing import Any, TypeAlias
 
 from app.cli import materialize, rollback
 from app.cli.client_commands import add_client_parsers
+from app.cli.http_server import DRAIN_TIMEOUT_S, SERVERS
 
 __all__ = ["build_parser"]
 
@@ -92,10 +93,15 @@ def _serve_parser(sub: _Commands) -> None:
     )
     serve.add_argument(
         "--http-server",
-        choices=("granian", "uvicorn"),
+        choices=SERVERS,
         help="what serves HTTP (QUARRY_HTTP_SERVER, default granian)",
     )
-    serve.add_argument("--drain-timeout", type=int, default=15, help="seconds to finish requests")
+    serve.add_argument(
+        "--drain-timeout",
+        type=int,
+        default=DRAIN_TIMEOUT_S,
+        help="seconds to finish requests",
+    )
     serve.add_argument(
         "--drain-delay",
         type=float,

@@ -502,7 +502,7 @@ async def run(settings: Settings, *, serve: bool, out: Any = sys.stdout) -> int:
 
     Answers the exit status: 0 when every stage succeeded.
     """
-    from app.cli.http_server import Drain, HttpServer
+    from app.cli.http_server import DRAIN_TIMEOUT_S, Drain, HttpServer
     from app.cli.listen import listen
 
     sock = listen(settings.host, settings.port)  # a busy port fails here, before any work
@@ -517,7 +517,9 @@ async def run(settings: Settings, *, serve: bool, out: Any = sys.stdout) -> int:
     )
     settings = _with_source_root(settings)
     platform = Platform(settings)
-    drain = Drain(delay_s=0, timeout_s=15, on_start=lambda: setattr(platform, "draining", True))
+    drain = Drain(
+        delay_s=0, timeout_s=DRAIN_TIMEOUT_S, on_start=lambda: setattr(platform, "draining", True)
+    )
     server = HttpServer(
         create_app(platform, host=settings.host), sock, kind=settings.http_server, drain=drain
     )

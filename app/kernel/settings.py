@@ -18,11 +18,14 @@ from urllib.parse import urlparse
 
 import msgspec
 
-__all__ = ["ConfigError", "Settings", "load_settings", "parse_workers"]
+__all__ = ["HTTP_SERVERS", "ConfigError", "Settings", "load_settings", "parse_workers"]
 
 S = TypeVar("S", bound=msgspec.Struct)
 
 _MiB = 1 << 20
+
+HTTP_SERVERS = ("granian", "uvicorn")
+"""The values of ``QUARRY_HTTP_SERVER``; the first is the default."""
 
 
 class ConfigError(ValueError):
@@ -64,7 +67,7 @@ class Settings:
     workers: int = 1
     """QUARRY_WORKERS: server processes ``quarry serve`` runs on its one port (``auto``: one per
     CPU core this process may use)."""
-    http_server: str = "granian"
+    http_server: str = HTTP_SERVERS[0]
     """QUARRY_HTTP_SERVER: what serves HTTP in ``quarry serve``: ``granian`` (HTTP parsed in Rust,
     off the event loop) or ``uvicorn``."""
     max_body_bytes: int = 32 * _MiB
@@ -276,7 +279,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "host": str,
     "port": _positive(int),
     "workers": parse_workers,
-    "http_server": _choice("granian", "uvicorn"),
+    "http_server": _choice(*HTTP_SERVERS),
     "max_body_bytes": _positive(int),
     "max_tensor_bytes": _positive(int),
     "max_rpc_body_bytes": _positive(int),
