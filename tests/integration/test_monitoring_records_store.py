@@ -72,3 +72,16 @@ def test_a_record_already_stored_is_stored_once(db: Database) -> None:
 
 def test_nothing_to_store_is_nothing_stored(db: Database) -> None:
     assert _insert(db, []) == 0
+
+
+def test_a_large_batch_is_stored_whole_and_repeats_within_it_once(db: Database) -> None:
+    batch = [_record(ordered_id(), version=i % 3) for i in range(250)]
+    batch.append(batch[7])  # repeated in a later part of the same batch
+
+    assert _insert(db, batch) == 250
+    assert _insert(db, batch[100:]) == 0
+
+    since, until = AT.timestamp() - 1, AT.timestamp() + 1
+    stored = db.read_sync(lambda c: store.logged(c, "churn", None, since, until, limit=1000))
+    assert sorted(r.prediction_id for r in stored) == sorted(r.prediction_id for r in batch[:250])
+    assert {r.version for r in stored} == {0, 1, 2}

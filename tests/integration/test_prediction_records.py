@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from app.bootstrap import Platform
+from app.kernel.ids import ordered_id
 from app.kernel.settings import Settings
 from app.modules.inference.records import Recorder
 from app.modules.inference.service import LocalInferenceService
@@ -147,6 +148,58 @@ async def test_a_blocked_sink_costs_counted_drops_not_latency(platform: Platform
     sink.release.set()
     await recorder.stop()  # the batch the sink held is cancelled; the buffered three are written
     assert (recorder.written, recorder.dropped) == (3, 17)
+
+
+class QueueSink:
+    """Puts each batch's size on a queue; ``during_first`` runs while the first batch is written."""
+
+    def __init__(self, during_first: Callable[[], None] = lambda: None) -> None:
+        self.sizes: asyncio.Queue[int] = asyncio.Queue()
+        self._during_first = during_first
+        self._writes = 0
+
+    async def write(self, records: list[PredictionRecord]) -> None:
+        self._writes += 1
+        if self._writes == 1:
+            self._during_first()
+        self.sizes.put_nowait(len(records))
+
+
+def _record(recorder: Recorder, count: int = 1) -> None:
+    for _ in range(count):
+        recorder.record(
+            prediction_id=ordered_id(), model="m", version=1, status="ok", latency_s=0.001
+        )
+
+
+async def test_under_load_whole_batches_are_handed_over() -> None:
+    recorder: Recorder
+    sink = QueueSink(during_first=lambda: _record(recorder, 3))
+    recorder = Recorder(sink, batch_size=5, interval_s=3600)
+    await recorder.start()
+    try:
+        _record(recorder, 5)
+        assert await asyncio.wait_for(sink.sizes.get(), 10) == 5
+        # the three that came in during that write wait for their batch to fill
+        assert sink.sizes.empty()
+        assert recorder.pending == 3
+        _record(recorder, 2)
+        assert await asyncio.wait_for(sink.sizes.get(), 10) == 5
+        assert recorder.written == 10
+    finally:
+        await recorder.stop()
+
+
+async def test_a_partial_batch_is_handed_over_after_the_interval() -> None:
+    sink = QueueSink()
+    recorder = Recorder(sink, batch_size=500, interval_s=0.01)
+    await recorder.start()
+    try:
+        _record(recorder, 2)
+        assert await asyncio.wait_for(sink.sizes.get(), 10) == 2
+        assert recorder.pending == 0
+    finally:
+        await recorder.stop()
 
 
 async def test_without_monitoring_records_are_dropped_with_one_warning(

@@ -195,17 +195,23 @@ class Recorder:
 
     async def _run(self) -> None:
         while True:
+            full_only = False
             if self._pause:  # the sink is unavailable: a full buffer does not hurry the retry
                 await asyncio.sleep(self._pause)
                 self._pause = 0.0
             else:
-                with contextlib.suppress(TimeoutError):
+                try:
                     await asyncio.wait_for(self._wake.wait(), self._interval_s)
+                    full_only = True  # a batch filled up: the remainder waits to fill too
+                except TimeoutError:
+                    pass
             self._wake.clear()
-            await self._drain()
+            await self._drain(full_only=full_only)
 
-    async def _drain(self) -> None:
-        while self._buffer:
+    async def _drain(self, *, full_only: bool = False) -> None:
+        """Hand the buffer to the sink in batches; with ``full_only``, whole batches only."""
+        least = self._batch_size if full_only else 1
+        while len(self._buffer) >= least:
             count = min(self._batch_size, len(self._buffer))
             batch = [self._buffer.popleft() for _ in range(count)]
             try:

@@ -7,6 +7,7 @@ Prediction records keep outputs, and inputs for the sampled ones, as msgpack of 
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -91,9 +92,12 @@ def insert_records(conn: Connection, records: Sequence[PredictionRecord]) -> int
     """Store records; one already stored (same prediction id, in the database or earlier in
     ``records``) is left alone. Answers how many were new.
 
-    Rows go to the driver as tuples in one ``executemany`` of a plain ``INSERT ... ON CONFLICT DO
-    NOTHING`` (SQLite and PostgreSQL alike): SQLAlchemy's per-row processing and a query for the
-    ids already stored were more than half of the cost of storing a record."""
+    Rows go to the driver as tuples of a plain ``INSERT ... ON CONFLICT DO NOTHING``: SQLAlchemy's
+    per-row processing and a query for the ids already stored were more than half of the cost of
+    storing a record. psycopg pipelines an ``executemany``. sqlite3 would step the statement once
+    per row, handing the interpreter lock to the request path and back each time, so SQLite gets
+    ``INSERT ... VALUES (...), (...), ...`` of up to ``_ROWS_PER_INSERT`` rows instead (a third
+    less per record)."""
     if not records:
         return 0
     rows = [
@@ -110,20 +114,31 @@ def insert_records(conn: Connection, records: Sequence[PredictionRecord]) -> int
         )
         for r in records
     ]
-    return max(0, conn.exec_driver_sql(_insert_sql(conn.dialect.paramstyle), rows).rowcount)
+    paramstyle = conn.dialect.paramstyle
+    if paramstyle != "qmark":
+        return max(0, conn.exec_driver_sql(_insert_sql(paramstyle, 1), rows).rowcount)
+    stored = 0
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start : start + _ROWS_PER_INSERT]
+        flat = tuple(itertools.chain.from_iterable(chunk))
+        stored += max(0, conn.exec_driver_sql(_insert_sql(paramstyle, len(chunk)), flat).rowcount)
+    return stored
 
 
 _COLUMNS = tuple(predictions.columns.keys())
 """The order of each row handed to the driver (the table's)."""
+_ROWS_PER_INSERT = 100
+"""Rows in one SQLite ``INSERT``: 900 parameters, under SQLite's oldest limit (999)."""
 
 
 @functools.cache
-def _insert_sql(paramstyle: str) -> str:
-    """The driver's ``INSERT`` of one record (``?`` for sqlite3, ``%s`` for psycopg)."""
+def _insert_sql(paramstyle: str, rows: int) -> str:
+    """The driver's ``INSERT`` of ``rows`` records (``?`` for sqlite3, ``%s`` for psycopg)."""
     mark = "?" if paramstyle == "qmark" else "%s"
+    row = f"({', '.join([mark] * len(_COLUMNS))})"
     return (
         f"INSERT INTO {predictions.name} ({', '.join(_COLUMNS)})"
-        f" VALUES ({', '.join([mark] * len(_COLUMNS))})"
+        f" VALUES {', '.join([row] * rows)}"
         " ON CONFLICT (prediction_id) DO NOTHING"
     )
 
