@@ -1,11 +1,15 @@
 """The HTTP server under ``quarry serve`` and ``quarry quickstart`` (``QUARRY_HTTP_SERVER``).
 
-- ``granian`` (the default): hyper on a tokio thread reads and writes the sockets and parses
-  HTTP/1.1 and HTTP/2 in Rust; each request reaches this process's event loop as one ASGI call.
-  Measured on the predict path of one worker (``bench.serving_baselines``), the event loop then
-  spends its time on the app rather than on HTTP, and one worker answers more requests per
-  second than on uvicorn at the same CPU per request.
+- ``granian``: hyper on a tokio thread reads and writes the sockets and parses HTTP/1.1 and
+  HTTP/2 in Rust; each request reaches this process's event loop as one ASGI call. Measured on
+  the predict path of one worker (``bench.serving_baselines``), the event loop then spends its
+  time on the app rather than on HTTP, and one worker answers more requests per second than on
+  uvicorn.
 - ``uvicorn``: HTTP parsed by httptools on the event loop itself; pure Python around a C parser.
+  With as many workers as cores, no core is spare for granian's thread, and uvicorn answered
+  more.
+- ``auto`` (the default) picks between them by that rule
+  (:func:`app.kernel.settings.http_server_for`).
 
 Both serve a socket that is already listening (:func:`app.cli.listen.listen`, so a busy port
 fails before any work, and several workers can share one port) and stop the same way. The first
@@ -33,9 +37,12 @@ from types import FrameType
 from typing import Any
 
 from app.cli.listen import BACKLOG
-from app.kernel.settings import HTTP_SERVERS as SERVERS
+from app.kernel.settings import HTTP_SERVERS
 
 __all__ = ["DRAIN_TIMEOUT_S", "SERVERS", "Drain", "HttpServer"]
+
+SERVERS = tuple(kind for kind in HTTP_SERVERS if kind != "auto")
+"""The servers :class:`HttpServer` runs (``auto`` is resolved before it is made)."""
 
 DRAIN_TIMEOUT_S = 15
 """Seconds requests in flight get to finish after the listener closes, unless told otherwise."""

@@ -13,7 +13,8 @@ from typing import Any, TypeAlias
 
 from app.cli import materialize, rollback
 from app.cli.client_commands import add_client_parsers
-from app.cli.http_server import DRAIN_TIMEOUT_S, SERVERS
+from app.cli.http_server import DRAIN_TIMEOUT_S
+from app.kernel.settings import HTTP_SERVERS
 
 __all__ = ["build_parser"]
 
@@ -93,8 +94,9 @@ def _serve_parser(sub: _Commands) -> None:
     )
     serve.add_argument(
         "--http-server",
-        choices=SERVERS,
-        help="what serves HTTP (QUARRY_HTTP_SERVER, default granian)",
+        choices=HTTP_SERVERS,
+        help="what serves HTTP (QUARRY_HTTP_SERVER, default auto: granian while the workers"
+        " leave a core free, else uvicorn)",
     )
     serve.add_argument(
         "--drain-timeout",

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from app.bootstrap import Platform, configure, create_app
-from app.kernel.settings import Settings
+from app.kernel.settings import Settings, http_server_for
 from contracts.features import (
     Feature,
     FeatureSource,
@@ -520,9 +520,8 @@ async def run(settings: Settings, *, serve: bool, out: Any = sys.stdout) -> int:
     drain = Drain(
         delay_s=0, timeout_s=DRAIN_TIMEOUT_S, on_start=lambda: setattr(platform, "draining", True)
     )
-    server = HttpServer(
-        create_app(platform, host=settings.host), sock, kind=settings.http_server, drain=drain
-    )
+    kind = http_server_for(settings.http_server, workers=1)  # quickstart serves one process
+    server = HttpServer(create_app(platform, host=settings.host), sock, kind=kind, drain=drain)
     # Started before the server, so a failure is raised here rather than logged by the server.
     try:
         await platform.start()

@@ -19,7 +19,7 @@ from app.bootstrap import Platform, create_app
 from app.cli import heap
 from app.cli.http_server import Drain, HttpServer
 from app.cli.listen import listen
-from app.kernel.settings import ConfigError, Settings, parse_workers
+from app.kernel.settings import ConfigError, Settings, http_server_for, parse_workers
 
 __all__ = ["quickstart", "run", "serve", "serve_on", "worker"]
 
@@ -47,8 +47,8 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
             settings = settings.replace(workers=parse_workers(args.workers))
         except ValueError as exc:
             raise ConfigError(f"--workers={args.workers!r} is not valid: {exc}") from None
-    if args.http_server is not None:
-        settings = settings.replace(http_server=args.http_server)
+    choice = args.http_server if args.http_server is not None else settings.http_server
+    settings = settings.replace(http_server=http_server_for(choice, settings.workers))
     if settings.workers > 1:
         from app.cli.workers import supervise
 

@@ -18,14 +18,22 @@ from urllib.parse import urlparse
 
 import msgspec
 
-__all__ = ["HTTP_SERVERS", "ConfigError", "Settings", "load_settings", "parse_workers"]
+__all__ = [
+    "HTTP_SERVERS",
+    "ConfigError",
+    "Settings",
+    "http_server_for",
+    "load_settings",
+    "parse_workers",
+    "usable_cores",
+]
 
 S = TypeVar("S", bound=msgspec.Struct)
 
 _MiB = 1 << 20
 
-HTTP_SERVERS = ("granian", "uvicorn")
-"""The values of ``QUARRY_HTTP_SERVER``; the first is the default."""
+HTTP_SERVERS = ("auto", "granian", "uvicorn")
+"""The values of ``QUARRY_HTTP_SERVER``; the first is the default (see :func:`http_server_for`)."""
 
 
 class ConfigError(ValueError):
@@ -69,7 +77,8 @@ class Settings:
     CPU core this process may use)."""
     http_server: str = HTTP_SERVERS[0]
     """QUARRY_HTTP_SERVER: what serves HTTP in ``quarry serve``: ``granian`` (HTTP parsed in Rust,
-    off the event loop) or ``uvicorn``."""
+    on a thread of its own), ``uvicorn`` (HTTP parsed on the event loop), or ``auto``: granian
+    while the workers leave a core free for its threads, else uvicorn (:func:`http_server_for`)."""
     max_body_bytes: int = 32 * _MiB
     """QUARRY_MAX_BODY_BYTES: largest public request body (413 above it)."""
     max_tensor_bytes: int = 1 << 30
@@ -245,11 +254,29 @@ def _db_url(value: str) -> str:
     return value
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+def http_server_for(choice: str, workers: int, cores: int | None = None) -> str:
+    """The server ``QUARRY_HTTP_SERVER=choice`` means for ``workers`` processes on ``cores``.
+
+    ``auto`` is granian while there are fewer workers than cores: each granian worker parses HTTP
+    on a Rust thread beside its event loop, which a spare core runs for free (one worker answered
+    more requests per second than on uvicorn). Once the workers fill every core, that thread
+    competes with the event loops, and uvicorn, all on the one thread, answered more
+    (``bench.serving_baselines``; the README's Choices)."""
+    if choice != "auto":
+        return choice
+    return "granian" if workers < (usable_cores() if cores is None else cores) else "uvicorn"
+
+
 def parse_workers(value: str) -> int:
     """A count of server processes: a positive whole number, or ``auto`` (the CPU cores this
     process may run on)."""
     if value.strip().lower() == "auto":
-        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+        return usable_cores()
     try:
         count = int(value)
     except ValueError:

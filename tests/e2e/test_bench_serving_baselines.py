@@ -50,6 +50,10 @@ def test_serving_baselines_quick_mode_measures_every_server_under_every_load(
     assert {"quarry-1w", "quarry-2w", "quarry-1w-uvicorn", "fastapi-async"} <= servers
     assert measured == {(s, rows) for s in servers for rows in (1, 64)}
     assert all(r["load"]["requests"] > 0 and r["load"]["non_2xx"] == 0 for r in report["runs"])
+    two = next(
+        f for f in report["figures"] if (f["server"], f["rows_per_request"]) == ("quarry-2w", 1)
+    )
+    assert len(two["vs_one_worker"]) == len(two["vs_fastapi"]) == report["rounds"] == 1
     assert "req/s vs FastAPI" in (tmp_path / "serving_baselines.md").read_text()
 
 

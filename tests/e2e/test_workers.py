@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.kernel.settings import http_server_for
 from tests.fakes.models import relu_model_bytes
 from tests.fakes.server import Server
 
@@ -84,6 +85,8 @@ def test_two_workers_serve_one_port_share_models_and_stop_on_sigterm(tmp_path: P
         second = _answered_by(server, lambda pid: pid != one, lambda c: c.get("/readyz"))
         other = second.headers["x-quarry-worker"]
         assert second.status_code == 200, second.text
+        # QUARRY_HTTP_SERVER=auto: granian only while the workers leave a core free
+        assert second.headers["server"] == http_server_for("auto", workers=2)
 
         files = {"file": ("m.onnx", relu_model_bytes(), "application/octet-stream")}
         registered = _answered_by(

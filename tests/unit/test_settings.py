@@ -16,7 +16,7 @@ import pytest
 
 from app.bootstrap import AVAILABLE_MODULES, configure
 from app.kernel.module_settings import Alias, configure_modules, load_module_settings
-from app.kernel.settings import ConfigError, Settings, load_settings
+from app.kernel.settings import ConfigError, Settings, http_server_for, load_settings
 from app.modules.inference.settings import InferenceSettings
 from app.modules.monitoring.settings import MonitoringSettings
 
@@ -200,8 +200,26 @@ def test_server_workers_are_a_count_or_one_per_core() -> None:
             load_settings({"QUARRY_WORKERS": bad})
 
 
-def test_the_http_server_is_granian_unless_uvicorn_is_asked_for() -> None:
-    assert load_settings({}).http_server == "granian"
+def test_the_http_server_is_auto_unless_one_is_asked_for() -> None:
+    assert load_settings({}).http_server == "auto"
     assert load_settings({"QUARRY_HTTP_SERVER": "uvicorn"}).http_server == "uvicorn"
-    with pytest.raises(ConfigError, match=r"QUARRY_HTTP_SERVER=.*granian, uvicorn"):
+    with pytest.raises(ConfigError, match=r"QUARRY_HTTP_SERVER=.*auto, granian, uvicorn"):
         load_settings({"QUARRY_HTTP_SERVER": "hypercorn"})
+
+
+@pytest.mark.parametrize(
+    ("choice", "workers", "cores", "server"),
+    [
+        ("auto", 1, 2, "granian"),  # a core is free for granian's HTTP thread
+        ("auto", 3, 16, "granian"),
+        ("auto", 2, 2, "uvicorn"),  # the workers fill every core
+        ("auto", 1, 1, "uvicorn"),
+        ("auto", 4, 2, "uvicorn"),
+        ("granian", 2, 2, "granian"),  # a named server is kept
+        ("uvicorn", 1, 16, "uvicorn"),
+    ],
+)
+def test_auto_runs_granian_only_while_the_workers_leave_a_core_free(
+    choice: str, workers: int, cores: int, server: str
+) -> None:
+    assert http_server_for(choice, workers, cores) == server
