@@ -29,10 +29,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import shutil
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -63,8 +65,8 @@ DEFAULTS = {"QUARRY_LOG_LEVEL": "WARNING"}
 
 class Run(msgspec.Struct, frozen=True, kw_only=True):
     """One server under one load in one round: the load as ``wrk`` saw it, the server's RSS (MiB,
-    all its processes) after it, and its CPU time (all processes, all threads) per answered
-    request."""
+    all its processes) after it, its CPU time (all processes, all threads) per answered request,
+    and the cores the server and ``wrk`` kept busy on average (CPU seconds per second)."""
 
     server: str
     rows_per_request: int
@@ -72,6 +74,8 @@ class Run(msgspec.Struct, frozen=True, kw_only=True):
     load: Load
     rss_mib: float | None
     server_cpu_us_per_request: float | None
+    server_cores: float
+    wrk_cores: float
 
 
 class Figure(msgspec.Struct, frozen=True, kw_only=True):
@@ -167,9 +171,9 @@ def _measure(
     """``name`` under ``rows`` per request at ``connections`` in round ``turn``."""
     rows, connections, turn = load_round
     run_wrk(url, script, connections=connections, duration_s=args.warmup, cpu=None)
-    cpu_start = _tree_cpu_ns(pid)
+    cpu_start, wrk_start, started = _tree_cpu_ns(pid), _children_cpu_s(), time.perf_counter()
     load = run_wrk(url, script, connections=connections, duration_s=args.duration, cpu=None)
-    cpu_end = _tree_cpu_ns(pid)
+    cpu_end, wrk_end, elapsed = _tree_cpu_ns(pid), _children_cpu_s(), time.perf_counter() - started
     cpu_us = round((cpu_end - cpu_start) / load.requests / 1000, 1) if load.requests else None
     rss = [rss_mib(p) for p in _tree(pid)]
     print(
@@ -186,7 +190,16 @@ def _measure(
         load=load,
         rss_mib=round(sum(r for r in rss if r is not None), 1) if rss else None,
         server_cpu_us_per_request=cpu_us,
+        server_cores=round((cpu_end - cpu_start) / 1e9 / elapsed, 2),
+        wrk_cores=round((wrk_end - wrk_start) / elapsed, 2),
     )
+
+
+def _children_cpu_s() -> float:
+    """CPU seconds of this process's finished children: ``wrk`` runs, once each is waited for
+    (the servers are still running, so they do not count)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _tree(pid: int) -> list[int]:
@@ -266,8 +279,9 @@ def markdown(report: Report) -> str:
             f" (median of {report.rounds} round(s); ratios made within each round)",
             "",
             "| server | req/s | req/s per round | p50 (ms) | p99 (ms) | non-2xx | RSS (MiB)"
-            " | server CPU/request (µs) | req/s vs FastAPI | req/s vs quarry-1w |",
-            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+            " | server CPU/request (µs) | cores busy: server + wrk | req/s vs FastAPI"
+            " | req/s vs quarry-1w |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
         ]
         for figure in (f for f in report.figures if f.rows_per_request == rows):
             mine = [
@@ -281,6 +295,7 @@ def markdown(report: Report) -> str:
                 f"| {figure.server} | {figure.requests_per_s:,.0f} | {per_round}"
                 f" | {median.load.p50_ms:.2f} | {median.load.p99_ms:.2f} | {failed}"
                 f" | {median.rss_mib} | {'' if cpu is None else f'{cpu:.0f}'}"
+                f" | {median.server_cores:.2f} + {median.wrk_cores:.2f}"
                 f" | {_ratio_cell(figure.vs_fastapi)} | {_ratio_cell(figure.vs_one_worker)} |"
             )
         lines.append("")
