@@ -23,16 +23,17 @@ FILES = ("predict_http", "predict_inprocess", "batching", "oip_binary", "soak")
 
 LIMITS = {
     "http": (
-        "Per request Quarry runs granian (HTTP parsed on a Rust thread) + litestar routing, the"
+        "Per request Quarry runs granian (HTTP parsed on a Rust thread; uvicorn once the workers"
+        " fill every core) + litestar routing, the"
         " request middleware (call context, server span, HTTP metrics), auth with the rate limit"
         " and the route's scope, idempotency, litestar's exception handling, the contract-call"
         " wrapper (span + histogram), the prediction record and, under load, a hop to the"
         " model's runner thread; the async FastAPI baseline runs the model on the event loop with"
         " none of these. At defaults with auth on (`serving_baselines.md`: one worker, one row"
-        " at c=64) Quarry answered 1.13x and 1.39x FastAPI's requests in two runs at 262-279 vs"
-        " 483-549 µs of server CPU per request, p99 30-31 vs 78-153 ms; two workers 1.30x to"
-        " 1.97x one (granian's one worker already uses more than one core). On uvicorn one"
-        " worker is bound by its event loop, which parses HTTP too; see"
+        " at c=64, medians of three alternating rounds) Quarry answered 1.68x and 1.81x FastAPI's"
+        " requests in two runs at 150-190 vs 376-460 µs of server CPU per request, p99 17-21 vs"
+        " 36-70 ms; two workers 1.43x and 1.37x one (1.8x at 64 rows): one worker keeps ~1.15"
+        " of the two cores busy, two ~1.65 with wrk on the rest. See"
         " `rpc_overhead_profile.md` and the commits that cut the server's CPU per request."
     ),
     "inprocess": (

@@ -5,7 +5,8 @@
   the predict path of one worker (``bench.serving_baselines``), the event loop then spends its
   time on the app rather than on HTTP, and one worker answers more requests per second than on
   uvicorn.
-- ``uvicorn``: HTTP parsed by httptools on the event loop itself; pure Python around a C parser.
+- ``uvicorn``: HTTP parsed by httptools on the event loop itself; pure Python around a C parser,
+  with the same bounds on a request's head as granian's (:mod:`app.cli.uvicorn_protocol`).
   With as many workers as cores, no core is spare for granian's thread, and uvicorn answered
   more.
 - ``auto`` (the default) picks between them by that rule
@@ -52,7 +53,8 @@ IN_FLIGHT_PER_WORKER = 2048
 layer (uvicorn sets no such bound)."""
 
 MAX_HEAD = 64 * 1024
-"""Bytes a request's line and headers may take (431 above; granian's default is 400 KiB)."""
+"""Bytes a request's line and headers may take (431 above; granian's default is 400 KiB, and
+uvicorn has no bound of its own)."""
 
 HEADER_TIMEOUT_MS = 10_000
 """Milliseconds a connection may take to send a request's headers before it is closed."""
@@ -185,6 +187,7 @@ class HttpServer:
 
         config = uvicorn.Config(
             self.app,
+            http=_bounded_httptools(),
             log_config=None,
             access_log=False,
             # The caller starts the platform first (the lifespan's start then does nothing);
@@ -197,6 +200,15 @@ class HttpServer:
         await server.serve(sockets=[self.sock])
         if not server.started:
             raise RuntimeError("uvicorn stopped before it started serving")
+
+
+def _bounded_httptools() -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol bounded as granian is: :data:`MAX_HEAD` and
+    :data:`HEADER_TIMEOUT_MS` (read now, so a test may lower them)."""
+    from app.cli.uvicorn_protocol import BoundedHttpToolsProtocol
+
+    bounds = {"max_head": MAX_HEAD, "header_timeout_s": HEADER_TIMEOUT_MS / 1000}
+    return type("QuarryHttpToolsProtocol", (BoundedHttpToolsProtocol,), bounds)
 
 
 class _Signals:

@@ -1,5 +1,5 @@
-"""The HTTP servers `quarry serve` runs (granian, the default, and uvicorn), each on a real
-listening socket: they answer, drain on SIGTERM as documented, and stop when asked."""
+"""The HTTP servers `quarry serve` runs (granian and uvicorn), each on a real listening socket:
+they answer, drain on SIGTERM as documented, stop when asked, and bound a request's head alike."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.cli import http_server
 from app.cli.http_server import MAX_HEAD, SERVERS, Drain, HttpServer
 from app.cli.listen import listen
 
@@ -143,8 +144,9 @@ async def test_stop_returns_and_leaves_signals_as_they_were(kind: str) -> None:
     server.sock.close()
 
 
-async def test_granian_refuses_headers_beyond_the_limit_and_serves_the_next_request() -> None:
-    server, _ = _server(SlowApp(), "granian")
+@every_server
+async def test_headers_beyond_the_limit_get_431_and_the_next_request_is_served(kind: str) -> None:
+    server, _ = _server(SlowApp(), kind)
     serving = asyncio.create_task(server.serve())
     await server.started.wait()
     async with httpx.AsyncClient(base_url=_url(server)) as client:
@@ -153,4 +155,30 @@ async def test_granian_refuses_headers_beyond_the_limit_and_serves_the_next_requ
     server.stop()
     await serving
     assert refused.status_code == 431
+    assert answered.status_code == 200
+    assert answered.content.startswith(b"GET /small")
+
+
+@every_server
+async def test_a_connection_whose_headers_never_finish_is_closed(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(http_server, "HEADER_TIMEOUT_MS", 200)
+    server, _ = _server(SlowApp(), kind)
+    serving = asyncio.create_task(server.serve())
+    await server.started.wait()
+    host, port = server.sock.getsockname()[:2]
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(b"GET /slowloris HTTP/1.1\r\nHost: x\r\nx-one: 1\r\n")  # no blank line
+    await writer.drain()
+    try:
+        rest = await asyncio.wait_for(reader.read(), 30)  # what the server sends until it closes
+    except ConnectionResetError:
+        rest = b""
+    writer.close()
+    async with httpx.AsyncClient(base_url=_url(server)) as client:
+        answered = await client.get("/after")
+    server.stop()
+    await serving
+    assert b"200" not in rest  # closed (or refused with 408), never served
     assert answered.status_code == 200
