@@ -30,9 +30,10 @@ LIMITS = {
         " wrapper (span + histogram), the prediction record and, under load, a hop to the"
         " model's runner thread; the async FastAPI baseline runs the model on the event loop with"
         " none of these. At defaults with auth on (`serving_baselines.md`: one worker, one row"
-        " at c=64, medians of three alternating rounds) Quarry answered 1.68x and 1.81x FastAPI's"
-        " requests in two runs at 150-190 vs 376-460 µs of server CPU per request, p99 17-21 vs"
-        " 36-70 ms; two workers 1.43x and 1.37x one (1.8x at 64 rows): one worker keeps ~1.15"
+        " at c=64, medians of three alternating rounds) Quarry answered 1.81x, 1.68x and 1.14x"
+        " FastAPI's requests in three runs at 155-285 vs 376-488 µs of server CPU per request,"
+        " p99 17-32 vs 36-188 ms; two workers 1.37-1.52x one (1.8-2.2x at 64 rows): one worker"
+        " keeps ~1.15"
         " of the two cores busy, two ~1.65 with wrk on the rest. See"
         " `rpc_overhead_profile.md` and the commits that cut the server's CPU per request."
     ),
