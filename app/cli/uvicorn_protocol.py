@@ -26,10 +26,12 @@ _REFUSED = (
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     """One connection, as uvicorn's own protocol serves it, with its request heads bounded."""
 
-    max_head = 64 * 1024
-    """Bytes a request's line and headers may take."""
-    header_timeout_s = 10.0
-    """Seconds a request's line and headers may take to arrive."""
+    max_head: int
+    """Bytes a request's line and headers may take (set by the subclass the server makes, from
+    :data:`app.cli.http_server.MAX_HEAD`, the one limit both servers apply)."""
+    header_timeout_s: float
+    """Seconds a request's line and headers may take to arrive (likewise, from
+    :data:`app.cli.http_server.HEADER_TIMEOUT_MS`)."""
 
     _head = 0
     _over = False
