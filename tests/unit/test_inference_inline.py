@@ -1,10 +1,12 @@
-"""The in-process fast path: a model measured fast runs on the caller's thread when the batcher
-is idle, and the batcher takes over under concurrency."""
+"""Small models stay on the event loop: a model measured fast runs on the caller's thread when
+the batcher is idle, and under concurrency the requests of one loop turn run as one batch on the
+loop's thread; a batch expected to take longer goes to a runner thread."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -78,7 +80,7 @@ async def test_a_fast_model_runs_on_the_callers_thread_after_its_first_run(
     assert (batcher.batches_run, batcher.rows_run) == (4, 4)
 
 
-async def test_concurrent_requests_are_batched_on_the_runner(
+async def test_concurrent_requests_are_batched_on_the_loop(
     model: ThreadRecordingModel, batcher: Batcher
 ) -> None:
     await batcher.submit(row(0), 1, None)  # measured
@@ -89,11 +91,41 @@ async def test_concurrent_requests_are_batched_on_the_runner(
 
     for i, outputs in enumerate(answers):
         np.testing.assert_array_equal(outputs["y"], row(i + 1)["x"])
-    # The first request of the loop turn runs inline; the four after it go to the runner: the
-    # first of them at once, the other three queue meanwhile and share the next run.
+    # The first request of the loop turn runs inline; the four after it queue and run as one
+    # batch at the end of the turn, on the loop's thread too.
+    assert model.runs == [(loop_thread, 1), (loop_thread, 4)]
+    assert (batcher.inline_runs, batcher.loop_batches) == (1, 1)
+
+
+class SteadyModel(ThreadRecordingModel):
+    """Takes 10 ms a run whatever its rows, so per row a run looks cheaper the more it holds."""
+
+    def run(self, feeds: Feeds) -> Feeds:
+        time.sleep(0.01)  # the model's own run time, not a wait for anything
+        return super().run(feeds)
+
+
+async def test_a_batch_expected_to_take_long_runs_on_a_runner() -> None:
+    model = SteadyModel()
+    # One row (10 ms) is short; 30 rows are expected to take 30 x 10 ms, over 0.2 s.
+    batcher = Batcher(
+        model, max_batch_size=64, max_queue_delay_ms=0, max_queue_rows=4096, inline_max_s=0.2
+    )
+    loop_thread = threading.get_ident()
+    try:
+        await batcher.submit(row(0), 1, None)  # measured, on the runner
+        await batcher.submit(row(0), 1, None)  # inline
+        model.runs.clear()
+        answers = await asyncio.gather(*(batcher.submit(row(i), 1, None) for i in range(31)))
+    finally:
+        await batcher.close()
+
+    for i, outputs in enumerate(answers):
+        np.testing.assert_array_equal(outputs["y"], row(i + 1)["x"])
     assert model.runs[0] == (loop_thread, 1)
-    assert [rows for _, rows in model.runs[1:]] == [1, 3]
-    assert loop_thread not in {thread for thread, _ in model.runs[1:]}
+    assert [rows for _, rows in model.runs[1:]] == [30]
+    assert model.runs[1][0] != loop_thread
+    assert batcher.loop_batches == 0
 
 
 async def test_a_model_measured_slow_never_runs_inline(model: ThreadRecordingModel) -> None:

@@ -7,18 +7,24 @@ outputs. When the queue is idle nothing waits (``max_queue_delay_ms`` 0, the def
 lets a batch that is not full wait that long, from its oldest request, for more rows.
 
 There are no background tasks: submitting and finishing a batch both dispatch the next one, so
-a request costs one thread hop and no task switch beyond awaiting its own future.
+a request costs at most one thread hop and no task switch beyond awaiting its own future.
 
-**In-process fast path.** A hop to a runner thread and back costs more than a small model's
-run (50-100 µs against 10 µs for a small MLP). So when a version's measured run time (a moving
-average over its recent runs, scaled to the request's rows) is under ``inline_max_s``
-(:data:`INLINE_MAX_S`), nothing is running or queued, and no other task ran a model inline in
-this turn of the event loop, the request runs on the caller's thread. Under concurrency the
-batcher takes over: the first request of a loop turn may run inline, those after it in the same
-turn, or while a batch runs, queue and are batched as before. A version is never run inline
-before its first measured run. A caller predicting in a tight loop never waits for the event
-loop on this path, so every :data:`INLINE_STREAK` inline runs without a loop turn it yields
-once: background work (prediction records, events) keeps running.
+**Small models stay on the event loop.** A hop to a runner thread and back costs more than a
+small model's run (50-100 µs against 10 µs for a small MLP), and on a busy process the runner
+thread also contends with the loop for the interpreter lock. So a version whose measured run
+time (a moving average over its recent runs, scaled to the rows at hand) is under
+``inline_max_s`` (:data:`INLINE_MAX_S`) never leaves the loop's thread:
+
+- when nothing is running or queued, and no other task ran a model inline in this turn of the
+  event loop, the request runs at once on the caller's thread (inline);
+- under concurrency the others queue, and one batch of them runs on the loop's thread at the
+  end of the turn, so that every request that arrives in the turn joins it.
+
+A batch expected to take longer runs on a runner thread, where the session releases the
+interpreter lock and the loop goes on serving. A version is never run on the loop before its
+first measured run. A caller predicting in a tight loop never waits for the event loop on the
+inline path, so every :data:`INLINE_STREAK` inline runs without a loop turn it yields once:
+background work (prediction records, events) keeps running.
 
 Scaling signals, per model and version on ``/metrics`` (about a microsecond each per request):
 ``quarry_inference_queue_rows`` (rows waiting for a runner), ``quarry_inference_requests_in_flight``
@@ -59,7 +65,7 @@ Outputs = dict[str, Array]
 Results = Sequence[Outputs | Exception] | BaseException
 """Per request outputs or error, or one error for the whole batch."""
 INLINE_MAX_S = 100e-6
-"""Runs expected to take less than this (seconds) may run on the caller's thread."""
+"""Runs expected to take less than this (seconds) run on the event loop's thread."""
 INLINE_STREAK = 4
 """Inline runs of one task without a turn of the event loop before it yields to the loop."""
 _EWMA = 0.2
@@ -203,6 +209,9 @@ class Batcher:
         self._queue: deque[_Request] = deque()
         self._queued_rows = 0
         self._active = 0
+        """Batches running, on runners or booked to run on the loop."""
+        self._loop_run_booked = False
+        """Whether a batch is booked to run on the loop at the end of this turn."""
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
@@ -210,7 +219,9 @@ class Batcher:
         self._signals = _Signals(model)
         self._inline_max_s = inline_max_s
         self.inline_runs = 0
-        """Requests run on the caller's thread (see the module docstring)."""
+        """Requests run at once on the caller's thread (see the module docstring)."""
+        self.loop_batches = 0
+        """Batches of queued requests run on the event loop's thread at the end of a turn."""
         self._run_s = 0.0
         """Moving average of a run's seconds (0 until the first run is measured)."""
         self._run_rows = 1.0
@@ -275,10 +286,14 @@ class Batcher:
 
     # --- the caller's thread ----------------------------------------------------------------
 
+    def _short(self, rows: int) -> bool:
+        """Whether a run of ``rows`` rows is expected to take under ``inline_max_s`` (never
+        before the first measured run)."""
+        run_s = self._run_s
+        return bool(run_s) and run_s * max(1.0, rows / self._run_rows) <= self._inline_max_s
+
     def _may_inline(self, rows: int) -> bool:
-        if self._active or self._queue or not self._run_s:
-            return False
-        if self._run_s * max(1.0, rows / self._run_rows) > self._inline_max_s:
+        if self._active or self._queue or not self._short(rows):
             return False
         owner = self._inline_task
         return owner is None or owner is asyncio.current_task()
@@ -291,9 +306,7 @@ class Batcher:
             loop.call_soon(self._end_turn)
         self._streak += 1
         self.inline_runs += 1
-        self.batches_run += 1
-        self.rows_run += rows
-        self._signals.batch_size.record(rows)
+        self._count_run(rows)
         started = time.perf_counter()
         try:
             outputs = self.model.run(feeds)
@@ -354,6 +367,13 @@ class Batcher:
 
     def _dispatch(self) -> None:
         while self._active < self._runners and self._queue and not self._wait_for_rows():
+            if self._loop is not None and self._short(min(self._queued_rows, self.max_batch_size)):
+                if not self._loop_run_booked:
+                    # At the end of this turn, so that the requests still arriving in it join.
+                    self._loop_run_booked = True
+                    self._active += 1
+                    self._loop.call_soon(self._run_on_loop)
+                break
             batch = self._take_batch()
             if batch:
                 self._start(batch)
@@ -417,12 +437,40 @@ class Batcher:
 
     # --- running ----------------------------------------------------------------------------
 
-    def _start(self, batch: list[_Request]) -> None:
-        self._active += 1
+    def _count_run(self, rows: int) -> None:
         self.batches_run += 1
-        rows = sum(request.rows for request in batch)
         self.rows_run += rows
         self._signals.batch_size.record(rows)
+
+    def _run_on_loop(self) -> None:
+        """On the loop, at the end of the turn that queued work: run one batch here when it is
+        still expected to be short, else hand it to a runner."""
+        self._loop_run_booked = False
+        self._active -= 1
+        batch = self._take_batch()
+        if not batch:
+            self._dispatch()
+            return
+        rows = sum(request.rows for request in batch)
+        if not self._short(rows):
+            self._start(batch)
+            return
+        self.loop_batches += 1
+        self._count_run(rows)
+        started = time.perf_counter()
+        try:
+            results: Results = self._run(batch)
+        except Exception as exc:
+            results = exc
+        else:
+            self._measured(time.perf_counter() - started, rows)
+        self._settle(batch, results)
+        self._dispatch()
+
+    def _start(self, batch: list[_Request]) -> None:
+        """Run ``batch`` on a runner thread."""
+        self._active += 1
+        self._count_run(sum(request.rows for request in batch))
         try:
             self._executor.submit(self._execute, batch)
         except RuntimeError:  # a shared executor was shut down under us
