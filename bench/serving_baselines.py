@@ -10,9 +10,12 @@
 - ``fastapi-async``: ``bench/baselines/fastapi_async.py``, an ``async def`` endpoint calling
   onnxruntime, on uvicorn with uvloop and httptools, one worker;
 - ``quarry-1w-uvicorn`` and ``quarry-2w-granian``: each the other server for that many workers,
-  the figures ``auto`` chooses by.
+  the figures ``auto`` chooses by;
+- ``quarry-1w-runner``: one worker with ``QUARRY_INFERENCE_INLINE_MAX_US=0``, so every batch
+  runs on a runner thread, as every batch under load did before small models stayed on the
+  event loop (the baseline of that choice).
 
-All five are started first; then, per load, ``wrk`` measures them in turn, for ``--rounds``
+All six are started first; then, per load, ``wrk`` measures them in turn, for ``--rounds``
 rounds, so that whatever else the machine does at a given minute touches every server alike. Each
 comparison (against FastAPI, two workers against one) is made within a round, and the report gives
 each round's figures and their median. ``wrk`` posts one-row requests at concurrency 64 and 64-row
@@ -54,6 +57,7 @@ SERVERS: dict[str, tuple[str, dict[str, str]]] = {
     "quarry-2w": ("quarry", {"QUARRY_WORKERS": "2"}),
     "quarry-1w-uvicorn": ("quarry", {"QUARRY_HTTP_SERVER": "uvicorn"}),
     "quarry-2w-granian": ("quarry", {"QUARRY_WORKERS": "2", "QUARRY_HTTP_SERVER": "granian"}),
+    "quarry-1w-runner": ("quarry", {"QUARRY_INFERENCE_INLINE_MAX_US": "0"}),
     "fastapi-async": ("fastapi-async", {}),
 }
 """Name -> (the ``bench.predict_http.server`` to start, extra environment)."""
@@ -313,7 +317,8 @@ def markdown(report: Report) -> str:
         " with a predict-scope key, QUARRY_RATE_LIMIT_PER_S raised so the limit never refuses wrk,"
         " QUARRY_LOG_LEVEL=WARNING, QUARRY_HTTP_SERVER at its default (auto); quarry-2w adds"
         " QUARRY_WORKERS=2; quarry-1w-uvicorn sets QUARRY_HTTP_SERVER=uvicorn, quarry-2w-granian"
-        " QUARRY_WORKERS=2 and QUARRY_HTTP_SERVER=granian",
+        " QUARRY_WORKERS=2 and QUARRY_HTTP_SERVER=granian, quarry-1w-runner"
+        " QUARRY_INFERENCE_INLINE_MAX_US=0 (every batch on a runner thread)",
         "- fastapi-async: uvicorn, one worker, uvloop + httptools, no access log",
         "",
     ]

@@ -47,7 +47,13 @@ def test_serving_baselines_quick_mode_measures_every_server_under_every_load(
     from bench.serving_baselines import SERVERS
 
     servers = set(SERVERS)
-    assert {"quarry-1w", "quarry-2w", "quarry-1w-uvicorn", "fastapi-async"} <= servers
+    assert {
+        "quarry-1w",
+        "quarry-2w",
+        "quarry-1w-uvicorn",
+        "quarry-1w-runner",
+        "fastapi-async",
+    } <= servers
     assert measured == {(s, rows) for s in servers for rows in (1, 64)}
     assert all(r["load"]["requests"] > 0 and r["load"]["non_2xx"] == 0 for r in report["runs"])
     two = next(

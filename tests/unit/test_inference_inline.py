@@ -5,15 +5,20 @@ loop's thread; a batch expected to take longer goes to a runner thread."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from app.modules.inference.batching import INLINE_STREAK, Batcher
+from app.kernel.settings import Settings
+from app.modules.inference.batching import INLINE_MAX_S, INLINE_STREAK, Batcher
+from app.modules.inference.loading import Loader
+from app.modules.inference.settings import InferenceSettings
 from contracts.common import InternalError
 from contracts.registry import Signature, TensorSpec
 
@@ -172,3 +177,27 @@ async def test_a_caller_in_a_tight_loop_lets_the_event_loop_turn(batcher: Batche
 
     assert batcher.inline_runs == 4 * INLINE_STREAK
     assert turns - started >= 3  # one turn per streak at least, though nothing was awaited
+
+
+@pytest.mark.parametrize(("inline_max_us", "on_the_loop"), [(0, False), (10_000, True)])
+async def test_quarry_inference_inline_max_us_is_what_the_served_batchers_take(
+    tmp_path: Path, inline_max_us: int, on_the_loop: bool
+) -> None:
+    settings = Settings(data_dir=tmp_path).with_module(
+        InferenceSettings(inline_max_us=inline_max_us, artifact_cache_bytes=0)
+    )
+    loader = Loader(registry=None, settings=settings, logger=logging.getLogger("test"))  # type: ignore[arg-type]
+    model = ThreadRecordingModel()
+    batcher = loader._batcher(model)  # type: ignore[arg-type]
+    try:
+        for i in range(3):
+            await batcher.submit(row(i), 1, None)
+    finally:
+        await batcher.close()
+
+    assert (batcher.inline_runs > 0) is on_the_loop
+    assert (threading.get_ident() in {thread for thread, _ in model.runs}) is on_the_loop
+
+
+def test_the_settings_default_is_the_batchers() -> None:
+    assert InferenceSettings().inline_max_us / 1e6 == INLINE_MAX_S

@@ -136,6 +136,7 @@ def test_settings_given_in_code_win_over_the_environment() -> None:
             "QUARRY_PREDICTION_LOG_SAMPLE='1.5' is not valid: expected a number between 0 and 1",
         ),
         ({"QUARRY_INFERENCE_MAX_BATCH_SIZE": "many"}, "QUARRY_INFERENCE_MAX_BATCH_SIZE='many'"),
+        ({"QUARRY_INFERENCE_INLINE_MAX_US": "20000"}, "QUARRY_INFERENCE_INLINE_MAX_US='20000'"),
         (
             {"QUARRY_ONLINE_STORE_URL": "ftp://x"},
             "expected a redis://, sqlite:/// or postgresql://",

@@ -219,6 +219,7 @@ class Loader:
             max_queue_delay_ms=self._config.max_queue_delay_ms,
             max_queue_rows=self._config.max_queue_rows,
             runners=self._config.runners,
+            inline_max_s=self._config.inline_max_us / 1e6,
         )
 
     async def unload(self, key: Key) -> None:

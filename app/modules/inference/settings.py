@@ -30,6 +30,10 @@ class InferenceSettings(msgspec.Struct, frozen=True, kw_only=True):
     """QUARRY_INFERENCE_THREADS: ONNX Runtime intra-op threads per session (0 = one per core)."""
     runners: Annotated[int, _Positive] = 1
     """QUARRY_INFERENCE_RUNNERS: batches of one model version run at the same time."""
+    inline_max_us: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 100
+    """QUARRY_INFERENCE_INLINE_MAX_US: a run expected to take less than this many microseconds
+    runs on the event loop's thread, longer ones on a runner thread (0 = always a runner; at most
+    10 ms, so that one run never stalls the loop for long)."""
     max_batch_size: Annotated[int, _Positive, Alias("QUARRY_MAX_BATCH_SIZE")] = 64
     """QUARRY_INFERENCE_MAX_BATCH_SIZE (or QUARRY_MAX_BATCH_SIZE): most rows one ``session.run``
     takes."""
