@@ -102,6 +102,43 @@ async def test_concurrent_requests_are_batched_on_the_loop(
     assert (batcher.inline_runs, batcher.loop_batches) == (1, 1)
 
 
+async def test_one_row_batches_queued_in_a_turn_all_run_at_its_end() -> None:
+    turns = 0
+    seen: list[int] = []
+
+    class TurnRecordingModel(ThreadRecordingModel):
+        def run(self, feeds: Feeds) -> Feeds:
+            seen.append(turns)
+            return super().run(feeds)
+
+    async def ticker() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    model = TurnRecordingModel()
+    batcher = Batcher(
+        model, max_batch_size=1, max_queue_delay_ms=0, max_queue_rows=4096, inline_max_s=60.0
+    )
+    try:
+        await batcher.submit(row(0), 1, None)  # measured
+        ticking = asyncio.ensure_future(ticker())
+        await asyncio.sleep(0)
+        seen.clear()
+        answers = await asyncio.gather(*(batcher.submit(row(i), 1, None) for i in range(5)))
+        ticking.cancel()
+    finally:
+        await batcher.close()
+
+    for i, outputs in enumerate(answers):
+        np.testing.assert_array_equal(outputs["y"], row(i + 1)["x"])
+    # One inline, then the four queued meanwhile, one batch each, in one turn of the loop (not
+    # one a turn, which would leave requests waiting on the loop's other work).
+    assert (batcher.inline_runs, batcher.loop_batches) == (1, 4)
+    assert len(set(seen[1:])) == 1
+
+
 class SteadyModel(ThreadRecordingModel):
     """Takes 10 ms a run whatever its rows, so per row a run looks cheaper the more it holds."""
 

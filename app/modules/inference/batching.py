@@ -17,8 +17,9 @@ time (a moving average over its recent runs, scaled to the rows at hand) is unde
 
 - when nothing is running or queued, and no other task ran a model inline in this turn of the
   event loop, the request runs at once on the caller's thread (inline);
-- under concurrency the others queue, and one batch of them runs on the loop's thread at the
-  end of the turn, so that every request that arrives in the turn joins it.
+- under concurrency the others queue, and at the end of the turn what is queued runs on the
+  loop's thread, in batches of up to ``max_batch_size`` rows, so that every request that
+  arrives in the turn joins one.
 
 A batch expected to take longer runs on a runner thread, where the session releases the
 interpreter lock and the loop goes on serving. A version is never run on the loop before its
@@ -443,28 +444,30 @@ class Batcher:
         self._signals.batch_size.record(rows)
 
     def _run_on_loop(self) -> None:
-        """On the loop, at the end of the turn that queued work: run one batch here when it is
-        still expected to be short, else hand it to a runner."""
+        """On the loop, at the end of the turn that queued work: run what is queued here, batch
+        after batch, while each is still expected to be short; hand a longer one to a runner."""
         self._loop_run_booked = False
         self._active -= 1
-        batch = self._take_batch()
-        if not batch:
-            self._dispatch()
-            return
-        rows = sum(request.rows for request in batch)
-        if not self._short(rows):
-            self._start(batch)
-            return
-        self.loop_batches += 1
-        self._count_run(rows)
-        started = time.perf_counter()
-        try:
-            results: Results = self._run(batch)
-        except Exception as exc:
-            results = exc
-        else:
-            self._measured(time.perf_counter() - started, rows)
-        self._settle(batch, results)
+        for _ in range(len(self._queue)):  # what is queued now: each round takes one batch
+            if self._active >= self._runners or not self._queue or self._wait_for_rows():
+                break
+            batch = self._take_batch()
+            if not batch:
+                continue
+            rows = sum(request.rows for request in batch)
+            if not self._short(rows):
+                self._start(batch)
+                continue
+            self.loop_batches += 1
+            self._count_run(rows)
+            started = time.perf_counter()
+            try:
+                results: Results = self._run(batch)
+            except Exception as exc:
+                results = exc
+            else:
+                self._measured(time.perf_counter() - started, rows)
+            self._settle(batch, results)
         self._dispatch()
 
     def _start(self, batch: list[_Request]) -> None:
