@@ -31,11 +31,11 @@ LIMITS = {
         " a hop to the model's runner thread (shorter batches run on the event loop); the async"
         " FastAPI baseline runs the model on the event loop with none of these. At defaults"
         " with auth on (`serving_baselines.md`: one worker, medians of three alternating"
-        " rounds) Quarry answered 1.29x FastAPI's requests at one row, c=64 (1.14-1.81x in"
-        " three runs before) at 132 vs 251 µs of server CPU per request, p99 16 vs 20 ms, and"
-        " 1.17x at 64 rows (0.78x with every batch on a runner thread); two workers 1.51x one"
-        " (1.60x at 64 rows): one worker keeps ~1.15 of the two cores busy, two ~1.65 with wrk"
-        " on the rest. See"
+        " rounds) Quarry answered 1.33x FastAPI's requests at one row, c=64 (1.14-1.81x in"
+        " three runs before) at 125 vs 242 µs of server CPU per request, p99 17 vs 21 ms, and"
+        " 1.14x at 64 rows (1.04x and 0.85x with every batch on a runner thread); two workers"
+        " 1.46x one (1.65x at 64 rows): one worker keeps ~1.15 of the two cores busy, two"
+        " ~1.65 with wrk on the rest. See"
         " `rpc_overhead_profile.md` and the commits that cut the server's CPU per request."
     ),
     "inprocess": (
@@ -52,8 +52,9 @@ LIMITS = {
         " now go in whole batches of 500 under load (the flusher had drained the buffer after"
         " every write, a dozen records a batch, each with a thread hop and a transaction) and"
         " SQLite takes 100 rows an INSERT: their CPU per call fell from 40-60 µs to 20-35."
-        " Four runs of this version: 24.5-27.6 µs added at p50 in three, 31.1 and 44.0 in the"
-        " one where raw session.run itself was 45 % slower (28 to 46 µs before)."
+        " The run stored adds 15.0 µs at p50 (raw session.run 7.1 µs); four runs of the"
+        " previous version on a slower machine gave 24.5-27.6 µs in three, 31.1 and 44.0 in"
+        " the one where raw session.run itself was 45 % slower (28 to 46 µs before)."
     ),
     "batching": (
         "One ONNX Runtime run of 64 rows costs much less than 64 runs of one row (the weights are"
