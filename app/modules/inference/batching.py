@@ -460,13 +460,10 @@ class Batcher:
                 continue
             self.loop_batches += 1
             self._count_run(rows)
-            started = time.perf_counter()
             try:
                 results: Results = self._run(batch)
             except Exception as exc:
                 results = exc
-            else:
-                self._measured(time.perf_counter() - started, rows)
             self._settle(batch, results)
         self._dispatch()
 
@@ -484,13 +481,10 @@ class Batcher:
 
     def _execute(self, batch: list[_Request]) -> None:
         """In a worker thread: run the batch and post the results back to the loop."""
-        started = time.perf_counter()
         try:
             results: Results = self._run(batch)
         except BaseException as exc:  # every failure goes to the callers, or they wait forever
             results = exc
-        else:
-            self._measured(time.perf_counter() - started, sum(r.rows for r in batch))
         loop = self._loop
         if loop is None:
             return
@@ -498,6 +492,14 @@ class Batcher:
             loop.call_soon_threadsafe(self._finish, batch, results)
 
     def _run(self, batch: list[_Request]) -> Sequence[Outputs | Exception]:
+        """Run ``batch`` (on the loop or a runner) and fold a successful run's time into the
+        moving averages."""
+        started = time.perf_counter()
+        results = self._run_joined(batch)
+        self._measured(time.perf_counter() - started, sum(request.rows for request in batch))
+        return results
+
+    def _run_joined(self, batch: list[_Request]) -> Sequence[Outputs | Exception]:
         if len(batch) == 1:
             return [self.model.run(batch[0].feeds)]
         counts = [request.rows for request in batch]
