@@ -25,7 +25,7 @@ SCALING_SIGNALS = {
     "quarry_inference_queue_rows": "64",
 }
 """Custom metrics the inference autoscaler adds to CPU, with their target average per pod:
-predictions in flight (16), and rows waiting for a runner (64, one full batch at the default
+predictions in flight (16), and rows waiting to run (64, one full batch at the default
 ``max_batch_size``). Read through the Prometheus adapter (:func:`prometheus_adapter_rules`)."""
 
 _RESOURCES = {

@@ -28,7 +28,7 @@ inline path, so every :data:`INLINE_STREAK` inline runs without a loop turn it y
 background work (prediction records, events) keeps running.
 
 Scaling signals, per model and version on ``/metrics`` (about a microsecond each per request):
-``quarry_inference_queue_rows`` (rows waiting for a runner), ``quarry_inference_requests_in_flight``
+``quarry_inference_queue_rows`` (rows waiting to run), ``quarry_inference_requests_in_flight``
 (requests submitted and not yet answered) and ``quarry_inference_batch_size_rows`` (a histogram
 of rows per run). A horizontal autoscaler reads the first two through the Prometheus adapter.
 """
@@ -86,7 +86,7 @@ class _Signals:
             metrics.UpDownCounter,
             "quarry.inference.queue.rows",
             unit="{row}",
-            description="Rows waiting for a runner, per model version.",
+            description="Rows waiting to run, per model version.",
         ).series(self.labels)
         self.in_flight = metrics.shared(
             metrics.UpDownCounter,
@@ -239,7 +239,7 @@ class Batcher:
 
     @property
     def queued_rows(self) -> int:
-        """Rows waiting for a runner."""
+        """Rows waiting to run."""
         return self._queued_rows
 
     async def submit(self, feeds: dict[str, Array], rows: int, deadline: float | None) -> Outputs:
