@@ -9,6 +9,12 @@ never waits on a server. A connection failure seen by the error mapping
 (:func:`app.kernel.errors.unavailable_from`) marks the matching probes down at once and has them
 checked again straight away.
 
+A failed check (the server refused, the driver raised) marks its dependency down at once; a check
+that only ran out of time does so when the check straight after it runs out of time too, so one
+slow answer from a busy machine does not fail readiness. Database checks run on the monitor's own
+threads, never queued behind the application's work in the event loop's default executor, and a
+check still running when the next one starts is waited on, not started twice.
+
 A dependency needed for serving (``serving=True``: the databases, the broker, the online store)
 fails readiness while it is down; the others (event streams, leases: background work that catches
 up by itself) are only reported. Every state is on ``/v1/modules`` and on ``/metrics`` as
@@ -20,10 +26,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +47,9 @@ _log = logging.getLogger("quarry.dependencies")
 
 DOWN_RECHECK_S = 1.0
 """How often a dependency that is down is checked again."""
+
+TIMEOUTS_TO_DOWN = 2
+"""Consecutive checks out of time that mark a dependency down (a failed check does at once)."""
 
 Check = Callable[[], Awaitable[None]]
 """A probe: returns when the dependency answers, raises when it does not."""
@@ -73,6 +82,8 @@ class _Probe:
     since: float | None = None
     error: str | None = None
     database: bool = field(default=False)
+    timeouts: int = 0
+    """Consecutive checks that ran out of time."""
 
 
 _monitors: weakref.WeakSet[DependencyMonitor] = weakref.WeakSet()
@@ -95,6 +106,7 @@ class DependencyMonitor:
         self._redis: dict[str, Any] = {}
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._threads: ThreadPoolExecutor | None = None
         self._wake = asyncio.Event()
         self._gauge = metrics.shared(
             metrics.UpDownCounter,
@@ -113,20 +125,20 @@ class DependencyMonitor:
 
     def add_database(self, module: str, db: Database) -> None:
         """Watch ``module``'s database as ``<module>.database`` (``SELECT 1`` on a pooled
-        connection, in a worker thread; a check still running counts as a failure)."""
-        busy = threading.Lock()
+        connection, on the monitor's own threads; a check still running is waited on by the
+        next one rather than started again)."""
+        running: asyncio.Future[None] | None = None
 
         def ping() -> None:
-            if not busy.acquire(blocking=False):
-                raise TimeoutError("the previous check has not finished")
-            try:
-                with db.engine.connect() as conn:
-                    conn.exec_driver_sql("SELECT 1")
-            finally:
-                busy.release()
+            with db.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
 
         async def check() -> None:
-            await asyncio.to_thread(ping)
+            nonlocal running
+            loop = asyncio.get_running_loop()
+            if running is None or running.done() or running.get_loop() is not loop:
+                running = loop.run_in_executor(self._threads, ping)
+            await asyncio.shield(running)  # a timeout leaves it running for the next check
 
         self.add(f"{module}.database", db.dialect, check, module=module)
         self._probes[f"{module}.database"].database = True
@@ -171,6 +183,10 @@ class DependencyMonitor:
         """Check every dependency once, then keep checking in the background."""
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        databases = sum(p.database for p in self._probes.values())
+        self._threads = ThreadPoolExecutor(
+            max_workers=max(1, databases), thread_name_prefix="quarry-health"
+        )
         for probe in self._probes.values():
             self._gauge.add(0, {"dependency": probe.name})  # the series exists before a check
         await self.check_now()
@@ -193,6 +209,9 @@ class DependencyMonitor:
         for client in clients:
             with contextlib.suppress(Exception):
                 await client.aclose()
+        threads, self._threads = self._threads, None
+        if threads is not None:
+            threads.shutdown(wait=False, cancel_futures=True)  # a hung check is not waited for
 
     async def check_now(self) -> None:
         """Check every dependency now (each within ``timeout_s``)."""
@@ -212,10 +231,21 @@ class DependencyMonitor:
         try:
             async with asyncio.timeout(self.timeout_s):
                 await probe.check()
+        except TimeoutError:
+            self._timed_out(probe)
         except Exception as exc:  # whatever the driver raises, the answer is "down"
+            probe.timeouts = 0
             self._set(probe, up=False, error=type(exc).__name__)
         else:
+            probe.timeouts = 0
             self._set(probe, up=True, error=None)
+
+    def _timed_out(self, probe: _Probe) -> None:
+        probe.timeouts += 1
+        if probe.up is False or probe.timeouts >= TIMEOUTS_TO_DOWN:
+            self._set(probe, up=False, error="TimeoutError")
+        else:
+            self._wake.set()  # one more check straight away decides
 
     # --- state ------------------------------------------------------------------------------
 
