@@ -15,7 +15,7 @@
   runs on a runner thread, as every batch under load did before small models stayed on the
   event loop (the baseline of that choice).
 
-All six are started first; then, per load, ``wrk`` measures them in turn, for ``--rounds``
+All six are started first, at once; then, per load, ``wrk`` measures them in turn, for ``--rounds``
 rounds, so that whatever else the machine does at a given minute touches every server alike. Each
 comparison (against FastAPI, two workers against one) is made within a round, and the report gives
 each round's figures and their median. ``wrk`` posts one-row requests at concurrency 64 and 64-row
@@ -24,7 +24,7 @@ cores, as two workers need. Each run gives throughput, p50/p99 latency and the C
 server's whole process tree per answered request. Quarry's per-key rate limit is raised
 (``QUARRY_RATE_LIMIT_PER_S``) so that it never refuses the load generator; it is still checked on
 every request. Results go to ``bench/results/serving_baselines.json`` and ``.md``; ``--quick``
-runs one round of a second per load (the test that it completes).
+runs one round of a second per load with no warm-up (the test that it completes).
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -113,23 +115,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("wrk is missing: apt-get install -y wrk", file=sys.stderr)
         return 2
     if args.quick:
-        args.duration, args.warmup, args.rounds = 1.0, 1.0, 1  # wrk takes whole seconds
+        args.duration, args.warmup, args.rounds = 1.0, 0.0, 1  # wrk takes whole seconds
     load_at_start = os.getloadavg()[0]
     runs: list[Run] = []
     with (
         tempfile.TemporaryDirectory(prefix="quarry-bench-serving-") as tmp,
         contextlib.ExitStack() as servers,
     ):
-        folder = Path(tmp)
-        model = write_model(folder / "mlp.onnx")
-        started: dict[str, tuple[str, int, Path, dict[str, str]]] = {}
-        for name, (kind, env) in SERVERS.items():
-            data = folder / name
-            data.mkdir()
-            url, pid, headers = servers.enter_context(
-                server(kind, data, model, None, 0, {**env, **DEFAULTS}, sampling=DEFAULTS)
-            )
-            started[name] = (url, pid, data, headers)
+        started = _start_all(servers, Path(tmp))
         for rows, connections in LOADS:
             for turn in range(args.rounds):
                 for name, (url, pid, data, headers) in started.items():
@@ -151,6 +144,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _start_all(
+    servers: contextlib.ExitStack, folder: Path
+) -> dict[str, tuple[str, int, Path, dict[str, str]]]:
+    """Start every server at once (a start is mostly Python starting up: key creation, the
+    server, its model) and have ``servers`` stop them; name -> (URL, pid, folder, headers)."""
+    model = write_model(folder / "mlp.onnx")
+    starting: dict[str, tuple[Path, contextlib.AbstractContextManager[Any]]] = {}
+    for name, (kind, env) in SERVERS.items():
+        data = folder / name
+        data.mkdir()
+        manager = server(kind, data, model, None, 0, {**env, **DEFAULTS}, sampling=DEFAULTS)
+        starting[name] = (data, manager)
+    with ThreadPoolExecutor(max_workers=len(starting)) as pool:
+        entered = {name: pool.submit(m.__enter__) for name, (_, m) in starting.items()}
+        wait(entered.values())
+    started: dict[str, tuple[str, int, Path, dict[str, str]]] = {}
+    for name, future in entered.items():
+        if future.exception() is None:
+            servers.push(starting[name][1].__exit__)
+            url, pid, headers = future.result()
+            started[name] = (url, pid, starting[name][0], headers)
+    for future in entered.values():
+        if (error := future.exception()) is not None:
+            raise error  # the servers that did start are stopped by ``servers``
+    return started
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.serving_baselines",
@@ -159,7 +179,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration", type=float, default=8, help="seconds of each timed run")
     parser.add_argument("--warmup", type=float, default=2, help="untimed seconds before each")
     parser.add_argument("--rounds", type=int, default=3, help="turns of every server per load")
-    parser.add_argument("--quick", action="store_true", help="one round of a second per load")
+    parser.add_argument(
+        "--quick", action="store_true", help="one round of a second per load, no warm-up"
+    )
     parser.add_argument("--output-dir", type=Path, default=RESULTS, help="where results go")
     return parser
 
@@ -174,7 +196,8 @@ def _measure(
 ) -> Run:
     """``name`` under ``rows`` per request at ``connections`` in round ``turn``."""
     rows, connections, turn = load_round
-    run_wrk(url, script, connections=connections, duration_s=args.warmup, cpu=None)
+    if args.warmup > 0:
+        run_wrk(url, script, connections=connections, duration_s=args.warmup, cpu=None)
     cpu_start, wrk_start, started = _tree_cpu_ns(pid), _children_cpu_s(), time.perf_counter()
     load = run_wrk(url, script, connections=connections, duration_s=args.duration, cpu=None)
     cpu_end, wrk_end, elapsed = _tree_cpu_ns(pid), _children_cpu_s(), time.perf_counter() - started
