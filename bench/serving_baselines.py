@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -151,23 +151,23 @@ def _start_all(
     server, its model) and have ``servers`` stop them; name -> (URL, pid, folder, headers)."""
     model = write_model(folder / "mlp.onnx")
     starting: dict[str, tuple[Path, contextlib.AbstractContextManager[Any]]] = {}
-    for name, (kind, env) in SERVERS.items():
+    for name, (kind, extra) in SERVERS.items():
         data = folder / name
         data.mkdir()
-        manager = server(kind, data, model, None, 0, {**env, **DEFAULTS}, sampling=DEFAULTS)
-        starting[name] = (data, manager)
-    with ThreadPoolExecutor(max_workers=len(starting)) as pool:
+        env = {**extra, **DEFAULTS}
+        starting[name] = (data, server(kind, data, model, None, 0, env, sampling=DEFAULTS))
+    with ThreadPoolExecutor(max_workers=len(starting)) as pool:  # leaving it waits for all
         entered = {name: pool.submit(m.__enter__) for name, (_, m) in starting.items()}
-        wait(entered.values())
     started: dict[str, tuple[str, int, Path, dict[str, str]]] = {}
+    errors = [e for f in entered.values() if (e := f.exception()) is not None]
     for name, future in entered.items():
         if future.exception() is None:
-            servers.push(starting[name][1].__exit__)
+            data, manager = starting[name]
+            servers.push(manager.__exit__)
             url, pid, headers = future.result()
-            started[name] = (url, pid, starting[name][0], headers)
-    for future in entered.values():
-        if (error := future.exception()) is not None:
-            raise error  # the servers that did start are stopped by ``servers``
+            started[name] = (url, pid, data, headers)
+    if errors:
+        raise errors[0]  # the servers that did start are stopped by ``servers``
     return started
 
 

@@ -377,7 +377,7 @@ class Batcher:
                 break
             batch = self._take_batch()
             if batch:
-                self._start(batch)
+                self._start(batch, sum(request.rows for request in batch))
         if self._idle is not None and not self._active and not self._queue:
             self._idle.set()
 
@@ -456,21 +456,21 @@ class Batcher:
                 continue
             rows = sum(request.rows for request in batch)
             if not self._short(rows):
-                self._start(batch)
+                self._start(batch, rows)
                 continue
             self.loop_batches += 1
             self._count_run(rows)
             try:
-                results: Results = self._run(batch)
+                results: Results = self._run(batch, rows)
             except Exception as exc:
                 results = exc
             self._settle(batch, results)
         self._dispatch()
 
-    def _start(self, batch: list[_Request]) -> None:
-        """Run ``batch`` on a runner thread."""
+    def _start(self, batch: list[_Request], rows: int) -> None:
+        """Run ``batch`` (``rows`` rows in all) on a runner thread."""
         self._active += 1
-        self._count_run(sum(request.rows for request in batch))
+        self._count_run(rows)
         try:
             self._executor.submit(self._execute, batch)
         except RuntimeError:  # a shared executor was shut down under us
@@ -482,7 +482,7 @@ class Batcher:
     def _execute(self, batch: list[_Request]) -> None:
         """In a worker thread: run the batch and post the results back to the loop."""
         try:
-            results: Results = self._run(batch)
+            results: Results = self._run(batch, sum(request.rows for request in batch))
         except BaseException as exc:  # every failure goes to the callers, or they wait forever
             results = exc
         loop = self._loop
@@ -491,12 +491,12 @@ class Batcher:
         with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting any more
             loop.call_soon_threadsafe(self._finish, batch, results)
 
-    def _run(self, batch: list[_Request]) -> Sequence[Outputs | Exception]:
-        """Run ``batch`` (on the loop or a runner) and fold a successful run's time into the
-        moving averages."""
+    def _run(self, batch: list[_Request], rows: int) -> Sequence[Outputs | Exception]:
+        """Run ``batch`` of ``rows`` rows (on the loop or a runner) and fold a successful run's
+        time into the moving averages."""
         started = time.perf_counter()
         results = self._run_joined(batch)
-        self._measured(time.perf_counter() - started, sum(request.rows for request in batch))
+        self._measured(time.perf_counter() - started, rows)
         return results
 
     def _run_joined(self, batch: list[_Request]) -> Sequence[Outputs | Exception]:
